@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Placeholder until the implementation lands; intentionally empty. */
+typedef int tether_placeholder_frame;
