@@ -84,10 +84,12 @@ int tether_verify(const struct tether_key *key, uint8_t type, const uint8_t *bod
 int tether_signature_input(uint8_t type, const uint8_t *body, size_t body_len, uint8_t **ret,
                            size_t *ret_len);
 
-/* A self-signed X.509 certificate for mutual TLS, in PEM, valid from now-1h
- * for days days, subject CN=common_name. ret is owned by the caller. */
-int tether_cert_self_signed(const struct tether_key *key, const char *common_name, unsigned days,
-                            char **ret_pem);
+/* A self-signed X.509 certificate for TLS, in PEM, valid from now-1h for
+ * days days, subject CN=common_name, with subjectAltName entries from
+ * alt_names (NULL-terminated; each a DNS name or an IPv4/IPv6 literal; the
+ * list may be NULL). ret is owned by the caller. */
+int tether_cert_self_signed(const struct tether_key *key, const char *common_name,
+                            const char *const *alt_names, unsigned days, char **ret_pem);
 
 /* Base64 helpers (standard alphabet, with padding, no line breaks). */
 int tether_base64_encode(const uint8_t *data, size_t len, char **ret);
