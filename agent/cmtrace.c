@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "agent/cmtrace.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/strutil.h"
+
+/* The marker that ends a message in the CMTrace format. A message that
+ * contains it would end early in every reader, so it is defused. */
+#define CMTRACE_END_MARK "]LOG]!>"
+
+struct cmtrace_log {
+        char *path;
+        char *rotated_path;
+        uint64_t max_bytes;
+        int fd;
+        uint64_t dropped;
+};
+
+static int open_append(const char *path) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, 0640);
+
+        return fd < 0 ? -errno : fd;
+}
+
+/* "x.log" -> "x.lo_" (CMTrace's own convention), anything else -> "x.1". */
+static char *rotated_name(const char *path) {
+        size_t len = strlen(path);
+        char *name;
+
+        if (len > 4 && strcmp(path + len - 4, ".log") == 0) {
+                name = strdup(path);
+                if (name)
+                        name[len - 1] = '_';
+                return name;
+        }
+        name = malloc(len + 3);
+        if (name)
+                snprintf(name, len + 3, "%s.1", path);
+        return name;
+}
+
+int cmtrace_log_open(const char *path, uint64_t max_bytes, cmtrace_log **ret) {
+        _cleanup_(cmtrace_log_freep) cmtrace_log *log = NULL;
+
+        if (!path || !*path || !ret)
+                return -EINVAL;
+
+        log = calloc(1, sizeof(*log));
+        if (!log)
+                return -ENOMEM;
+        log->fd = -1;
+        log->max_bytes = max_bytes;
+        log->path = strdup(path);
+        log->rotated_path = rotated_name(path);
+        if (!log->path || !log->rotated_path)
+                return -ENOMEM;
+
+        log->fd = open_append(path);
+        if (log->fd < 0)
+                return log->fd;
+
+        *ret = TAKE_PTR(log);
+        return 0;
+}
+
+cmtrace_log *cmtrace_log_free(cmtrace_log *log) {
+        if (!log)
+                return NULL;
+        if (log->fd >= 0)
+                close(log->fd);
+        free(log->path);
+        free(log->rotated_path);
+        free(log);
+        return NULL;
+}
+
+uint64_t cmtrace_log_dropped(const cmtrace_log *log) {
+        return log ? log->dropped : 0;
+}
+
+static int reopen(cmtrace_log *log) {
+        int fd = open_append(log->path);
+
+        if (fd < 0)
+                return fd;
+        if (log->fd >= 0)
+                close(log->fd);
+        log->fd = fd;
+        return 0;
+}
+
+/* True when the path no longer names the file our descriptor writes to:
+ * another writer rotated it, or logrotate moved it away. */
+static bool path_moved(const cmtrace_log *log, const struct stat *ours) {
+        struct stat st;
+
+        if (stat(log->path, &st) < 0)
+                return true;
+        return st.st_dev != ours->st_dev || st.st_ino != ours->st_ino;
+}
+
+/* Makes sure that the next line_len bytes go to a current file with room
+ * for them. Returns 0 or a negative errno. */
+static int prepare_file(cmtrace_log *log, size_t line_len) {
+        struct stat st;
+        int r;
+
+        if (log->fd < 0 || fstat(log->fd, &st) < 0 || path_moved(log, &st)) {
+                r = reopen(log);
+                if (r < 0)
+                        return r;
+                if (fstat(log->fd, &st) < 0)
+                        return -errno;
+        }
+
+        if (log->max_bytes == 0 || st.st_size == 0 || (uint64_t)st.st_size + line_len <= log->max_bytes)
+                return 0;
+
+        /* Rotate under an exclusive lock on the full file, so that of two
+         * writers that both find it full, only the first renames it; the
+         * second then sees that the path moved and just reopens. */
+        if (flock(log->fd, LOCK_EX) < 0)
+                return -errno;
+        if (!path_moved(log, &st)) {
+                if (rename(log->path, log->rotated_path) < 0) {
+                        /* Cannot rotate (read-only directory...): keep
+                         * appending rather than lose lines. */
+                        flock(log->fd, LOCK_UN);
+                        return 0;
+                }
+        }
+        flock(log->fd, LOCK_UN);
+        return reopen(log);
+}
+
+static int cmtrace_type(int priority) {
+        if (priority <= LOG_ERR)
+                return 3;
+        if (priority == LOG_WARNING)
+                return 2;
+        return 1;
+}
+
+void cmtrace_log_sink(int priority, const char *message, const char *const *fields, void *userdata) {
+        cmtrace_log *log = userdata;
+        _cleanup_(freep) char *defused = NULL;
+        char trailer[192];
+        struct timespec now;
+        struct tm tm;
+        struct iovec iov[3];
+        size_t line_len;
+        const char *text = message ? message : "";
+        int saved_errno = errno, n;
+        ssize_t written;
+
+        if (!log)
+                return;
+
+        if (strstr(text, CMTRACE_END_MARK)) {
+                /* "]LOG]!>" becomes "]LOG] !>": readable, and no longer the
+                 * end marker. */
+                size_t len = strlen(text), cap = len * 8 / 7 + 2, o = 0;
+                const char *p = text;
+
+                defused = malloc(cap);
+                if (!defused) {
+                        log->dropped++;
+                        goto done;
+                }
+                while (*p) {
+                        if (startswith(p, CMTRACE_END_MARK)) {
+                                memcpy(defused + o, "]LOG] !>", 8);
+                                o += 8;
+                                p += strlen(CMTRACE_END_MARK);
+                        } else
+                                defused[o++] = *p++;
+                }
+                defused[o] = '\0';
+                text = defused;
+        }
+
+        if (clock_gettime(CLOCK_REALTIME, &now) < 0 || !gmtime_r(&now.tv_sec, &tm)) {
+                log->dropped++;
+                goto done;
+        }
+        n = snprintf(trailer, sizeof(trailer),
+                     CMTRACE_END_MARK
+                     "<time=\"%02d:%02d:%02d.%03ld+000\" date=\"%02d-%02d-%04d\" "
+                     "component=\"BgbAgent\" context=\"\" type=\"%d\" thread=\"%ld\" file=\"\">\n",
+                     tm.tm_hour, tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000L, tm.tm_mon + 1, tm.tm_mday,
+                     tm.tm_year + 1900, cmtrace_type(priority), (long)gettid());
+        if (n < 0 || (size_t)n >= sizeof(trailer)) {
+                log->dropped++;
+                goto done;
+        }
+
+        iov[0] = (struct iovec){.iov_base = (void *)"<![LOG[", .iov_len = 7};
+        iov[1] = (struct iovec){.iov_base = (void *)text, .iov_len = strlen(text)};
+        iov[2] = (struct iovec){.iov_base = trailer, .iov_len = (size_t)n};
+        line_len = iov[0].iov_len + iov[1].iov_len + iov[2].iov_len;
+
+        if (prepare_file(log, line_len) < 0) {
+                log->dropped++;
+                goto done;
+        }
+        /* One writev on an O_APPEND file: lines of concurrent writers do not
+         * interleave. */
+        written = writev(log->fd, iov, 3);
+        if (written < 0 || (size_t)written != line_len)
+                log->dropped++;
+done:
+        errno = saved_errno;
+}
