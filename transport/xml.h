@@ -32,5 +32,7 @@ int tether_xml_read(const uint8_t *data, size_t len, const char *expected_root, 
  */
 int tether_xml_child(xmlNode *parent, const char *name, xmlNode **ret, struct tether_diag *diag);
 
-/* Text content of an element, owned by the caller ("" for an empty one). */
+/* Text content of an element, owned by the caller ("" for an empty one).
+ * Only the element's own text and CDATA children count; release with
+ * free(). */
 int tether_xml_text(xmlNode *node, char **ret);
