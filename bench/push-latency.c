@@ -59,7 +59,7 @@ static uint64_t now_ns(void) {
 }
 
 static int wait_fd(int fd, enum tether_tls_want want, int timeout_ms) {
-        struct pollfd p = { .fd = fd, .events = want == TETHER_TLS_WANT_WRITE ? POLLOUT : POLLIN };
+        struct pollfd p = {.fd = fd, .events = want == TETHER_TLS_WANT_WRITE ? POLLOUT : POLLIN};
         int r = poll(&p, 1, timeout_ms);
         if (r < 0)
                 return -errno;
@@ -89,7 +89,7 @@ static int link_read_frame(struct link *l, struct tether_frame **ret) {
         for (;;) {
                 if (l->off < l->len) {
                         size_t used = 0;
-                        struct tether_diag diag = { 0 };
+                        struct tether_diag diag = {0};
                         int r = tether_frame_decoder_feed(l->dec, l->buf + l->off, l->len - l->off, &used,
                                                           ret, &diag);
                         l->off += used;
@@ -181,24 +181,39 @@ struct options {
 
 static int parse_args(int argc, char **argv, struct options *o) {
         static const struct option longopts[] = {
-                { "dir", required_argument, NULL, 'd' },      { "pushes", required_argument, NULL, 'n' },
-                { "warmup", required_argument, NULL, 'w' },   { "type", required_argument, NULL, 't' },
-                { "keepalive", required_argument, NULL, 'k' }, { "out", required_argument, NULL, 'o' },
-                { "timeout", required_argument, NULL, 'T' },  { NULL, 0, NULL, 0 },
+                {"dir", required_argument, NULL, 'd'},       {"pushes", required_argument, NULL, 'n'},
+                {"warmup", required_argument, NULL, 'w'},    {"type", required_argument, NULL, 't'},
+                {"keepalive", required_argument, NULL, 'k'}, {"out", required_argument, NULL, 'o'},
+                {"timeout", required_argument, NULL, 'T'},   {NULL, 0, NULL, 0},
         };
-        *o = (struct options){ .pushes = 10000, .warmup = 100, .type = 1, .keepalive = 180, .timeout = 30 };
+        *o = (struct options){.pushes = 10000, .warmup = 100, .type = 1, .keepalive = 180, .timeout = 30};
         int c;
         while ((c = getopt_long(argc, argv, "", longopts, NULL)) >= 0) {
                 int r = 0;
                 switch (c) {
-                case 'd': o->dir = optarg; break;
-                case 'o': o->out = optarg; break;
-                case 'n': r = parse_u64(optarg, 1, 10000000, &o->pushes); break;
-                case 'w': r = parse_u64(optarg, 0, 1000000, &o->warmup); break;
-                case 't': r = parse_u64(optarg, 1, 1000, &o->type); break;
-                case 'k': r = parse_u64(optarg, 1, 86400, &o->keepalive); break;
-                case 'T': r = parse_u64(optarg, 1, 3600, &o->timeout); break;
-                default: return -EINVAL;
+                case 'd':
+                        o->dir = optarg;
+                        break;
+                case 'o':
+                        o->out = optarg;
+                        break;
+                case 'n':
+                        r = parse_u64(optarg, 1, 10000000, &o->pushes);
+                        break;
+                case 'w':
+                        r = parse_u64(optarg, 0, 1000000, &o->warmup);
+                        break;
+                case 't':
+                        r = parse_u64(optarg, 1, 1000, &o->type);
+                        break;
+                case 'k':
+                        r = parse_u64(optarg, 1, 86400, &o->keepalive);
+                        break;
+                case 'T':
+                        r = parse_u64(optarg, 1, 3600, &o->timeout);
+                        break;
+                default:
+                        return -EINVAL;
                 }
                 if (r < 0) {
                         fprintf(stderr, "bench: bad value for an option: %s\n", optarg);
@@ -221,7 +236,7 @@ static int setup_keys(const char *dir, struct tether_key **site, struct tether_k
         r = tether_key_generate(TETHER_KEY_EC_P256, tls_key);
         if (r < 0)
                 return r;
-        static const char *const names[] = { "localhost", "127.0.0.1", NULL };
+        static const char *const names[] = {"localhost", "127.0.0.1", NULL};
         r = tether_cert_self_signed(*tls_key, "localhost", names, 30, cert);
         if (r < 0)
                 return r;
@@ -237,7 +252,7 @@ static int listen_loopback(const char *dir, int *ret_fd) {
         _cleanup_(closep) int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return -errno;
-        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         socklen_t sl = sizeof(sa);
         if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4) < 0 ||
             getsockname(fd, (struct sockaddr *)&sa, &sl) < 0)
@@ -291,7 +306,7 @@ static int sign_in(struct link *l, int listen_fd, struct tether_tls_ctx *ctx, co
                 fprintf(stderr, "bench: first frame is %s, not SIGNIN\n", tether_frame_type_name(f->type));
                 return -EPROTO;
         }
-        struct tether_diag diag = { 0 };
+        struct tether_diag diag = {0};
         _cleanup_(msg_freep) struct tether_msg *m = NULL;
         r = tether_msg_open(f, cert_key, &m, &diag);
         if (r < 0) {
@@ -343,7 +358,7 @@ int main(int argc, char **argv) {
                 return 1;
         }
 
-        struct link l = { .fd = -1, .timeout_ms = (int)o.timeout * 1000 };
+        struct link l = {.fd = -1, .timeout_ms = (int)o.timeout * 1000};
         _cleanup_(closep) int conn_fd = -1;
         _cleanup_(tls_conn_freep) struct tether_tls_conn *tls = NULL;
         _cleanup_(decoder_freep) struct tether_frame_decoder *dec = NULL;
@@ -359,8 +374,9 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "bench: agent sign-in failed: %s\n", strerror(-r));
                 return 1;
         }
-        fprintf(stderr, "bench: agent %s signed in; %llu pushes (+%llu warm-up), task type %llu\n", client_id,
-                (unsigned long long)o.pushes, (unsigned long long)o.warmup, (unsigned long long)o.type);
+        fprintf(stderr, "bench: agent %s signed in; %llu pushes (+%llu warm-up), task type %llu\n",
+                client_id, (unsigned long long)o.pushes, (unsigned long long)o.warmup,
+                (unsigned long long)o.type);
 
         uint64_t total = o.pushes + o.warmup;
         _cleanup_(freep) uint64_t *ack_ns = calloc(total, sizeof(uint64_t));
@@ -368,7 +384,7 @@ int main(int argc, char **argv) {
         _cleanup_(freep) uint32_t *rcs = calloc(total, sizeof(uint32_t));
         if (!ack_ns || !resp_ns || !rcs)
                 return 1;
-        unsigned rc_count[8] = { 0 };
+        unsigned rc_count[8] = {0};
         uint64_t keepalives = 0;
 
         for (uint64_t i = 0; i < total; i++) {
@@ -407,21 +423,23 @@ int main(int argc, char **argv) {
                                         (unsigned long long)(i + 1), strerror(-r));
                                 return 1;
                         }
-                        struct tether_diag diag = { 0 };
+                        struct tether_diag diag = {0};
                         _cleanup_(msg_freep) struct tether_msg *m = NULL;
                         r = tether_msg_open(f, f->type == TETHER_FRAME_RESPONSE ? device : NULL, &m, &diag);
                         if (r < 0) {
-                                fprintf(stderr, "bench: %s frame refused: %s\n", tether_frame_type_name(f->type),
-                                        diag.text);
+                                fprintf(stderr, "bench: %s frame refused: %s\n",
+                                        tether_frame_type_name(f->type), diag.text);
                                 return 1;
                         }
-                        if (m->type == TETHER_FRAME_PUSH_ACK && strcmp(m->ack.task_guid, p->push.task_guid) == 0) {
+                        if (m->type == TETHER_FRAME_PUSH_ACK &&
+                            strcmp(m->ack.task_guid, p->push.task_guid) == 0) {
                                 ack_ns[i] = now_ns() - t0;
                         } else if (m->type == TETHER_FRAME_RESPONSE) {
                                 if (strcmp(m->response.task_guid, p->push.task_guid) == 0) {
                                         resp_ns[i] = now_ns() - t0;
                                         rcs[i] = m->response.return_code;
-                                        rc_count[m->response.return_code < 8 ? m->response.return_code : 0]++;
+                                        rc_count[m->response.return_code < 8 ? m->response.return_code
+                                                                             : 0]++;
                                         answered = true;
                                 }
                                 _cleanup_(msg_freep) struct tether_msg *a = NULL;
@@ -463,7 +481,8 @@ int main(int argc, char **argv) {
                         return 1;
                 }
                 for (uint64_t i = o.warmup; i < total; i++)
-                        fprintf(out, "%.1f %.1f %u\n", (double)ack_ns[i] / 1e3, (double)resp_ns[i] / 1e3, rcs[i]);
+                        fprintf(out, "%.1f %.1f %u\n", (double)ack_ns[i] / 1e3, (double)resp_ns[i] / 1e3,
+                                rcs[i]);
         }
         printf("push latency, one tetherd, loopback TLS, task type %llu, %llu pushes after %llu warm-up\n",
                (unsigned long long)o.type, (unsigned long long)o.pushes, (unsigned long long)o.warmup);
