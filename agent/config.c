@@ -1,0 +1,558 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "agent/config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+
+#include "common/cleanup.h"
+#include "common/strutil.h"
+
+#define USEC_PER_SEC 1000000ULL
+
+typedef int (*config_parser_fn)(const char *value, void *dst, uint64_t min, uint64_t max,
+                                const char **reason);
+
+struct config_key {
+        const char *section;
+        const char *key;
+        config_parser_fn parse;
+        size_t offset;
+        uint64_t min, max;
+};
+
+static int parse_string(const char *value, void *dst, uint64_t min, uint64_t max, const char **reason) {
+        char **s = dst, *n;
+
+        if (max > 0 && strlen(value) > max) {
+                *reason = "value too long";
+                return -EINVAL;
+        }
+        if (min > 0 && strlen(value) < min) {
+                *reason = "value must not be empty";
+                return -EINVAL;
+        }
+        n = strdup(value);
+        if (!n)
+                return -ENOMEM;
+        free(*s);
+        *s = value[0] ? n : (free(n), NULL);
+        return 0;
+}
+
+static int parse_path(const char *value, void *dst, uint64_t min, uint64_t max, const char **reason) {
+        if (value[0] && value[0] != '/') {
+                *reason = "not an absolute path";
+                return -EINVAL;
+        }
+        return parse_string(value, dst, min, PATH_MAX - 1, reason);
+}
+
+static int parse_number(const char *value, uint64_t min, uint64_t max, uint64_t *ret, const char **reason) {
+        int r = parse_u64(value, min, max, ret);
+        if (r == -ERANGE)
+                *reason = "number out of range";
+        else if (r < 0)
+                *reason = "not a number";
+        return r;
+}
+
+static int parse_u16(const char *value, void *dst, uint64_t min, uint64_t max, const char **reason) {
+        uint64_t v;
+        int r = parse_number(value, min, max, &v, reason);
+        if (r < 0)
+                return r;
+        *(uint16_t *)dst = (uint16_t)v;
+        return 0;
+}
+
+static int parse_u32(const char *value, void *dst, uint64_t min, uint64_t max, const char **reason) {
+        uint64_t v;
+        int r = parse_number(value, min, max, &v, reason);
+        if (r < 0)
+                return r;
+        *(uint32_t *)dst = (uint32_t)v;
+        return 0;
+}
+
+static int parse_bytes(const char *value, void *dst, uint64_t min, uint64_t max, const char **reason) {
+        return parse_number(value, min, max, (uint64_t *)dst, reason);
+}
+
+static int parse_bool(const char *value, void *dst, uint64_t min, uint64_t max, const char **reason) {
+        static const char *const yes[] = {"yes", "true", "on", "1"}, *const no[] = {"no", "false", "off",
+                                                                                    "0"};
+
+        for (size_t i = 0; i < ELEMENTSOF(yes); i++) {
+                if (strcasecmp(value, yes[i]) == 0) {
+                        *(bool *)dst = true;
+                        return 0;
+                }
+                if (strcasecmp(value, no[i]) == 0) {
+                        *(bool *)dst = false;
+                        return 0;
+                }
+        }
+        *reason = "not a boolean (yes or no)";
+        return -EINVAL;
+}
+
+/* Seconds, with an optional unit: "90", "90s", "15min", "2h", "7d". */
+static int parse_seconds(const char *value, void *dst, uint64_t min, uint64_t max, const char **reason) {
+        static const struct {
+                const char *suffix;
+                uint64_t mult;
+        } units[] = {{"s", 1}, {"min", 60}, {"m", 60}, {"h", 3600}, {"d", 86400}};
+        size_t n = strlen(value), digits = 0;
+        uint64_t v, mult = 1;
+        int r;
+
+        while (digits < n && value[digits] >= '0' && value[digits] <= '9')
+                digits++;
+        if (digits < n) {
+                size_t i;
+                for (i = 0; i < ELEMENTSOF(units); i++)
+                        if (strcmp(value + digits, units[i].suffix) == 0)
+                                break;
+                if (i == ELEMENTSOF(units)) {
+                        *reason = "not a duration (seconds, or a number with s, min, h or d)";
+                        return -EINVAL;
+                }
+                mult = units[i].mult;
+        }
+        r = parse_u64_n(value, digits, 0, UINT32_MAX, &v);
+        if (r < 0) {
+                *reason = "not a duration (seconds, or a number with s, min, h or d)";
+                return r;
+        }
+        v *= mult;
+        if (v < min || v > max) {
+                *reason = "duration out of range";
+                return -ERANGE;
+        }
+        *(uint64_t *)dst = v * USEC_PER_SEC;
+        return 0;
+}
+
+static int parse_transport(const char *value, void *dst, uint64_t min, uint64_t max, const char **reason) {
+        enum tether_channel_mode *m = dst;
+
+        if (strcmp(value, "auto") == 0)
+                *m = TETHER_CHANNEL_AUTO;
+        else if (strcmp(value, "tcp") == 0)
+                *m = TETHER_CHANNEL_TCP;
+        else if (strcmp(value, "https") == 0)
+                *m = TETHER_CHANNEL_HTTPS;
+        else {
+                *reason = "not one of auto, tcp, https";
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* SHA-256 hex, 64 digits, colons allowed between bytes; stored lowercase. */
+static int parse_fingerprint(const char *value, void *dst, uint64_t min, uint64_t max, const char **reason) {
+        char buf[65], **s = dst;
+        size_t n = 0;
+
+        if (!value[0]) {
+                free(*s);
+                *s = NULL;
+                return 0;
+        }
+        for (const char *p = value; *p; p++) {
+                char ch = *p;
+                if (ch == ':')
+                        continue;
+                if (ch >= 'A' && ch <= 'F')
+                        ch = (char)(ch - 'A' + 'a');
+                if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')) || n >= 64) {
+                        *reason = "not a SHA-256 fingerprint (64 hex digits)";
+                        return -EINVAL;
+                }
+                buf[n++] = ch;
+        }
+        if (n != 64) {
+                *reason = "not a SHA-256 fingerprint (64 hex digits)";
+                return -EINVAL;
+        }
+        buf[n] = 0;
+        return parse_string(buf, dst, 0, 0, reason);
+}
+
+static int parse_log_level(const char *value, void *dst, uint64_t min, uint64_t max, const char **reason) {
+        static const struct {
+                const char *name;
+                int level;
+        } levels[] = {{"debug", LOG_DEBUG},
+                      {"info", LOG_INFO},
+                      {"notice", LOG_NOTICE},
+                      {"warning", LOG_WARNING},
+                      {"error", LOG_ERR}};
+
+        for (size_t i = 0; i < ELEMENTSOF(levels); i++)
+                if (strcmp(value, levels[i].name) == 0) {
+                        *(int *)dst = levels[i].level;
+                        return 0;
+                }
+        *reason = "not one of debug, info, notice, warning, error";
+        return -EINVAL;
+}
+
+#define OFF(f) offsetof(struct tether_config, f)
+#define DAY (86400ULL)
+static const struct config_key config_keys[] = {
+        {"mp", "host", parse_string, OFF(mp_host), 0, 255},
+        {"mp", "tcp_port", parse_u16, OFF(tcp_port), 1, 65535},
+        {"mp", "https_port", parse_u16, OFF(https_port), 1, 65535},
+        {"mp", "transport", parse_transport, OFF(transport), 0, 0},
+        {"mp", "ca_file", parse_path, OFF(ca_file), 0, 0},
+        {"mp", "server_fingerprint", parse_fingerprint, OFF(server_fingerprint), 0, 0},
+        {"mp", "proxy", parse_string, OFF(proxy), 0, 1024},
+        {"mp", "https_hold_seconds", parse_u32, OFF(https_hold_seconds), 0, 300},
+        {"trust", "site_key", parse_path, OFF(site_key), 0, 0},
+        {"trust", "site_key_fingerprint", parse_fingerprint, OFF(site_key_fingerprint), 0, 0},
+        {"trust", "trust_on_first_use", parse_bool, OFF(trust_on_first_use), 0, 0},
+        {"agent", "state_dir", parse_path, OFF(state_dir), 1, 0},
+        {"agent", "runtime_dir", parse_path, OFF(runtime_dir), 1, 0},
+        {"agent", "user", parse_string, OFF(user), 1, 64},
+        {"agent", "max_frame", parse_u32, OFF(max_frame), 4096, 16u * 1024u * 1024u},
+        {"agent", "keepalive_seconds", parse_u32, OFF(keepalive_seconds), 0, 86400},
+        {"agent", "enrolment_token", parse_string, OFF(enrolment_token), 0, 512},
+        {"agent", "start_delay_max_seconds", parse_u32, OFF(start_delay_max_seconds), 0, 86400},
+        {"agent", "machine_id_file", parse_path, OFF(machine_id_file), 1, 0},
+        {"cycles", "cycles_dir", parse_path, OFF(cycles_dir), 1, 0},
+        {"cycles", "machine_policy_timeout", parse_seconds, OFF(timeout_usec[1]), 1, DAY},
+        {"cycles", "machine_policy_interval", parse_seconds, OFF(interval_usec[1]), 0, 30 * DAY},
+        {"cycles", "machine_policy_enabled", parse_bool, OFF(enabled[1]), 0, 0},
+        {"cycles", "user_policy_timeout", parse_seconds, OFF(timeout_usec[2]), 1, DAY},
+        {"cycles", "user_policy_interval", parse_seconds, OFF(interval_usec[2]), 0, 30 * DAY},
+        {"cycles", "user_policy_enabled", parse_bool, OFF(enabled[2]), 0, 0},
+        {"cycles", "app_evaluation_timeout", parse_seconds, OFF(timeout_usec[3]), 1, DAY},
+        {"cycles", "app_evaluation_interval", parse_seconds, OFF(interval_usec[3]), 0, 30 * DAY},
+        {"cycles", "app_evaluation_enabled", parse_bool, OFF(enabled[3]), 0, 0},
+        {"cycles", "kill_grace", parse_seconds, OFF(kill_grace_usec), 1, 3600},
+        {"cycles", "output_cap", parse_bytes, OFF(output_cap), 1024, 64u * 1024u * 1024u},
+        {"log", "level", parse_log_level, OFF(log_level), 0, 0},
+        {"log", "cmtrace_file", parse_path, OFF(cmtrace_file), 0, 0},
+};
+
+static int config_add_error(struct tether_config *c, const char *file, unsigned line, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+
+static int config_add_error(struct tether_config *c, const char *file, unsigned line, const char *fmt, ...) {
+        _cleanup_(freep) char *msg = NULL;
+        char *full = NULL, **n;
+        va_list ap;
+        int k;
+
+        va_start(ap, fmt);
+        k = vasprintf(&msg, fmt, ap);
+        va_end(ap);
+        if (k < 0)
+                return -ENOMEM;
+        if (line > 0)
+                k = asprintf(&full, "%s:%u: %s", file, line, msg);
+        else
+                k = asprintf(&full, "%s: %s", file, msg);
+        if (k < 0)
+                return -ENOMEM;
+        n = realloc(c->errors, (c->n_errors + 1) * sizeof(char *));
+        if (!n) {
+                free(full);
+                return -ENOMEM;
+        }
+        c->errors = n;
+        c->errors[c->n_errors++] = full;
+        return 0;
+}
+
+int tether_config_set(struct tether_config *c, const char *file, unsigned line, const char *section,
+                      const char *key, const char *value) {
+        const char *reason = NULL;
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(config_keys); i++) {
+                const struct config_key *k = &config_keys[i];
+                if (strcmp(k->section, section) != 0 || strcmp(k->key, key) != 0)
+                        continue;
+                r = k->parse(value, (uint8_t *)c + k->offset, k->min, k->max, &reason);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0) {
+                        if (config_add_error(c, file, line, "[%s] %s: %s: '%s'", section, key,
+                                             reason ? reason : "bad value", value) < 0)
+                                return -ENOMEM;
+                        return -EINVAL;
+                }
+                return 0;
+        }
+        if (config_add_error(c, file, line, "[%s] %s: unknown key", section, key) < 0)
+                return -ENOMEM;
+        return -EINVAL;
+}
+
+struct parse_ctx {
+        struct tether_config *config;
+        const char *file;
+        FILE *f;
+        unsigned line;
+        unsigned long_line; /* a line inih would have cut, or 0 */
+        bool oom;
+};
+
+/* fgets-style reader that counts lines, so that the handler knows where it
+ * is (inih's own line numbers reach only its return value). */
+static char *config_reader(char *str, int num, void *stream) {
+        struct parse_ctx *ctx = stream;
+        char *p = fgets(str, num, ctx->f);
+        size_t n;
+
+        if (!p)
+                return NULL;
+        ctx->line++;
+        n = strlen(p);
+        if (n > 0 && p[n - 1] != '\n' && !feof(ctx->f)) {
+                int ch;
+                /* Over-long line: skip the rest and report it. */
+                ctx->long_line = ctx->line;
+                while ((ch = fgetc(ctx->f)) != EOF && ch != '\n')
+                        ;
+                p[0] = '\n';
+                p[1] = 0;
+        }
+        return p;
+}
+
+static int config_handler(void *user, const char *section, const char *name, const char *value) {
+        struct parse_ctx *ctx = user;
+
+        if (tether_config_set(ctx->config, ctx->file, ctx->line, section[0] ? section : "(none)", name,
+                              value) == -ENOMEM)
+                ctx->oom = true;
+        return 1; /* our own errors are recorded; only syntax errors reach inih's count */
+}
+
+static int config_parse_file(struct tether_config *c, const char *path, bool required) {
+        _cleanup_(fclosep) FILE *f = NULL;
+        struct parse_ctx ctx = {.config = c, .file = path};
+        char **n;
+        int r;
+
+        f = fopen(path, "re");
+        if (!f) {
+                if (errno == ENOENT && !required)
+                        return 0;
+                return config_add_error(c, path, 0, "cannot read: %s", strerror(errno));
+        }
+        n = realloc(c->files, (c->n_files + 1) * sizeof(char *));
+        if (!n)
+                return -ENOMEM;
+        c->files = n;
+        c->files[c->n_files] = strdup(path);
+        if (!c->files[c->n_files])
+                return -ENOMEM;
+        c->n_files++;
+
+        ctx.f = f;
+        r = ini_parse_stream(config_reader, &ctx, config_handler, &ctx);
+        if (ctx.oom || r == -2)
+                return -ENOMEM;
+        if (ctx.long_line > 0 &&
+            config_add_error(c, path, ctx.long_line, "line too long (at most 196 bytes)") < 0)
+                return -ENOMEM;
+        if (r > 0 && (unsigned)r != ctx.long_line &&
+            config_add_error(c, path, (unsigned)r, "syntax error (expected [section] or key = value)") < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static int cmp_str(const void *a, const void *b) {
+        return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int config_parse_dropins(struct tether_config *c, const char *dir) {
+        DIR *d = opendir(dir);
+        char **names = NULL;
+        size_t n = 0;
+        struct dirent *de;
+        int r = 0;
+
+        if (!d)
+                return errno == ENOENT ? 0 : config_add_error(c, dir, 0, "cannot read: %s", strerror(errno));
+        while ((de = readdir(d))) {
+                size_t l = strlen(de->d_name);
+                char **nn;
+                if (de->d_name[0] == '.' || l < 6 || strcmp(de->d_name + l - 5, ".conf") != 0)
+                        continue;
+                nn = realloc(names, (n + 1) * sizeof(char *));
+                if (!nn) {
+                        r = -ENOMEM;
+                        goto done;
+                }
+                names = nn;
+                names[n] = strdup(de->d_name);
+                if (!names[n]) {
+                        r = -ENOMEM;
+                        goto done;
+                }
+                n++;
+        }
+        qsort(names, n, sizeof(char *), cmp_str);
+        for (size_t i = 0; i < n && r >= 0; i++) {
+                _cleanup_(freep) char *p = NULL;
+                if (asprintf(&p, "%s/%s", dir, names[i]) < 0) {
+                        r = -ENOMEM;
+                        break;
+                }
+                r = config_parse_file(c, p, true);
+        }
+done:
+        for (size_t i = 0; i < n; i++)
+                free(names[i]);
+        free(names);
+        closedir(d);
+        return r;
+}
+
+int tether_config_new_default(struct tether_config **ret) {
+        struct tether_config *c = calloc(1, sizeof(*c));
+
+        if (!c)
+                return -ENOMEM;
+        c->tcp_port = 10123;
+        c->https_port = 10124;
+        c->transport = TETHER_CHANNEL_AUTO;
+        c->https_hold_seconds = 50;
+        c->max_frame = 1024u * 1024u;
+        c->keepalive_seconds = 0;
+        c->start_delay_max_seconds = 0;
+        c->log_level = LOG_INFO;
+        c->kill_grace_usec = 5 * USEC_PER_SEC;
+        c->output_cap = 64 * 1024;
+        for (int i = 1; i <= (TETHER_CONFIG_CYCLES - 1); i++)
+                c->enabled[i] = true;
+        c->timeout_usec[1] = 600 * USEC_PER_SEC;
+        c->timeout_usec[2] = 600 * USEC_PER_SEC;
+        c->timeout_usec[3] = 3600 * USEC_PER_SEC;
+        c->interval_usec[1] = 3600 * USEC_PER_SEC;
+        c->interval_usec[2] = 3600 * USEC_PER_SEC;
+        c->interval_usec[3] = 7 * DAY * USEC_PER_SEC;
+        c->state_dir = strdup(TETHER_STATEDIR_STR);
+        c->runtime_dir = strdup(TETHER_RUNDIR_STR);
+        c->user = strdup("tether");
+        c->machine_id_file = strdup("/etc/machine-id");
+        c->cycles_dir = strdup(TETHER_SYSCONFDIR_STR "/cycles.d");
+        if (!c->state_dir || !c->runtime_dir || !c->user || !c->machine_id_file || !c->cycles_dir) {
+                tether_config_free(c);
+                return -ENOMEM;
+        }
+        *ret = c;
+        return 0;
+}
+
+void tether_config_validate(struct tether_config *c, const char *main_path) {
+        if (!c->mp_host)
+                (void)config_add_error(c, main_path, 0, "[mp] host: required, and not set");
+        if (!c->site_key && !c->site_key_fingerprint && !c->trust_on_first_use)
+                (void)config_add_error(c, main_path, 0,
+                                       "[trust]: no site key: set site_key, site_key_fingerprint, "
+                                       "or trust_on_first_use = yes");
+        if (c->site_key && c->trust_on_first_use)
+                (void)config_add_error(c, main_path, 0,
+                                       "[trust] trust_on_first_use: cannot be combined with site_key");
+}
+
+int tether_config_load(const char *main_path, struct tether_config **ret) {
+        struct tether_config *c = NULL;
+        _cleanup_(freep) char *dropins = NULL;
+        int r;
+
+        r = tether_config_new_default(&c);
+        if (r < 0)
+                return r;
+        r = config_parse_file(c, main_path, true);
+        if (r >= 0) {
+                if (asprintf(&dropins, "%s.d", main_path) < 0)
+                        r = -ENOMEM;
+                else
+                        r = config_parse_dropins(c, dropins);
+        }
+        if (r < 0) {
+                tether_config_free(c);
+                return r;
+        }
+        tether_config_validate(c, main_path);
+        *ret = c;
+        return 0;
+}
+
+struct tether_config *tether_config_free(struct tether_config *c) {
+        if (!c)
+                return NULL;
+        free(c->mp_host);
+        free(c->ca_file);
+        free(c->server_fingerprint);
+        free(c->proxy);
+        free(c->site_key);
+        free(c->site_key_fingerprint);
+        free(c->state_dir);
+        free(c->runtime_dir);
+        free(c->user);
+        free(c->enrolment_token);
+        free(c->machine_id_file);
+        free(c->cycles_dir);
+        free(c->cmtrace_file);
+        for (size_t i = 0; i < c->n_errors; i++)
+                free(c->errors[i]);
+        free(c->errors);
+        for (size_t i = 0; i < c->n_files; i++)
+                free(c->files[i]);
+        free(c->files);
+        free(c);
+        return NULL;
+}
+
+const char *tether_config_transport_name(enum tether_channel_mode m) {
+        switch (m) {
+        case TETHER_CHANNEL_AUTO:
+                return "auto";
+        case TETHER_CHANNEL_TCP:
+                return "tcp";
+        case TETHER_CHANNEL_HTTPS:
+                return "https";
+        }
+        return "unknown";
+}
+
+static const struct {
+        int cycle;
+        const char *name, *number, *schedule_id;
+} cycle_names[] = {
+        {1, "machine-policy", "1", "{00000000-0000-0000-0000-000000000021}"},
+        {2, "user-policy", "2", "{00000000-0000-0000-0000-000000000026}"},
+        {3, "app-evaluation", "3", "{00000000-0000-0000-0000-000000000121}"},
+};
+
+int tether_cycle_from_string(const char *s) {
+        for (size_t i = 0; i < ELEMENTSOF(cycle_names); i++)
+                if (strcmp(s, cycle_names[i].name) == 0 || strcmp(s, cycle_names[i].number) == 0 ||
+                    strcasecmp(s, cycle_names[i].schedule_id) == 0 ||
+                    (strlen(s) == 36 && strncasecmp(s, cycle_names[i].schedule_id + 1, 36) == 0))
+                        return cycle_names[i].cycle;
+        return 0;
+}
+
+const char *tether_cycle_name(int c) {
+        for (size_t i = 0; i < ELEMENTSOF(cycle_names); i++)
+                if (cycle_names[i].cycle == c)
+                        return cycle_names[i].name;
+        return "unknown";
+}

@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/* Indexed by the cycle number (TaskType 1..3). Kept apart from
+ * scheduler/scheduler.h so that the channel process's files need not
+ * include it. */
+#define TETHER_CONFIG_CYCLES 4
+
+/*
+ * tetherd's configuration: /etc/tether/tether.conf, then every
+ * /etc/tether/tether.conf.d/ *.conf in name order, INI read with inih. Each
+ * key maps to a parser and an offset in struct tether_config through one
+ * table (config.c). A bad value is an error that names file, line and key;
+ * the default (or the earlier value) is kept. conf/tether.conf documents
+ * every key.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agent/channel.h"
+
+struct tether_config {
+        /* [mp] */
+        char *mp_host;
+        uint16_t tcp_port;
+        uint16_t https_port;
+        enum tether_channel_mode transport;
+        char *ca_file;
+        char *server_fingerprint;
+        char *proxy;
+        uint32_t https_hold_seconds;
+        /* [trust] */
+        char *site_key;
+        char *site_key_fingerprint;
+        bool trust_on_first_use;
+        /* [agent] */
+        char *state_dir;
+        char *runtime_dir;
+        char *user;
+        uint32_t max_frame;
+        uint32_t keepalive_seconds;
+        char *enrolment_token;
+        uint32_t start_delay_max_seconds;
+        char *machine_id_file;
+        /* [cycles] indexed by enum tether_cycle */
+        char *cycles_dir;
+        uint64_t timeout_usec[TETHER_CONFIG_CYCLES];
+        uint64_t interval_usec[TETHER_CONFIG_CYCLES];
+        bool enabled[TETHER_CONFIG_CYCLES];
+        uint64_t kill_grace_usec;
+        uint64_t output_cap;
+        /* [log] */
+        int log_level;
+        char *cmtrace_file;
+
+        /* Every error found while loading, "file:line: [section] key: reason". */
+        char **errors;
+        size_t n_errors;
+        /* The files read, in order (for logs). */
+        char **files;
+        size_t n_files;
+};
+
+/*
+ * Loads main_path (required) and the drop-ins in main_path + ".d"/ *.conf
+ * (optional). On success *ret always holds a usable configuration (defaults
+ * where values were bad) and ret->errors lists every problem; the caller
+ * decides whether errors are fatal. Returns -ENOMEM only.
+ */
+int tether_config_load(const char *main_path, struct tether_config **ret);
+
+/* Defaults only, with no file (for tests and the daemon's fallback). */
+int tether_config_new_default(struct tether_config **ret);
+
+struct tether_config *tether_config_free(struct tether_config *c); /* accepts NULL */
+
+/* Applies one value as if it had been read at file:line (for tests and
+ * overrides). Returns 0, or -EINVAL after recording an error. */
+int tether_config_set(struct tether_config *c, const char *file, unsigned line, const char *section,
+                      const char *key, const char *value);
+
+/* Cross-key checks (host present, a site key trust mode chosen); records
+ * errors against the main file. Called by tether_config_load(). */
+void tether_config_validate(struct tether_config *c, const char *main_path);
+
+const char *tether_config_transport_name(enum tether_channel_mode m);
+
+/* The cycle (1..3) for "machine-policy", "user-policy", "app-evaluation",
+ * the numbers "1".."3", or a schedule-ID alias; 0 when unknown. */
+int tether_cycle_from_string(const char *s);
+const char *tether_cycle_name(int cycle); /* "machine-policy" */
+
+#define TETHER_DEFAULT_CONFIG TETHER_SYSCONFDIR_STR "/tether.conf"
