@@ -87,3 +87,134 @@ void tether_scheduler_cancel_all(struct tether_scheduler *s);
 
 /* Number of requests queued or running, for status lines. */
 unsigned tether_scheduler_pending(const struct tether_scheduler *s);
+
+/* ------------------------------------------------------------------------
+ * Added by the scheduler implementation (nothing above was changed).
+ *
+ * Event loop. Child processes are waited for with sd-event child sources,
+ * which need SIGCHLD blocked (sigprocmask) in every thread of the process
+ * BEFORE the sd_event is created and the scheduler made. Without that,
+ * cycles that run a child answer Failed with "SIGCHLD is not blocked".
+ *
+ * What runs in parallel: nothing. One cycle runs at a time, in FIFO order
+ * of submission, with coalescing. Why: every cycle touches shared state.
+ * Machine and user policy write the policies that app evaluation reads;
+ * hooks of both policy cycles configure the same machine; package managers
+ * take a global lock anyway. Cycles are rare (pushes, hourly schedules), so
+ * serial execution costs nothing that matters, and it makes each result
+ * reproducible. The price is latency behind a long cycle, bounded by the
+ * per-cycle time limits below. So app evaluation never overlaps a machine
+ * or user policy cycle, in either direction.
+ *
+ * Coalescing: requests are keyed by cycle, and for the user policy cycle
+ * also by TaskParam (one user, or "" for all active users); TaskParam of
+ * the other cycles is passed to hooks but does not split runs. A request
+ * whose key matches a queued (not yet running) run joins it; otherwise it
+ * queues a new run, which for a running key is exactly one more run after
+ * the current one. Every joined request gets its own done call, in order
+ * of submission. A periodic tick joins like a request with task_guid NULL,
+ * and at most one periodic caller per run.
+ *
+ * Time limits: time_limit_usec[] 0 means 1800 s for the policy cycles and
+ * 14400 s for app evaluation. On the limit the running child's process
+ * group gets SIGTERM, then SIGKILL after kill_grace_usec, and the cycle
+ * answers TimedOut (6) naming the step. An application's own
+ * TimeoutSeconds stops only that step: the application is listed as
+ * "timed out (<step>)" and the cycle answers Failed (2).
+ *
+ * Periodic runs: interval_usec[] from options, replaced by the effective
+ * machine policy's <Intervals> (the user policies' Intervals are ignored:
+ * there is one schedule per device). Each cycle's ticks fall at
+ * start + offset + k * interval on CLOCK_BOOTTIME, offset being a per-device
+ * random value in [0, interval) derived from random_seed (pass a value
+ * derived from the machine ID to keep it across restarts), with an
+ * accuracy of interval/100 (at least 1 s), so an idle device wakes once
+ * per tick.
+ *
+ * Children: fork into their own process group; stdin /dev/null;
+ * stdout+stderr into one pipe, output_cap bytes kept, the rest read and
+ * dropped; cwd the state directory; umask 022; signal mask and dispositions
+ * reset; only fds 0-2 (and 3/4 below) open. Environment, nothing else:
+ *   PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+ *   TETHER_CYCLE=machine-policy|user-policy|app-evaluation
+ *   TETHER_TASK_GUID (the run's first request, "" for periodic/local)
+ *   TETHER_TASK_PARAM, TETHER_STATE_DIR
+ *   TETHER_POLICY: machine hooks: <state>/policies/machine.xml, or "" when
+ *     the MP has no policy (404), so hooks can undo what they set up;
+ *     user hooks: "/dev/fd/3", the user's verified policy opened by the
+ *     scheduler (the state directory need not be reachable by the user),
+ *     or "" when there is none; application commands: the policy file the
+ *     application came from.
+ *   TETHER_USER (user hooks, and commands from a user policy)
+ *   HOME, USER, LOGNAME (user hooks only, from the passwd entry)
+ *   TETHER_APP_ID, TETHER_APP_VERSION (application commands)
+ * User hooks run as the user: supplementary groups from getgrouplist()
+ * (initgroups() done in the parent, because NSS is not fork-safe), then
+ * setgid, setuid, each checked, and a check that root cannot be regained;
+ * cwd is the user's HOME, or "/" when that is not reachable. A user
+ * policy cycle never runs hooks as uid 0: root sessions are skipped and
+ * TaskParam "root" answers InvalidTask (4).
+ *
+ * Hooks (cycles_dir/machine-policy/, cycles_dir/user-policy/): names
+ * matching ^[A-Za-z0-9_-]+$ (others ignored silently, like run-parts), in
+ * strcmp order. A hook must be a regular file (symlinks are followed),
+ * owned by root (or by the scheduler's own uid when it is not root),
+ * executable by its owner and not writable by group or others; each other
+ * file is skipped and listed in Detail as "skipped: name (reason)". The
+ * file checked is the file executed (opened once, fstat, execveat). All
+ * hooks run even after one fails; the cycle answers Failed (2) naming each
+ * failed hook and its exit status.
+ *
+ * Policy answers: NEW is verified (type byte 0x50, site key) before it is
+ * parsed, then validated (docs/PROTOCOL.md section 7; a user policy must
+ * name that user; a TimeStamp older than the stored policy's is refused
+ * as a rollback), then stored. UNCHANGED uses the stored policy, verified
+ * again; if there is none, the cycle answers Failed. NONE removes the
+ * stored policy (the MP is the source of truth) and runs the hooks with
+ * TETHER_POLICY="". ERROR answers Failed "fetch failed: ...". A rejected
+ * policy is never stored and the previous one stays in force.
+ *
+ * App evaluation: for every Application of the stored machine policy, then
+ * of each stored user policy (by user name), all verified again before use;
+ * commands run as root through /bin/sh -c. Detail lists "ID: state", with
+ * " (user NAME)" after the ID for a user policy's applications; states:
+ * compliant, installed, removed, failed (exit N), failed (signal N),
+ * failed (not detected after install), failed (still detected after
+ * uninstall), timed out (detect|install|uninstall).
+ *
+ * Detail is at most TETHER_DETAIL_MAX bytes of valid UTF-8 without control
+ * characters; longer text is cut at a character boundary and ends in
+ * "...".
+ * ------------------------------------------------------------------------ */
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#define TETHER_DETAIL_MAX 4096
+
+/* tether_scheduler_policy() returns -ESRCH when no cycle is waiting for
+ * that policy (it came too late, or the cycle was cancelled or timed out);
+ * the answer is then dropped. */
+
+/* Receives each child's captured output (at most output_cap bytes, not
+ * NUL-terminated; total is what the child wrote) when the child has ended,
+ * for the program's logs. status: the exit code, or minus the signal. */
+typedef void (*tether_child_output_fn)(struct tether_scheduler *s, enum tether_cycle cycle,
+                                       const char *step, int status, const char *output, size_t len,
+                                       uint64_t total, void *userdata);
+void tether_scheduler_set_output_handler(struct tether_scheduler *s, tether_child_output_fn fn,
+                                         void *userdata);
+
+/* Lists the uids that are logged in. Returns their number and sets *ret_uids
+ * to an array that the scheduler frees with free(), or a negative errno.
+ * The default uses sd-login: users whose state is "active" or "online"
+ * (logged in, whether or not in the foreground). Tests inject their own. */
+typedef int (*tether_active_uids_fn)(uid_t **ret_uids, void *userdata);
+void tether_scheduler_set_session_query(struct tether_scheduler *s, tether_active_uids_fn fn,
+                                        void *userdata);
+
+/* When the cycle's next periodic run is due, CLOCK_BOOTTIME in usec, and
+ * its current interval (after any policy override). Returns -ENOENT when
+ * the cycle has no periodic run, -EINVAL for an unknown cycle. */
+int tether_scheduler_next_run(const struct tether_scheduler *s, enum tether_cycle cycle,
+                              uint64_t *ret_usec, uint64_t *ret_interval_usec);

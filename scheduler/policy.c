@@ -1,0 +1,568 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "scheduler/policy.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libxml/tree.h>
+
+#include "common/cleanup.h"
+#include "common/strutil.h"
+#include "scheduler/internal.h"
+#include "transport/diag.h"
+#include "transport/guid.h"
+#include "transport/sign.h"
+#include "transport/xml.h"
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(xmlDoc *, xmlFreeDoc);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct policy *, policy_free);
+
+#define INTERVAL_MIN_SEC 60u
+#define INTERVAL_MAX_SEC 2592000u
+#define TIMEOUT_MAX_SEC 86400u
+
+static void policy_app_clear(struct policy_app *a) {
+        free(a->id);
+        free(a->version);
+        free(a->detect);
+        free(a->install);
+        free(a->uninstall);
+}
+
+struct policy *policy_free(struct policy *p) {
+        if (!p)
+                return NULL;
+        for (size_t i = 0; i < p->n_apps; i++)
+                policy_app_clear(&p->apps[i]);
+        free(p->apps);
+        free(p->policy_id);
+        free(p->timestamp);
+        free(p->user);
+        free(p);
+        return NULL;
+}
+
+static int fail(char *reason, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *reason, size_t size, const char *fmt, ...) {
+        va_list ap;
+
+        if (reason && size > 0) {
+                va_start(ap, fmt);
+                vsnprintf(reason, size, fmt, ap);
+                va_end(ap);
+        }
+        return -EBADMSG;
+}
+
+/* An attribute's value, owned by the caller; NULL when absent. */
+static int get_attr(xmlNode *node, const char *name, char **ret) {
+        xmlChar *v = xmlGetNoNsProp(node, BAD_CAST name);
+
+        if (!v) {
+                *ret = NULL;
+                return 0;
+        }
+        *ret = strdup((const char *)v);
+        xmlFree(v);
+        return *ret ? 0 : -ENOMEM;
+}
+
+/* The text of the single child element name: 1 and *ret set, 0 when absent. */
+static int get_child_text(xmlNode *parent, const char *name, char **ret, char *reason, size_t size) {
+        struct tether_diag diag = {0};
+        xmlNode *child = NULL;
+        int r;
+
+        r = tether_xml_child(parent, name, &child, &diag);
+        if (r < 0)
+                return fail(reason, size, "%s", diag.text[0] ? diag.text : "bad element");
+        if (r == 0) {
+                *ret = NULL;
+                return 0;
+        }
+        r = tether_xml_text(child, ret);
+        if (r < 0)
+                return r;
+        return 1;
+}
+
+static bool app_id_valid(const char *id) {
+        size_t n = strlen(id);
+
+        if (n < 1 || n > 128)
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                char c = id[i];
+                if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                      c == '.' || c == '_' || c == '+' || c == '-'))
+                        return false;
+        }
+        return true;
+}
+
+bool policy_user_name_valid(const char *name) {
+        size_t n;
+
+        if (!name)
+                return false;
+        n = strlen(name);
+        if (n < 1 || n > 32)
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                char c = name[i];
+                bool alnum = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+                if (i == 0 && !(alnum || c == '_'))
+                        return false;
+                if (!(alnum || c == '_' || c == '.' || c == '-'))
+                        return false;
+        }
+        return true;
+}
+
+static int parse_intervals(xmlNode *root, struct policy *p, char *reason, size_t size) {
+        static const struct {
+                const char *name;
+                enum tether_cycle cycle;
+        } map[] = {
+                {"MachinePolicy", TETHER_CYCLE_MACHINE_POLICY},
+                {"UserPolicy", TETHER_CYCLE_USER_POLICY},
+                {"AppEvaluation", TETHER_CYCLE_APP_EVALUATION},
+        };
+        struct tether_diag diag = {0};
+        xmlNode *intervals = NULL;
+        int r;
+
+        r = tether_xml_child(root, "Intervals", &intervals, &diag);
+        if (r < 0)
+                return fail(reason, size, "%s", diag.text);
+        if (r == 0)
+                return 0;
+        for (size_t i = 0; i < ELEMENTSOF(map); i++) {
+                _cleanup_(freep) char *text = NULL;
+                uint64_t v;
+
+                r = get_child_text(intervals, map[i].name, &text, reason, size);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        continue;
+                if (parse_u64(text, INTERVAL_MIN_SEC, INTERVAL_MAX_SEC, &v) < 0)
+                        return fail(reason, size, "Intervals/%s must be %u..%u seconds", map[i].name,
+                                    INTERVAL_MIN_SEC, INTERVAL_MAX_SEC);
+                p->interval_sec[map[i].cycle] = v;
+        }
+        return 0;
+}
+
+static int parse_settings(xmlNode *root, char *reason, size_t size) {
+        struct tether_diag diag = {0};
+        xmlNode *settings = NULL;
+        int r;
+
+        /* Settings are for the hooks, which read the file; we only check
+         * that each one is named. */
+        r = tether_xml_child(root, "Settings", &settings, &diag);
+        if (r < 0)
+                return fail(reason, size, "%s", diag.text);
+        if (r == 0)
+                return 0;
+        for (xmlNode *c = settings->children; c; c = c->next) {
+                _cleanup_(freep) char *name = NULL;
+
+                if (c->type != XML_ELEMENT_NODE || c->ns || !xmlStrEqual(c->name, BAD_CAST "Setting"))
+                        continue;
+                r = get_attr(c, "Name", &name);
+                if (r < 0)
+                        return r;
+                if (!name || !name[0])
+                        return fail(reason, size, "Setting without a Name");
+        }
+        return 0;
+}
+
+static int parse_application(xmlNode *node, struct policy_app *a, char *reason, size_t size) {
+        _cleanup_(freep) char *intent = NULL, *timeout = NULL;
+        int r;
+
+        r = get_attr(node, "ID", &a->id);
+        if (r < 0)
+                return r;
+        if (!a->id || !app_id_valid(a->id))
+                return fail(reason, size, "Application ID missing or not [A-Za-z0-9._+-]{1,128}");
+        r = get_attr(node, "Version", &a->version);
+        if (r < 0)
+                return r;
+
+        r = get_child_text(node, "Intent", &intent, reason, size);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return fail(reason, size, "Application '%s': missing Intent", a->id);
+        if (streq(intent, "Required"))
+                a->intent = POLICY_INTENT_REQUIRED;
+        else if (streq(intent, "Uninstall"))
+                a->intent = POLICY_INTENT_UNINSTALL;
+        else
+                return fail(reason, size, "Application '%s': Intent must be Required or Uninstall", a->id);
+
+        r = get_child_text(node, "Detect", &a->detect, reason, size);
+        if (r < 0)
+                return r;
+        if (r == 0 || !a->detect[0])
+                return fail(reason, size, "Application '%s': missing Detect", a->id);
+        r = get_child_text(node, "Install", &a->install, reason, size);
+        if (r < 0)
+                return r;
+        r = get_child_text(node, "Uninstall", &a->uninstall, reason, size);
+        if (r < 0)
+                return r;
+        if (a->intent == POLICY_INTENT_REQUIRED && (!a->install || !a->install[0]))
+                return fail(reason, size, "Application '%s': Required needs Install", a->id);
+        if (a->intent == POLICY_INTENT_UNINSTALL && (!a->uninstall || !a->uninstall[0]))
+                return fail(reason, size, "Application '%s': Uninstall needs Uninstall", a->id);
+
+        a->timeout_sec = POLICY_TIMEOUT_DEFAULT_SEC;
+        r = get_child_text(node, "TimeoutSeconds", &timeout, reason, size);
+        if (r < 0)
+                return r;
+        if (r > 0 && parse_u64(timeout, 1, TIMEOUT_MAX_SEC, &a->timeout_sec) < 0)
+                return fail(reason, size, "Application '%s': TimeoutSeconds must be 1..%u", a->id,
+                            TIMEOUT_MAX_SEC);
+        return 0;
+}
+
+static int parse_applications(xmlNode *root, struct policy *p, char *reason, size_t size) {
+        struct tether_diag diag = {0};
+        xmlNode *apps = NULL;
+        size_t n = 0;
+        int r;
+
+        r = tether_xml_child(root, "Applications", &apps, &diag);
+        if (r < 0)
+                return fail(reason, size, "%s", diag.text);
+        if (r == 0)
+                return 0;
+        for (xmlNode *c = apps->children; c; c = c->next)
+                if (c->type == XML_ELEMENT_NODE && !c->ns && xmlStrEqual(c->name, BAD_CAST "Application"))
+                        n++;
+        if (n > POLICY_MAX_APPLICATIONS)
+                return fail(reason, size, "more than %u applications", POLICY_MAX_APPLICATIONS);
+        if (n == 0)
+                return 0;
+        p->apps = calloc(n, sizeof(*p->apps));
+        if (!p->apps)
+                return -ENOMEM;
+        for (xmlNode *c = apps->children; c; c = c->next) {
+                if (c->type != XML_ELEMENT_NODE || c->ns || !xmlStrEqual(c->name, BAD_CAST "Application"))
+                        continue;
+                struct policy_app *a = &p->apps[p->n_apps++];
+                r = parse_application(c, a, reason, size);
+                if (r < 0)
+                        return r;
+                for (size_t j = 0; j + 1 < p->n_apps; j++)
+                        if (streq(p->apps[j].id, a->id))
+                                return fail(reason, size, "Application ID '%s' appears twice", a->id);
+        }
+        return 0;
+}
+
+static int policy_parse(const uint8_t *body, size_t len, const char *user, struct policy **ret, char *reason,
+                        size_t size) {
+        _cleanup_(xmlFreeDocp) xmlDoc *doc = NULL;
+        _cleanup_(policy_freep) struct policy *p = NULL;
+        _cleanup_(freep) char *version = NULL, *scope = NULL;
+        struct tether_diag diag = {0};
+        xmlNode *root;
+        time_t ts;
+        int r;
+
+        r = tether_xml_read(body, len, "Policy", &doc, &diag);
+        if (r < 0)
+                return fail(reason, size, "not a Policy document: %s", diag.text[0] ? diag.text : "bad XML");
+        root = xmlDocGetRootElement(doc);
+        if (!root)
+                return fail(reason, size, "empty document");
+
+        p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+
+        r = get_attr(root, "Version", &version);
+        if (r < 0)
+                return r;
+        if (!version || !streq(version, "1"))
+                return fail(reason, size, "Policy Version must be 1");
+        r = get_attr(root, "Scope", &scope);
+        if (r < 0)
+                return r;
+        if (!scope || !streq(scope, user ? "user" : "machine"))
+                return fail(reason, size, "Policy Scope must be '%s'", user ? "user" : "machine");
+        r = get_attr(root, "User", &p->user);
+        if (r < 0)
+                return r;
+        if (user) {
+                /* A policy signed for alice must not be usable as bob's. */
+                if (!p->user || !streq(p->user, user))
+                        return fail(reason, size, "Policy User is not '%s'", user);
+        } else {
+                p->user = mfree(p->user);
+        }
+        r = get_attr(root, "TimeStamp", &p->timestamp);
+        if (r < 0)
+                return r;
+        if (!p->timestamp || tether_timestamp_parse(p->timestamp, &ts) < 0)
+                return fail(reason, size, "Policy TimeStamp is not YYYY-MM-DDTHH:MM:SSZ");
+        r = get_attr(root, "PolicyID", &p->policy_id);
+        if (r < 0)
+                return r;
+        if (!p->policy_id || !tether_guid_valid(p->policy_id))
+                return fail(reason, size, "Policy PolicyID is not a GUID");
+
+        r = parse_intervals(root, p, reason, size);
+        if (r < 0)
+                return r;
+        r = parse_settings(root, reason, size);
+        if (r < 0)
+                return r;
+        r = parse_applications(root, p, reason, size);
+        if (r < 0)
+                return r;
+
+        *ret = TAKE_PTR(p);
+        return 0;
+}
+
+int policy_verify_parse(const struct tether_key *key, const uint8_t *body, size_t len, const uint8_t *sig,
+                        size_t sig_len, const char *user, struct policy **ret, char *reason,
+                        size_t reason_size) {
+        int r;
+
+        if (!key)
+                return fail(reason, reason_size, "no site key to verify the policy");
+        if (!body || len == 0)
+                return fail(reason, reason_size, "empty policy");
+        if (len > POLICY_MAX_BYTES)
+                return fail(reason, reason_size, "policy larger than %u bytes", POLICY_MAX_BYTES);
+        if (!sig || sig_len == 0)
+                return fail(reason, reason_size, "policy has no signature");
+        /* Verify before a single byte is parsed. */
+        r = tether_verify(key, TETHER_SIG_TYPE_POLICY, body, len, sig, sig_len);
+        if (r == -EBADMSG)
+                return fail(reason, reason_size, "signature does not verify against the site key");
+        if (r < 0) {
+                fail(reason, reason_size, "signature check failed: %s", strerror(-r));
+                return r;
+        }
+        return policy_parse(body, len, user, ret, reason, reason_size);
+}
+
+int policy_path(const char *state_dir, const char *user, char **ret) {
+        char *p;
+        int n;
+
+        if (user && !policy_user_name_valid(user))
+                return -EINVAL;
+        if (user)
+                n = asprintf(&p, "%s/policies/user/%s.xml", state_dir, user);
+        else
+                n = asprintf(&p, "%s/policies/machine.xml", state_dir);
+        if (n < 0)
+                return -ENOMEM;
+        *ret = p;
+        return 0;
+}
+
+static int mkdir_if_missing(const char *path) {
+        if (mkdir(path, 0755) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
+}
+
+static int write_all(int fd, const uint8_t *data, size_t len) {
+        while (len > 0) {
+                ssize_t n = write(fd, data, len);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                data += n;
+                len -= (size_t)n;
+        }
+        return 0;
+}
+
+/* Writes path.tmpXXXXXX durably and returns its name in *ret_tmp. */
+static int write_tmp(const char *path, const uint8_t *data, size_t len, char **ret_tmp) {
+        _cleanup_(freep) char *tmp = NULL;
+        _cleanup_(closep) int fd = -1;
+        int r;
+
+        if (asprintf(&tmp, "%s.tmpXXXXXX", path) < 0)
+                return -ENOMEM;
+        fd = mkostemp(tmp, O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        /* Policies are not secret from local users (hooks running as a user
+         * read theirs); they must not be writable by anyone but root. */
+        r = fchmod(fd, 0644) < 0 ? -errno : 0;
+        if (r == 0)
+                r = write_all(fd, data, len);
+        if (r == 0 && fsync(fd) < 0)
+                r = -errno;
+        if (r < 0) {
+                unlink(tmp);
+                return r;
+        }
+        *ret_tmp = TAKE_PTR(tmp);
+        return 0;
+}
+
+static int fsync_dir_of(const char *path) {
+        _cleanup_(freep) char *dir = strdup(path);
+        _cleanup_(closep) int fd = -1;
+        char *slash;
+
+        if (!dir)
+                return -ENOMEM;
+        slash = strrchr(dir, '/');
+        if (slash)
+                *slash = '\0';
+        fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (fsync(fd) < 0)
+                return -errno;
+        return 0;
+}
+
+int policy_store(const char *state_dir, const char *user, const uint8_t *body, size_t len,
+                 const uint8_t *sig, size_t sig_len) {
+        _cleanup_(freep) char *path = NULL, *sig_path = NULL, *dir = NULL;
+        _cleanup_(freep) char *tmp = NULL, *sig_tmp = NULL;
+        int r;
+
+        if (asprintf(&dir, "%s/policies", state_dir) < 0)
+                return -ENOMEM;
+        r = mkdir_if_missing(dir);
+        if (r < 0)
+                return r;
+        if (user) {
+                free(dir);
+                if (asprintf(&dir, "%s/policies/user", state_dir) < 0) {
+                        dir = NULL;
+                        return -ENOMEM;
+                }
+                r = mkdir_if_missing(dir);
+                if (r < 0)
+                        return r;
+        }
+        r = policy_path(state_dir, user, &path);
+        if (r < 0)
+                return r;
+        if (asprintf(&sig_path, "%s.sig", path) < 0)
+                return -ENOMEM;
+
+        r = write_tmp(path, body, len, &tmp);
+        if (r < 0)
+                return r;
+        r = write_tmp(sig_path, sig, sig_len, &sig_tmp);
+        if (r < 0) {
+                unlink(tmp);
+                return r;
+        }
+        if (rename(sig_tmp, sig_path) < 0) {
+                r = -errno;
+                unlink(sig_tmp);
+                unlink(tmp);
+                return r;
+        }
+        if (rename(tmp, path) < 0) {
+                r = -errno;
+                unlink(tmp);
+                return r;
+        }
+        return fsync_dir_of(path);
+}
+
+static int read_file(const char *path, size_t max, uint8_t **ret, size_t *ret_len) {
+        _cleanup_(closep) int fd = -1;
+        _cleanup_(freep) uint8_t *buf = NULL;
+        struct stat st;
+        size_t off = 0;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -EBADMSG;
+        if ((uint64_t)st.st_size > max)
+                return -EFBIG;
+        buf = malloc((size_t)st.st_size + 1);
+        if (!buf)
+                return -ENOMEM;
+        while (off < (size_t)st.st_size) {
+                ssize_t n = read(fd, buf + off, (size_t)st.st_size - off);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        break;
+                off += (size_t)n;
+        }
+        *ret = TAKE_PTR(buf);
+        *ret_len = off;
+        return 0;
+}
+
+int policy_load(const struct tether_key *key, const char *state_dir, const char *user, struct policy **ret,
+                char *reason, size_t reason_size) {
+        _cleanup_(freep) char *path = NULL, *sig_path = NULL;
+        _cleanup_(freep) uint8_t *body = NULL, *sig = NULL;
+        size_t len = 0, sig_len = 0;
+        int r;
+
+        r = policy_path(state_dir, user, &path);
+        if (r < 0)
+                return r;
+        if (asprintf(&sig_path, "%s.sig", path) < 0)
+                return -ENOMEM;
+        r = read_file(path, POLICY_MAX_BYTES, &body, &len);
+        if (r == -ENOENT)
+                return r;
+        if (r < 0)
+                return fail(reason, reason_size, "stored policy unreadable: %s", strerror(-r));
+        r = read_file(sig_path, 65536, &sig, &sig_len);
+        if (r < 0)
+                return fail(reason, reason_size, "stored policy has no signature: %s", strerror(-r));
+        return policy_verify_parse(key, body, len, sig, sig_len, user, ret, reason, reason_size);
+}
+
+int policy_remove(const char *state_dir, const char *user) {
+        _cleanup_(freep) char *path = NULL, *sig_path = NULL;
+        int r;
+
+        r = policy_path(state_dir, user, &path);
+        if (r < 0)
+                return r;
+        if (asprintf(&sig_path, "%s.sig", path) < 0)
+                return -ENOMEM;
+        /* The body first: a lone signature is harmless, a lone body is
+         * refused anyway. */
+        if (unlink(path) < 0 && errno != ENOENT)
+                return -errno;
+        if (unlink(sig_path) < 0 && errno != ENOENT)
+                return -errno;
+        return fsync_dir_of(path);
+}
