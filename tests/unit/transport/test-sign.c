@@ -348,6 +348,13 @@ static void test_spki(void **state) {
 
                 assert_int_equal(tether_key_spki_base64(f->keys[k], &b64), 0);
                 assert_null(strchr(b64, '\n'));
+                {
+                        struct tether_key *x = NULL;
+
+                        assert_int_equal(tether_key_from_spki_base64("not base64!", &x), -EBADMSG);
+                        assert_int_equal(tether_key_from_spki_base64("Zm9vYmFy", &x), -EBADMSG);
+                        assert_null(x);
+                }
                 assert_int_equal(tether_key_from_spki_base64(b64, &back64), 0);
                 assert_true(tether_key_equal(back64, f->keys[k]));
 

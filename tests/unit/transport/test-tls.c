@@ -14,6 +14,10 @@
 
 #include <cmocka.h>
 
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+
 #include "transport/sign.h"
 #include "transport/tls.h"
 
@@ -378,6 +382,89 @@ static void test_peer_closes_during_handshake(void **state) {
         close(fds[1]);
 }
 
+/* A plain OpenSSL client limited to one protocol version, against our server. */
+static void raw_client_handshake(struct fixture *f, int version, int *ret_server, int *ret_client,
+                                 struct tether_key **ret_peer) {
+        SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+        struct tether_tls_ctx *sctx = NULL;
+        struct tether_tls_conn *s = NULL;
+        enum tether_tls_want want;
+        BIO *bio;
+        X509 *cert;
+        SSL *ssl;
+        int fds[2], sr = 0, cr = 0;
+
+        assert_non_null(ctx);
+        /* Let the client offer old versions: only our server may refuse them. */
+        SSL_CTX_set_security_level(ctx, 0);
+        assert_int_equal(SSL_CTX_set_min_proto_version(ctx, version), 1);
+        assert_int_equal(SSL_CTX_set_max_proto_version(ctx, version), 1);
+        bio = BIO_new_mem_buf(f->client.cert, -1);
+        assert_non_null(bio);
+        cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        assert_non_null(cert);
+        assert_int_equal(SSL_CTX_use_certificate(ctx, cert), 1);
+        assert_int_equal(SSL_CTX_use_PrivateKey(ctx, tether_key_evp(f->client.key)), 1);
+        X509_free(cert);
+        BIO_free(bio);
+
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
+        assert_int_equal(tether_tls_server_new(f->server.cert, f->server.key, &sctx), 0);
+        assert_int_equal(tether_tls_conn_new(sctx, fds[0], NULL, &s), 0);
+        ssl = SSL_new(ctx);
+        assert_non_null(ssl);
+        assert_int_equal(SSL_set_fd(ssl, fds[1]), 1);
+        SSL_set_connect_state(ssl);
+
+        for (int i = 0; i < 1000 && (sr == 0 || cr == 0); i++) {
+                if (cr == 0) {
+                        int r = SSL_do_handshake(ssl);
+
+                        if (r == 1)
+                                cr = 1;
+                        else if (SSL_get_error(ssl, r) != SSL_ERROR_WANT_READ &&
+                                 SSL_get_error(ssl, r) != SSL_ERROR_WANT_WRITE) {
+                                cr = -1;
+                                (void)shutdown(fds[1], SHUT_RDWR);
+                        }
+                }
+                if (sr == 0) {
+                        sr = tether_tls_handshake(s, &want);
+                        if (sr < 0)
+                                (void)shutdown(fds[0], SHUT_RDWR);
+                }
+        }
+        if (ret_peer && sr == 1)
+                assert_int_equal(tether_tls_peer_key(s, ret_peer), 0);
+        *ret_server = sr;
+        *ret_client = cr;
+
+        SSL_free(ssl);
+        SSL_CTX_free(ctx);
+        tether_tls_conn_free(s);
+        tether_tls_ctx_free(sctx);
+        close(fds[0]);
+        close(fds[1]);
+}
+
+static void test_server_tls12_accepted_tls11_refused(void **state) {
+        struct fixture *f = *state;
+        struct tether_key *peer = NULL;
+        int sr = 0, cr = 0;
+
+        /* TLS 1.2: the self-signed client certificate is accepted there too. */
+        raw_client_handshake(f, TLS1_2_VERSION, &sr, &cr, &peer);
+        assert_int_equal(sr, 1);
+        assert_int_equal(cr, 1);
+        assert_non_null(peer);
+        assert_true(tether_key_equal(peer, f->client.key));
+        tether_key_free(peer);
+
+        raw_client_handshake(f, TLS1_1_VERSION, &sr, &cr, NULL);
+        assert_true(sr < 0);
+        assert_int_equal(cr, -1);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_pinned_handshake_and_data),
@@ -389,6 +476,7 @@ int main(void) {
                 cmocka_unit_test(test_ed25519_server_rsa_client),
                 cmocka_unit_test(test_bad_contexts),
                 cmocka_unit_test(test_peer_closes_during_handshake),
+                cmocka_unit_test(test_server_tls12_accepted_tls11_refused),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }
