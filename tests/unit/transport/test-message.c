@@ -714,6 +714,7 @@ static void test_bad_timestamps(void **state) {
                 "2020-01-21T15:43:43+01:00", "2020-01-21T24:00:00Z",
                 "2020-1-21T15:43:43Z",       "",
                 "2020-01-21T15:43:43.5Z",    "yesterday",
+                "0679-01-21T15:43:43Z",
         };
         struct tether_msg *m = sample(TETHER_FRAME_PUSH);
         char *body = build(m), *variant;
