@@ -1,0 +1,467 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The admin commands: each is one HTTP request over the admin unix socket
+ * (libcurl with CURLOPT_UNIX_SOCKET_PATH), its JSON answer parsed by json-c.
+ * Exit codes: 0 done, 1 failed, 2 usage, 3 push-status --wait timed out.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "common/log.h"
+#include "common/strutil.h"
+#include "mp/mp.h"
+
+#define DEFAULT_SOCKET "/var/lib/tether-mp/admin.sock"
+
+struct cli {
+        char socket[4096];
+        bool json;
+        long status;
+        json_object *reply;
+        char *raw;
+};
+
+struct growbuf {
+        char *data;
+        size_t len;
+};
+
+static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userdata) {
+        struct growbuf *b = userdata;
+        size_t n = size * nmemb;
+        char *t = realloc(b->data, b->len + n + 1);
+
+        if (!t)
+                return 0;
+        memcpy(t + b->len, ptr, n);
+        b->len += n;
+        t[b->len] = 0;
+        b->data = t;
+        return n;
+}
+
+/* Performs one request; on success cli->reply holds the parsed JSON. */
+static int request(struct cli *cli, const char *method, const char *path, const char *body, long timeout) {
+        struct growbuf b = {0};
+        struct curl_slist *headers = NULL;
+        char url[1024];
+        CURL *curl;
+        CURLcode rc;
+
+        curl = curl_easy_init();
+        if (!curl)
+                return -ENOMEM;
+        snprintf(url, sizeof(url), "http://localhost%s", path);
+        curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, cli->socket);
+        curl_easy_setopt(curl, CURLOPT_URL, url);
+        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+        curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
+        curl_easy_setopt(curl, CURLOPT_WRITEDATA, &b);
+        curl_easy_setopt(curl, CURLOPT_TIMEOUT, timeout);
+        curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+        if (body) {
+                headers = curl_slist_append(headers, "Content-Type: application/json");
+                curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+                curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+        }
+        rc = curl_easy_perform(curl);
+        if (rc == CURLE_OK)
+                curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &cli->status);
+        curl_slist_free_all(headers);
+        curl_easy_cleanup(curl);
+        if (rc != CURLE_OK) {
+                free(b.data);
+                fprintf(stderr, "tether-mp: cannot reach the server at %s: %s\n", cli->socket,
+                        curl_easy_strerror(rc));
+                return -EIO;
+        }
+        cli->raw = b.data;
+        cli->reply = b.data ? json_tokener_parse(b.data) : NULL;
+        if (!cli->reply) {
+                fprintf(stderr, "tether-mp: the server's answer is not JSON (HTTP %ld)\n", cli->status);
+                return -EBADMSG;
+        }
+        if (cli->status < 200 || cli->status >= 300) {
+                json_object *e;
+                fprintf(stderr, "tether-mp: %s\n",
+                        json_object_object_get_ex(cli->reply, "error", &e) ? json_object_get_string(e)
+                                                                           : "request failed");
+                return -EREMOTEIO;
+        }
+        return 0;
+}
+
+static void cli_done(struct cli *cli) {
+        json_object_put(cli->reply);
+        free(cli->raw);
+}
+
+static const char *str(json_object *o, const char *key) {
+        json_object *v;
+
+        if (!o || !json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
+                return "";
+        return json_object_get_string(v);
+}
+
+static void print_json(json_object *o) {
+        printf("%s\n",
+               json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+static int usage(const char *cmd, const char *text) {
+        printf("Usage: tether-mp %s %s\n\n"
+               "Common options:\n"
+               "  --admin-socket PATH   the server's admin socket\n"
+               "  --state-dir DIR       meaning DIR/admin.sock (default %s)\n"
+               "  --json                print the raw JSON answer\n",
+               cmd, text, DEFAULT_SOCKET);
+        return 0;
+}
+
+static int cmd_devices(struct cli *cli) {
+        json_object *arr;
+        int r = request(cli, "GET", "/v1/devices", NULL, 30);
+
+        if (r < 0)
+                return 1;
+        if (cli->json) {
+                print_json(cli->reply);
+                return 0;
+        }
+        if (!json_object_object_get_ex(cli->reply, "devices", &arr))
+                return 1;
+        printf("%-36s  %-20s  %-8s  %-7s  %-20s  %-22s  %s\n", "CLIENTID", "HOSTNAME", "STATUS", "ONLINE",
+               "LAST SEEN", "ADDRESS", "KEY FINGERPRINT");
+        for (size_t i = 0; i < json_object_array_length(arr); i++) {
+                json_object *d = json_object_array_get_idx(arr, i), *on;
+                bool online = json_object_object_get_ex(d, "online", &on) && json_object_get_boolean(on);
+
+                printf("%-36s  %-20s  %-8s  %-7s  %-20s  %-22s  %s\n", str(d, "client_id"),
+                       str(d, "hostname"), str(d, "status"), online ? "online" : "offline",
+                       str(d, "last_seen"), str(d, "address"), str(d, "fingerprint"));
+        }
+        return 0;
+}
+
+static int cmd_decide(struct cli *cli, const char *id, const char *verb) {
+        char path[256];
+
+        if (!tether_guid_valid(id)) {
+                fprintf(stderr, "tether-mp: '%s' is not a ClientID (uppercase GUID)\n", id);
+                return 2;
+        }
+        snprintf(path, sizeof(path), "/v1/devices/%s/%s", id, verb);
+        if (request(cli, "POST", path, "{}", 30) < 0)
+                return 1;
+        if (cli->json)
+                print_json(cli->reply);
+        else
+                printf("%s: %s\n", id, str(cli->reply, "status"));
+        return 0;
+}
+
+static int cmd_conflicts(struct cli *cli) {
+        json_object *arr;
+
+        if (request(cli, "GET", "/v1/conflicts", NULL, 30) < 0)
+                return 1;
+        if (cli->json) {
+                print_json(cli->reply);
+                return 0;
+        }
+        if (!json_object_object_get_ex(cli->reply, "conflicts", &arr))
+                return 1;
+        printf("%-36s  %-20s  %-20s  %-6s  %-64s  %s\n", "CLIENTID", "HOSTNAME", "LAST SEEN", "COUNT",
+               "OFFERED KEY", "BOUND KEY");
+        for (size_t i = 0; i < json_object_array_length(arr); i++) {
+                json_object *d = json_object_array_get_idx(arr, i);
+                printf("%-36s  %-20s  %-20s  %-6s  %-64s  %s\n", str(d, "client_id"), str(d, "hostname"),
+                       str(d, "last_seen"), str(d, "count"), str(d, "offered_fingerprint"),
+                       str(d, "known_fingerprint"));
+        }
+        return 0;
+}
+
+static int parse_task_type(const char *s, uint32_t *ret) {
+        uint64_t v;
+
+        if (!strcmp(s, "machine-policy") || !strcmp(s, "RequestMachinePolicy"))
+                *ret = 1;
+        else if (!strcmp(s, "user-policy") || !strcmp(s, "RequestUserPolicy"))
+                *ret = 2;
+        else if (!strcmp(s, "app-evaluation") || !strcmp(s, "AppEvaluation"))
+                *ret = 3;
+        else if (parse_u64(s, 1, 65535, &v) == 0)
+                *ret = (uint32_t)v;
+        else
+                return -EINVAL;
+        return 0;
+}
+
+static int cmd_push(struct cli *cli, uint32_t type, const char *param, uint32_t expires, bool all,
+                    char **ids, int n) {
+        _cleanup_(json_object_putp) json_object *req = json_object_new_object();
+        json_object *arr;
+
+        if (!req)
+                return 1;
+        json_object_object_add(req, "type", json_object_new_int((int)type));
+        json_object_object_add(req, "param", json_object_new_string(param ? param : ""));
+        if (expires)
+                json_object_object_add(req, "expires", json_object_new_int64(expires));
+        if (all) {
+                json_object_object_add(req, "all", json_object_new_boolean(true));
+        } else {
+                arr = json_object_new_array();
+                for (int i = 0; i < n; i++)
+                        json_object_array_add(arr, json_object_new_string(ids[i]));
+                json_object_object_add(req, "targets", arr);
+        }
+        if (request(cli, "POST", "/v1/pushes", json_object_to_json_string(req), 60) < 0)
+                return 1;
+        if (cli->json)
+                print_json(cli->reply);
+        else
+                printf("PushID: %s TaskGUID: %s\n", str(cli->reply, "push_id"),
+                       str(cli->reply, "task_guid"));
+        return 0;
+}
+
+static int cmd_push_status(struct cli *cli, const char *id, uint64_t wait) {
+        json_object *arr, *v;
+        char path[256];
+        uint64_t push_id;
+        bool done, timed_out;
+
+        if (parse_u64(id, 1, UINT64_MAX, &push_id) < 0) {
+                fprintf(stderr, "tether-mp: '%s' is not a PushID\n", id);
+                return 2;
+        }
+        if (wait)
+                snprintf(path, sizeof(path), "/v1/pushes/%llu?wait=%llu", (unsigned long long)push_id,
+                         (unsigned long long)wait);
+        else
+                snprintf(path, sizeof(path), "/v1/pushes/%llu", (unsigned long long)push_id);
+        if (request(cli, "GET", path, NULL, (long)wait + 30) < 0)
+                return 1;
+        done = json_object_object_get_ex(cli->reply, "done", &v) && json_object_get_boolean(v);
+        timed_out = wait > 0 && !done;
+        if (cli->json) {
+                print_json(cli->reply);
+                return timed_out ? 3 : 0;
+        }
+        json_object *counts = NULL;
+        json_object_object_get_ex(cli->reply, "counts", &counts);
+        printf("PushID: %s TaskID: %s TaskGUID: %s TaskType: %s TaskParam: %s\n", str(cli->reply, "push_id"),
+               str(cli->reply, "task_id"), str(cli->reply, "task_guid"), str(cli->reply, "task_type"),
+               str(cli->reply, "task_param"));
+        printf("Created: %s Expires: %s Targets: %s (pending %s, delivered %s, acknowledged %s, answered "
+               "%s, "
+               "expired %s)\n",
+               str(cli->reply, "created"), str(cli->reply, "expires"), str(cli->reply, "total"),
+               str(counts, "pending"), str(counts, "delivered"), str(counts, "acknowledged"),
+               str(counts, "answered"), str(counts, "expired"));
+        if (json_object_object_get_ex(cli->reply, "targets", &arr))
+                for (size_t i = 0; i < json_object_array_length(arr); i++) {
+                        json_object *t = json_object_array_get_idx(arr, i);
+
+                        printf("%s  %s", str(t, "client_id"), str(t, "state"));
+                        if (*str(t, "return_code"))
+                                printf("  ReturnCode: %s (%s)  Detail: %s", str(t, "return_code"),
+                                       str(t, "return_code_name"), str(t, "detail"));
+                        printf("\n");
+                        if (*str(t, "response_xml"))
+                                printf("    %s\n", str(t, "response_xml"));
+                }
+        if (timed_out) {
+                fprintf(stderr, "tether-mp: timed out after %llu s; not every target answered\n",
+                        (unsigned long long)wait);
+                return 3;
+        }
+        return 0;
+}
+
+static int cmd_responses(struct cli *cli, uint64_t limit) {
+        json_object *arr;
+        char path[64];
+
+        snprintf(path, sizeof(path), "/v1/responses?limit=%llu", (unsigned long long)limit);
+        if (request(cli, "GET", path, NULL, 30) < 0)
+                return 1;
+        if (cli->json) {
+                print_json(cli->reply);
+                return 0;
+        }
+        if (!json_object_object_get_ex(cli->reply, "responses", &arr))
+                return 1;
+        for (size_t i = 0; i < json_object_array_length(arr); i++) {
+                json_object *t = json_object_array_get_idx(arr, i);
+
+                printf("%s  %s  PushID: %s  TaskGUID: %s  ReturnCode: %s (%s)  Detail: %s\n    %s\n",
+                       str(t, "received"), str(t, "client_id"), str(t, "push_id"), str(t, "task_guid"),
+                       str(t, "return_code"), str(t, "return_code_name"), str(t, "detail"),
+                       str(t, "response_xml"));
+        }
+        return 0;
+}
+
+static int cmd_status(struct cli *cli) {
+        if (request(cli, "GET", "/v1/status", NULL, 30) < 0)
+                return 1;
+        if (cli->json) {
+                print_json(cli->reply);
+                return 0;
+        }
+        printf("Connections: %s (channel %s)\nOnline sessions: %s\nPorts: tcp=%s https=%s\nApproval: %s\n"
+               "Site key fingerprint: %s\nPID: %s\n",
+               str(cli->reply, "connections"), str(cli->reply, "channel_connections"),
+               str(cli->reply, "sessions"), str(cli->reply, "tcp_port"), str(cli->reply, "https_port"),
+               str(cli->reply, "approval"), str(cli->reply, "site_fingerprint"), str(cli->reply, "pid"));
+        return 0;
+}
+
+static const char *command_usage(const char *cmd) {
+        if (!strcmp(cmd, "devices"))
+                return "[--json]\n\nLists devices: ClientID, hostname, status (approved|pending|rejected),\n"
+                       "online/offline, last seen, address and key fingerprint.";
+        if (!strcmp(cmd, "approve"))
+                return "CLIENTID\n\nApproves a device; an online pending device is told at once.";
+        if (!strcmp(cmd, "reject"))
+                return "CLIENTID\n\nRejects a device; an online device is told and disconnected.";
+        if (!strcmp(cmd, "conflicts"))
+                return "[--json]\n\nLists ClientIDs that signed in with a key other than the bound one.";
+        if (!strcmp(cmd, "push"))
+                return "--type T [--param P] [--expires SECONDS] (--all | CLIENTID...) [--json]\n\n"
+                       "T: 1|2|3|machine-policy|user-policy|app-evaluation. --all targets every\n"
+                       "approved device online now. Prints 'PushID: N TaskGUID: G'.";
+        if (!strcmp(cmd, "push-status"))
+                return "PUSHID [--wait SECONDS] [--json]\n\nPer device: state "
+                       "(pending|delivered|acknowledged|"
+                       "answered|expired),\nReturnCode, Detail and the signed BgbResponseMessage. --wait "
+                       "blocks\n"
+                       "until every target is answered or expired (exit 3 on time-out).";
+        if (!strcmp(cmd, "responses"))
+                return "[--limit N] [--json]\n\nRecent responses, newest first, with the raw signed XML.";
+        if (!strcmp(cmd, "status"))
+                return "[--json]\n\nConnections held, online sessions, ports, approval mode.";
+        return NULL;
+}
+
+int mp_cli_main(const char *cmd, int argc, char **argv) {
+        enum {
+                ARG_SOCKET = 0x100,
+                ARG_STATE,
+                ARG_JSON,
+                ARG_TYPE,
+                ARG_PARAM,
+                ARG_EXPIRES,
+                ARG_ALL,
+                ARG_WAIT,
+                ARG_LIMIT
+        };
+        static const struct option opts[] = {
+                {"help", no_argument, NULL, 'h'},
+                {"admin-socket", required_argument, NULL, ARG_SOCKET},
+                {"state-dir", required_argument, NULL, ARG_STATE},
+                {"json", no_argument, NULL, ARG_JSON},
+                {"type", required_argument, NULL, ARG_TYPE},
+                {"param", required_argument, NULL, ARG_PARAM},
+                {"expires", required_argument, NULL, ARG_EXPIRES},
+                {"all", no_argument, NULL, ARG_ALL},
+                {"wait", required_argument, NULL, ARG_WAIT},
+                {"limit", required_argument, NULL, ARG_LIMIT},
+                {},
+        };
+        struct cli cli = {0};
+        const char *usage_text = command_usage(cmd);
+        const char *param = NULL;
+        uint32_t type = 0;
+        uint64_t expires = 0, wait = 0, limit = 20;
+        bool all = false, have_type = false;
+        int c, ret = 2;
+
+        if (!usage_text) {
+                fprintf(stderr, "tether-mp: unknown command '%s'; see 'tether-mp --help'\n", cmd);
+                return 2;
+        }
+        strscpy(cli.socket, sizeof(cli.socket), getenv("TETHER_MP_ADMIN_SOCKET") ?: DEFAULT_SOCKET);
+        optind = 1;
+        while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
+                switch (c) {
+                case 'h':
+                        return usage(cmd, usage_text);
+                case ARG_SOCKET:
+                        strscpy(cli.socket, sizeof(cli.socket), optarg);
+                        break;
+                case ARG_STATE:
+                        snprintf(cli.socket, sizeof(cli.socket), "%s/admin.sock", optarg);
+                        break;
+                case ARG_JSON:
+                        cli.json = true;
+                        break;
+                case ARG_TYPE:
+                        if (parse_task_type(optarg, &type) < 0) {
+                                fprintf(stderr, "tether-mp: bad --type '%s'\n", optarg);
+                                return 2;
+                        }
+                        have_type = true;
+                        break;
+                case ARG_PARAM:
+                        param = optarg;
+                        break;
+                case ARG_EXPIRES:
+                        if (parse_u64(optarg, 1, 30 * 86400, &expires) < 0) {
+                                fprintf(stderr, "tether-mp: bad --expires '%s'\n", optarg);
+                                return 2;
+                        }
+                        break;
+                case ARG_ALL:
+                        all = true;
+                        break;
+                case ARG_WAIT:
+                        if (parse_u64(optarg, 0, 86400, &wait) < 0) {
+                                fprintf(stderr, "tether-mp: bad --wait '%s'\n", optarg);
+                                return 2;
+                        }
+                        break;
+                case ARG_LIMIT:
+                        if (parse_u64(optarg, 1, 100000, &limit) < 0) {
+                                fprintf(stderr, "tether-mp: bad --limit '%s'\n", optarg);
+                                return 2;
+                        }
+                        break;
+                default:
+                        return 2;
+                }
+        }
+        int nargs = argc - optind;
+        char **args = argv + optind;
+
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        if (!strcmp(cmd, "devices") && nargs == 0)
+                ret = cmd_devices(&cli);
+        else if ((!strcmp(cmd, "approve") || !strcmp(cmd, "reject")) && nargs == 1)
+                ret = cmd_decide(&cli, args[0], cmd);
+        else if (!strcmp(cmd, "conflicts") && nargs == 0)
+                ret = cmd_conflicts(&cli);
+        else if (!strcmp(cmd, "push") && have_type && (all ? nargs == 0 : nargs > 0))
+                ret = cmd_push(&cli, type, param, (uint32_t)expires, all, args, nargs);
+        else if (!strcmp(cmd, "push-status") && nargs == 1)
+                ret = cmd_push_status(&cli, args[0], wait);
+        else if (!strcmp(cmd, "responses") && nargs == 0)
+                ret = cmd_responses(&cli, limit);
+        else if (!strcmp(cmd, "status") && nargs == 0)
+                ret = cmd_status(&cli);
+        else
+                fprintf(stderr, "Usage: tether-mp %s %.*s\n", cmd, (int)strcspn(usage_text, "\n"),
+                        usage_text);
+        cli_done(&cli);
+        curl_global_cleanup();
+        return ret;
+}

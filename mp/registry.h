@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * tether-mp's records, in SQLite (WAL, synchronous=FULL): devices and their
+ * bound keys, ClientID/key conflicts, pushes with their signed frames, the
+ * per-device state of each push, and the signed responses.
+ *
+ * Writes go into one open transaction that the server commits once per
+ * event-loop round (group commit); mp_registry_commit() returns only when
+ * the WAL is on disk, and the server sends nothing that acknowledges a write
+ * (RESPONSE_ACK, a first SIGNIN_CONFIRM) before that.
+ *
+ * Ownership: the registry is owned by its opener; strings and json objects
+ * returned are owned by the caller.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+struct mp_registry;
+
+enum mp_approval_mode {
+        MP_APPROVAL_AUTO = 0,
+        MP_APPROVAL_MANUAL,
+        MP_APPROVAL_TOKEN,
+};
+
+enum mp_device_status {
+        MP_DEVICE_APPROVED = 0,
+        MP_DEVICE_PENDING,
+        MP_DEVICE_REJECTED,
+};
+
+/* The answer to a sign-in. */
+enum mp_signin_verdict {
+        MP_SIGNIN_APPROVED = 0,
+        MP_SIGNIN_PENDING,
+        MP_SIGNIN_REJECTED,
+        MP_SIGNIN_CONFLICT,
+};
+
+/* States of one push for one device, in the order they advance. */
+enum mp_target_state {
+        MP_TARGET_PENDING = 0,
+        MP_TARGET_DELIVERED = 1,
+        MP_TARGET_ACKNOWLEDGED = 2,
+        MP_TARGET_ANSWERED = 3,
+        MP_TARGET_EXPIRED = 4,
+};
+
+const char *mp_approval_mode_name(enum mp_approval_mode m);
+int mp_approval_mode_from_string(const char *s, enum mp_approval_mode *ret);
+const char *mp_device_status_name(enum mp_device_status s);
+const char *mp_target_state_name(enum mp_target_state s);
+const char *mp_signin_verdict_name(enum mp_signin_verdict v);
+
+/* Opens (creating when missing) the database at path. ":memory:" works for
+ * tests. Returns -EIO with the SQLite message logged at debug. */
+int mp_registry_open(const char *path, struct mp_registry **ret);
+struct mp_registry *mp_registry_free(struct mp_registry *reg); /* rolls back nothing: commits */
+
+/* Commits the open transaction, if any (durable on return). */
+int mp_registry_commit(struct mp_registry *reg);
+bool mp_registry_dirty(const struct mp_registry *reg);
+
+struct mp_approval_policy {
+        enum mp_approval_mode mode;
+        const char *token; /* for MP_APPROVAL_TOKEN; NULL or "" accepts no token */
+};
+
+struct mp_signin_request {
+        const char *client_id;
+        const char *hostname;
+        const char *version;
+        const char *public_key;      /* base64 DER SPKI */
+        const char *fingerprint;     /* sha256 hex of the SPKI */
+        const char *enrolment_token; /* may be NULL */
+        const char *address;
+        time_t now;
+};
+
+/*
+ * Decides a sign-in and records it:
+ *  - an unknown ClientID is registered with this key, approved or pending
+ *    according to the policy (token mode: the right token approves, a
+ *    missing or wrong one leaves it pending for an administrator);
+ *  - a known ClientID with the same key gets its status, and last-seen;
+ *  - a known ClientID with another key is a conflict, recorded (one row per
+ *    ClientID and offered key, with a count).
+ * *ret_new is true when the device was registered now.
+ */
+int mp_registry_signin(struct mp_registry *reg, const struct mp_approval_policy *policy,
+                       const struct mp_signin_request *req, enum mp_signin_verdict *ret, bool *ret_new);
+
+/* Sets a device's status (an administrator's decision). -ENOENT if unknown. */
+int mp_registry_set_status(struct mp_registry *reg, const char *client_id, enum mp_device_status status);
+/* Reads a device's status and key. -ENOENT if unknown. ret_key may be NULL. */
+int mp_registry_device(struct mp_registry *reg, const char *client_id, enum mp_device_status *ret_status,
+                       char **ret_key);
+/* Finds the approved device whose key has this fingerprint. -ENOENT if none. */
+int mp_registry_device_by_fingerprint(struct mp_registry *reg, const char *fingerprint,
+                                      char **ret_client_id);
+int mp_registry_touch(struct mp_registry *reg, const char *client_id, time_t now, const char *address);
+
+/* All devices as a json array of objects (online state is the server's). */
+int mp_registry_devices_json(struct mp_registry *reg, json_object **ret);
+int mp_registry_conflicts_json(struct mp_registry *reg, json_object **ret);
+/* ClientIDs of approved devices, for "--all" fan-outs. */
+int mp_registry_approved_ids(struct mp_registry *reg, char ***ret_ids, size_t *ret_n);
+
+/* Reserves a new PushID and TaskID. */
+int mp_registry_push_reserve(struct mp_registry *reg, uint64_t *ret_push_id, uint64_t *ret_task_id);
+/* Stores the push and its signed frame (exact bytes sent to every device). */
+int mp_registry_push_store(struct mp_registry *reg, uint64_t push_id, uint64_t task_id,
+                           const char *task_guid, uint32_t task_type, const char *task_param, time_t created,
+                           time_t expires, const uint8_t *frame, size_t frame_len);
+int mp_registry_target_add(struct mp_registry *reg, uint64_t push_id, const char *client_id, time_t now);
+/* Advances a target's state; never moves it backwards (an answer overrides
+ * expiry). Returns 1 when a row changed, 0 when not. */
+int mp_registry_target_advance(struct mp_registry *reg, uint64_t push_id, const char *client_id,
+                               enum mp_target_state state, time_t now);
+/* The same by TaskGUID (PUSH_ACK and RESPONSE name only that). */
+int mp_registry_target_advance_guid(struct mp_registry *reg, const char *task_guid, const char *client_id,
+                                    enum mp_target_state state, time_t now);
+/* Marks every pending or delivered target of an expired push expired.
+ * Returns the number of rows changed. */
+int mp_registry_expire(struct mp_registry *reg, time_t now);
+
+/* Calls cb for every unexpired push that this device has not acknowledged,
+ * oldest first, with the stored frame. A negative return from cb stops. */
+typedef int (*mp_push_frame_cb)(uint64_t push_id, const uint8_t *frame, size_t len, void *userdata);
+int mp_registry_undelivered(struct mp_registry *reg, const char *client_id, time_t now, mp_push_frame_cb cb,
+                            void *userdata);
+
+struct mp_response_record {
+        const char *client_id;
+        const char *task_guid;
+        uint64_t push_id;
+        uint64_t task_id;
+        uint32_t return_code;
+        const char *detail;
+        const uint8_t *body; /* raw signed XML */
+        size_t body_len;
+        const uint8_t *sig;
+        size_t sig_len;
+        const char *address;
+        time_t received;
+};
+
+/* Stores a verified response once per (ClientID, TaskGUID), and marks the
+ * target answered. *ret_duplicate is true when it was already stored. */
+int mp_registry_response_store(struct mp_registry *reg, const struct mp_response_record *rec,
+                               bool *ret_duplicate);
+
+/* A push's summary and per-device rows. -ENOENT if unknown. *ret_done is
+ * true when every target is answered or expired. */
+int mp_registry_push_json(struct mp_registry *reg, uint64_t push_id, time_t now, json_object **ret,
+                          bool *ret_done);
+int mp_registry_responses_json(struct mp_registry *reg, unsigned limit, json_object **ret);

@@ -1,0 +1,589 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "common/log.h"
+#include "common/strutil.h"
+#include "mp/mp.h"
+#include "transport/sign.h"
+#include "transport/tls.h"
+
+#define SWEEP_USEC (1000ULL * 1000ULL)
+#define EXPIRE_EVERY_USEC (30ULL * 1000000ULL)
+#define SHUTDOWN_GRACE_USEC (5ULL * 1000000ULL)
+
+uint64_t mp_now_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000ULL;
+}
+
+/* "ADDR:PORT", "[V6]:PORT" or ":PORT". */
+static int listen_tcp(const char *spec, int *ret_fd, uint16_t *ret_port) {
+        char host[256];
+        const char *colon = strrchr(spec, ':');
+        struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                                 .ai_socktype = SOCK_STREAM,
+                                 .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV},
+                        *res = NULL;
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd, one = 1, r;
+        size_t hl;
+
+        if (!colon)
+                return -EINVAL;
+        hl = (size_t)(colon - spec);
+        if (hl >= sizeof(host))
+                return -EINVAL;
+        memcpy(host, spec, hl);
+        host[hl] = 0;
+        if (host[0] == '[' && hl >= 2 && host[hl - 1] == ']') {
+                memmove(host, host + 1, hl - 2);
+                host[hl - 2] = 0;
+        }
+        r = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &res);
+        if (r != 0)
+                return -EINVAL;
+        fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+                r = -errno;
+                freeaddrinfo(res);
+                return r;
+        }
+        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
+                r = -errno;
+                freeaddrinfo(res);
+                close(fd);
+                return r;
+        }
+        freeaddrinfo(res);
+        if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) {
+                r = -errno;
+                close(fd);
+                return r;
+        }
+        *ret_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                   : ((struct sockaddr_in *)&ss)->sin_port);
+        *ret_fd = fd;
+        return 0;
+}
+
+static int listen_unix(const struct mp_config *cfg, int *ret_fd) {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        struct stat st;
+        mode_t old;
+        int fd, r;
+
+        if (strscpy(sa.sun_path, sizeof(sa.sun_path), cfg->admin_socket) < 0)
+                return -ENAMETOOLONG;
+        /* A socket left by a killed server is removed; anything else is not
+         * ours to delete. */
+        if (lstat(cfg->admin_socket, &st) == 0) {
+                if (!S_ISSOCK(st.st_mode))
+                        return -EEXIST;
+                unlink(cfg->admin_socket);
+        }
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        old = umask(0177);
+        r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+        umask(old);
+        if (r < 0 || listen(fd, 64) < 0) {
+                r = -errno;
+                close(fd);
+                return r;
+        }
+        if (cfg->admin_group && *cfg->admin_group) {
+                struct group *g = getgrnam(cfg->admin_group);
+
+                if (!g || chown(cfg->admin_socket, (uid_t)-1, g->gr_gid) < 0 ||
+                    chmod(cfg->admin_socket, 0660) < 0)
+                        log_warning("Failed to give group '%s' access to %s, ignoring", cfg->admin_group,
+                                    cfg->admin_socket);
+        }
+        *ret_fd = fd;
+        return 0;
+}
+
+static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        struct mp_server *srv = userdata;
+        enum mp_conn_kind kind = fd == srv->channel_fd ? MP_CONN_CHANNEL
+                                 : fd == srv->https_fd ? MP_CONN_HTTPS
+                                                       : MP_CONN_ADMIN;
+
+        (void)s;
+        (void)revents;
+        for (unsigned i = 0; i < 256; i++) {
+                struct sockaddr_storage ss;
+                socklen_t sl = sizeof(ss);
+                struct mp_conn *c;
+                int cfd, r;
+
+                cfd = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (cfd < 0) {
+                        if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+                                break;
+                        log_warning_errno(-errno, "accept() failed, ignoring: %m");
+                        break;
+                }
+                if (srv->shutting_down) {
+                        close(cfd);
+                        continue;
+                }
+                r = mp_conn_new(srv, kind, cfd, kind == MP_CONN_ADMIN ? NULL : (struct sockaddr *)&ss, sl,
+                                &c);
+                if (r < 0) {
+                        log_warning_errno(r, "Failed to set up a connection, ignoring: %m");
+                        close(cfd);
+                        continue;
+                }
+                log_debug("Accepted %s connection from %s",
+                          kind == MP_CONN_CHANNEL ? "channel"
+                          : kind == MP_CONN_HTTPS ? "HTTPS"
+                                                  : "admin",
+                          c->peer);
+        }
+        return 0;
+}
+
+void mp_server_want_flush(struct mp_server *srv, struct mp_conn *c) {
+        if (c->in_flush_list)
+                return;
+        c->in_flush_list = true;
+        mp_conn_ref(c);
+        c->flush_next = srv->flush_list;
+        srv->flush_list = c;
+        if (srv->flush_count++ == 0)
+                srv->flush_first_usec = mp_now_usec();
+        (void)sd_event_source_set_enabled(srv->flush_src, SD_EVENT_ONESHOT);
+}
+
+static void check_shutdown_done(struct mp_server *srv) {
+        if (srv->shutting_down && srv->n_conns == 0)
+                (void)sd_event_exit(srv->event, 0);
+}
+
+void mp_server_flush(struct mp_server *srv) {
+        struct mp_conn *list;
+        int r;
+
+        /* Group commit: everything written since the last flush becomes
+         * durable at once; only then do acknowledgements leave. */
+        r = mp_registry_commit(srv->reg);
+        if (r < 0) {
+                log_error_errno(r, "Failed to commit the records; holding back replies: %m");
+                return;
+        }
+        list = srv->flush_list;
+        srv->flush_list = NULL;
+        srv->flush_count = 0;
+        while (list) {
+                struct mp_conn *c = list;
+
+                list = c->flush_next;
+                c->flush_next = NULL;
+                c->in_flush_list = false;
+                if (!c->dead)
+                        (void)mp_conn_flush(c);
+                mp_conn_unref(c);
+        }
+        if (srv->waiters)
+                mp_admin_check_waiters(srv, false);
+        /* replies to the waiters were queued just now */
+        if (srv->flush_list && !mp_registry_dirty(srv->reg)) {
+                list = srv->flush_list;
+                srv->flush_list = NULL;
+                srv->flush_count = 0;
+                while (list) {
+                        struct mp_conn *c = list;
+                        list = c->flush_next;
+                        c->in_flush_list = false;
+                        if (!c->dead)
+                                (void)mp_conn_flush(c);
+                        mp_conn_unref(c);
+                }
+        }
+        check_shutdown_done(srv);
+}
+
+static int on_flush(sd_event_source *s, void *userdata) {
+        (void)s;
+        mp_server_flush(userdata);
+        return 0;
+}
+
+struct stale_ctx {
+        struct mp_server *srv;
+        uint64_t now;
+        struct mp_session **list;
+        size_t n;
+};
+
+static void collect_stale(struct mp_session *s, void *u) {
+        struct stale_ctx *st = u;
+        struct mp_session **t;
+
+        if (!s->https || (s->conn && !s->conn->dead) || mp_session_online(st->srv, s, st->now))
+                return;
+        t = realloc(st->list, (st->n + 1) * sizeof(*t));
+        if (!t)
+                return;
+        st->list = t;
+        st->list[st->n++] = s;
+}
+
+static void sweep_conn(struct mp_server *srv, struct mp_conn *c, uint64_t now) {
+        uint64_t keepalive = (uint64_t)srv->cfg->keepalive * 1000000ULL;
+
+        if (c->tls && !c->handshake_done) {
+                if (now - c->created_usec > MP_HANDSHAKE_TIMEOUT_USEC)
+                        mp_conn_close(c, "TLS handshake timed out");
+                return;
+        }
+        switch (c->kind) {
+        case MP_CONN_CHANNEL:
+                if (tether_frame_decoder_partial(c->dec) &&
+                    now - c->frame_start_usec > TETHER_FRAME_DEADLINE_USEC) {
+                        log_warning("Protocol error from %s: a frame did not arrive whole within 30 s",
+                                    c->peer);
+                        (void)mp_channel_goodbye(c, TETHER_GOODBYE_PROTOCOL_ERROR, 0);
+                        mp_conn_close_after_flush(c);
+                } else if (!c->session && now - c->created_usec > TETHER_FRAME_DEADLINE_USEC) {
+                        mp_conn_close(c, "no SIGNIN within 30 s");
+                } else if (c->session && now - c->last_rx_usec > 2 * keepalive + 2000000ULL) {
+                        mp_conn_close(c, "offline after two missed keepalives");
+                }
+                break;
+        case MP_CONN_HTTPS:
+                if (mp_http_held(c)) {
+                        if (now >= mp_http_hold_deadline(c))
+                                (void)mp_https_finish_poll(c);
+                } else if (now - c->last_rx_usec > 2 * keepalive + 60000000ULL) {
+                        mp_conn_close(c, NULL);
+                }
+                break;
+        case MP_CONN_ADMIN:
+                break;
+        }
+}
+
+static int on_sweep(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct mp_server *srv = userdata;
+        uint64_t now = mp_now_usec();
+        struct stale_ctx st = {.srv = srv, .now = now};
+
+        /* Closing a connection unlinks only that one: the saved next
+         * pointer stays valid. */
+        for (struct mp_conn *c = srv->conns, *next; c; c = next) {
+                next = c->next;
+                mp_conn_ref(c);
+                sweep_conn(srv, c, now);
+                mp_conn_unref(c);
+        }
+
+        mp_sessions_walk(srv, collect_stale, &st);
+        for (size_t i = 0; i < st.n; i++)
+                mp_session_drop(srv, st.list[i]);
+        free(st.list);
+
+        if (now - srv->last_expire_usec > EXPIRE_EVERY_USEC) {
+                int n = mp_registry_expire(srv->reg, time(NULL));
+
+                srv->last_expire_usec = now;
+                if (n > 0)
+                        log_info("%d push targets expired undelivered", n);
+                if (n < 0)
+                        log_warning_errno(n, "Failed to expire pushes, ignoring: %m");
+        }
+        if (srv->waiters)
+                mp_admin_check_waiters(srv, true);
+        if (srv->flush_count > 0 || mp_registry_dirty(srv->reg))
+                mp_server_flush(srv);
+        check_shutdown_done(srv);
+
+        (void)sd_event_source_set_time(s, usec + SWEEP_USEC);
+        return 0;
+}
+
+static void shutdown_begin(struct mp_server *srv) {
+        uint32_t window;
+
+        if (srv->shutting_down)
+                return;
+        srv->shutting_down = true;
+        /* Ask the fleet to come back spread over a window in which the MP
+         * takes their sign-ins at the configured rate. */
+        window = (uint32_t)(srv->n_channel_conns / srv->cfg->shutdown_reconnect_rate);
+        if (window < 5)
+                window = 5;
+        if (window > 900)
+                window = 900;
+        log_info("Shutting down: GOODBYE(shutdown, RetryAfterSeconds=%u) to %zu channel connections", window,
+                 srv->n_channel_conns);
+
+        srv->channel_src = sd_event_source_disable_unref(srv->channel_src);
+        srv->https_src = sd_event_source_disable_unref(srv->https_src);
+        srv->admin_src = sd_event_source_disable_unref(srv->admin_src);
+
+        mp_admin_check_waiters(srv, true);
+        for (struct mp_conn *c = srv->conns, *next; c; c = next) {
+                next = c->next;
+                if (c->kind == MP_CONN_CHANNEL && c->session) {
+                        (void)mp_channel_goodbye(c, TETHER_GOODBYE_SHUTDOWN, window);
+                        mp_conn_close_after_flush(c);
+                } else if (c->kind == MP_CONN_HTTPS && mp_http_held(c)) {
+                        (void)mp_https_finish_poll(c);
+                        mp_conn_close_after_flush(c);
+                } else if (c->out_head) {
+                        mp_conn_close_after_flush(c);
+                } else {
+                        mp_conn_close(c, NULL);
+                }
+        }
+        mp_server_flush(srv);
+        check_shutdown_done(srv);
+}
+
+static int on_shutdown_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct mp_server *srv = userdata;
+
+        (void)s;
+        (void)usec;
+        log_warning("%zu connections did not drain in time; closing them", srv->n_conns);
+        (void)sd_event_exit(srv->event, 0);
+        return 0;
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        struct mp_server *srv = userdata;
+
+        (void)s;
+        (void)si;
+        shutdown_begin(srv);
+        if (srv->shutting_down)
+                (void)sd_event_add_time_relative(srv->event, NULL, CLOCK_MONOTONIC, SHUTDOWN_GRACE_USEC, 0,
+                                                 on_shutdown_deadline, srv);
+        return 0;
+}
+
+static int write_ports(struct mp_server *srv) {
+        char path[4096], tmp[4200], text[64];
+        _cleanup_(closep) int fd = -1;
+        int n;
+
+        snprintf(path, sizeof(path), "%s/ports", srv->cfg->state_dir);
+        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        n = snprintf(text, sizeof(text), "tcp=%u\nhttps=%u\n", srv->channel_port, srv->https_port);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0)
+                return -errno;
+        if (write(fd, text, (size_t)n) != n)
+                return -EIO;
+        if (rename(tmp, path) < 0)
+                return -errno;
+        return 0;
+}
+
+static void raise_fd_limit(void) {
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return;
+        if (rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
+                if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                        log_warning_errno(-errno, "Failed to raise the open-file limit, ignoring: %m");
+        }
+        log_debug("Open-file limit: %llu", (unsigned long long)rl.rlim_cur);
+}
+
+int mp_server_new(struct mp_config *cfg, struct mp_server **ret) {
+        _cleanup_(freep) char *cert = NULL;
+        struct mp_server *srv;
+        char path[4096];
+        int r;
+
+        raise_fd_limit();
+        srv = calloc(1, sizeof(*srv));
+        if (!srv)
+                return -ENOMEM;
+        srv->cfg = cfg;
+        srv->channel_fd = srv->https_fd = srv->admin_fd = -1;
+        srv->approval.mode = cfg->approval;
+        srv->approval.token = cfg->token;
+        if (cfg->approval == MP_APPROVAL_TOKEN && (!cfg->token || !*cfg->token)) {
+                r = log_error_errno(-EINVAL, "Approval mode 'token' needs an enrolment token (--token)");
+                goto fail;
+        }
+
+        r = mp_state_load(cfg, true, &srv->site_key, &srv->tls_key, &cert);
+        if (r < 0)
+                goto fail;
+        r = tether_key_fingerprint(srv->site_key, srv->site_fingerprint);
+        if (r >= 0)
+                r = tether_key_spki_base64(srv->site_key, &srv->site_key_b64);
+        if (r < 0) {
+                log_error_errno(r, "Failed to encode the site key: %m");
+                goto fail;
+        }
+        r = tether_tls_server_new(cert, srv->tls_key, &srv->tls);
+        if (r < 0) {
+                log_error_errno(r, "Failed to set up TLS: %m");
+                goto fail;
+        }
+        snprintf(path, sizeof(path), "%s/tether-mp.db", cfg->state_dir);
+        r = mp_registry_open(path, &srv->reg);
+        if (r < 0) {
+                log_error_errno(r, "Failed to open the records at %s: %m", path);
+                goto fail;
+        }
+
+        r = sd_event_new(&srv->event);
+        if (r < 0)
+                goto fail;
+        r = listen_tcp(cfg->listen, &srv->channel_fd, &srv->channel_port);
+        if (r < 0) {
+                log_error_errno(r, "Failed to listen on %s: %m", cfg->listen);
+                goto fail;
+        }
+        r = sd_event_add_io(srv->event, &srv->channel_src, srv->channel_fd, EPOLLIN, on_accept, srv);
+        if (r < 0)
+                goto fail;
+        if (cfg->https_listen && *cfg->https_listen && strcmp(cfg->https_listen, "off") != 0) {
+                r = listen_tcp(cfg->https_listen, &srv->https_fd, &srv->https_port);
+                if (r < 0) {
+                        log_error_errno(r, "Failed to listen on %s: %m", cfg->https_listen);
+                        goto fail;
+                }
+                r = sd_event_add_io(srv->event, &srv->https_src, srv->https_fd, EPOLLIN, on_accept, srv);
+                if (r < 0)
+                        goto fail;
+        }
+        r = listen_unix(cfg, &srv->admin_fd);
+        if (r < 0) {
+                log_error_errno(r, "Failed to listen on %s: %m", cfg->admin_socket);
+                goto fail;
+        }
+        r = sd_event_add_io(srv->event, &srv->admin_src, srv->admin_fd, EPOLLIN, on_accept, srv);
+        if (r < 0)
+                goto fail;
+
+        r = sd_event_add_defer(srv->event, &srv->flush_src, on_flush, srv);
+        if (r < 0)
+                goto fail;
+        (void)sd_event_source_set_priority(srv->flush_src, SD_EVENT_PRIORITY_IDLE);
+        (void)sd_event_source_set_enabled(srv->flush_src, SD_EVENT_OFF);
+        r = sd_event_add_time_relative(srv->event, &srv->sweep_src, CLOCK_MONOTONIC, SWEEP_USEC, 100000,
+                                       on_sweep, srv);
+        if (r < 0)
+                goto fail;
+        (void)sd_event_source_set_enabled(srv->sweep_src, SD_EVENT_ON);
+
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        r = sd_event_add_signal(srv->event, &srv->sigterm_src, SIGTERM, on_signal, srv);
+        if (r >= 0)
+                r = sd_event_add_signal(srv->event, &srv->sigint_src, SIGINT, on_signal, srv);
+        if (r < 0)
+                goto fail;
+
+        r = write_ports(srv);
+        if (r < 0)
+                log_warning_errno(r, "Failed to write %s/ports, ignoring: %m", cfg->state_dir);
+
+        *ret = srv;
+        return 0;
+fail:
+        mp_server_free(srv);
+        return r;
+}
+
+int mp_server_run(struct mp_server *srv) {
+        int r;
+
+        printf("Site key fingerprint (pin this on agents): %s\n", srv->site_fingerprint);
+        fflush(stdout);
+        {
+                char fpr[TETHER_FINGERPRINT_LEN];
+                if (tether_key_fingerprint(srv->tls_key, fpr) >= 0)
+                        log_info("TLS key fingerprint: %s", fpr);
+        }
+        log_info("tether-mp listening: channel TCP port %u, HTTPS port %u, admin socket %s, approval %s",
+                 srv->channel_port, srv->https_port, srv->cfg->admin_socket,
+                 mp_approval_mode_name(srv->approval.mode));
+        (void)sd_notifyf(0, "READY=1\nSTATUS=channel port %u, HTTPS port %u", srv->channel_port,
+                         srv->https_port);
+        r = sd_event_loop(srv->event);
+        (void)sd_notify(0, "STOPPING=1");
+        r = r < 0 ? r : mp_registry_commit(srv->reg);
+        log_info("tether-mp stopped");
+        return r;
+}
+
+struct mp_server *mp_server_free(struct mp_server *srv) {
+        if (!srv)
+                return NULL;
+        while (srv->conns)
+                mp_conn_close(srv->conns, NULL);
+        while (srv->flush_list) {
+                struct mp_conn *c = srv->flush_list;
+                srv->flush_list = c->flush_next;
+                mp_conn_unref(c);
+        }
+        mp_push_free_all(srv);
+        while (srv->waiters) {
+                struct mp_waiter *w = srv->waiters;
+                srv->waiters = w->next;
+                mp_conn_unref(w->conn);
+                free(w);
+        }
+        while (srv->sessions) {
+                struct mp_session *s = *(struct mp_session **)srv->sessions;
+                mp_session_drop(srv, s);
+        }
+        mp_buf_unref(srv->confirm_cache);
+        sd_event_source_disable_unref(srv->channel_src);
+        sd_event_source_disable_unref(srv->https_src);
+        sd_event_source_disable_unref(srv->admin_src);
+        sd_event_source_disable_unref(srv->sweep_src);
+        sd_event_source_disable_unref(srv->flush_src);
+        sd_event_source_disable_unref(srv->sigterm_src);
+        sd_event_source_disable_unref(srv->sigint_src);
+        if (srv->channel_fd >= 0)
+                close(srv->channel_fd);
+        if (srv->https_fd >= 0)
+                close(srv->https_fd);
+        if (srv->admin_fd >= 0) {
+                close(srv->admin_fd);
+                unlink(srv->cfg->admin_socket);
+        }
+        mp_registry_free(srv->reg);
+        tether_tls_ctx_free(srv->tls);
+        tether_key_free(srv->site_key);
+        tether_key_free(srv->tls_key);
+        free(srv->site_key_b64);
+        sd_event_unref(srv->event);
+        free(srv);
+        return NULL;
+}
