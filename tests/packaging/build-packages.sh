@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# packaging-build: configures a release tree with the /usr prefix and
+# Debian's hardening flags, builds the three programs, and runs cpack for
+# DEB and RPM. The tree is kept (BUILD_DIR) so that a re-run only rebuilds
+# what changed; the packages land in BUILD_DIR.
+#
+# usage: build-packages.sh SOURCE_DIR BUILD_DIR
+. "$(dirname "$0")/lib.sh"
+
+src=$1
+build=$2
+
+command -v cpack >/dev/null || fail "cpack not found"
+command -v rpmbuild >/dev/null ||
+        fail "rpmbuild not found: the RPM cannot be built (apt-get install rpm; scripts/install-deps.sh lists it)"
+
+# Debian's hardening flags (fortify, stack protector, relro, now), as a
+# Debian build would pass them; lintian checks for them in the binaries.
+flags=()
+if command -v dpkg-buildflags >/dev/null; then
+        flags=(-DCMAKE_C_FLAGS="$(dpkg-buildflags --get CFLAGS) $(dpkg-buildflags --get CPPFLAGS)"
+                -DCMAKE_EXE_LINKER_FLAGS="$(dpkg-buildflags --get LDFLAGS)")
+fi
+
+note "configure $build"
+cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTETHER_TESTS=OFF \
+        -DTETHER_SANITIZE=OFF -DCMAKE_INSTALL_PREFIX=/usr "${flags[@]}" >"$build.configure.log" 2>&1 ||
+        { cat "$build.configure.log"; fail "configure"; }
+
+missing=()
+for t in tetherd tetherctl tether-mp; do
+        if ! ninja -C "$build" -t targets all 2>/dev/null | grep -q "^$t:"; then
+                missing+=("$t")
+        fi
+done
+[ ${#missing[@]} -eq 0 ] || fail "targets not defined in this source tree yet: ${missing[*]} (nothing to package)"
+
+note "build (release, -j2)"
+cmake --build "$build" -j 2 --target tetherd tetherctl tether-mp tether_man tether_pkgdoc ||
+        fail "release build"
+
+note "cpack DEB RPM"
+rm -f "$build"/*.deb "$build"/*.rpm
+(cd "$build" && cpack -G "DEB;RPM" >"$build/cpack.log" 2>&1) || { cat "$build/cpack.log"; fail "cpack"; }
+
+for f in tether-agent_*_*.deb tether-mp_*_*.deb tether-agent-*.rpm tether-mp-*.rpm; do
+        # shellcheck disable=SC2086
+        ls "$build"/$f >/dev/null 2>&1 || fail "cpack did not produce $f"
+done
+ls -l "$build"/*.deb "$build"/*.rpm
+
+# The RPM carries the same files and marks the configuration.
+rpm_agent=$(ls "$build"/tether-agent-*.rpm)
+rpm -qlp "$rpm_agent" 2>/dev/null | grep -q '^/usr/sbin/tetherd$' || fail "RPM lacks /usr/sbin/tetherd"
+rpm -qp --configfiles "$rpm_agent" 2>/dev/null | grep -q '^/etc/tether/tether.conf$' ||
+        fail "RPM does not mark /etc/tether/tether.conf as %config"
+rpm -qp --scripts "$rpm_agent" 2>/dev/null | grep -q 'systemd-sysusers' || fail "RPM %post lacks systemd-sysusers"
+if rpm -qp --scripts "$rpm_agent" 2>/dev/null | grep -E 'systemctl (enable|start)|--now tetherd' | grep -v disable; then
+        fail "the RPM enables or starts tetherd"
+fi
+echo "ok: packages built"
