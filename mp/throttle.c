@@ -28,7 +28,8 @@ size_t mp_throttle_take(struct mp_throttle *t, uint64_t now_usec, size_t want, u
                 t->credit = min_d(t->batch, t->credit + (double)(now_usec - t->last_usec) * t->rate / 1e6);
         t->last_usec = now_usec;
 
-        n = (size_t)floor(t->credit);
+        /* the epsilon absorbs rounding in the credit arithmetic */
+        n = (size_t)floor(t->credit + 1e-9);
         if (n > want)
                 n = want;
         if (n > t->batch)

@@ -1,0 +1,312 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "mp/registry.h"
+#include "mp/util.h"
+
+#define ID_A "11111111-2222-3333-4444-555555555555"
+#define ID_B "AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE"
+#define GUID1 "A43DD1B3-A006-4604-B012-5529380B3B6F"
+
+static int setup(void **state) {
+        struct mp_registry *reg = NULL;
+
+        assert_int_equal(mp_registry_open(":memory:", &reg), 0);
+        *state = reg;
+        return 0;
+}
+
+static int teardown(void **state) {
+        mp_registry_free(*state);
+        return 0;
+}
+
+static struct mp_signin_request req_for(const char *id, const char *key, const char *token) {
+        struct mp_signin_request r = {
+                .client_id = id,
+                .hostname = "host",
+                .version = "0.1",
+                .public_key = key,
+                .fingerprint = key, /* any stable text serves in these tests */
+                .enrolment_token = token,
+                .address = "127.0.0.1",
+                .now = 1000,
+        };
+        return r;
+}
+
+static enum mp_signin_verdict signin(struct mp_registry *reg, enum mp_approval_mode mode, const char *token,
+                                     const char *id, const char *key, const char *given, bool *is_new) {
+        struct mp_approval_policy pol = {.mode = mode, .token = token};
+        struct mp_signin_request req = req_for(id, key, given);
+        enum mp_signin_verdict v;
+
+        assert_int_equal(mp_registry_signin(reg, &pol, &req, &v, is_new), 0);
+        return v;
+}
+
+static size_t array_len(json_object *o, const char *key) {
+        json_object *arr = o;
+
+        if (key)
+                assert_true(json_object_object_get_ex(o, key, &arr));
+        return json_object_array_length(arr);
+}
+
+static void test_auto_binds_first_key(void **state) {
+        struct mp_registry *reg = *state;
+        _cleanup_(json_object_putp) json_object *conflicts = NULL, *devices = NULL;
+        enum mp_device_status st;
+        _cleanup_(freep) char *key = NULL;
+        bool is_new;
+
+        assert_int_equal(signin(reg, MP_APPROVAL_AUTO, NULL, ID_A, "KEY1", NULL, &is_new),
+                         MP_SIGNIN_APPROVED);
+        assert_true(is_new);
+        assert_int_equal(signin(reg, MP_APPROVAL_AUTO, NULL, ID_A, "KEY1", NULL, &is_new),
+                         MP_SIGNIN_APPROVED);
+        assert_false(is_new);
+        /* a second key for the same ClientID: conflict, recorded, binding kept */
+        assert_int_equal(signin(reg, MP_APPROVAL_AUTO, NULL, ID_A, "KEY2", NULL, &is_new),
+                         MP_SIGNIN_CONFLICT);
+        assert_int_equal(signin(reg, MP_APPROVAL_AUTO, NULL, ID_A, "KEY2", NULL, &is_new),
+                         MP_SIGNIN_CONFLICT);
+        assert_int_equal(mp_registry_device(reg, ID_A, &st, &key), 0);
+        assert_string_equal(key, "KEY1");
+        assert_int_equal(st, MP_DEVICE_APPROVED);
+        assert_int_equal(mp_registry_conflicts_json(reg, &conflicts), 0);
+        assert_int_equal(array_len(conflicts, NULL), 1); /* one row per offered key, with a count */
+        json_object *row = json_object_array_get_idx(conflicts, 0), *v;
+        assert_true(json_object_object_get_ex(row, "count", &v));
+        assert_int_equal(json_object_get_int(v), 2);
+        assert_true(json_object_object_get_ex(row, "known_fingerprint", &v));
+        assert_string_equal(json_object_get_string(v), "KEY1");
+        assert_int_equal(mp_registry_devices_json(reg, &devices), 0);
+        assert_int_equal(array_len(devices, NULL), 1);
+        assert_int_equal(mp_registry_commit(reg), 0);
+        assert_false(mp_registry_dirty(reg));
+}
+
+static void test_manual_mode(void **state) {
+        struct mp_registry *reg = *state;
+        enum mp_device_status st;
+
+        assert_int_equal(signin(reg, MP_APPROVAL_MANUAL, NULL, ID_A, "K", NULL, NULL), MP_SIGNIN_PENDING);
+        assert_int_equal(signin(reg, MP_APPROVAL_MANUAL, NULL, ID_A, "K", NULL, NULL), MP_SIGNIN_PENDING);
+        assert_int_equal(mp_registry_set_status(reg, ID_A, MP_DEVICE_APPROVED), 0);
+        assert_int_equal(signin(reg, MP_APPROVAL_MANUAL, NULL, ID_A, "K", NULL, NULL), MP_SIGNIN_APPROVED);
+        assert_int_equal(mp_registry_set_status(reg, ID_A, MP_DEVICE_REJECTED), 0);
+        assert_int_equal(signin(reg, MP_APPROVAL_MANUAL, NULL, ID_A, "K", NULL, NULL), MP_SIGNIN_REJECTED);
+        assert_int_equal(mp_registry_device(reg, ID_A, &st, NULL), 0);
+        assert_int_equal(st, MP_DEVICE_REJECTED);
+        /* unknown devices cannot be decided */
+        assert_int_equal(mp_registry_set_status(reg, ID_B, MP_DEVICE_APPROVED), -ENOENT);
+        assert_int_equal(mp_registry_device(reg, ID_B, &st, NULL), -ENOENT);
+}
+
+static void test_token_mode(void **state) {
+        struct mp_registry *reg = *state;
+
+        assert_int_equal(signin(reg, MP_APPROVAL_TOKEN, "s3cret", ID_A, "K1", "s3cret", NULL),
+                         MP_SIGNIN_APPROVED);
+        /* wrong, partial, longer or missing token: left pending */
+        assert_int_equal(signin(reg, MP_APPROVAL_TOKEN, "s3cret", ID_B, "K2", "s3cre", NULL),
+                         MP_SIGNIN_PENDING);
+        assert_int_equal(signin(reg, MP_APPROVAL_TOKEN, "s3cret", "22222222-2222-3333-4444-555555555555",
+                                "K3", "s3cret!", NULL),
+                         MP_SIGNIN_PENDING);
+        assert_int_equal(signin(reg, MP_APPROVAL_TOKEN, "s3cret", "33333333-2222-3333-4444-555555555555",
+                                "K4", NULL, NULL),
+                         MP_SIGNIN_PENDING);
+        /* a server without a token approves nobody by token */
+        assert_int_equal(
+                signin(reg, MP_APPROVAL_TOKEN, "", "44444444-2222-3333-4444-555555555555", "K5", "", NULL),
+                MP_SIGNIN_PENDING);
+}
+
+static void test_fingerprint_lookup_needs_approval(void **state) {
+        struct mp_registry *reg = *state;
+        _cleanup_(freep) char *id = NULL;
+
+        assert_int_equal(signin(reg, MP_APPROVAL_MANUAL, NULL, ID_A, "FPR-A", NULL, NULL),
+                         MP_SIGNIN_PENDING);
+        assert_int_equal(mp_registry_device_by_fingerprint(reg, "FPR-A", &id), -ENOENT);
+        assert_int_equal(mp_registry_set_status(reg, ID_A, MP_DEVICE_APPROVED), 0);
+        assert_int_equal(mp_registry_device_by_fingerprint(reg, "FPR-A", &id), 0);
+        assert_string_equal(id, ID_A);
+}
+
+static int count_cb(uint64_t push_id, const uint8_t *frame, size_t len, void *userdata) {
+        int *n = userdata;
+
+        assert_int_equal(len, 5);
+        assert_memory_equal(frame, "FRAME", 5);
+        (void)push_id;
+        (*n)++;
+        return 0;
+}
+
+static const char *target_state(json_object *push, const char *id) {
+        json_object *targets, *v;
+
+        assert_true(json_object_object_get_ex(push, "targets", &targets));
+        for (size_t i = 0; i < json_object_array_length(targets); i++) {
+                json_object *t = json_object_array_get_idx(targets, i);
+                assert_true(json_object_object_get_ex(t, "client_id", &v));
+                if (strcmp(json_object_get_string(v), id) == 0) {
+                        assert_true(json_object_object_get_ex(t, "state", &v));
+                        return json_object_get_string(v);
+                }
+        }
+        fail_msg("no target %s", id);
+        return NULL;
+}
+
+static void test_push_states_and_dedupe(void **state) {
+        struct mp_registry *reg = *state;
+        uint64_t push_id, task_id, push2, task2;
+        int n = 0;
+        bool dup, done;
+
+        signin(reg, MP_APPROVAL_AUTO, NULL, ID_A, "KA", NULL, NULL);
+        signin(reg, MP_APPROVAL_AUTO, NULL, ID_B, "KB", NULL, NULL);
+        assert_int_equal(mp_registry_push_reserve(reg, &push_id, &task_id), 0);
+        assert_int_equal(mp_registry_push_reserve(reg, &push2, &task2), 0);
+        assert_int_equal(push2, push_id + 1);
+        assert_int_equal(mp_registry_push_store(reg, push_id, task_id, GUID1, 1, "", 1000, 5000,
+                                                (const uint8_t *)"FRAME", 5),
+                         0);
+        assert_int_equal(mp_registry_target_add(reg, push_id, ID_A, 1000), 0);
+        assert_int_equal(mp_registry_target_add(reg, push_id, ID_B, 1000), 0);
+
+        assert_int_equal(mp_registry_undelivered(reg, ID_A, 1000, count_cb, &n), 1);
+        assert_int_equal(n, 1);
+        assert_int_equal(mp_registry_target_advance(reg, push_id, ID_A, MP_TARGET_DELIVERED, 1001), 1);
+        assert_int_equal(mp_registry_target_advance_guid(reg, GUID1, ID_A, MP_TARGET_ACKNOWLEDGED, 1002), 1);
+        /* never backwards */
+        assert_int_equal(mp_registry_target_advance(reg, push_id, ID_A, MP_TARGET_DELIVERED, 1003), 0);
+        /* acknowledged: no longer re-sent */
+        n = 0;
+        assert_int_equal(mp_registry_undelivered(reg, ID_A, 1000, count_cb, &n), 0);
+
+        struct mp_response_record rec = {
+                .client_id = ID_A,
+                .task_guid = GUID1,
+                .push_id = push_id,
+                .task_id = task_id,
+                .return_code = 1,
+                .detail = "ok",
+                .body = (const uint8_t *)"<BgbResponseMessage/>",
+                .body_len = 21,
+                .sig = (const uint8_t *)"\x01\x02",
+                .sig_len = 2,
+                .address = "127.0.0.1",
+                .received = 1004,
+        };
+        assert_int_equal(mp_registry_response_store(reg, &rec, &dup), 0);
+        assert_false(dup);
+        rec.return_code = 2; /* a re-sent copy changes nothing */
+        assert_int_equal(mp_registry_response_store(reg, &rec, &dup), 0);
+        assert_true(dup);
+
+        _cleanup_(json_object_putp) json_object *push = NULL, *responses = NULL;
+        assert_int_equal(mp_registry_push_json(reg, push_id, 1005, &push, &done), 0);
+        assert_false(done);
+        assert_string_equal(target_state(push, ID_A), "answered");
+        assert_string_equal(target_state(push, ID_B), "pending");
+        assert_int_equal(mp_registry_responses_json(reg, 10, &responses), 0);
+        assert_int_equal(array_len(responses, NULL), 1);
+        json_object *v;
+        assert_true(json_object_object_get_ex(json_object_array_get_idx(responses, 0), "return_code", &v));
+        assert_int_equal(json_object_get_int(v), 1);
+        assert_true(json_object_object_get_ex(json_object_array_get_idx(responses, 0), "response_xml", &v));
+        assert_string_equal(json_object_get_string(v), "<BgbResponseMessage/>");
+
+        /* expiry: B never got it */
+        json_object_put(TAKE_PTR(push));
+        assert_int_equal(mp_registry_push_json(reg, push_id, 6000, &push, &done), 0);
+        assert_string_equal(target_state(push, ID_B), "expired");
+        assert_true(done);
+        n = 0;
+        assert_int_equal(mp_registry_undelivered(reg, ID_B, 6000, count_cb, &n), 0);
+        assert_int_equal(mp_registry_expire(reg, 6000), 1);
+        assert_int_equal(mp_registry_expire(reg, 6000), 0);
+        /* a late answer still overrides expiry */
+        rec.client_id = ID_B;
+        assert_int_equal(mp_registry_response_store(reg, &rec, &dup), 0);
+        assert_false(dup);
+        json_object_put(TAKE_PTR(push));
+        assert_int_equal(mp_registry_push_json(reg, push_id, 6000, &push, &done), 0);
+        assert_string_equal(target_state(push, ID_B), "answered");
+
+        /* unknown push */
+        json_object_put(TAKE_PTR(push));
+        assert_int_equal(mp_registry_push_json(reg, 999, 6000, &push, &done), -ENOENT);
+}
+
+static void test_records_survive_reopen(void **state) {
+        char dir[] = "/tmp/test-mp-registry-XXXXXX", path[128];
+        struct mp_registry *reg = NULL;
+        uint64_t push_id, task_id;
+        enum mp_device_status st;
+
+        (void)state;
+        assert_non_null(mkdtemp(dir));
+        snprintf(path, sizeof(path), "%s/db", dir);
+        assert_int_equal(mp_registry_open(path, &reg), 0);
+        signin(reg, MP_APPROVAL_AUTO, NULL, ID_A, "KA", NULL, NULL);
+        assert_int_equal(mp_registry_push_reserve(reg, &push_id, &task_id), 0);
+        assert_int_equal(
+                mp_registry_push_store(reg, push_id, task_id, GUID1, 1, "", 1, 2, (const uint8_t *)"F", 1),
+                0);
+        assert_int_equal(mp_registry_commit(reg), 0);
+        mp_registry_free(reg);
+
+        assert_int_equal(mp_registry_open(path, &reg), 0);
+        assert_int_equal(mp_registry_device(reg, ID_A, &st, NULL), 0);
+        assert_int_equal(st, MP_DEVICE_APPROVED);
+        /* ids continue after the stored ones */
+        uint64_t p2, t2;
+        assert_int_equal(mp_registry_push_reserve(reg, &p2, &t2), 0);
+        assert_int_equal(p2, push_id + 1);
+        assert_int_equal(t2, task_id + 1);
+        mp_registry_free(reg);
+
+        char cmd[256];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        assert_int_equal(system(cmd), 0);
+}
+
+static void test_names(void **state) {
+        enum mp_approval_mode m;
+
+        (void)state;
+        assert_int_equal(mp_approval_mode_from_string("token", &m), 0);
+        assert_int_equal(m, MP_APPROVAL_TOKEN);
+        assert_int_equal(mp_approval_mode_from_string("Auto", &m), -EINVAL);
+        assert_int_equal(mp_approval_mode_from_string(NULL, &m), -EINVAL);
+        assert_string_equal(mp_target_state_name(MP_TARGET_ACKNOWLEDGED), "acknowledged");
+        assert_string_equal(mp_device_status_name(MP_DEVICE_PENDING), "pending");
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_auto_binds_first_key, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_manual_mode, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_token_mode, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_fingerprint_lookup_needs_approval, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_push_states_and_dedupe, setup, teardown),
+                cmocka_unit_test(test_records_survive_reopen),
+                cmocka_unit_test(test_names),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
