@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# packaging-install-chroot: the .deb files installed with the real dpkg
+# inside a Debian 12 root made by debootstrap (minbase plus the packages'
+# own Depends), so that their dependencies are proven complete: the
+# binaries start in a root that has nothing else.
+#
+# The root is fetched once from the Debian mirror that apt uses here and
+# cached in BUILD_DIR (about 50 s and 300 MB); each run installs into a
+# copy. Without debootstrap or without the mirror the test is SKIPPED (exit
+# 77, shown by ctest) and says why; packaging-install covers the same
+# checks offline with dpkg --root.
+#
+# usage: install-chroot.sh BUILD_DIR
+. "$(dirname "$0")/lib.sh"
+
+build=$1
+agent_deb=$(ls "$build"/tether-agent_*_*.deb 2>/dev/null | head -n 1)
+mp_deb=$(ls "$build"/tether-mp_*_*.deb 2>/dev/null | head -n 1)
+[ -n "$agent_deb" ] && [ -n "$mp_deb" ] || fail "no .deb files in $build (run packaging-build first)"
+
+skip() {
+        echo "SKIP: $*"
+        exit 77
+}
+[ "$(id -u)" = 0 ] || skip "chroot needs root"
+command -v debootstrap >/dev/null || skip "debootstrap is not installed (scripts/install-deps.sh lists it)"
+
+# The mirror apt uses (deb822 sources first, then one-line sources).
+mirror=$(grep -h -E '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{ print $2 }' |
+        grep -v -E 'security|updates' | grep -E '/debian/?$' | head -n 1 || true)
+if [ -z "$mirror" ]; then
+        mirror=$(grep -h -E '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{ print $2 }' |
+                grep -E '/debian/?$' | head -n 1 || true)
+fi
+[ -n "$mirror" ] || skip "no Debian mirror found in apt's sources"
+wget -q -T 15 -t 1 -O /dev/null "$mirror/dists/bookworm/Release" ||
+        skip "the Debian mirror $mirror is not reachable from here"
+
+# Depends of both packages, first alternative of each.
+includes=$( (dpkg-deb -f "$agent_deb" Depends; echo ","; dpkg-deb -f "$mp_deb" Depends) | tr ',' '\n' |
+        sed -e 's/|.*//' -e 's/([^)]*)//g' -e 's/[[:space:]]//g' | grep -v '^$' | sort -u | paste -sd, -)
+key=$(printf '%s %s' "$mirror" "$includes" | sha256sum | cut -c1-12)
+cache="$build/debootstrap-bookworm-$key"
+if [ ! -f "$cache/.complete" ]; then
+        rm -rf "$cache"
+        note "debootstrap --variant=minbase --include=$includes bookworm ($mirror)"
+        start=$(date +%s)
+        debootstrap --variant=minbase --include="$includes" bookworm "$cache" "$mirror" \
+                >"$cache.log" 2>&1 || { tail -n 30 "$cache.log"; fail "debootstrap"; }
+        touch "$cache/.complete"
+        note "debootstrap took $(($(date +%s) - start)) s"
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+root="$work/root"
+cp -a "$cache" "$root"
+cp "$agent_deb" "$mp_deb" "$root/tmp/"
+in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
+
+note "chroot dpkg -i $(basename "$agent_deb") $(basename "$mp_deb")"
+in_root dpkg -i "/tmp/$(basename "$agent_deb")" "/tmp/$(basename "$mp_deb")" || fail "dpkg -i in the chroot"
+[ -z "$(in_root dpkg --audit)" ] || fail "dpkg --audit: $(in_root dpkg --audit)"
+echo "ok: both packages installed with their dependencies satisfied"
+
+in_root getent passwd tether | grep -q ':/var/lib/tether:/usr/sbin/nologin$' || fail "no user tether in the chroot"
+uid=$(in_root getent passwd tether | cut -d: -f3)
+[ "$(stat -c '%a %u' "$root/var/lib/tether")" = "750 $uid" ] || fail "/var/lib/tether: $(stat -c '%a %u' "$root/var/lib/tether")"
+[ -z "$(ls -A "$root/var/lib/tether")" ] || fail "install made state: $(ls -A "$root/var/lib/tether")"
+echo "ok: user tether, /var/lib/tether 0750 and empty (no identity)"
+
+in_root dpkg-query -W -f='${Conffiles}\n' tether-agent | grep -q '^ /etc/tether/tether.conf ' ||
+        fail "tether.conf is not a conffile: $(in_root dpkg-query -W -f='${Conffiles}' tether-agent)"
+echo "ok: /etc/tether/tether.conf is a conffile"
+
+state=$(in_root systemctl is-enabled tetherd.service 2>&1 || true)
+[ "$state" = disabled ] || fail "tetherd.service is '$state' after install, not disabled"
+state=$(in_root systemctl is-enabled tether-mp.service 2>&1 || true)
+[ "$state" = disabled ] || fail "tether-mp.service is '$state' after install, not disabled"
+echo "ok: neither service enabled"
+
+# The binaries run in a root that has only their declared dependencies.
+in_root /usr/sbin/tetherd --help >/dev/null || fail "tetherd --help in the chroot"
+in_root /usr/bin/tetherctl --help >/dev/null || fail "tetherctl --help in the chroot"
+in_root /usr/bin/tether-mp site-key --state-dir /tmp/mp-state | grep -q '^fingerprint: [0-9a-f]\{64\}$' ||
+        fail "tether-mp site-key in the chroot"
+# The default configuration names no MP: tetherd refuses it, and says so.
+if out=$(in_root /usr/sbin/tetherd --check-config 2>&1); then
+        fail "tetherd accepted the unconfigured default configuration: $out"
+fi
+printf '%s' "$out" | grep -q -i 'host' || fail "tetherd --check-config did not name the missing host: $out"
+echo "ok: tetherd, tetherctl and tether-mp run in the chroot; the default configuration is refused"
+
+in_root dpkg -P tether-agent tether-mp >/dev/null || fail "dpkg -P in the chroot"
+[ ! -e "$root/var/lib/tether" ] || fail "purge left /var/lib/tether"
+[ ! -e "$root/etc/tether/tether.conf" ] || fail "purge left the conffile"
+echo "ok: purge in the chroot"
