@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "agent/channel.h"
+#include "common/cleanup.h"
 
 struct tether_config {
         /* [mp] */
@@ -75,6 +76,7 @@ int tether_config_load(const char *main_path, struct tether_config **ret);
 int tether_config_new_default(struct tether_config **ret);
 
 struct tether_config *tether_config_free(struct tether_config *c); /* accepts NULL */
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct tether_config *, tether_config_free);
 
 /* Applies one value as if it had been read at file:line (for tests and
  * overrides). Returns 0, or -EINVAL after recording an error. */

@@ -1,0 +1,762 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "agent/channeld.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "agent/channel.h"
+#include "agent/config.h"
+#include "agent/control.h"
+#include "agent/fsutil.h"
+#include "agent/identity.h"
+#include "agent/privsep.h"
+#include "agent/session.h"
+#include "agent/spool.h"
+#include "agent/trust.h"
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "common/strutil.h"
+#include "transport/message.h"
+#include "transport/sign.h"
+
+#define USEC_PER_SEC 1000000ULL
+#define GC_INTERVAL_USEC (24ULL * 3600ULL * USEC_PER_SEC)
+#define MAX_ETAGS 64
+#define RECENT_TASKS 20
+
+struct etag_entry {
+        char *user; /* "" for the machine policy */
+        char *etag;
+};
+
+struct channeld {
+        sd_event *event;
+        struct tether_config *config;
+        struct tether_identity *identity;
+        struct site_trust *trust;
+        struct tether_spool *spool;
+        struct session *session;
+        struct tether_channel *channel;
+        struct control_server *control;
+
+        int priv_fd;
+        sd_event_source *priv_source;
+        uint8_t *priv_buf;
+
+        sd_event_source *gc_timer;
+
+        enum tether_channel_state state;
+        char transport[16];
+        char detail[256];
+        char status[PRIV_STATUS_MAX + 1];
+        struct etag_entry etags[MAX_ETAGS];
+        size_t n_etags;
+        bool stopping;
+};
+
+static int priv_send_buf(struct channeld *c, int r, uint8_t *buf, size_t len) {
+        if (r < 0)
+                return r;
+        r = priv_send(c->priv_fd, buf, len);
+        free(buf);
+        return r;
+}
+
+static void update_status(struct channeld *c) {
+        struct spool_counts counts = {0};
+        char text[PRIV_STATUS_MAX + 1];
+        uint16_t port = strcmp(c->transport, "https") == 0 ? c->config->https_port : c->config->tcp_port;
+        uint8_t *buf = NULL;
+        size_t len;
+        int r;
+
+        (void)spool_count(c->spool, &counts);
+        switch (c->state) {
+        case TETHER_CHANNEL_CONNECTED:
+                if (session_approved(c->session))
+                        snprintf(text, sizeof(text), "Connected to %s:%u (%s), %u responses queued",
+                                 c->config->mp_host, port, c->transport, counts.unacked);
+                else
+                        snprintf(text, sizeof(text), "Signing in to %s:%u (%s): %s, %u responses queued",
+                                 c->config->mp_host, port, c->transport,
+                                 session_last_error(c->session)[0] ? session_last_error(c->session)
+                                                                   : "waiting for SIGNIN_CONFIRM",
+                                 counts.unacked);
+                break;
+        case TETHER_CHANNEL_CONNECTING:
+                snprintf(text, sizeof(text), "Connecting to %s, %u responses queued", c->config->mp_host,
+                         counts.unacked);
+                break;
+        default:
+                snprintf(text, sizeof(text), "Disconnected from %s%s%s, %u responses queued",
+                         c->config->mp_host, c->detail[0] ? ": " : "", c->detail, counts.unacked);
+                break;
+        }
+        for (char *p = text; *p; p++)
+                if (*p == '\n')
+                        *p = ' ';
+        if (strcmp(text, c->status) == 0)
+                return;
+        strscpy(c->status, sizeof(c->status), text);
+        r = priv_build_status(text, &buf, &len);
+        r = priv_send_buf(c, r, buf, len);
+        if (r < 0)
+                log_debug_errno(r, "Cannot pass the status line on: %m");
+}
+
+/* --- link callbacks --- */
+
+static int cb_make_signin(void *userdata, uint8_t **ret_frame, size_t *ret_len) {
+        struct channeld *c = userdata;
+        return session_make_signin(c->session, ret_frame, ret_len);
+}
+
+static void cb_on_frame(void *userdata, struct tether_frame *frame) {
+        struct channeld *c = userdata;
+        session_on_frame(c->session, frame);
+}
+
+static void cb_on_state(void *userdata, enum tether_channel_state state, const char *transport,
+                        const char *detail) {
+        struct channeld *c = userdata;
+
+        c->state = state;
+        strscpy(c->transport, sizeof(c->transport), transport ? transport : "");
+        strscpy(c->detail, sizeof(c->detail), detail ? detail : "");
+        if (state != TETHER_CHANNEL_CONNECTED)
+                session_on_disconnect(c->session);
+        update_status(c);
+}
+
+/* --- session ops --- */
+
+static int op_send(void *userdata, const uint8_t *frame, size_t len) {
+        struct channeld *c = userdata;
+        return c->channel ? tether_channel_send(c->channel, frame, len) : -ENOTCONN;
+}
+
+static void op_confirmed(void *userdata, uint32_t keepalive_seconds) {
+        struct channeld *c = userdata;
+        uint32_t ka = c->config->keepalive_seconds ? c->config->keepalive_seconds : keepalive_seconds;
+        if (c->channel)
+                tether_channel_confirmed(c->channel, ka);
+}
+
+static void op_reconnect(void *userdata, uint32_t min_delay, const char *reason) {
+        struct channeld *c = userdata;
+        if (c->channel)
+                tether_channel_reconnect(c->channel, min_delay, reason);
+}
+
+static int op_run(void *userdata, uint32_t cycle, const char *task_guid, const char *param) {
+        struct channeld *c = userdata;
+        uint8_t *buf = NULL;
+        size_t len;
+        int r = priv_build_run(cycle, task_guid, param, &buf, &len);
+        return priv_send_buf(c, r, buf, len);
+}
+
+static void send_site_key(struct channeld *c, const struct tether_key *key) {
+        _cleanup_(freep) uint8_t *der = NULL;
+        uint8_t *buf = NULL;
+        size_t der_len, len;
+        int r;
+
+        r = tether_key_spki_der(key, &der, &der_len);
+        if (r >= 0)
+                r = priv_build_site_key(der, der_len, &buf, &len);
+        r = priv_send_buf(c, r, buf, len);
+        if (r < 0)
+                log_error_errno(r, "Cannot pass the site key to the scheduler process: %m");
+}
+
+static void op_site_key(void *userdata, const struct tether_key *key) {
+        send_site_key(userdata, key);
+}
+
+static void op_changed(void *userdata) {
+        update_status(userdata);
+}
+
+static const struct session_ops session_ops = {
+        .send = op_send,
+        .confirmed = op_confirmed,
+        .reconnect = op_reconnect,
+        .run = op_run,
+        .site_key = op_site_key,
+        .changed = op_changed,
+};
+
+/* --- policies for the scheduler half --- */
+
+struct policy_fetch {
+        struct channeld *c;
+        char user[PRIV_USER_MAX];
+};
+
+static struct etag_entry *etag_find(struct channeld *c, const char *user, bool create) {
+        for (size_t i = 0; i < c->n_etags; i++)
+                if (strcmp(c->etags[i].user, user) == 0)
+                        return &c->etags[i];
+        if (!create || c->n_etags >= MAX_ETAGS)
+                return NULL;
+        c->etags[c->n_etags].user = strdup(user);
+        if (!c->etags[c->n_etags].user)
+                return NULL;
+        c->etags[c->n_etags].etag = NULL;
+        return &c->etags[c->n_etags++];
+}
+
+static void send_policy(struct channeld *c, const char *user, uint32_t result, int error,
+                        const uint8_t *body, size_t len, const uint8_t *sig, size_t sig_len) {
+        uint8_t *buf = NULL;
+        size_t blen;
+        int r = priv_build_policy(user, result, error, body, len, sig, sig_len, &buf, &blen);
+        r = priv_send_buf(c, r, buf, blen);
+        if (r < 0)
+                log_error_errno(r, "Cannot pass the policy for %s to the scheduler process: %m",
+                                user[0] ? user : "the machine");
+}
+
+static void policy_fetched(void *userdata, int error, long http_status, const uint8_t *body, size_t len,
+                           const char *signature_b64, const char *etag) {
+        _cleanup_(freep) struct policy_fetch *f = userdata;
+        _cleanup_(freep) uint8_t *sig = NULL;
+        struct channeld *c = f->c;
+        struct etag_entry *e;
+        size_t sig_len = 0;
+        int r;
+
+        if (error < 0 || (http_status != 200 && http_status != 304 && http_status != 404)) {
+                send_policy(c, f->user, 3 /* ERROR */, error < 0 ? error : -EIO, NULL, 0, NULL, 0);
+                return;
+        }
+        if (http_status == 304) {
+                send_policy(c, f->user, 1 /* UNCHANGED */, 0, NULL, 0, NULL, 0);
+                return;
+        }
+        if (http_status == 404) {
+                e = etag_find(c, f->user, false);
+                if (e) {
+                        free(e->etag);
+                        e->etag = NULL;
+                }
+                send_policy(c, f->user, 2 /* NONE */, 0, NULL, 0, NULL, 0);
+                return;
+        }
+        if (!signature_b64 || tether_base64_decode(signature_b64, &sig, &sig_len) < 0 || sig_len == 0 ||
+            sig_len > PRIV_SIG_MAX || len > PRIV_POLICY_MAX) {
+                send_policy(c, f->user, 3 /* ERROR */, -EBADMSG, NULL, 0, NULL, 0);
+                return;
+        }
+        e = etag_find(c, f->user, true);
+        if (e) {
+                free(e->etag);
+                e->etag = strdup_or_null(etag);
+        }
+        (void)r;
+        send_policy(c, f->user, 0 /* NEW */, 0, body, len, sig, sig_len);
+}
+
+static void handle_policy_request(struct channeld *c, const char *user) {
+        struct policy_fetch *f;
+        struct etag_entry *e;
+        int r;
+
+        f = calloc(1, sizeof(*f));
+        if (!f) {
+                send_policy(c, user, 3, -ENOMEM, NULL, 0, NULL, 0);
+                return;
+        }
+        f->c = c;
+        strscpy(f->user, sizeof(f->user), user);
+        e = etag_find(c, user, false);
+        r = c->channel ? tether_channel_fetch_policy(c->channel, user[0] ? user : NULL, e ? e->etag : NULL,
+                                                     policy_fetched, f)
+                       : -ENOTCONN;
+        if (r < 0) {
+                free(f);
+                send_policy(c, user, 3, r, NULL, 0, NULL, 0);
+        }
+}
+
+/* --- the privsep socket --- */
+
+static int priv_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        struct channeld *c = userdata;
+        struct priv_msg m;
+        ssize_t k;
+        int r;
+
+        k = recv(fd, c->priv_buf, PRIV_MSG_MAX, MSG_DONTWAIT | MSG_TRUNC);
+        if (k < 0 && (errno == EAGAIN || errno == EINTR))
+                return 0;
+        if (k <= 0) {
+                if (!c->stopping)
+                        log_error("The scheduler process went away; stopping");
+                return sd_event_exit(c->event, c->stopping ? 0 : 1);
+        }
+        if ((size_t)k > PRIV_MSG_MAX || priv_msg_check(PRIV_SIDE_CHANNEL, c->priv_buf, (size_t)k, &m) < 0) {
+                log_error("Invalid message from the scheduler process (%zd bytes); stopping", k);
+                return sd_event_exit(c->event, 1);
+        }
+        switch (m.type) {
+        case PRIV_DONE: {
+                char detail[PRIV_DETAIL_MAX + 1];
+                memcpy(detail, m.data, m.data_len);
+                detail[m.data_len] = 0;
+                if (c->stopping)
+                        break; /* a cycle cut short by the shutdown: re-run after restart */
+                (void)session_task_done(c->session, m.done.cycle, m.done.task_guid, m.done.return_code,
+                                        detail);
+                break;
+        }
+        case PRIV_POLICY_REQUEST:
+                handle_policy_request(c, m.policy_request.user);
+                break;
+        case PRIV_PING: {
+                uint8_t *buf = NULL;
+                size_t len;
+                r = priv_build_ping(PRIV_PONG, m.ping.seq, &buf, &len);
+                r = priv_send_buf(c, r, buf, len);
+                if (r < 0)
+                        log_debug_errno(r, "Cannot answer a ping: %m");
+                break;
+        }
+        default:
+                break;
+        }
+        return 0;
+}
+
+/* --- tetherctl --- */
+
+static struct json_object *answer_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static struct json_object *answer_error(const char *fmt, ...) {
+        struct json_object *o = json_object_new_object();
+        char text[512];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(text, sizeof(text), fmt, ap);
+        va_end(ap);
+        if (!o)
+                return NULL;
+        json_object_object_add(o, "ok", json_object_new_boolean(0));
+        json_object_object_add(o, "error", json_object_new_string(text));
+        return o;
+}
+
+static struct json_object *answer_ok(void) {
+        struct json_object *o = json_object_new_object();
+        if (o)
+                json_object_object_add(o, "ok", json_object_new_boolean(1));
+        return o;
+}
+
+static const char *state_name(enum tether_channel_state s) {
+        switch (s) {
+        case TETHER_CHANNEL_IDLE:
+                return "idle";
+        case TETHER_CHANNEL_CONNECTING:
+                return "connecting";
+        case TETHER_CHANNEL_CONNECTED:
+                return "connected";
+        case TETHER_CHANNEL_DISCONNECTED:
+                return "disconnected";
+        }
+        return "unknown";
+}
+
+static void add_str(struct json_object *o, const char *k, const char *v) {
+        json_object_object_add(o, k, json_object_new_string(v ? v : ""));
+}
+
+static struct json_object *ctl_status(struct channeld *c) {
+        struct json_object *o = answer_ok();
+        struct spool_counts counts = {0};
+        char fp[TETHER_FINGERPRINT_LEN] = "", mp[300];
+        const struct tether_key *site = site_trust_key(c->trust);
+
+        if (!o)
+                return NULL;
+        (void)spool_count(c->spool, &counts);
+        if (site)
+                (void)tether_key_fingerprint(site, fp);
+        snprintf(mp, sizeof(mp), "%s:%u", c->config->mp_host,
+                 strcmp(c->transport, "https") == 0 ? c->config->https_port : c->config->tcp_port);
+        add_str(o, "state",
+                c->state == TETHER_CHANNEL_CONNECTED && session_approved(c->session) ? "signed-in"
+                                                                                     : state_name(c->state));
+        add_str(o, "transport", c->transport);
+        add_str(o, "transport_mode", tether_config_transport_name(c->config->transport));
+        add_str(o, "mp", mp);
+        add_str(o, "client_id", c->identity->client_id);
+        add_str(o, "site_key_fingerprint", fp[0] ? fp : "(not known yet)");
+        json_object_object_add(o, "pending_tasks", json_object_new_int((int)counts.pending_tasks));
+        json_object_object_add(o, "queued_responses", json_object_new_int((int)counts.unacked));
+        json_object_object_add(o, "remembered_tasks", json_object_new_int((int)counts.tasks));
+        add_str(o, "last_error",
+                session_last_error(c->session)[0] ? session_last_error(c->session) : c->detail);
+        add_str(o, "status", c->status);
+        return o;
+}
+
+static struct json_object *ctl_tasks(struct channeld *c) {
+        struct spool_task tasks[RECENT_TASKS];
+        uint32_t codes[RECENT_TASKS];
+        struct json_object *o = answer_ok(), *arr;
+        int n;
+
+        if (!o)
+                return NULL;
+        n = spool_recent(c->spool, tasks, codes, RECENT_TASKS);
+        if (n < 0) {
+                json_object_put(o);
+                return answer_error("cannot read the spool: %s", strerror(-n));
+        }
+        arr = json_object_new_array();
+        for (int i = 0; i < n; i++) {
+                struct json_object *t = json_object_new_object();
+                char ts[TETHER_TIMESTAMP_LEN] = "";
+                (void)tether_timestamp_format(tasks[i].received, ts);
+                add_str(t, "task_guid", tasks[i].task_guid);
+                json_object_object_add(t, "push_id", json_object_new_int64((int64_t)tasks[i].push_id));
+                json_object_object_add(t, "task_id", json_object_new_int64((int64_t)tasks[i].task_id));
+                json_object_object_add(t, "task_type", json_object_new_int((int)tasks[i].task_type));
+                add_str(t, "received", ts);
+                json_object_object_add(t, "return_code", json_object_new_int((int)codes[i]));
+                add_str(t, "result", codes[i] ? tether_return_code_name(codes[i]) : "running");
+                add_str(t, "param", tasks[i].param);
+                json_object_array_add(arr, t);
+                spool_task_done(&tasks[i]);
+        }
+        json_object_object_add(o, "tasks", arr);
+        return o;
+}
+
+static struct json_object *ctl_identity(struct channeld *c) {
+        struct json_object *o = answer_ok();
+        char fp[TETHER_FINGERPRINT_LEN] = "";
+
+        if (!o)
+                return NULL;
+        (void)tether_key_fingerprint(c->identity->key, fp);
+        add_str(o, "client_id", c->identity->client_id);
+        add_str(o, "device_key_fingerprint", fp);
+        add_str(o, "machine_id_sha256", c->identity->machine_hash);
+        add_str(o, "certificate", c->identity->cert_pem);
+        return o;
+}
+
+static int channel_create(struct channeld *c);
+
+static struct json_object *ctl_identity_reset(struct channeld *c) {
+        struct tether_identity *id = NULL;
+        _cleanup_(freep) char *dir = path_join(c->config->state_dir, "identity");
+        int r;
+
+        if (!dir)
+                return NULL;
+        r = identity_reset(dir, c->config->machine_id_file, &id);
+        if (r < 0)
+                return answer_error("cannot make a new identity: %s", strerror(-r));
+        log_notice("Identity reset on request: new ClientID %s (was %s)", id->client_id,
+                   c->identity->client_id);
+        /* The link borrows the key: it goes first. */
+        c->channel = tether_channel_free(c->channel);
+        identity_free(c->identity);
+        c->identity = id;
+        (void)session_set_identity(c->session, id->client_id, id->key);
+        session_on_disconnect(c->session);
+        r = channel_create(c);
+        if (r >= 0)
+                r = tether_channel_start(c->channel);
+        if (r < 0)
+                return answer_error("new identity made, but the channel did not restart: %s", strerror(-r));
+        return ctl_identity(c);
+}
+
+static struct json_object *ctl_handler(void *userdata, const char *command, const char *argument) {
+        struct channeld *c = userdata;
+
+        if (strcmp(command, "status") == 0)
+                return ctl_status(c);
+        if (strcmp(command, "tasks") == 0)
+                return ctl_tasks(c);
+        if (strcmp(command, "identity") == 0) {
+                if (!argument[0] || strcmp(argument, "show") == 0)
+                        return ctl_identity(c);
+                if (strcmp(argument, "reset") == 0)
+                        return ctl_identity_reset(c);
+                return answer_error("unknown identity command '%s' (show, reset)", argument);
+        }
+        if (strcmp(command, "trigger") == 0) {
+                int cycle = tether_cycle_from_string(argument);
+                struct json_object *o;
+                int r;
+                if (cycle == 0)
+                        return answer_error(
+                                "unknown cycle '%s' (machine-policy, user-policy, app-evaluation, "
+                                "or a schedule ID)",
+                                argument);
+                if (!c->config->enabled[cycle])
+                        return answer_error("the %s cycle is disabled by local configuration",
+                                            tether_cycle_name(cycle));
+                r = op_run(c, (uint32_t)cycle, "", "");
+                if (r < 0)
+                        return answer_error("cannot reach the scheduler: %s", strerror(-r));
+                log_info("Cycle %s triggered locally", tether_cycle_name(cycle));
+                o = answer_ok();
+                if (o)
+                        add_str(o, "triggered", tether_cycle_name(cycle));
+                return o;
+        }
+        return answer_error("unknown command '%s'", command);
+}
+
+/* --- life cycle --- */
+
+static int channel_create(struct channeld *c) {
+        struct tether_channel_config cc = {
+                .host = c->config->mp_host,
+                .tcp_port = c->config->tcp_port,
+                .https_port = c->config->https_port,
+                .mode = c->config->transport,
+                .ca_file = c->config->ca_file,
+                .pinned_fingerprint = c->config->server_fingerprint,
+                .proxy = c->config->proxy,
+                .cert_pem = c->identity->cert_pem,
+                .device_key = c->identity->key,
+                .max_frame = c->config->max_frame,
+                .keepalive_seconds = c->config->keepalive_seconds ? c->config->keepalive_seconds : 180,
+                .start_delay_max_seconds = c->config->start_delay_max_seconds,
+                .https_hold_seconds = c->config->https_hold_seconds,
+        };
+        static const struct tether_channel_callbacks callbacks = {
+                .make_signin = cb_make_signin,
+                .on_frame = cb_on_frame,
+                .on_state = cb_on_state,
+        };
+        return tether_channel_new(c->event, &cc, &callbacks, c, &c->channel);
+}
+
+static int gc_tick(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct channeld *c = userdata;
+        int n = spool_gc(c->spool, time(NULL));
+
+        if (n > 0)
+                log_info("Forgot %d tasks more than 7 days past their expiry", n);
+        else if (n < 0)
+                log_warning_errno(n, "Cannot clean the spool, ignoring: %m");
+        (void)sd_event_source_set_time(s, usec + GC_INTERVAL_USEC);
+        return 0;
+}
+
+static int session_create(struct channeld *c) {
+        char hostname[256] = "localhost";
+        struct session_config sc = {
+                .client_id = c->identity->client_id,
+                .device_key = c->identity->key,
+                .hostname = hostname,
+                .enrolment_token = c->config->enrolment_token,
+                .max_frame = c->config->max_frame,
+        };
+
+        if (gethostname(hostname, sizeof(hostname) - 1) < 0)
+                strscpy(hostname, sizeof(hostname), "localhost");
+        for (int i = 1; i <= 3; i++)
+                sc.enabled[i] = c->config->enabled[i];
+        return session_new(&sc, c->trust, c->spool, &session_ops, c, &c->session);
+}
+
+int channeld_new(sd_event *event, struct tether_config *config, int priv_fd, int control_fd,
+                 struct channeld **ret) {
+        _cleanup_(freep) char *id_dir = NULL, *spool_dir = NULL, *trust_dir = NULL;
+        struct channeld *c;
+        enum identity_origin origin;
+        struct spool_recovery rec;
+        char reason[256] = "", err[256] = "";
+        int r;
+
+        c = calloc(1, sizeof(*c));
+        if (!c) {
+                tether_config_free(config);
+                close(priv_fd);
+                if (control_fd >= 0)
+                        close(control_fd);
+                return -ENOMEM;
+        }
+        c->event = sd_event_ref(event);
+        c->config = config;
+        c->priv_fd = priv_fd;
+        c->state = TETHER_CHANNEL_IDLE;
+
+        id_dir = path_join(config->state_dir, "identity");
+        spool_dir = path_join(config->state_dir, "spool");
+        trust_dir = path_join(config->state_dir, "trust");
+        c->priv_buf = malloc(PRIV_MSG_MAX);
+        if (!id_dir || !spool_dir || !trust_dir || !c->priv_buf) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        if (control_fd >= 0) {
+                r = control_server_new(event, control_fd, ctl_handler, c, &c->control);
+                control_fd = -1;
+                if (r < 0) {
+                        log_error_errno(r, "Cannot serve the control socket: %m");
+                        goto fail;
+                }
+        }
+
+        r = identity_load_or_create(id_dir, config->machine_id_file, &c->identity, &origin, reason);
+        if (r < 0) {
+                log_error_errno(r, "Cannot load or create the device identity under '%s': %m", id_dir);
+                goto fail;
+        }
+        if (origin == IDENTITY_LOADED)
+                log_info("Device identity: ClientID %s", c->identity->client_id);
+        else if (origin == IDENTITY_CREATED_FIRST)
+                log_notice("Created the device identity: ClientID %s", c->identity->client_id);
+        else
+                log_warning("Created a new device identity, ClientID %s, because %s", c->identity->client_id,
+                            reason);
+
+        r = spool_open(spool_dir, &c->spool, &rec);
+        if (r < 0) {
+                log_error_errno(r, "Cannot open the spool '%s': %m", spool_dir);
+                goto fail;
+        }
+        if (rec.tmp_removed)
+                log_notice("Spool: removed %u temporary files of writes cut short by a crash",
+                           rec.tmp_removed);
+        if (rec.quarantined)
+                log_warning("Spool: %u damaged records moved to '%s/quarantine'", rec.quarantined,
+                            spool_dir);
+
+        r = mkdir_p(trust_dir, 0700);
+        if (r < 0) {
+                log_error_errno(r, "Cannot create '%s': %m", trust_dir);
+                goto fail;
+        }
+        r = site_trust_new(config, trust_dir, &c->trust, err);
+        if (r < 0) {
+                log_error("Site key: %s", err);
+                goto fail;
+        }
+        r = session_create(c);
+        if (r < 0)
+                goto fail;
+        r = channel_create(c);
+        if (r < 0) {
+                log_error_errno(r, "Cannot set up the channel to the MP: %m");
+                goto fail;
+        }
+        r = sd_event_add_io(event, &c->priv_source, priv_fd, EPOLLIN, priv_io, c);
+        if (r < 0)
+                goto fail;
+        r = sd_event_add_time_relative(event, &c->gc_timer, CLOCK_BOOTTIME, 60 * USEC_PER_SEC,
+                                       3600 * USEC_PER_SEC, gc_tick, c);
+        if (r < 0)
+                goto fail;
+        (void)sd_event_source_set_enabled(c->gc_timer, SD_EVENT_ON);
+        *ret = c;
+        return 0;
+fail:
+        if (control_fd >= 0)
+                close(control_fd);
+        channeld_free(c);
+        return r;
+}
+
+struct channeld *channeld_free(struct channeld *c) {
+        if (!c)
+                return NULL;
+        c->channel = tether_channel_free(c->channel);
+        control_server_free(c->control);
+        session_free(c->session);
+        site_trust_free(c->trust);
+        spool_close(c->spool);
+        identity_free(c->identity);
+        sd_event_source_disable_unref(c->priv_source);
+        sd_event_source_disable_unref(c->gc_timer);
+        if (c->priv_fd >= 0)
+                close(c->priv_fd);
+        for (size_t i = 0; i < c->n_etags; i++) {
+                free(c->etags[i].user);
+                free(c->etags[i].etag);
+        }
+        free(c->priv_buf);
+        tether_config_free(c->config);
+        sd_event_unref(c->event);
+        free(c);
+        return NULL;
+}
+
+int channeld_start(struct channeld *c) {
+        int r;
+
+        if (site_trust_key(c->trust))
+                send_site_key(c, site_trust_key(c->trust));
+        r = session_resume(c->session);
+        if (r < 0)
+                log_warning_errno(r, "Cannot resume unanswered tasks, ignoring: %m");
+        (void)spool_gc(c->spool, time(NULL));
+        update_status(c);
+        return tether_channel_start(c->channel);
+}
+
+void channeld_stop(struct channeld *c) {
+        c->stopping = true;
+        if (c->channel)
+                tether_channel_stop(c->channel);
+}
+
+int channeld_reload(struct channeld *c, struct tether_config *config) {
+        struct tether_config *old = c->config;
+        bool relink =
+                strcmp(old->mp_host, config->mp_host) != 0 || old->tcp_port != config->tcp_port ||
+                old->https_port != config->https_port || old->transport != config->transport ||
+                !!old->ca_file != !!config->ca_file ||
+                (old->ca_file && strcmp(old->ca_file, config->ca_file) != 0) ||
+                !!old->server_fingerprint != !!config->server_fingerprint ||
+                (old->server_fingerprint &&
+                 strcmp(old->server_fingerprint, config->server_fingerprint) != 0) ||
+                !!old->proxy != !!config->proxy || (old->proxy && strcmp(old->proxy, config->proxy) != 0) ||
+                old->keepalive_seconds != config->keepalive_seconds || old->max_frame != config->max_frame;
+        int r;
+
+        log_set_max_level(config->log_level);
+        c->config = config;
+        if (relink) {
+                log_notice("Configuration reloaded: reconnecting with the new MP settings");
+                c->channel = tether_channel_free(c->channel);
+                session_on_disconnect(c->session);
+                r = channel_create(c);
+                if (r >= 0)
+                        r = tether_channel_start(c->channel);
+                if (r < 0) {
+                        log_error_errno(r,
+                                        "Cannot restart the channel with the new configuration, keeping the "
+                                        "old one: %m");
+                        c->channel = tether_channel_free(c->channel);
+                        c->config = old;
+                        tether_config_free(config);
+                        r = channel_create(c);
+                        if (r >= 0)
+                                r = tether_channel_start(c->channel);
+                        return r;
+                }
+        } else
+                log_info("Configuration reloaded");
+        session_set_enabled(c->session, config->enabled);
+        tether_config_free(old);
+        return 0;
+}

@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * The control socket of the channel process, for tetherctl: a unix stream
+ * socket at <runtime_dir>/tetherd.sock (0660 root:tether, bound by the
+ * privileged parent). Protocol: the client sends one line,
+ *   "<command>[ <argument>]\n"   (at most 1023 bytes),
+ * the server answers one JSON object and a newline, and closes. Every
+ * answer has "ok": true|false, and "error" when false.
+ */
+
+#include <systemd/sd-event.h>
+
+struct json_object;
+struct control_server;
+
+/* Returns a new JSON object (ownership passes to the server). */
+typedef struct json_object *(*control_handler_fn)(void *userdata, const char *command, const char *argument);
+
+/* listen_fd: a listening socket, owned by the server from now on. */
+int control_server_new(sd_event *event, int listen_fd, control_handler_fn handler, void *userdata,
+                       struct control_server **ret);
+struct control_server *control_server_free(struct control_server *c); /* accepts NULL */
+
+/* Binds and listens at path (removing a stale socket), mode 0660, owned by
+ * uid:gid when they are not -1. Returns the fd. */
+int control_socket_bind(const char *path, uid_t uid, gid_t gid);
+
+/* Client side (tetherctl): sends line, returns the answer (owned by the
+ * caller, NUL-terminated). */
+int control_request(const char *path, const char *line, char **ret);

@@ -1,0 +1,420 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "agent/schedd.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "agent/config.h"
+#include "agent/identity.h"
+#include "agent/privsep.h"
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "common/strutil.h"
+#include "scheduler/scheduler.h"
+#include "transport/sign.h"
+
+#define USEC_PER_SEC 1000000ULL
+
+/* A RUN that came before the site key was known. */
+struct queued_run {
+        struct queued_run *next;
+        uint32_t cycle;
+        char task_guid[TETHER_GUID_LEN];
+        char *param;
+};
+
+struct schedd {
+        sd_event *event;
+        const struct tether_config *config;
+        struct tether_scheduler *scheduler;
+        struct tether_key *site_key;
+
+        int fd;
+        sd_event_source *io;
+        uint8_t *buf;
+
+        sd_event_source *ping_timer;
+        uint64_t ping_interval_usec;
+        uint64_t last_pong_usec;
+        uint64_t seq;
+        bool ready;
+        bool watchdog_on;
+        bool stopping;
+
+        struct queued_run *queue, **queue_tail;
+};
+
+static int send_msg(struct schedd *s, int r, uint8_t *buf, size_t len) {
+        if (r < 0)
+                return r;
+        r = priv_send(s->fd, buf, len);
+        free(buf);
+        return r;
+}
+
+static void cycle_done(struct tether_scheduler *sch, enum tether_cycle cycle, const char *task_guid,
+                       uint32_t return_code, const char *detail, void *userdata) {
+        struct schedd *s = userdata;
+        uint8_t *buf = NULL;
+        size_t len;
+        int r;
+
+        if (s->stopping) {
+                /* Cut short by the shutdown: no answer, so the task stays
+                 * pending in the spool and runs again after the restart. */
+                log_info("Cycle %s for task %s stopped by the shutdown; it runs again after the restart",
+                         tether_cycle_name((int)cycle), task_guid ? task_guid : "(local)");
+                return;
+        }
+        r = priv_build_done((uint32_t)cycle, task_guid ? task_guid : "", return_code, detail, &buf, &len);
+        r = send_msg(s, r, buf, len);
+        if (r < 0)
+                log_error_errno(r, "Cannot pass the result of task %s to the channel process: %m",
+                                task_guid ? task_guid : "(local)");
+}
+
+static int policy_request(struct tether_scheduler *sch, const char *user, void *userdata) {
+        struct schedd *s = userdata;
+        uint8_t *buf = NULL;
+        size_t len;
+        int r = priv_build_policy_request(user ? user : "", &buf, &len);
+        return send_msg(s, r, buf, len);
+}
+
+static void child_output(struct tether_scheduler *sch, enum tether_cycle cycle, const char *step, int status,
+                         const char *output, size_t len, uint64_t total, void *userdata) {
+        if (len == 0)
+                log_debug("%s: %s exited with %d, no output", tether_cycle_name((int)cycle), step, status);
+        else
+                log_info("%s: %s exited with %d, output: %.*s%s", tether_cycle_name((int)cycle), step,
+                         status, (int)len, output, total > len ? " [cut]" : "");
+}
+
+static uint64_t seed_from_machine(const struct tether_config *c) {
+        char hash[65];
+        uint64_t seed = 0;
+
+        /* The per-device schedule offset stays the same across restarts. */
+        if (identity_machine_hash(c->machine_id_file, hash) < 0)
+                return 0;
+        for (int i = 0; i < 16; i++) {
+                char ch = hash[i];
+                seed = seed << 4 | (uint64_t)(ch >= 'a' ? ch - 'a' + 10 : ch - '0');
+        }
+        return seed ? seed : 1;
+}
+
+static int scheduler_create(struct schedd *s) {
+        struct tether_scheduler_options o = {0};
+        int r;
+
+        o.state_dir = s->config->state_dir;
+        o.cycles_dir = s->config->cycles_dir;
+        o.site_key = s->site_key;
+        for (int i = 1; i <= TETHER_CYCLE_MAX; i++) {
+                o.time_limit_usec[i] = s->config->timeout_usec[i];
+                o.interval_usec[i] = s->config->enabled[i] ? s->config->interval_usec[i] : 0;
+        }
+        o.kill_grace_usec = s->config->kill_grace_usec;
+        o.output_cap = (size_t)s->config->output_cap;
+        o.random_seed = seed_from_machine(s->config);
+        r = tether_scheduler_new(s->event, &o, cycle_done, policy_request, s, &s->scheduler);
+        if (r < 0)
+                return log_error_errno(r, "Cannot start the scheduler: %m");
+        tether_scheduler_set_output_handler(s->scheduler, child_output, s);
+        return 0;
+}
+
+static void submit(struct schedd *s, uint32_t cycle, const char *task_guid, const char *param) {
+        int r = tether_scheduler_submit(s->scheduler, (enum tether_cycle)cycle,
+                                        task_guid[0] ? task_guid : NULL, param);
+        if (r < 0) {
+                uint8_t *buf = NULL;
+                size_t len;
+                log_error_errno(r, "Cannot queue cycle %s: %m", tether_cycle_name((int)cycle));
+                r = priv_build_done(cycle, task_guid, 2, "the scheduler refused the request", &buf, &len);
+                (void)send_msg(s, r, buf, len);
+        }
+}
+
+static int queue_run(struct schedd *s, uint32_t cycle, const char *task_guid, const char *param) {
+        struct queued_run *q = calloc(1, sizeof(*q));
+
+        if (!q)
+                return -ENOMEM;
+        q->cycle = cycle;
+        strscpy(q->task_guid, sizeof(q->task_guid), task_guid);
+        q->param = strdup(param);
+        if (!q->param) {
+                free(q);
+                return -ENOMEM;
+        }
+        *s->queue_tail = q;
+        s->queue_tail = &q->next;
+        return 0;
+}
+
+static void flush_queue(struct schedd *s) {
+        while (s->queue) {
+                struct queued_run *q = s->queue;
+                s->queue = q->next;
+                submit(s, q->cycle, q->task_guid, q->param);
+                free(q->param);
+                free(q);
+        }
+        s->queue_tail = &s->queue;
+}
+
+/* The scheduler process decides itself whether to trust a key that the
+ * channel process learned: it must be the configured one, match the
+ * configured fingerprint, or (TOFU) be the first one. */
+static void handle_site_key(struct schedd *s, const uint8_t *der, size_t len) {
+        struct tether_key *key = NULL;
+        char fp[TETHER_FINGERPRINT_LEN] = "";
+        int r;
+
+        r = tether_key_from_spki_der(der, len, &key);
+        if (r < 0) {
+                log_error_errno(r, "The channel process sent an unusable site key, ignoring: %m");
+                return;
+        }
+        if (s->site_key) {
+                if (!tether_key_equal(s->site_key, key))
+                        log_error("The channel process sent a different site key than the trusted one, "
+                                  "ignoring it");
+                tether_key_free(key);
+                return;
+        }
+        (void)tether_key_fingerprint(key, fp);
+        if (s->config->site_key_fingerprint && strcmp(fp, s->config->site_key_fingerprint) != 0) {
+                log_error("The channel process sent site key %s, which is not the configured fingerprint, "
+                          "ignoring it",
+                          fp);
+                tether_key_free(key);
+                return;
+        }
+        if (!s->config->site_key_fingerprint && !s->config->trust_on_first_use) {
+                tether_key_free(key);
+                return;
+        }
+        s->site_key = key;
+        log_info("Scheduler trusts site key %s", fp);
+        if (scheduler_create(s) >= 0)
+                flush_queue(s);
+}
+
+static void set_watchdog(struct schedd *s, bool on) {
+        if (on == s->watchdog_on)
+                return;
+        s->watchdog_on = on;
+        (void)sd_event_set_watchdog(s->event, on);
+        if (!on)
+                log_error("The channel process stopped answering: watchdog notifications suspended");
+        else if (s->ready)
+                log_info("The channel process answers again: watchdog notifications resumed");
+}
+
+static int priv_io(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
+        struct schedd *s = userdata;
+        struct priv_msg m;
+        ssize_t k;
+        int r;
+
+        k = recv(fd, s->buf, PRIV_MSG_MAX, MSG_DONTWAIT | MSG_TRUNC);
+        if (k < 0 && (errno == EAGAIN || errno == EINTR))
+                return 0;
+        if (k <= 0) {
+                if (!s->stopping)
+                        log_error("The channel process went away; stopping");
+                return sd_event_exit(s->event, s->stopping ? 0 : 1);
+        }
+        if ((size_t)k > PRIV_MSG_MAX || priv_msg_check(PRIV_SIDE_SCHEDULER, s->buf, (size_t)k, &m) < 0) {
+                /* The unprivileged side sent something the protocol does not
+                 * allow: it is not trusted any further. */
+                log_error("Invalid message from the channel process (%zd bytes); stopping", k);
+                return sd_event_exit(s->event, 1);
+        }
+        switch (m.type) {
+        case PRIV_RUN: {
+                _cleanup_(freep) char *param = strndup((const char *)m.data, m.data_len);
+                if (!param)
+                        return -ENOMEM;
+                if (s->stopping)
+                        break;
+                if (!s->scheduler) {
+                        r = queue_run(s, m.run.cycle, m.run.task_guid, param);
+                        if (r < 0)
+                                return r;
+                        log_info("Cycle %s waits for the site key to be known",
+                                 tether_cycle_name((int)m.run.cycle));
+                        break;
+                }
+                submit(s, m.run.cycle, m.run.task_guid, param);
+                break;
+        }
+        case PRIV_POLICY:
+                if (!s->scheduler)
+                        break;
+                r = tether_scheduler_policy(s->scheduler, m.policy.user[0] ? m.policy.user : NULL,
+                                            (enum tether_policy_result)m.policy.result, m.data, m.data_len,
+                                            m.data2, m.data2_len, m.policy.error);
+                if (r < 0 && r != -ESRCH)
+                        log_warning_errno(r, "Policy answer not taken, ignoring: %m");
+                break;
+        case PRIV_SITE_KEY:
+                handle_site_key(s, m.data, m.data_len);
+                break;
+        case PRIV_PING: {
+                uint8_t *buf = NULL;
+                size_t len;
+                r = priv_build_ping(PRIV_PONG, m.ping.seq, &buf, &len);
+                (void)send_msg(s, r, buf, len);
+                break;
+        }
+        case PRIV_PONG:
+                (void)sd_event_now(s->event, CLOCK_MONOTONIC, &s->last_pong_usec);
+                if (!s->ready) {
+                        s->ready = true;
+                        (void)sd_notify(0, "READY=1");
+                        log_info("Both halves running: ready");
+                }
+                if (s->ping_interval_usec > 0)
+                        set_watchdog(s, true);
+                break;
+        case PRIV_STATUS: {
+                char text[PRIV_STATUS_MAX + 1];
+                memcpy(text, m.data, m.data_len);
+                text[m.data_len] = 0;
+                (void)sd_notifyf(0, "STATUS=%s", text);
+                break;
+        }
+        default:
+                break;
+        }
+        return 0;
+}
+
+static int send_ping(struct schedd *s) {
+        uint8_t *buf = NULL;
+        size_t len;
+        int r = priv_build_ping(PRIV_PING, ++s->seq, &buf, &len);
+        return send_msg(s, r, buf, len);
+}
+
+static int ping_tick(sd_event_source *src, uint64_t usec, void *userdata) {
+        struct schedd *s = userdata;
+
+        /* Two missed answers and the watchdog stops being fed, so that
+         * systemd restarts a service whose halves no longer talk. */
+        if (s->ready && usec > s->last_pong_usec + 2 * s->ping_interval_usec + s->ping_interval_usec / 2)
+                set_watchdog(s, false);
+        (void)send_ping(s);
+        (void)sd_event_source_set_time(src, usec + s->ping_interval_usec);
+        return 0;
+}
+
+int schedd_new(sd_event *event, const struct tether_config *config, int priv_fd, struct schedd **ret) {
+        struct schedd *s;
+        uint64_t wd = 0;
+        int r;
+
+        s = calloc(1, sizeof(*s));
+        if (!s) {
+                close(priv_fd);
+                return -ENOMEM;
+        }
+        s->event = sd_event_ref(event);
+        s->config = config;
+        s->fd = priv_fd;
+        s->queue_tail = &s->queue;
+        s->buf = malloc(PRIV_MSG_MAX);
+        if (!s->buf) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        if (config->site_key) {
+                r = tether_key_load_public(config->site_key, &s->site_key);
+                if (r < 0) {
+                        log_error_errno(r, "Cannot load the site key '%s': %m", config->site_key);
+                        goto fail;
+                }
+                r = scheduler_create(s);
+                if (r < 0)
+                        goto fail;
+        }
+        r = sd_event_add_io(event, &s->io, priv_fd, EPOLLIN, priv_io, s);
+        if (r < 0)
+                goto fail;
+        /* Pings only serve the watchdog: without one, an idle agent does
+         * not wake up for them. */
+        if (sd_watchdog_enabled(0, &wd) > 0 && wd > 0) {
+                s->ping_interval_usec = wd / 4;
+                if (s->ping_interval_usec < 100000)
+                        s->ping_interval_usec = 100000;
+                r = sd_event_add_time_relative(event, &s->ping_timer, CLOCK_MONOTONIC, s->ping_interval_usec,
+                                               0, ping_tick, s);
+                if (r < 0)
+                        goto fail;
+                (void)sd_event_source_set_enabled(s->ping_timer, SD_EVENT_ON);
+        }
+        *ret = s;
+        return 0;
+fail:
+        schedd_free(s);
+        return r;
+}
+
+struct schedd *schedd_free(struct schedd *s) {
+        if (!s)
+                return NULL;
+        s->scheduler = tether_scheduler_free(s->scheduler);
+        tether_key_free(s->site_key);
+        sd_event_source_disable_unref(s->io);
+        sd_event_source_disable_unref(s->ping_timer);
+        if (s->fd >= 0)
+                close(s->fd);
+        while (s->queue) {
+                struct queued_run *q = s->queue;
+                s->queue = q->next;
+                free(q->param);
+                free(q);
+        }
+        free(s->buf);
+        sd_event_unref(s->event);
+        free(s);
+        return NULL;
+}
+
+int schedd_start(struct schedd *s) {
+        return send_ping(s);
+}
+
+void schedd_stop(struct schedd *s) {
+        if (s->stopping)
+                return;
+        s->stopping = true;
+        (void)sd_notify(0, "STOPPING=1");
+        if (s->scheduler)
+                tether_scheduler_cancel_all(s->scheduler);
+}
+
+int schedd_reload(struct schedd *s, const struct tether_config *config) {
+        s->config = config;
+        log_set_max_level(config->log_level);
+        if (!s->scheduler)
+                return 0;
+        if (tether_scheduler_pending(s->scheduler) > 0) {
+                log_notice("Configuration reloaded; cycle settings apply once the running cycles are done "
+                           "(at the next reload or restart)");
+                return 0;
+        }
+        s->scheduler = tether_scheduler_free(s->scheduler);
+        log_info("Configuration reloaded: cycle settings applied");
+        return scheduler_create(s);
+}

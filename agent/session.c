@@ -1,0 +1,586 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "agent/session.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "agent/spool.h"
+#include "agent/trust.h"
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "common/strutil.h"
+#include "transport/message.h"
+#include "transport/sign.h"
+
+/* How far ahead of our clock a PUSH TimeStamp may be (section 5). */
+#define PUSH_FUTURE_SECONDS 300
+/* The clock-skew warning threshold (section 3). */
+#define SKEW_WARN_SECONDS 60
+/* Rejected: wait at least this long (the link adds jitter on top). */
+#define REJECTED_DELAY_SECONDS (15 * 60)
+/* Prefix of the spool name of a response to a PUSH whose signature failed:
+ * its TaskGUID is unverified, so it must never shadow a genuine task's. */
+#define UNAUTH_PREFIX "U-"
+
+struct session {
+        char client_id[TETHER_GUID_LEN];
+        const struct tether_key *device_key;
+        char *hostname;
+        char *enrolment_token;
+        uint32_t max_frame;
+        bool enabled[4];
+        struct site_trust *trust;
+        struct tether_spool *spool;
+        struct session_ops ops;
+        void *userdata;
+        bool approved;
+        char last_error[256];
+};
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct tether_msg *, tether_msg_free);
+
+static void set_error(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_error(struct session *s, const char *fmt, ...) {
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(s->last_error, sizeof(s->last_error), fmt, ap);
+        va_end(ap);
+}
+
+static void changed(struct session *s) {
+        if (s->ops.changed)
+                s->ops.changed(s->userdata);
+}
+
+int session_new(const struct session_config *config, struct site_trust *trust, struct tether_spool *spool,
+                const struct session_ops *ops, void *userdata, struct session **ret) {
+        struct session *s = calloc(1, sizeof(*s));
+
+        if (!s)
+                return -ENOMEM;
+        s->hostname = strdup(config->hostname ? config->hostname : "localhost");
+        s->enrolment_token = strdup_or_null(config->enrolment_token);
+        if (!s->hostname || (config->enrolment_token && !s->enrolment_token) ||
+            session_set_identity(s, config->client_id, config->device_key) < 0) {
+                session_free(s);
+                return -ENOMEM;
+        }
+        s->max_frame = config->max_frame;
+        memcpy(s->enabled, config->enabled, sizeof(s->enabled));
+        s->trust = trust;
+        s->spool = spool;
+        s->ops = *ops;
+        s->userdata = userdata;
+        *ret = s;
+        return 0;
+}
+
+struct session *session_free(struct session *s) {
+        if (!s)
+                return NULL;
+        free(s->hostname);
+        free(s->enrolment_token);
+        free(s);
+        return NULL;
+}
+
+int session_set_identity(struct session *s, const char *client_id, const struct tether_key *device_key) {
+        if (strscpy(s->client_id, sizeof(s->client_id), client_id) < 0)
+                return -EINVAL;
+        s->device_key = device_key;
+        return 0;
+}
+
+void session_set_enabled(struct session *s, const bool enabled[4]) {
+        memcpy(s->enabled, enabled, sizeof(s->enabled));
+}
+
+bool session_approved(const struct session *s) {
+        return s->approved;
+}
+
+const char *session_last_error(const struct session *s) {
+        return s->last_error;
+}
+
+int session_make_signin(struct session *s, uint8_t **ret_frame, size_t *ret_len) {
+        _cleanup_(tether_msg_freep) struct tether_msg *m = NULL;
+        int r;
+
+        r = tether_msg_new(TETHER_FRAME_SIGNIN, &m);
+        if (r < 0)
+                return r;
+        m->signin.timestamp = time(NULL);
+        memcpy(m->signin.client_id, s->client_id, TETHER_GUID_LEN);
+        m->signin.version = strdup(TETHER_VERSION_STR);
+        m->signin.hostname = strdup(s->hostname);
+        if (!m->signin.version || !m->signin.hostname)
+                return -ENOMEM;
+        r = tether_key_spki_base64(s->device_key, &m->signin.public_key);
+        if (r < 0)
+                return r;
+        m->signin.n_task_types = 3;
+        for (unsigned i = 0; i < 3; i++)
+                m->signin.task_types[i] = i + 1;
+        if (s->enrolment_token) {
+                m->signin.enrolment_token = strdup(s->enrolment_token);
+                if (!m->signin.enrolment_token)
+                        return -ENOMEM;
+        }
+        return tether_msg_seal(m, s->device_key, s->max_frame, ret_frame, ret_len);
+}
+
+static int send_frame(struct session *s, const uint8_t *frame, size_t len) {
+        return s->ops.send(s->userdata, frame, len);
+}
+
+static void send_goodbye_and_reconnect(struct session *s, const char *reason_text) {
+        _cleanup_(tether_msg_freep) struct tether_msg *m = NULL;
+        _cleanup_(freep) uint8_t *frame = NULL;
+        size_t len;
+
+        log_error("Protocol error from the MP: %s; closing the channel", reason_text);
+        set_error(s, "protocol error: %s", reason_text);
+        if (tether_msg_new(TETHER_FRAME_GOODBYE, &m) >= 0) {
+                m->goodbye.reason = TETHER_GOODBYE_PROTOCOL_ERROR;
+                m->goodbye.retry_after_seconds = 0;
+                if (tether_msg_seal(m, NULL, s->max_frame, &frame, &len) >= 0)
+                        (void)send_frame(s, frame, len);
+        }
+        s->approved = false;
+        s->ops.reconnect(s->userdata, 0, "protocol-error");
+        changed(s);
+}
+
+/* The body of an encoded frame, for the seed-style log line. */
+static void frame_body(const uint8_t *frame, size_t len, const char **ret, int *ret_len) {
+        uint32_t b;
+
+        *ret = "";
+        *ret_len = 0;
+        if (len < TETHER_FRAME_HEADER_SIZE)
+                return;
+        b = (uint32_t)frame[4] << 24 | (uint32_t)frame[5] << 16 | (uint32_t)frame[6] << 8 | frame[7];
+        if (b > len - TETHER_FRAME_HEADER_SIZE)
+                return;
+        *ret = (const char *)frame + TETHER_FRAME_HEADER_SIZE;
+        *ret_len = (int)b;
+}
+
+static void log_sent_response(const char *guid, uint32_t rc, const uint8_t *frame, size_t len) {
+        char f_guid[64], f_rc[32];
+        const char *fields[] = {f_guid, f_rc, NULL};
+        const char *body;
+        int blen;
+
+        snprintf(f_guid, sizeof(f_guid), "TASK_GUID=%s", guid);
+        snprintf(f_rc, sizeof(f_rc), "RETURN_CODE=%u", rc);
+        frame_body(frame, len, &body, &blen);
+        log_struct(LOG_INFO, fields, "Send Task response message %.*s successfully.", blen, body);
+}
+
+/* Sends a stored response now if the channel is up and approved. */
+static void send_stored(struct session *s, const char *name, const char *guid, uint32_t rc,
+                        const uint8_t *frame, size_t len) {
+        int r;
+
+        if (!s->approved)
+                return;
+        r = send_frame(s, frame, len);
+        if (r < 0) {
+                log_debug_errno(r, "Response for task %s stays queued: %m", guid);
+                return;
+        }
+        log_sent_response(guid, rc, frame, len);
+}
+
+/* Builds, signs, persists, then sends a RESPONSE. name is the spool name. */
+static int respond(struct session *s, const char *name, uint64_t push_id, uint64_t task_id, const char *guid,
+                   uint32_t rc, const char *detail) {
+        _cleanup_(tether_msg_freep) struct tether_msg *m = NULL;
+        _cleanup_(freep) char *body = NULL;
+        _cleanup_(freep) uint8_t *sig = NULL, *frame = NULL;
+        size_t body_len, sig_len, frame_len;
+        int r;
+
+        r = tether_msg_new(TETHER_FRAME_RESPONSE, &m);
+        if (r < 0)
+                return r;
+        m->response.timestamp = time(NULL);
+        m->response.push_id = push_id;
+        m->response.task_id = task_id;
+        m->response.return_code = rc;
+        strscpy(m->response.task_guid, sizeof(m->response.task_guid), guid);
+        memcpy(m->response.client_id, s->client_id, TETHER_GUID_LEN);
+        m->response.detail = strdup(detail ? detail : "");
+        if (!m->response.detail)
+                return -ENOMEM;
+        r = tether_msg_build(m, &body, &body_len);
+        if (r < 0)
+                return log_error_errno(r, "Cannot build the response for task %s: %m", guid);
+        r = tether_sign(s->device_key, TETHER_FRAME_RESPONSE, (const uint8_t *)body, body_len, &sig,
+                        &sig_len);
+        if (r < 0)
+                return log_error_errno(r, "Cannot sign the response for task %s: %m", guid);
+        r = tether_frame_encode(TETHER_FRAME_RESPONSE, (const uint8_t *)body, body_len, sig, sig_len,
+                                s->max_frame, &frame, &frame_len);
+        if (r < 0)
+                return log_error_errno(r, "Cannot frame the response for task %s: %m", guid);
+
+        r = spool_save_response(s->spool, name, rc, frame, frame_len);
+        if (r < 0) {
+                /* Still send it: the task stays pending in the spool, so a
+                 * restart re-runs and answers it; the MP de-duplicates. */
+                log_error_errno(r, "Cannot persist the response for task %s, sending it unpersisted: %m",
+                                guid);
+                set_error(s, "cannot persist response %s: %s", guid, strerror(-r));
+        }
+        send_stored(s, name, guid, rc, frame, frame_len);
+        changed(s);
+        return 0;
+}
+
+static int send_ack(struct session *s, const char *guid) {
+        _cleanup_(tether_msg_freep) struct tether_msg *m = NULL;
+        _cleanup_(freep) uint8_t *frame = NULL;
+        size_t len;
+        int r;
+
+        r = tether_msg_new(TETHER_FRAME_PUSH_ACK, &m);
+        if (r < 0)
+                return r;
+        memcpy(m->ack.task_guid, guid, TETHER_GUID_LEN);
+        r = tether_msg_seal(m, NULL, s->max_frame, &frame, &len);
+        if (r < 0)
+                return r;
+        return send_frame(s, frame, len);
+}
+
+static int resend_one(struct tether_spool *spool, const char *name, uint32_t rc, const uint8_t *frame,
+                      size_t len, void *userdata) {
+        struct session *s = userdata;
+        const char *guid = startswith(name, UNAUTH_PREFIX) ? name + strlen(UNAUTH_PREFIX) : name;
+
+        send_stored(s, name, guid, rc, frame, len);
+        return 0;
+}
+
+static void handle_confirm(struct session *s, struct tether_frame *frame) {
+        _cleanup_(tether_msg_freep) struct tether_msg *m = NULL;
+        char why[256] = "";
+        bool learned = false, was_approved = s->approved;
+        long long skew;
+        int r;
+
+        r = site_trust_open_confirm(s->trust, frame, &m, &learned, why);
+        if (r < 0) {
+                char text[300];
+                snprintf(text, sizeof(text), "SIGNIN_CONFIRM not trusted: %s", why);
+                send_goodbye_and_reconnect(s, text);
+                return;
+        }
+        if (learned) {
+                char fp[TETHER_FINGERPRINT_LEN] = "";
+                (void)tether_key_fingerprint(site_trust_key(s->trust), fp);
+                log_notice("Trusting site key %s from SIGNIN_CONFIRM (pinned)", fp);
+                if (s->ops.site_key)
+                        s->ops.site_key(s->userdata, site_trust_key(s->trust));
+        }
+        skew = (long long)m->signin_confirm.timestamp - (long long)time(NULL);
+        if (skew > SKEW_WARN_SECONDS || skew < -SKEW_WARN_SECONDS)
+                log_warning("Clock skew: the MP's clock is %+llds from ours; check time synchronisation",
+                            skew);
+
+        switch (m->signin_confirm.status) {
+        case TETHER_SIGNIN_APPROVED:
+                s->approved = true;
+                s->last_error[0] = 0;
+                s->ops.confirmed(s->userdata, m->signin_confirm.keepalive_seconds);
+                if (!was_approved) {
+                        log_info("Signed in to the MP as %s (keepalive %u s)", s->client_id,
+                                 m->signin_confirm.keepalive_seconds);
+                        (void)spool_foreach_unacked_response(s->spool, resend_one, s);
+                }
+                break;
+        case TETHER_SIGNIN_PENDING:
+                s->approved = false;
+                if (was_approved || !s->last_error[0])
+                        log_notice("Sign-in as %s is pending approval at the MP; waiting", s->client_id);
+                set_error(s, "sign-in pending approval at the MP");
+                break;
+        case TETHER_SIGNIN_REJECTED:
+                s->approved = false;
+                log_warning("The MP rejected sign-in as %s; trying again in %d min or more", s->client_id,
+                            REJECTED_DELAY_SECONDS / 60);
+                set_error(s, "sign-in rejected by the MP");
+                s->ops.reconnect(s->userdata, REJECTED_DELAY_SECONDS, "rejected");
+                break;
+        }
+        changed(s);
+}
+
+static void log_push(const struct tether_push *p) {
+        char f_push[48], f_task[48], f_guid[64], f_type[32];
+        const char *fields[] = {f_push, f_task, f_guid, f_type, NULL};
+
+        snprintf(f_push, sizeof(f_push), "PUSH_ID=%llu", (unsigned long long)p->push_id);
+        snprintf(f_task, sizeof(f_task), "TASK_ID=%llu", (unsigned long long)p->task_id);
+        snprintf(f_guid, sizeof(f_guid), "TASK_GUID=%s", p->task_guid);
+        snprintf(f_type, sizeof(f_type), "TASK_TYPE=%u", p->task_type);
+        log_struct(LOG_INFO, fields,
+                   "Receive task from server with pushid=%llu, taskid=%llu, taskguid=%s, tasktype=%u and "
+                   "taskParam=%s",
+                   (unsigned long long)p->push_id, (unsigned long long)p->task_id, p->task_guid,
+                   p->task_type, p->task_param ? p->task_param : "");
+}
+
+/* Step 1 failed: nothing runs; answer Unauthorized naming the IDs if the
+ * body can be read at all. */
+static void handle_unauthorized_push(struct session *s, struct tether_frame *frame, const char *why) {
+        _cleanup_(tether_msg_freep) struct tether_msg *m = NULL;
+        struct tether_diag diag = {0};
+        char name[64];
+
+        if (tether_msg_parse(TETHER_FRAME_PUSH, frame->body, frame->body_len, &m, &diag) < 0) {
+                log_warning("PUSH with a bad signature (%s) and an unreadable body (%s): dropped", why,
+                            diag.text);
+                set_error(s, "push with a bad signature dropped");
+                return;
+        }
+        log_warning("PUSH pushid=%llu taskguid=%s: signature did not verify against the site key (%s); "
+                    "answering Unauthorized, nothing runs",
+                    (unsigned long long)m->push.push_id, m->push.task_guid, why);
+        set_error(s, "push %s: bad signature", m->push.task_guid);
+        snprintf(name, sizeof(name), UNAUTH_PREFIX "%s", m->push.task_guid);
+        (void)respond(s, name, m->push.push_id, m->push.task_id, m->push.task_guid, TETHER_RC_UNAUTHORIZED,
+                      "the PUSH signature did not verify against the site key");
+}
+
+static void handle_push(struct session *s, struct tether_frame *frame) {
+        _cleanup_(tether_msg_freep) struct tether_msg *m = NULL;
+        struct tether_diag diag = {0};
+        struct tether_push *p;
+        struct spool_task task = {0};
+        char detail[256] = "";
+        uint32_t rc = 0;
+        time_t now;
+        int r;
+
+        if (!s->approved || !site_trust_key(s->trust)) {
+                send_goodbye_and_reconnect(s, "PUSH before an approved SIGNIN_CONFIRM");
+                return;
+        }
+        /* 1. Verify, before anything reads the body. */
+        r = tether_msg_open(frame, site_trust_key(s->trust), &m, &diag);
+        if (r < 0 &&
+            (diag.kind == TETHER_DIAG_BAD_SIGNATURE || diag.kind == TETHER_DIAG_MISSING_SIGNATURE)) {
+                handle_unauthorized_push(s, frame, diag.text);
+                return;
+        }
+        /* 2. Parse and validate. */
+        if (r < 0) {
+                char text[300];
+                snprintf(text, sizeof(text), "malformed PUSH: %s", diag.text[0] ? diag.text : strerror(-r));
+                send_goodbye_and_reconnect(s, text);
+                return;
+        }
+        p = &m->push;
+        log_push(p);
+
+        /* 3. A TaskGUID seen before never runs again. */
+        if (spool_has_task(s->spool, p->task_guid)) {
+                _cleanup_(freep) uint8_t *rsp = NULL;
+                size_t rlen;
+                uint32_t prc;
+                log_notice("Task %s was received before: not running it again", p->task_guid);
+                (void)send_ack(s, p->task_guid);
+                if (spool_load_response(s->spool, p->task_guid, &prc, &rsp, &rlen) >= 0)
+                        send_stored(s, p->task_guid, p->task_guid, prc, rsp, rlen);
+                return;
+        }
+
+        now = time(NULL);
+        if (p->expires <= now)
+                rc = TETHER_RC_INVALID_TASK, snprintf(detail, sizeof(detail), "the task expired");
+        else if (p->timestamp > now + PUSH_FUTURE_SECONDS)
+                rc = TETHER_RC_INVALID_TASK,
+                snprintf(detail, sizeof(detail), "TimeStamp is %llds ahead of the device clock",
+                         (long long)(p->timestamp - now));
+        else if (p->client_id[0] && strcmp(p->client_id, s->client_id) != 0)
+                rc = TETHER_RC_INVALID_TASK,
+                snprintf(detail, sizeof(detail), "addressed to another ClientID");
+        else if (p->task_type < 1 || p->task_type > 3)
+                rc = TETHER_RC_NOT_SUPPORTED,
+                snprintf(detail, sizeof(detail), "unknown TaskType %u", p->task_type);
+        else if (!s->enabled[p->task_type])
+                rc = TETHER_RC_NOT_SUPPORTED,
+                snprintf(detail, sizeof(detail), "disabled by local configuration");
+
+        /* 4. Persist (also the replay memory), before the ACK. */
+        memcpy(task.task_guid, p->task_guid, TETHER_GUID_LEN);
+        task.push_id = p->push_id;
+        task.task_id = p->task_id;
+        task.task_type = p->task_type;
+        task.param = p->task_param;
+        task.timestamp = p->timestamp;
+        /* A refused task is remembered at least a week from now. */
+        task.expires = rc && p->expires < now ? now : p->expires;
+        task.received = now;
+        r = spool_save_task(s->spool, &task);
+        if (r < 0) {
+                log_error_errno(r,
+                                "Cannot persist task %s, refusing it (no PUSH_ACK; the MP will retry): %m",
+                                p->task_guid);
+                set_error(s, "refusing task %s: cannot persist it: %s", p->task_guid, strerror(-r));
+                changed(s);
+                return;
+        }
+        /* 5. Acknowledge. */
+        r = send_ack(s, p->task_guid);
+        if (r < 0)
+                log_debug_errno(r, "PUSH_ACK for %s not sent: %m", p->task_guid);
+
+        if (rc) {
+                log_warning("Task %s refused: %s (%s)", p->task_guid, tether_return_code_name(rc), detail);
+                (void)respond(s, p->task_guid, p->push_id, p->task_id, p->task_guid, rc, detail);
+                return;
+        }
+        /* 6. Hand to the scheduler. */
+        r = s->ops.run(s->userdata, p->task_type, p->task_guid, p->task_param);
+        if (r < 0) {
+                log_error_errno(r, "Cannot hand task %s to the scheduler: %m", p->task_guid);
+                (void)respond(s, p->task_guid, p->push_id, p->task_id, p->task_guid, TETHER_RC_FAILED,
+                              "the scheduler is not available");
+        }
+        changed(s);
+}
+
+static void handle_response_ack(struct session *s, struct tether_frame *frame) {
+        _cleanup_(tether_msg_freep) struct tether_msg *m = NULL;
+        struct tether_diag diag = {0};
+        char name[64];
+        int r;
+
+        r = tether_msg_open(frame, NULL, &m, &diag);
+        if (r < 0) {
+                char text[300];
+                snprintf(text, sizeof(text), "malformed RESPONSE_ACK: %s", diag.text);
+                send_goodbye_and_reconnect(s, text);
+                return;
+        }
+        snprintf(name, sizeof(name), UNAUTH_PREFIX "%s", m->ack.task_guid);
+        if (spool_has_response(s->spool, name))
+                (void)spool_drop_response(s->spool, name);
+        else if (spool_mark_acked(s->spool, m->ack.task_guid) < 0)
+                log_debug("RESPONSE_ACK for unknown task %s ignored", m->ack.task_guid);
+        else
+                log_debug("Response for task %s acknowledged", m->ack.task_guid);
+        changed(s);
+}
+
+static void handle_goodbye(struct session *s, struct tether_frame *frame) {
+        _cleanup_(tether_msg_freep) struct tether_msg *m = NULL;
+        struct tether_diag diag = {0};
+        char reason[64];
+        int r;
+
+        r = tether_msg_open(frame, NULL, &m, &diag);
+        if (r < 0) {
+                char text[300];
+                snprintf(text, sizeof(text), "malformed GOODBYE: %s", diag.text);
+                send_goodbye_and_reconnect(s, text);
+                return;
+        }
+        snprintf(reason, sizeof(reason), "%s", tether_goodbye_reason_name(m->goodbye.reason));
+        log_notice("The MP said GOODBYE (%s), retry after %u s", reason, m->goodbye.retry_after_seconds);
+        if (m->goodbye.reason == TETHER_GOODBYE_CONFLICT)
+                log_warning("The MP reports a ClientID conflict for %s: another device uses this identity "
+                            "(a cloned image?); 'tetherctl identity reset' makes a new one",
+                            s->client_id);
+        set_error(s, "GOODBYE from the MP: %s", reason);
+        s->approved = false;
+        s->ops.reconnect(s->userdata, m->goodbye.retry_after_seconds, reason);
+        changed(s);
+}
+
+void session_on_frame(struct session *s, struct tether_frame *frame) {
+        switch (frame->type) {
+        case TETHER_FRAME_SIGNIN_CONFIRM:
+                handle_confirm(s, frame);
+                break;
+        case TETHER_FRAME_PUSH:
+                handle_push(s, frame);
+                break;
+        case TETHER_FRAME_RESPONSE_ACK:
+                handle_response_ack(s, frame);
+                break;
+        case TETHER_FRAME_GOODBYE:
+                handle_goodbye(s, frame);
+                break;
+        case TETHER_FRAME_KEEPALIVE:
+                break; /* the link keeps time */
+        default: {
+                char text[64];
+                snprintf(text, sizeof(text), "unexpected %s frame", tether_frame_type_name(frame->type));
+                send_goodbye_and_reconnect(s, text);
+                break;
+        }
+        }
+        tether_frame_free(frame);
+}
+
+void session_on_disconnect(struct session *s) {
+        s->approved = false;
+}
+
+int session_task_done(struct session *s, uint32_t cycle, const char *task_guid, uint32_t return_code,
+                      const char *detail) {
+        struct spool_task t;
+        int r;
+
+        if (!task_guid || !task_guid[0]) {
+                log_info("Local %s cycle finished: %s%s%s",
+                         cycle == 1   ? "machine policy"
+                         : cycle == 2 ? "user policy"
+                                      : "app evaluation",
+                         tether_return_code_name(return_code), detail && detail[0] ? ": " : "",
+                         detail ? detail : "");
+                return 0;
+        }
+        r = spool_load_task(s->spool, task_guid, &t);
+        if (r < 0)
+                return log_error_errno(r, "Cycle finished for unknown task %s: %m", task_guid);
+        if (spool_has_response(s->spool, task_guid)) {
+                spool_task_done(&t);
+                log_debug("Task %s already answered; ignoring the second result", task_guid);
+                return 0;
+        }
+        r = respond(s, task_guid, t.push_id, t.task_id, task_guid, return_code, detail);
+        spool_task_done(&t);
+        return r;
+}
+
+static int resume_one(struct tether_spool *spool, const struct spool_task *t, void *userdata) {
+        struct session *s = userdata;
+        int r;
+
+        if (t->task_type < 1 || t->task_type > 3 || !s->enabled[t->task_type])
+                return respond(s, t->task_guid, t->push_id, t->task_id, t->task_guid,
+                               TETHER_RC_NOT_SUPPORTED,
+                               "unknown TaskType, or disabled by local configuration");
+        log_info("Task %s (pushid=%llu, tasktype=%u) was accepted before a restart and not answered: "
+                 "running it",
+                 t->task_guid, (unsigned long long)t->push_id, t->task_type);
+        r = s->ops.run(s->userdata, t->task_type, t->task_guid, t->param);
+        if (r < 0)
+                log_error_errno(r, "Cannot hand task %s to the scheduler: %m", t->task_guid);
+        return 0;
+}
+
+int session_resume(struct session *s) {
+        return spool_foreach_pending_task(s->spool, resume_one, s);
+}

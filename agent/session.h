@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * The session layer of the channel process: what the frames mean
+ * (PROTOCOL-v1 sections 3 to 5). It makes the signed SIGNIN, verifies and
+ * handles every received frame, keeps tasks and responses in the spool,
+ * and talks to the link (agent/channel.h) and the scheduler half only
+ * through the ops below, so that it has no event loop of its own.
+ *
+ * Ownership: the session borrows the trust, spool and device key for its
+ * whole life; frames passed to session_on_frame() become its own.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "transport/frame.h"
+#include "transport/guid.h"
+
+struct tether_key;
+struct tether_spool;
+struct site_trust;
+struct session;
+
+struct session_ops {
+        /* Queue one encoded frame to the MP; -ENOTCONN when down. */
+        int (*send)(void *userdata, const uint8_t *frame, size_t len);
+        /* SIGNIN_CONFIRM Approved. */
+        void (*confirmed)(void *userdata, uint32_t keepalive_seconds);
+        /* Close and reconnect no sooner than min_delay_seconds. */
+        void (*reconnect)(void *userdata, uint32_t min_delay_seconds, const char *reason);
+        /* Hand an accepted task to the scheduler half. */
+        int (*run)(void *userdata, uint32_t cycle, const char *task_guid, const char *param);
+        /* A site key became trusted (learned): forward it to the scheduler half. */
+        void (*site_key)(void *userdata, const struct tether_key *key);
+        /* Queue depths or state changed (for STATUS= lines). */
+        void (*changed)(void *userdata);
+};
+
+struct session_config {
+        const char *client_id;               /* borrowed */
+        const struct tether_key *device_key; /* borrowed */
+        const char *hostname;
+        const char *enrolment_token; /* or NULL */
+        uint32_t max_frame;
+        bool enabled[4]; /* by cycle; false: NotSupported (3) */
+};
+
+int session_new(const struct session_config *config, struct site_trust *trust, struct tether_spool *spool,
+                const struct session_ops *ops, void *userdata, struct session **ret);
+struct session *session_free(struct session *s); /* accepts NULL */
+
+/* Replaces the identity (after tetherctl identity reset); strings copied. */
+int session_set_identity(struct session *s, const char *client_id, const struct tether_key *device_key);
+
+/* Which cycles are enabled (index 1..3), after a reload. */
+void session_set_enabled(struct session *s, const bool enabled[4]);
+
+/* A fresh signed SIGNIN frame, owned by the caller. */
+int session_make_signin(struct session *s, uint8_t **ret_frame, size_t *ret_len);
+
+/* Handles one received frame (takes ownership). */
+void session_on_frame(struct session *s, struct tether_frame *frame);
+
+/* The transport went down: no longer approved until the next confirm. */
+void session_on_disconnect(struct session *s);
+
+/* The scheduler half answered a task (task_guid "" for a local trigger):
+ * builds, signs and persists the RESPONSE, then sends it. */
+int session_task_done(struct session *s, uint32_t cycle, const char *task_guid, uint32_t return_code,
+                      const char *detail);
+
+/* Hands every accepted task without a response to the scheduler again
+ * (after a restart). Returns how many. */
+int session_resume(struct session *s);
+
+bool session_approved(const struct session *s);
+const char *session_last_error(const struct session *s); /* "" when none */
