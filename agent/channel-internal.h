@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * Private to agent/channel*.c (and the channel's unit test). The channel
+ * core (channel.c) owns the state machine, backoff and the choice of
+ * transport; channel-tcp.c drives one TLS-over-TCP link; channel-https.c
+ * drives libcurl multi on the same sd-event loop for the HTTPS fallback and
+ * policy fetches.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <systemd/sd-event.h>
+
+#include "agent/channel.h"
+#include "transport/backoff.h"
+
+struct tether_tls_ctx;
+struct tcp_link;
+struct https_state;
+
+enum channel_transport {
+        CHANNEL_TRANSPORT_NONE = 0,
+        CHANNEL_TRANSPORT_TCP,
+        CHANNEL_TRANSPORT_HTTPS,
+};
+
+/* Timing of the contract, kept in the object so that tests can shorten it. */
+struct channel_timing {
+        uint64_t connect_usec;      /* TCP connect, per address: 10 s */
+        uint64_t handshake_usec;    /* TLS handshake: 10 s */
+        uint64_t frame_usec;        /* a frame whole within this of its first byte: 30 s */
+        uint64_t write_usec;        /* a queued write must make progress within: 30 s */
+        uint64_t tcp_probe_usec;    /* auto mode on HTTPS: retry TCP about this often: 5 min */
+        uint64_t http_connect_usec; /* libcurl connect + TLS: 10 s */
+};
+
+struct tether_channel {
+        sd_event *event; /* a reference */
+
+        /* Configuration: owned copies. */
+        char *host;
+        uint16_t tcp_port;
+        uint16_t https_port;
+        enum tether_channel_mode mode;
+        char *ca_file;
+        char *pinned_fingerprint;
+        char *pinned_curl; /* "sha256//<base64>" for libcurl, or NULL */
+        char *proxy;
+        char *cert_pem;
+        char *key_pem; /* the device key as PEM, for libcurl; wiped at free */
+        size_t key_pem_len;
+        const struct tether_key *device_key; /* borrowed */
+        uint32_t max_frame;
+        uint32_t keepalive_seconds_config;
+        uint32_t start_delay_max_seconds;
+        uint32_t https_hold_seconds;
+
+        struct tether_channel_callbacks cb;
+        void *userdata;
+
+        enum tether_channel_state state;
+        enum channel_transport transport; /* the one up or being tried */
+        bool started;
+        /* Bumped whenever the current link is torn down: code that called out
+         * to a callback compares it afterwards to know whether its link is
+         * still alive. */
+        uint64_t generation;
+        /* auto mode: the HTTPS fallback was already tried in this attempt */
+        bool https_tried;
+
+        uint32_t keepalive_seconds; /* current: config, then what SIGNIN_CONFIRM said */
+
+        struct tether_backoff backoff;
+        sd_event_source *retry_timer; /* start delay and backoff */
+        sd_event_source *probe_timer; /* auto mode on HTTPS: next TCP try */
+
+        struct tether_tls_ctx *tls;
+        struct tcp_link *tcp;   /* the TCP channel link, or NULL */
+        struct tcp_link *probe; /* auto mode: a TCP try while HTTPS carries the channel */
+        struct https_state *https;
+
+        struct channel_timing timing;
+};
+
+/* "host:port" for logs; IPv6 literals in brackets. */
+void channel_peer_name(const struct tether_channel *ch, uint16_t port, char *buf, size_t size);
+
+/* 64 random bits from getrandom(). */
+uint64_t channel_random_u64(void);
+
+/* Called by the links (channel.c). */
+void channel_tcp_up(struct tether_channel *ch, struct tcp_link *link);
+/* connect_failure: the TCP connection itself could not be made (refused,
+ * unreachable, time-out, no address): auto mode then tries HTTPS. */
+void channel_tcp_failed(struct tether_channel *ch, struct tcp_link *link, int error, bool connect_failure,
+                        const char *detail);
+void channel_https_up(struct tether_channel *ch);
+void channel_https_failed(struct tether_channel *ch, int error, const char *detail);
+/* Passes a frame to on_frame. Returns false when the callback tore the
+ * current link down (the caller must then not touch its link). */
+bool channel_deliver_frame(struct tether_channel *ch, struct tether_frame *frame);
+
+/* channel-tcp.c: one TLS-over-TCP link. Connecting starts at once; the
+ * link reports through channel_tcp_up() / channel_tcp_failed(). After a
+ * failure report the channel frees the link. A synchronous failure (no
+ * address, every address refused at once) returns the error with the text
+ * in errbuf. */
+int tcp_link_new(struct tether_channel *ch, bool probe, char *errbuf, size_t errsize, struct tcp_link **ret);
+struct tcp_link *tcp_link_free(struct tcp_link *link);
+/* Turns a link that is up (handshake done) into the channel link: reading,
+ * keepalive timer. */
+int tcp_link_start_session(struct tcp_link *link);
+/* Queues one frame (copied) for writing with the write deadline. */
+int tcp_link_send(struct tcp_link *link, const uint8_t *frame, size_t len);
+void tcp_link_set_keepalive(struct tcp_link *link, uint32_t seconds);
+/* Writes what it can of the queue plus this frame without waiting, then
+ * sends close_notify. For GOODBYE at stop. */
+void tcp_link_flush_and_close(struct tcp_link *link, const uint8_t *frame, size_t len);
+
+/* channel-https.c */
+int https_state_new(struct tether_channel *ch, struct https_state **ret);
+struct https_state *https_state_free(struct https_state *hs);
+/* Starts the HTTPS channel: a first poll without hold, then long polls. */
+int https_channel_start(struct tether_channel *ch);
+/* Cancels the channel's polls (not policy fetches). Frames not yet sent
+ * stay queued when keep_queue, else they are dropped. */
+void https_channel_stop(struct tether_channel *ch, bool keep_queue);
+int https_channel_send(struct tether_channel *ch, const uint8_t *frame, size_t len);
+/* Hands the frames queued for the next poll to fn, in order, and empties
+ * the queue (used when the channel moves back to TCP). */
+void https_channel_drain_queue(struct tether_channel *ch,
+                               void (*fn)(void *userdata, const uint8_t *frame, size_t len), void *userdata);
+int https_fetch_policy(struct tether_channel *ch, const char *user, const char *etag,
+                       tether_policy_fetched_fn done, void *userdata);
+
+/* For tests: shorten the contract's deadlines. Any 0 keeps the value. */
+void tether_channel_set_timing_for_test(struct tether_channel *ch, const struct channel_timing *t);
