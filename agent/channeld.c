@@ -403,8 +403,11 @@ static struct json_object *ctl_status(struct channeld *c) {
         json_object_object_add(o, "pending_tasks", json_object_new_int((int)counts.pending_tasks));
         json_object_object_add(o, "queued_responses", json_object_new_int((int)counts.unacked));
         json_object_object_add(o, "remembered_tasks", json_object_new_int((int)counts.tasks));
+        /* When connected, the link's detail is the peer, not an error. */
         add_str(o, "last_error",
-                session_last_error(c->session)[0] ? session_last_error(c->session) : c->detail);
+                session_last_error(c->session)[0]      ? session_last_error(c->session)
+                : c->state == TETHER_CHANNEL_CONNECTED ? ""
+                                                       : c->detail);
         add_str(o, "status", c->status);
         return o;
 }
