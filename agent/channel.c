@@ -316,10 +316,15 @@ void channel_tcp_up(struct tether_channel *ch, struct tcp_link *link) {
                 handle_failure(ch, r, false, err);
                 return;
         }
-        if (moved)
-                https_channel_drain_queue(ch, requeue_on_tcp, ch);
-
         ch->state = TETHER_CHANNEL_CONNECTED;
+        if (moved) {
+                https_channel_drain_queue(ch, requeue_on_tcp, ch);
+                /* The HTTPS session is over: the session layer forgets what
+                 * it knew of it (a new SIGNIN_CONFIRM comes over TCP). */
+                if (!notify(ch, TETHER_CHANNEL_DISCONNECTED, CHANNEL_TRANSPORT_HTTPS,
+                            "moving the channel back to TCP"))
+                        return;
+        }
         log_info("Connected to %s (tcp)", peer);
         (void)notify(ch, TETHER_CHANNEL_CONNECTED, CHANNEL_TRANSPORT_TCP, peer);
 }
@@ -603,7 +608,10 @@ void tether_channel_confirmed(struct tether_channel *ch, uint32_t keepalive_seco
                 if (ch->tcp)
                         tcp_link_set_keepalive(ch->tcp, keepalive_seconds);
         }
-        tether_backoff_connected(&ch->backoff, channel_now(ch));
+        /* Over HTTPS every poll brings a SIGNIN_CONFIRM: the healthy stretch
+         * starts at the first one, not the latest. */
+        if (ch->backoff.connected_at == 0)
+                tether_backoff_connected(&ch->backoff, channel_now(ch));
 }
 
 void tether_channel_reconnect(struct tether_channel *ch, uint32_t min_delay_seconds, const char *reason) {

@@ -1001,6 +1001,12 @@ static void test_auto_fallback_and_back(void **state) {
         assert_true(run_until(back_on_tcp, 5 * SEC));
         assert_int_equal(F->tcp.types[0], TETHER_FRAME_SIGNIN);
         assert_int_equal(count_state(TETHER_CHANNEL_CONNECTED, "tcp"), 1);
+        /* The HTTPS session was closed for the session layer first. */
+        const struct state_rec *d = last_state(TETHER_CHANNEL_DISCONNECTED);
+        assert_non_null(d);
+        assert_string_equal(d->transport, "https");
+        assert_string_equal(d->detail, "moving the channel back to TCP");
+        assert_int_equal(count_state(TETHER_CHANNEL_DISCONNECTED, NULL), 1);
 }
 
 /* Auto mode, both closed: one DISCONNECTED per attempt naming HTTPS. */
