@@ -74,7 +74,9 @@ static void conn_update_events(struct mp_conn *c) {
 
         if (c->dead || !c->io)
                 return;
-        if (c->want_write || (c->handshake_done && c->out_head))
+        /* Writability is asked for only when a write found the socket full:
+         * queued output otherwise leaves with the next flush. */
+        if (c->want_write)
                 ev |= EPOLLOUT;
         if (ev != c->io_events) {
                 if (sd_event_source_set_io_events(c->io, ev) >= 0)
@@ -104,9 +106,11 @@ static ssize_t conn_write(struct mp_conn *c, const void *buf, size_t len) {
 
         if (!c->tls) {
                 n = send(c->fd, buf, len, MSG_NOSIGNAL);
-                if (n < 0)
-                        return errno == EAGAIN || errno == EINTR ? -EAGAIN : -errno;
-                return n;
+                if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+                        c->want_write = true;
+                        return -EAGAIN;
+                }
+                return n < 0 ? -errno : n;
         }
         n = tether_tls_write(c->tls, buf, len, &want);
         if (n == -EAGAIN && want == TETHER_TLS_WANT_WRITE)
@@ -119,6 +123,12 @@ int mp_conn_flush(struct mp_conn *c) {
                 return -ECONNRESET;
         if (!c->handshake_done)
                 return 0;
+        /* The durability rule: no byte leaves while records written before
+         * it are uncommitted; the server's flush commits, then comes back. */
+        if (mp_registry_dirty(c->srv->reg)) {
+                mp_server_want_flush(c->srv, c);
+                return 0;
+        }
         c->want_write = false;
         while (c->out_head) {
                 struct mp_out *o = c->out_head;
