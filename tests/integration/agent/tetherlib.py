@@ -379,3 +379,38 @@ class FakeMP:
                 '<Expires>%s</Expires></BgbRequestMessage>'
                 % (utc(time.time()), push_id, task_id, guid, task_type, param,
                    utc(time.time() + expires_in))).encode()
+
+
+def serve_machine_policy(fake, tmp):
+    """An HTTPS policy endpoint for the fake MP: the machine policy, signed
+    with the site key (detached, type byte 0x50). Returns the port."""
+    import base64
+    import http.server
+    import threading
+
+    ts = utc(time.time() - 60)
+    body = ('<Policy Version="1" Scope="machine" TimeStamp="%s" PolicyID="%s"></Policy>\n'
+            % (ts, str(uuid.uuid4()).upper())).encode()
+    sig = base64.b64encode(sign(fake.site_key, 0x50, body)).decode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path != "/tether/v1/policy/machine":
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Tether-Signature", sig)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.socket = fake.ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv.server_address[1]

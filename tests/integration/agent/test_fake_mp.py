@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""Pushes that a real MP never sends, from a fake MP on loopback TLS:
+ - a PUSH signed by another key: RESPONSE ReturnCode 5 (signed by the device
+   key), no PUSH_ACK, and the cycle's hook never runs;
+ - the same TaskGUID pushed twice: the hook runs once, the duplicate is
+   acknowledged and the stored response is sent again;
+ - an expired PUSH, and one addressed to another ClientID: ReturnCode 4;
+   an unknown TaskType: ReturnCode 3; none of them runs anything."""
+import os
+import re
+import sys
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tetherlib import *  # noqa: E402,F403
+
+
+def response_fields(body):
+    text = body.decode()
+    rc = int(re.search(r"<ReturnCode>(\d+)</ReturnCode>", text).group(1))
+    guid = re.search(r"<TaskGUID>([0-9A-F-]+)</TaskGUID>", text).group(1)
+    return rc, guid, text
+
+
+def test_fake_mp(tmp):
+    fake = FakeMP(tmp)
+    other_key = os.path.join(fake.dir, "other.key")
+    make_key(other_key)
+    policy_port = serve_machine_policy(fake, tmp)
+    agent = Agent(tmp, "127.0.0.1", fake.port, policy_port, site_pub=fake.site_pub, ca_file=fake.tls_crt,
+                  extra_conf="[mp]\ntransport = tcp\n", user=privsep_user())
+    marker = tmp.sub("hook.out")
+    write_hook(agent.cycles, "machine-policy", "10-mark", 'echo "$TETHER_TASK_GUID" >> %s' % marker)
+    write_hook(agent.cycles, "user-policy", "10-mark", 'echo "user $TETHER_TASK_GUID" >> %s' % marker)
+    agent.start()
+
+    fake.accept()
+    body, sig = fake.read_until(FRAME["SIGNIN"])
+    device_pub = os.path.join(fake.dir, "device.pub")
+    b64 = re.search(rb"<PublicKey>([A-Za-z0-9+/=]+)</PublicKey>", body).group(1)
+    import base64
+    der = base64.b64decode(b64)
+    with open(device_pub + ".der", "wb") as f:
+        f.write(der)
+    openssl("pkey", "-pubin", "-inform", "DER", "-in", device_pub + ".der", "-out", device_pub)
+    if not verify(device_pub, FRAME["SIGNIN"], body, sig, fake.dir):
+        fail("SIGNIN signature does not verify with its PublicKey")
+    client_id = re.search(rb'ClientID="([0-9A-F-]+)"', body).group(1).decode()
+    fake.confirm()
+    agent.wait_signed_in()
+
+    # 1. Signed by another key: Unauthorized, nothing runs, no PUSH_ACK.
+    bad_guid = str(uuid.uuid4()).upper()
+    fake.send(FRAME["PUSH"], fake.push_body(bad_guid, push_id=11, task_id=12), other_key)
+    rbody, rsig = fake.read_until(FRAME["RESPONSE"])
+    rc, guid, text = response_fields(rbody)
+    if rc != 5 or guid != bad_guid or "<PushID>11</PushID><TaskID>12</TaskID>" not in text:
+        fail("bad-signature push answered %r" % text)
+    if not verify(device_pub, FRAME["RESPONSE"], rbody, rsig, fake.dir):
+        fail("RESPONSE not signed by the device key")
+    fake.send(FRAME["RESPONSE_ACK"], ("<BgbAckMessage><TaskGUID>%s</TaskGUID></BgbAckMessage>" % bad_guid).encode())
+
+    # 2. A good push, then the same TaskGUID again once it is answered.
+    good = str(uuid.uuid4()).upper()
+    fake.send(FRAME["PUSH"], fake.push_body(good, push_id=21, task_id=22), fake.site_key)
+    ack, _ = fake.read_until(FRAME["PUSH_ACK"])
+    if good.encode() not in ack:
+        fail("PUSH_ACK %r" % ack)
+    rbody, rsig = fake.read_until(FRAME["RESPONSE"], timeout=40)
+    rc, guid, text = response_fields(rbody)
+    if guid != good or rc != 1:
+        fail("wanted Success for %s, got %r" % (good, text))
+    first_response = rbody
+    fake.send(FRAME["PUSH"], fake.push_body(good, push_id=21, task_id=22), fake.site_key)
+    ack, _ = fake.read_until(FRAME["PUSH_ACK"])
+    rbody, _ = fake.read_until(FRAME["RESPONSE"])
+    if rbody != first_response:
+        fail("the duplicate was not answered with the stored response")
+    fake.send(FRAME["RESPONSE_ACK"], ("<BgbAckMessage><TaskGUID>%s</TaskGUID></BgbAckMessage>" % good).encode())
+
+    # 3. Expired, addressed elsewhere, unknown type.
+    cases = []
+    g = str(uuid.uuid4()).upper()
+    cases.append((g, fake.push_body(g, push_id=31, expires_in=-10), 4))
+    g = str(uuid.uuid4()).upper()
+    other_cid = str(uuid.uuid4()).upper()
+    cases.append((g, fake.push_body(g, push_id=32).replace(
+        b"</Expires>", b"</Expires><ClientID>" + other_cid.encode() + b"</ClientID>"), 4))
+    g = str(uuid.uuid4()).upper()
+    cases.append((g, fake.push_body(g, push_id=33).replace(
+        b"</Expires>", b"</Expires><ClientID>" + client_id.encode() + b"</ClientID>").replace(
+        b"<TaskType>1</TaskType>", b"<TaskType>9</TaskType>"), 3))
+    for g, b, want in cases:
+        fake.send(FRAME["PUSH"], b, fake.site_key)
+        rbody, _ = fake.read_until(FRAME["RESPONSE"], skip=(4, 7))
+        rc, guid, text = response_fields(rbody)
+        if guid != g or rc != want:
+            fail("wanted ReturnCode %d for %s, got %r" % (want, g, text))
+
+    time.sleep(0.5)
+    with open(marker) as f:
+        ran = f.read().split()
+    if ran != [good]:
+        fail("hooks ran for %r, wanted only %s once" % (ran, good))
+    if "signature did not verify" not in agent.logtext():
+        fail("no log line for the bad signature")
+
+
+if __name__ == "__main__":
+    sys.exit(run_test(test_fake_mp))
