@@ -560,9 +560,18 @@ int policy_remove(const char *state_dir, const char *user) {
                 return -ENOMEM;
         /* The body first: a lone signature is harmless, a lone body is
          * refused anyway. */
-        if (unlink(path) < 0 && errno != ENOENT)
-                return -errno;
-        if (unlink(sig_path) < 0 && errno != ENOENT)
-                return -errno;
-        return fsync_dir_of(path);
+        bool removed = false;
+        if (unlink(path) < 0) {
+                if (errno != ENOENT)
+                        return -errno;
+        } else {
+                removed = true;
+        }
+        if (unlink(sig_path) < 0) {
+                if (errno != ENOENT)
+                        return -errno;
+        } else {
+                removed = true;
+        }
+        return removed ? fsync_dir_of(path) : 0;
 }
