@@ -384,6 +384,12 @@ class Fleet:
         self.mounts = []
         self.pushes = []  # (push_id, task_guid, scenario)
         self.mp_starts = 0
+        # The agents' copies of the MP's certificate and site key, readable
+        # by the unprivileged channel process.
+        self.trust_dir = os.path.join(work, "trust")
+        # As root, tetherd splits in two and its channel process drops to
+        # an unprivileged user: "nobody" here (no "tether" user needed).
+        self.user_line = "user = nobody\n" if os.geteuid() == 0 else ""
 
     # ---- MP
 
@@ -438,6 +444,12 @@ class Fleet:
                 raise RuntimeError("tether-mp admin socket did not answer within 30 s")
             time.sleep(0.05)
 
+    def publish_trust(self):
+        os.makedirs(self.trust_dir, mode=0o755, exist_ok=True)
+        for name in ("tls.crt", "site.pub"):
+            shutil.copy(os.path.join(self.mp_dir, name), os.path.join(self.trust_dir, name))
+            os.chmod(os.path.join(self.trust_dir, name), 0o644)
+
     def fingerprint(self):
         p = run(self.mp_cmd("site-key", "--state-dir", self.mp_dir))
         m = re.search(r"fingerprint:\s*([0-9a-fA-F]{64})", p.stdout)
@@ -478,17 +490,17 @@ host = {self.net.mp_addr}
 tcp_port = {self.net.tcp_port}
 https_port = {self.net.https_port}
 transport = tcp
-ca_file = {self.mp_dir}/tls.crt
+ca_file = {self.trust_dir}/tls.crt
 
 [trust]
-site_key = {self.mp_dir}/site.pub
+site_key = {self.trust_dir}/site.pub
 
 [agent]
 state_dir = {d}/state
 runtime_dir = {d}/run
 machine_id_file = {mid}
 start_delay_max_seconds = {self.args.start_delay}
-
+{self.user_line}
 [cycles]
 cycles_dir = {d}/cycles.d
 """)
@@ -604,6 +616,11 @@ cycles_dir = {d}/cycles.d
         for r in self.responses():
             g = str(r.get("taskguid", "")).upper()
             counts[(r["clientid"], g)] = counts.get((r["clientid"], g), 0) + 1
+            xml = str(r.get("responsexml", ""))
+            if xml and not (re.search(rf"<TaskGUID>{re.escape(g)}</TaskGUID>", xml, re.I) and
+                            re.search(rf"<ClientID>{re.escape(r['clientid'])}</ClientID>", xml, re.I)):
+                raise ScenarioFailed(f"recorded response XML does not name its TaskGUID {g} and "
+                                     f"ClientID {r['clientid']}: {xml[:200]}")
         for push_id, guid, _ in pushes:
             for cid in fleet_ids:
                 c = counts.get((cid, guid), 0)
@@ -752,23 +769,34 @@ def s_disk_full(f, a):
     f.start_agent(i)
     f.wait_online(f.n, a.wait)
     filler = os.path.join(state, "fleet-filler")
-    with open(filler, "wb") as fh:
+    try:
+        with open(filler, "wb", buffering=0) as fh:
+            try:
+                while True:
+                    fh.write(b"\0" * 4096)
+            except OSError:
+                pass
+        log_before = len(f.agents[i].log_text())
+        push = f.push("disk-full", expires=600)
+        deadline = time.monotonic() + 10
+        said = ""
+        while time.monotonic() < deadline:
+            said = f.agents[i].log_text()[log_before:]
+            if re.search(r"no space|disk full|ENOSPC|space left", said, re.I):
+                break
+            time.sleep(0.2)
+        if not f.agents[i].alive():
+            raise ScenarioFailed(f"tetherd exited when its disk filled:\n{tail(said)}")
+        if not re.search(r"no space|disk full|ENOSPC|space left", said, re.I):
+            raise ScenarioFailed("tetherd did not say that its state directory is full:\n"
+                                 + tail(said))
+        line = [x for x in said.splitlines() if re.search(r"no space|space left", x, re.I)][0]
+        log(f"agent {i} said: {line.strip()}")
+    finally:
         try:
-            while True:
-                fh.write(b"\0" * 4096)
-                fh.flush()
-        except OSError:
+            os.unlink(filler)
+        except FileNotFoundError:
             pass
-    log_before = len(f.agents[i].log_text())
-    push = f.push("disk-full", expires=600)
-    time.sleep(3)
-    said = f.agents[i].log_text()[log_before:]
-    if not f.agents[i].alive():
-        raise ScenarioFailed(f"tetherd exited when its disk filled:\n{tail(said)}")
-    if not re.search(r"no space|disk full|ENOSPC|space left", said, re.I):
-        raise ScenarioFailed("tetherd did not say that its state directory is full:\n"
-                             + tail(said))
-    os.unlink(filler)
     n = f.assert_exactly_once([push], wait=a.wait + 30)
     devs_after = {d["clientid"] for d in f.devices()}
     if devs_after != devs_before:
@@ -811,33 +839,38 @@ def curve_buckets(times, width):
 
 
 def s_graceful_restart(f, a):
+    log_before = len(f.mp.log_text())
+    t_goodbye = time.monotonic()
     rc = f.mp.stop(timeout=30)
     if rc != 0:
         raise ScenarioFailed(f"tether-mp exited {rc} on SIGTERM (want 0)")
-    text = f.mp.log_text()
-    t_restart = time.monotonic()
+    said = f.mp.log_text()[log_before:]
+    m = re.search(r"RetryAfterSeconds=(\d+)", said)
+    window = int(m.group(1)) if m else None
     f.start_mp()
+    t_up = time.monotonic() - t_goodbye
     period = 0.1 if f.n <= 200 else 0.25
-    times = reconnect_curve(f, t_restart, a.wait + 60, period)
+    times = reconnect_curve(f, t_goodbye, a.wait + (window or 0) + 30, period)
     if len(times) < f.n:
         raise ScenarioFailed(f"only {len(times)} of {f.n} agents came back")
     width = 0.5
     curve = curve_buckets(times, width)
     peak = max(c for _, c in curve) * width
     spread = times[-1] - times[0]
-    f.results_extra["reconnect_times"] = times
-    f.results_extra["reconnect_curve"] = curve
-    desc = (f"all {f.n} back in {times[-1]:.2f} s; first {times[0]:.2f} s, spread "
-            f"{spread:.2f} s, peak {int(peak)} agents in one {width} s bin")
-    log("reconnection curve (s after restart: connections/s): " +
-        " ".join(f"{t:.1f}:{c:.0f}" for t, c in curve))
-    # Spread, not a spike: no half-second holds more than half the fleet
-    # (for a fleet big enough for that to mean anything).
+    f.results_extra.update({"reconnect_times": times, "reconnect_curve": curve,
+                            "retry_after_s": window, "mp_up_s": t_up})
+    desc = (f"GOODBYE(shutdown) RetryAfterSeconds={window}; MP back after {t_up:.2f} s; "
+            f"agents back from {times[0]:.2f} s to {times[-1]:.2f} s after the GOODBYE "
+            f"(spread {spread:.2f} s, median {percentile(times, 50):.2f} s), peak {int(peak)} "
+            f"of {f.n} in one {width} s bin")
+    log("reconnection curve (s after GOODBYE: connections/s): " +
+        " ".join(f"{t:.1f}:{c:.0f}" for t, c in curve if c))
+    # Spread, not a spike: no half-second bin holds more than half of the
+    # fleet (for a fleet big enough for that to mean anything).
     if f.n >= 6 and peak > max(3, f.n / 2):
-        raise ScenarioFailed(desc + ": a spike, not spread by jitter")
+        raise ScenarioFailed(desc + ": a spike, not spread by jitter over the advertised window")
     push = f.push("graceful-restart", expires=600)
     n = f.assert_exactly_once([push], wait=a.wait)
-    del text
     return desc + f"; then {n} responses, each once"
 
 
@@ -1039,6 +1072,7 @@ def main():
 
     work = a.workdir or tempfile.mkdtemp(prefix="tether-fleet.")
     os.makedirs(work, exist_ok=True)
+    os.chmod(work, 0o755)  # the agents' channel processes run as nobody
     results = []
     fleet = None
     t_all = time.monotonic()
@@ -1049,6 +1083,7 @@ def main():
         fleet.results_extra = {}
         fleet.start_mp()
         fleet.fingerprint()
+        fleet.publish_trust()
         for i in range(a.agents):
             fleet.write_agent(i)
         fleet.check_config()
