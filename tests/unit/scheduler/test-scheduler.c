@@ -25,6 +25,7 @@
 #include <cmocka.h>
 
 #include "common/cleanup.h"
+#include "scheduler/policy.h"
 #include "scheduler/scheduler.h"
 #include "transport/sign.h"
 
@@ -67,6 +68,8 @@ struct fx {
         uid_t uids[8];
         int n_uids;
 
+        bool no_answer; /* leave policy requests unanswered */
+        char last_output[512];
         size_t last_output_len;
         uint64_t last_output_total;
         unsigned outputs;
@@ -162,6 +165,8 @@ static int on_policy_request(struct tether_scheduler *s, const char *user, void 
 
         f->policy_requests++;
         snprintf(f->last_user, sizeof(f->last_user), "%s", user ? user : "");
+        if (f->no_answer)
+                return 0;
         /* Answer from inside the callback: the scheduler must cope. */
         assert_int_equal(tether_scheduler_policy(s, user, a->result, (const uint8_t *)a->body,
                                                  a->body ? strlen(a->body) : 0, a->sig, a->sig_len,
@@ -188,6 +193,7 @@ static void on_output(struct tether_scheduler *s, enum tether_cycle cycle, const
         f->outputs++;
         f->last_output_len = len;
         f->last_output_total = total;
+        snprintf(f->last_output, sizeof(f->last_output), "%.*s", (int)len, output);
 }
 
 static void fx_start(struct fx *f) {
@@ -1125,6 +1131,200 @@ static void test_sigchld_not_blocked(void **state) {
         assert_non_null(strstr(f->results[0].detail, "SIGCHLD is not blocked"));
 }
 
+static void test_policy_wait_timeout_and_cancel(void **state) {
+        struct fx *f = *state;
+
+        f->no_answer = true;
+        f->opt.time_limit_usec[TETHER_CYCLE_MACHINE_POLICY] = 500 * USEC_PER_MSEC;
+        fx_start(f);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, GUID1, NULL), 0);
+        run_until_results(f, 1, 5 * USEC_PER_SEC);
+        assert_int_equal(f->results[0].rc, 6);
+        assert_non_null(strstr(f->results[0].detail, "timed out waiting for the policy"));
+        /* The answer arrives too late: dropped. */
+        assert_int_equal(tether_scheduler_policy(f->s, NULL, TETHER_POLICY_NONE, NULL, 0, NULL, 0, 0),
+                         -ESRCH);
+
+        /* Cancelled while waiting for the policy, then a late answer. */
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, GUID2, NULL), 0);
+        f->uids[0] = 65534;
+        f->n_uids = 1;
+        run_until_requests(f, 2, 5 * USEC_PER_SEC);
+        assert_string_equal(f->last_user, "nobody");
+        /* An answer for someone else is not taken. */
+        assert_int_equal(tether_scheduler_policy(f->s, NULL, TETHER_POLICY_NONE, NULL, 0, NULL, 0, 0),
+                         -ESRCH);
+        assert_int_equal(tether_scheduler_policy(f->s, "root", TETHER_POLICY_NONE, NULL, 0, NULL, 0, 0),
+                         -ESRCH);
+        tether_scheduler_cancel_all(f->s);
+        assert_int_equal(f->n_results, 2);
+        assert_int_equal(f->results[1].rc, 7);
+        assert_string_equal(f->results[1].guid, GUID2);
+        assert_int_equal(tether_scheduler_policy(f->s, "nobody", TETHER_POLICY_NONE, NULL, 0, NULL, 0, 0),
+                         -ESRCH);
+        run_for(f, 100 * USEC_PER_MSEC);
+        assert_int_equal(tether_scheduler_pending(f->s), 0);
+        assert_int_equal(f->n_results, 2);
+}
+
+static void test_user_policy_applications(void **state) {
+        struct fx *f = *state;
+        _cleanup_(freep) char *apps = NULL, *env_path = path_in(f->marks, "app-env");
+        _cleanup_(freep) char *env = NULL;
+
+        /* No hooks: this runs without root. */
+        assert_true(asprintf(&apps,
+                             "<Applications><Application ID=\"tool\"><Intent>Required</Intent>"
+                             "<Detect>env &gt; %s/app-env</Detect><Install>false</Install></Application>"
+                             "</Applications>",
+                             f->marks) > 0);
+        answer_set(f, &f->user, TETHER_POLICY_NEW,
+                   make_policy("nobody", PID_B, "2026-11-21T10:00:00Z", apps));
+        answer_set(
+                f, &f->machine, TETHER_POLICY_NEW,
+                make_policy(NULL, PID_A, "2026-11-21T10:00:00Z",
+                            "<Applications><Application ID=\"base\"><Intent>Required</Intent>"
+                            "<Detect>true</Detect><Install>false</Install></Application></Applications>"));
+        f->uids[0] = 65534;
+        f->n_uids = 1;
+        fx_start(f);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_APP_EVALUATION, GUID1, NULL), 0);
+        run_until_results(f, 3, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[1].rc, 1);
+        assert_int_equal(f->results[2].rc, 1);
+        assert_string_equal(f->results[2].detail, "base: compliant; tool (user nobody): compliant");
+        env = read_text(env_path);
+        assert_non_null(env);
+        assert_non_null(strstr(env, "TETHER_USER=nobody\n"));
+        assert_non_null(strstr(env, "TETHER_APP_ID=tool\n"));
+        assert_non_null(strstr(env, "TETHER_CYCLE=app-evaluation\n"));
+        assert_non_null(strstr(env, "/policies/user/nobody.xml\n"));
+}
+
+static void copy_file(const char *from, const char *to, mode_t mode) {
+        _cleanup_(freep) char *text = read_text(from);
+
+        assert_non_null(text);
+        write_file(to, text, mode);
+}
+
+static void test_shipped_examples(void **state) {
+        struct fx *f = *state;
+        _cleanup_(freep) char *src = NULL, *dst = NULL, *body = NULL;
+        struct policy *p = NULL;
+        uint8_t *sig = NULL;
+        size_t sig_len = 0;
+        char reason[256] = "";
+
+        /* conf/policies/machine.xml is valid, with its two applications. */
+        assert_true(asprintf(&src, "%s/conf/policies/machine.xml", TETHER_SOURCE_DIR) > 0);
+        body = read_text(src);
+        assert_non_null(body);
+        assert_int_equal(tether_sign(f->key, TETHER_SIG_TYPE_POLICY, (const uint8_t *)body, strlen(body),
+                                     &sig, &sig_len),
+                         0);
+        assert_int_equal(policy_verify_parse(f->key, (const uint8_t *)body, strlen(body), sig, sig_len, NULL,
+                                             &p, reason, sizeof(reason)),
+                         0);
+        assert_int_equal(p->n_apps, 2);
+        assert_string_equal(p->apps[0].id, "hello");
+        assert_int_equal(p->apps[0].intent, POLICY_INTENT_REQUIRED);
+        assert_string_equal(p->apps[1].id, "cowsay");
+        assert_int_equal(p->apps[1].intent, POLICY_INTENT_UNINSTALL);
+        assert_int_equal(p->interval_sec[TETHER_CYCLE_APP_EVALUATION], 86400);
+        p = policy_free(p);
+        /* The same bytes as someone's user policy: refused. */
+        assert_int_equal(policy_verify_parse(f->key, (const uint8_t *)body, strlen(body), sig, sig_len,
+                                             "demo", &p, reason, sizeof(reason)),
+                         -EBADMSG);
+        free(sig);
+        free(body);
+        free(src);
+
+        assert_true(asprintf(&src, "%s/conf/policies/users/demo.xml", TETHER_SOURCE_DIR) > 0);
+        body = read_text(src);
+        assert_non_null(body);
+        assert_int_equal(tether_sign(f->key, TETHER_SIG_TYPE_POLICY, (const uint8_t *)body, strlen(body),
+                                     &sig, &sig_len),
+                         0);
+        assert_int_equal(policy_verify_parse(f->key, (const uint8_t *)body, strlen(body), sig, sig_len,
+                                             "demo", &p, reason, sizeof(reason)),
+                         0);
+        p = policy_free(p);
+        free(sig);
+        free(src);
+
+        /* The example machine-policy hook, run by the scheduler on it. */
+        hook(f, "machine-policy", "00-placeholder", "true", 0755);
+        assert_true(asprintf(&src, "%s/conf/cycles.d/machine-policy/10-log-policy", TETHER_SOURCE_DIR) > 0);
+        assert_true(asprintf(&dst, "%s/machine-policy/10-log-policy", f->cycles) > 0);
+        copy_file(src, dst, 0755);
+        free(body);
+        free(src);
+        assert_true(asprintf(&src, "%s/conf/policies/machine.xml", TETHER_SOURCE_DIR) > 0);
+        body = read_text(src);
+        answer_set(f, &f->machine, TETHER_POLICY_NEW, strdup(body));
+        fx_start(f);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, GUID1, NULL), 0);
+        run_until_results(f, 1, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[0].rc, 1);
+        assert_string_equal(f->last_output, "machine policy 6B1E2C4A-3F5D-4E7A-9C8B-1D2E3F4A5B6C in effect "
+                                            "(task 11111111-1111-4111-8111-111111111111)\n");
+
+        /* With no policy, the hook says so and succeeds. */
+        answer_set(f, &f->machine, TETHER_POLICY_NONE, NULL);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        run_until_results(f, 2, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[1].rc, 1);
+        assert_string_equal(f->last_output, "machine policy: none for this device\n");
+}
+
+static void test_user_hook_without_policy(void **state) {
+        struct fx *f = *state;
+        char out[] = "/tmp/tether-sched-out-XXXXXX";
+        char path[PATH_MAX];
+        _cleanup_(freep) char *script = NULL, *seen = NULL, *src = NULL, *dst = NULL;
+
+        if (geteuid() != 0) {
+                print_message("skipped: needs root (the hook drops to user nobody)\n");
+                skip();
+        }
+        assert_non_null(mkdtemp(out));
+        assert_int_equal(chmod(out, 0777), 0);
+        assert_true(asprintf(&script, "echo \"[$TETHER_POLICY]\" > '%s/seen'", out) > 0);
+        hook(f, "user-policy", "10-seen", script, 0755);
+        /* And the shipped example user hook, which must cope too. */
+        assert_true(asprintf(&src, "%s/conf/cycles.d/user-policy/10-log-user", TETHER_SOURCE_DIR) > 0);
+        assert_true(asprintf(&dst, "%s/user-policy/20-log-user", f->cycles) > 0);
+        copy_file(src, dst, 0755);
+        f->user.result = TETHER_POLICY_NONE;
+        f->uids[0] = 65534;
+        f->n_uids = 1;
+        fx_start(f);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, GUID1, "nobody"), 0);
+        run_until_results(f, 1, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[0].rc, 1);
+        snprintf(path, sizeof(path), "%s/seen", out);
+        seen = read_text(path);
+        assert_non_null(seen);
+        assert_string_equal(seen, "[]\n");
+        assert_string_equal(f->last_output, "user policy for nobody: none\n");
+
+        /* With a policy, the example hook reads it through fd 3. */
+        answer_set(f, &f->user, TETHER_POLICY_NEW,
+                   make_policy("nobody", PID_B, "2026-11-21T10:00:00Z", NULL));
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, GUID2, "nobody"), 0);
+        run_until_results(f, 2, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[1].rc, 1);
+        assert_string_equal(
+                f->last_output,
+                "user policy BBBBBBBB-0000-4000-8000-000000000002 in effect for nobody (uid 65534)\n");
+        snprintf(path, sizeof(path), "rm -rf '%s'", out);
+        assert_int_equal(system(path), 0);
+}
+
 int main(void) {
         sigset_t mask;
 
@@ -1153,6 +1353,10 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_detail_truncated, fx_setup, fx_teardown),
                 cmocka_unit_test_setup_teardown(test_periodic, fx_setup, fx_teardown),
                 cmocka_unit_test_setup_teardown(test_sigchld_not_blocked, fx_setup, fx_teardown),
+                cmocka_unit_test_setup_teardown(test_policy_wait_timeout_and_cancel, fx_setup, fx_teardown),
+                cmocka_unit_test_setup_teardown(test_user_policy_applications, fx_setup, fx_teardown),
+                cmocka_unit_test_setup_teardown(test_shipped_examples, fx_setup, fx_teardown),
+                cmocka_unit_test_setup_teardown(test_user_hook_without_policy, fx_setup, fx_teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
