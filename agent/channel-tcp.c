@@ -97,6 +97,15 @@ static uint64_t link_now(const struct tcp_link *link) {
         return t;
 }
 
+/* "30 s", or "700 ms" for the shortened deadlines of tests. */
+static const char *format_duration(uint64_t usec, char *buf, size_t size) {
+        if (usec % 1000000ULL == 0)
+                snprintf(buf, size, "%llu s", (unsigned long long)(usec / 1000000ULL));
+        else
+                snprintf(buf, size, "%llu ms", (unsigned long long)(usec / 1000ULL));
+        return buf;
+}
+
 static void close_socket(struct tcp_link *link) {
         link->io = sd_event_source_disable_unref(link->io);
         link->tls = tether_tls_conn_free(link->tls);
@@ -323,6 +332,7 @@ static int start_handshake(struct tcp_link *link) {
 
 static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
         struct tcp_link *link = userdata;
+        char dur[32];
 
         if (link->phase == TCP_PHASE_CONNECTING) {
                 link->last_connect_error = -ETIMEDOUT;
@@ -331,8 +341,8 @@ static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
                         link_fail(link, r, true);
                 return 0;
         }
-        snprintf(link->detail, sizeof(link->detail), "TLS handshake with %s did not finish within %llu s",
-                 link->peer, (unsigned long long)(link->ch->timing.handshake_usec / 1000000ULL));
+        snprintf(link->detail, sizeof(link->detail), "TLS handshake with %s did not finish within %s",
+                 link->peer, format_duration(link->ch->timing.handshake_usec, dur, sizeof(dur)));
         /* A middlebox that swallows the handshake blocks TCP as surely as a
          * refused connect: auto mode may then try HTTPS. */
         link_fail(link, -ETIMEDOUT, true);
@@ -343,10 +353,11 @@ static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
 
 static int on_frame_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
         struct tcp_link *link = userdata;
+        char dur[32];
 
         snprintf(link->detail, sizeof(link->detail),
-                 "Protocol error from %s: a frame did not arrive whole within %llu s", link->peer,
-                 (unsigned long long)(link->ch->timing.frame_usec / 1000000ULL));
+                 "Protocol error from %s: a frame did not arrive whole within %s", link->peer,
+                 format_duration(link->ch->timing.frame_usec, dur, sizeof(dur)));
         link_protocol_error(link);
         return 0;
 }
@@ -451,9 +462,10 @@ static int do_read(struct tcp_link *link) {
 
 static int on_write_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
         struct tcp_link *link = userdata;
+        char dur[32];
 
-        snprintf(link->detail, sizeof(link->detail), "Writing to %s made no progress for %llu s", link->peer,
-                 (unsigned long long)(link->ch->timing.write_usec / 1000000ULL));
+        snprintf(link->detail, sizeof(link->detail), "Writing to %s made no progress for %s", link->peer,
+                 format_duration(link->ch->timing.write_usec, dur, sizeof(dur)));
         link_fail(link, -ETIMEDOUT, false);
         return 0;
 }
