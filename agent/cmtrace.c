@@ -28,10 +28,45 @@ struct cmtrace_log {
         uint64_t dropped;
 };
 
+/* Opens path for appending, creating it if needed. A file that root
+ * creates takes the owner and group of its directory: tetherd's two
+ * processes share the log, the channel process has dropped to "tether" by
+ * the time it may have to reopen the file after a rotation, and in a
+ * directory owned by tether (/var/log/tether) it can then still do so. */
 static int open_append(const char *path) {
-        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, 0640);
+        const int flags = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW;
+        int fd = open(path, flags | O_CREAT | O_EXCL, 0640);
 
-        return fd < 0 ? -errno : fd;
+        if (fd < 0 && errno == EEXIST) {
+                fd = open(path, flags);
+                return fd < 0 ? -errno : fd;
+        }
+        if (fd < 0)
+                return -errno;
+        if (geteuid() == 0) {
+                _cleanup_(freep) char *dir = strdup(path);
+                struct stat st;
+                char *slash;
+
+                if (!dir) {
+                        close(fd);
+                        return -ENOMEM;
+                }
+                slash = strrchr(dir, '/');
+                if (!slash)
+                        strscpy(dir, strlen(dir) + 1, ".");
+                else if (slash == dir)
+                        slash[1] = '\0';
+                else
+                        *slash = '\0';
+                /* Best effort: a log that keeps root's ownership still works
+                 * for root. */
+                if (stat(dir, &st) == 0 && (st.st_uid != 0 || st.st_gid != 0) &&
+                    fchown(fd, st.st_uid, st.st_gid) < 0) {
+                        /* keep the file as root's */
+                }
+        }
+        return fd;
 }
 
 /* "x.log" -> "x.lo_" (CMTrace's own convention), anything else -> "x.1". */

@@ -28,8 +28,9 @@ cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTETHER_
         { cat "$build.configure.log"; fail "configure"; }
 
 missing=()
+targets=$(ninja -C "$build" -t targets all 2>/dev/null)
 for t in tetherd tetherctl tether-mp; do
-        if ! ninja -C "$build" -t targets all 2>/dev/null | grep -q "^$t:"; then
+        if ! printf '%s\n' "$targets" | grep_q "^$t:"; then
                 missing+=("$t")
         fi
 done
@@ -51,10 +52,10 @@ ls -l "$build"/*.deb "$build"/*.rpm
 
 # The RPM carries the same files and marks the configuration.
 rpm_agent=$(ls "$build"/tether-agent-*.rpm)
-rpm -qlp "$rpm_agent" 2>/dev/null | grep -q '^/usr/sbin/tetherd$' || fail "RPM lacks /usr/sbin/tetherd"
-rpm -qp --configfiles "$rpm_agent" 2>/dev/null | grep -q '^/etc/tether/tether.conf$' ||
+rpm -qlp "$rpm_agent" 2>/dev/null | grep_q '^/usr/sbin/tetherd$' || fail "RPM lacks /usr/sbin/tetherd"
+rpm -qp --configfiles "$rpm_agent" 2>/dev/null | grep_q '^/etc/tether/tether.conf$' ||
         fail "RPM does not mark /etc/tether/tether.conf as %config"
-rpm -qp --scripts "$rpm_agent" 2>/dev/null | grep -q 'systemd-sysusers' || fail "RPM %post lacks systemd-sysusers"
+rpm -qp --scripts "$rpm_agent" 2>/dev/null | grep_q 'systemd-sysusers' || fail "RPM %post lacks systemd-sysusers"
 if rpm -qp --scripts "$rpm_agent" 2>/dev/null | grep -E 'systemctl (enable|start)|--now tetherd' | grep -v disable; then
         fail "the RPM enables or starts tetherd"
 fi

@@ -45,6 +45,10 @@ awk -v names=" $deps " 'BEGIN { RS = ""; ORS = "\n\n" }
                   p = substr($0, RSTART, RLENGTH); sub(/^\n?Package: /, "", p)
                   if (index(names, " " p " ") && $0 ~ /\nStatus: install ok installed/) print } }' \
         /var/lib/dpkg/status >"$root/var/lib/dpkg/status"
+# Their (empty) file lists: none of their files are in this root.
+for p in $(dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${binary:Package}\n'); do
+        : >"$root/var/lib/dpkg/info/$p.list"
+done
 : >"$root/var/lib/dpkg/available"
 
 dpkg_root() {
@@ -80,19 +84,21 @@ echo "ok: user tether (uid $uid)"
 [ "$(stat -c '%a %u' "$root/var/lib/tether")" = "750 $uid" ] ||
         fail "/var/lib/tether: $(stat -c '%a %u:%g' "$root/var/lib/tether")"
 [ "$(stat -c '%a %u' "$root/run/tether")" = "750 $uid" ] || fail "/run/tether: $(stat -c '%a %u:%g' "$root/run/tether")"
-echo "ok: /var/lib/tether and /run/tether 0750 tether"
+[ "$(stat -c '%a %u' "$root/var/log/tether")" = "750 $uid" ] ||
+        fail "/var/log/tether: $(stat -c '%a %u:%g' "$root/var/log/tether")"
+echo "ok: /var/lib/tether, /run/tether and /var/log/tether 0750 tether"
 
 # No identity at install time, and the service is not enabled.
 [ -z "$(ls -A "$root/var/lib/tether")" ] || fail "install made state: $(ls -A "$root/var/lib/tether")"
-if find "$root/etc/systemd" -name 'tetherd.service' 2>/dev/null | grep -q .; then
+if find "$root/etc/systemd" -name 'tetherd.service' 2>/dev/null | grep_q .; then
         fail "the package enabled tetherd.service"
 fi
 echo "ok: no identity, service not enabled"
 
 # Conffiles: in the package's control archive and in dpkg's database.
-dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | grep -q -x '/etc/tether/tether.conf' ||
+dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | grep_q -x '/etc/tether/tether.conf' ||
         fail "conffiles in the .deb: $(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles 2>&1)"
-dpkg_root -s tether-agent | grep -q '^ /etc/tether/tether.conf [0-9a-f]\{32\}$' ||
+dpkg_root -s tether-agent | grep_q '^ /etc/tether/tether.conf [0-9a-f]\{32\}$' ||
         fail "dpkg does not track /etc/tether/tether.conf as a conffile: $(dpkg_root -s tether-agent)"
 echo "ok: /etc/tether/tether.conf is a conffile"
 
@@ -111,6 +117,7 @@ dpkg_root -r tether-agent >/dev/null || fail "dpkg -r"
 dpkg_root -P tether-agent >/dev/null || fail "dpkg -P"
 [ ! -e "$root/etc/tether/tether.conf" ] || fail "purge left the conffile"
 [ ! -e "$root/var/lib/tether" ] || fail "purge left /var/lib/tether"
+[ ! -e "$root/var/log/tether" ] || fail "purge left /var/log/tether"
 echo "ok: remove keeps configuration and identity, purge deletes them"
 
 # Leave an installed root behind for the golden-image test when asked.

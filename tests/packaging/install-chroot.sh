@@ -56,20 +56,25 @@ trap 'rm -rf "$work"' EXIT
 root="$work/root"
 cp -a "$cache" "$root"
 cp "$agent_deb" "$mp_deb" "$root/tmp/"
-in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
+# Each command runs in its own mount and PID namespace with /proc mounted
+# (systemd-tmpfiles needs it), so nothing stays mounted whatever happens.
+in_root() {
+        unshare --mount --pid --fork --mount-proc="$root/proc" \
+                chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"
+}
 
 note "chroot dpkg -i $(basename "$agent_deb") $(basename "$mp_deb")"
 in_root dpkg -i "/tmp/$(basename "$agent_deb")" "/tmp/$(basename "$mp_deb")" || fail "dpkg -i in the chroot"
 [ -z "$(in_root dpkg --audit)" ] || fail "dpkg --audit: $(in_root dpkg --audit)"
 echo "ok: both packages installed with their dependencies satisfied"
 
-in_root getent passwd tether | grep -q ':/var/lib/tether:/usr/sbin/nologin$' || fail "no user tether in the chroot"
+in_root getent passwd tether | grep_q ':/var/lib/tether:/usr/sbin/nologin$' || fail "no user tether in the chroot"
 uid=$(in_root getent passwd tether | cut -d: -f3)
 [ "$(stat -c '%a %u' "$root/var/lib/tether")" = "750 $uid" ] || fail "/var/lib/tether: $(stat -c '%a %u' "$root/var/lib/tether")"
 [ -z "$(ls -A "$root/var/lib/tether")" ] || fail "install made state: $(ls -A "$root/var/lib/tether")"
 echo "ok: user tether, /var/lib/tether 0750 and empty (no identity)"
 
-in_root dpkg-query -W -f='${Conffiles}\n' tether-agent | grep -q '^ /etc/tether/tether.conf ' ||
+in_root dpkg-query -W -f='${Conffiles}\n' tether-agent | grep_q '^ /etc/tether/tether.conf ' ||
         fail "tether.conf is not a conffile: $(in_root dpkg-query -W -f='${Conffiles}' tether-agent)"
 echo "ok: /etc/tether/tether.conf is a conffile"
 
@@ -82,13 +87,13 @@ echo "ok: neither service enabled"
 # The binaries run in a root that has only their declared dependencies.
 in_root /usr/sbin/tetherd --help >/dev/null || fail "tetherd --help in the chroot"
 in_root /usr/bin/tetherctl --help >/dev/null || fail "tetherctl --help in the chroot"
-in_root /usr/bin/tether-mp site-key --state-dir /tmp/mp-state | grep -q '^fingerprint: [0-9a-f]\{64\}$' ||
+in_root /usr/bin/tether-mp site-key --state-dir /tmp/mp-state | grep_q '^fingerprint: [0-9a-f]\{64\}$' ||
         fail "tether-mp site-key in the chroot"
 # The default configuration names no MP: tetherd refuses it, and says so.
 if out=$(in_root /usr/sbin/tetherd --check-config 2>&1); then
         fail "tetherd accepted the unconfigured default configuration: $out"
 fi
-printf '%s' "$out" | grep -q -i 'host' || fail "tetherd --check-config did not name the missing host: $out"
+printf '%s' "$out" | grep_q -i 'host' || fail "tetherd --check-config did not name the missing host: $out"
 echo "ok: tetherd, tetherctl and tether-mp run in the chroot; the default configuration is refused"
 
 in_root dpkg -P tether-agent tether-mp >/dev/null || fail "dpkg -P in the chroot"

@@ -20,3 +20,9 @@ check() {
         fi
         echo "ok: $what"
 }
+
+# grep -q stops reading at the first match, and under pipefail the writer's
+# SIGPIPE then fails the pipeline; this reads everything.
+grep_q() {
+        grep "$@" >/dev/null
+}

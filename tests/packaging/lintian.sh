@@ -13,7 +13,7 @@ debs=$(ls "$build"/tether-agent_*_*.deb "$build"/tether-mp_*_*.deb 2>/dev/null) 
 [ -n "$debs" ] || fail "no .deb in $build (run packaging-build first)"
 
 # shellcheck disable=SC2086
-out=$(lintian --pedantic --no-tag-display-limit $debs 2>&1 | grep -v '^running with root privileges' || true)
+out=$(lintian --pedantic --tag-display-limit 0 $debs 2>&1 | grep -E '^[EWIPXO]: ' || true)
 printf '%s\n' "$out"
 bad=0
 while IFS= read -r line; do

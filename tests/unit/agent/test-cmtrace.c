@@ -350,6 +350,39 @@ static void test_dropped_when_unwritable(void **state) {
         assert_true(file_size(f->path) > 0);
 }
 
+/* Run as root, a new log file takes the owner of its directory, so that the
+ * channel process (user tether) can reopen it after the root process has
+ * rotated it. */
+static void test_owner_follows_directory(void **state) {
+        struct fixture *f = *state;
+        _cleanup_(cmtrace_log_freep) cmtrace_log *log = NULL;
+        struct stat st;
+
+        if (geteuid() != 0) {
+                /* Not root: files are ours anyway; nothing to check. */
+                assert_int_equal(cmtrace_log_open(f->path, 0, &log), 0);
+                return;
+        }
+        assert_int_equal(chown(f->dir, 65534, 65534), 0);
+        assert_int_equal(cmtrace_log_open(f->path, 256, &log), 0);
+        cmtrace_log_sink(LOG_INFO, "first", NULL, log);
+        assert_int_equal(stat(f->path, &st), 0);
+        assert_int_equal(st.st_uid, 65534);
+        assert_int_equal(st.st_gid, 65534);
+        assert_int_equal(st.st_mode & 07777, 0640);
+        /* The file made by a rotation too. */
+        for (int i = 0; i < 5; i++)
+                cmtrace_log_sink(LOG_INFO, "filling the file past its limit", NULL, log);
+        assert_int_equal(stat(f->path, &st), 0);
+        assert_int_equal(st.st_uid, 65534);
+        /* In a root-owned directory the file stays root's. */
+        assert_int_equal(chown(f->dir, 0, 0), 0);
+        assert_int_equal(unlink(f->path), 0);
+        cmtrace_log_sink(LOG_INFO, "again", NULL, log);
+        assert_int_equal(stat(f->path, &st), 0);
+        assert_int_equal(st.st_uid, 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_format_and_types, setup, teardown),
@@ -362,6 +395,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_two_writers, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_open_fails, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_dropped_when_unwritable, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_owner_follows_directory, setup, teardown),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
