@@ -51,6 +51,10 @@ struct channeld {
         uint8_t *priv_buf;
 
         sd_event_source *gc_timer;
+        /* A protocol error's reconnection, deferred so that the link can
+         * write the GOODBYE(protocol-error) queued just before it. */
+        sd_event_source *reconnect_timer;
+        uint32_t reconnect_delay;
 
         enum tether_channel_state state;
         char transport[16];
@@ -120,6 +124,12 @@ static int cb_make_signin(void *userdata, uint8_t **ret_frame, size_t *ret_len) 
 
 static void cb_on_frame(void *userdata, struct tether_frame *frame) {
         struct channeld *c = userdata;
+
+        /* Nothing more is taken from a peer we are about to hang up on. */
+        if (c->reconnect_timer) {
+                tether_frame_free(frame);
+                return;
+        }
         session_on_frame(c->session, frame);
 }
 
@@ -149,10 +159,33 @@ static void op_confirmed(void *userdata, uint32_t keepalive_seconds) {
                 tether_channel_confirmed(c->channel, ka);
 }
 
+static int deferred_reconnect(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct channeld *c = userdata;
+
+        c->reconnect_timer = sd_event_source_disable_unref(c->reconnect_timer);
+        if (c->channel)
+                tether_channel_reconnect(c->channel, c->reconnect_delay, "protocol-error");
+        return 0;
+}
+
+#define GOODBYE_FLUSH_USEC (200ULL * 1000ULL)
+
 static void op_reconnect(void *userdata, uint32_t min_delay, const char *reason) {
         struct channeld *c = userdata;
-        if (c->channel)
-                tether_channel_reconnect(c->channel, min_delay, reason);
+
+        if (!c->channel)
+                return;
+        if (strcmp(reason, "protocol-error") == 0 && !c->reconnect_timer) {
+                /* The link writes asynchronously and closing now would drop
+                 * the GOODBYE; give it a moment (the write has its own
+                 * deadline in the link). */
+                c->reconnect_delay = min_delay;
+                if (sd_event_add_time_relative(c->event, &c->reconnect_timer, CLOCK_MONOTONIC,
+                                               GOODBYE_FLUSH_USEC, 0, deferred_reconnect, c) >= 0)
+                        return;
+                c->reconnect_timer = NULL;
+        }
+        tether_channel_reconnect(c->channel, min_delay, reason);
 }
 
 static int op_run(void *userdata, uint32_t cycle, const char *task_guid, const char *param) {
@@ -690,6 +723,7 @@ struct channeld *channeld_free(struct channeld *c) {
         identity_free(c->identity);
         sd_event_source_disable_unref(c->priv_source);
         sd_event_source_disable_unref(c->gc_timer);
+        sd_event_source_disable_unref(c->reconnect_timer);
         if (c->priv_fd >= 0)
                 close(c->priv_fd);
         for (size_t i = 0; i < c->n_etags; i++) {

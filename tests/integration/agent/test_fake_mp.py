@@ -6,7 +6,12 @@
  - the same TaskGUID pushed twice: the hook runs once, the duplicate is
    acknowledged and the stored response is sent again;
  - an expired PUSH, and one addressed to another ClientID: ReturnCode 4;
-   an unknown TaskType: ReturnCode 3; none of them runs anything."""
+   an unknown TaskType: ReturnCode 3; none of them runs anything;
+ - SIGNIN carries the configured EnrolmentToken; a SIGNIN_CONFIRM 120 s
+   ahead is logged as clock skew with the offset;
+ - GOODBYE(shutdown, RetryAfterSeconds=2): the agent reconnects no sooner;
+ - a frame the agent must never receive (SIGNIN): GOODBYE(protocol-error),
+   the connection closes, and the agent signs in again."""
 import os
 import re
 import sys
@@ -30,7 +35,7 @@ def test_fake_mp(tmp):
     make_key(other_key)
     policy_port = serve_machine_policy(fake, tmp)
     agent = Agent(tmp, "127.0.0.1", fake.port, policy_port, site_pub=fake.site_pub, ca_file=fake.tls_crt,
-                  extra_conf="[mp]\ntransport = tcp\n", user=privsep_user())
+                  extra_conf="[mp]\ntransport = tcp\n[agent]\nenrolment_token = s3cret-token\n", user=privsep_user())
     marker = tmp.sub("hook.out")
     write_hook(agent.cycles, "machine-policy", "10-mark", 'echo "$TETHER_TASK_GUID" >> %s' % marker)
     write_hook(agent.cycles, "user-policy", "10-mark", 'echo "user $TETHER_TASK_GUID" >> %s' % marker)
@@ -48,7 +53,11 @@ def test_fake_mp(tmp):
     if not verify(device_pub, FRAME["SIGNIN"], body, sig, fake.dir):
         fail("SIGNIN signature does not verify with its PublicKey")
     client_id = re.search(rb'ClientID="([0-9A-F-]+)"', body).group(1).decode()
-    fake.confirm()
+    if b"<EnrolmentToken>s3cret-token</EnrolmentToken>" not in body:
+        fail("SIGNIN without the EnrolmentToken: %r" % body)
+    if b"<Capabilities><TaskType>1</TaskType><TaskType>2</TaskType><TaskType>3</TaskType></Capabilities>" not in body:
+        fail("SIGNIN without the three capabilities: %r" % body)
+    fake.confirm(skew=120)
     agent.wait_signed_in()
 
     # 1. Signed by another key: Unauthorized, nothing runs, no PUSH_ACK.
@@ -104,8 +113,35 @@ def test_fake_mp(tmp):
         ran = f.read().split()
     if ran != [good]:
         fail("hooks ran for %r, wanted only %s once" % (ran, good))
-    if "signature did not verify" not in agent.logtext():
+    text = agent.logtext()
+    if "signature did not verify" not in text:
         fail("no log line for the bad signature")
+    if not re.search(r"Clock skew: the MP's clock is \+1[12][0-9]s from ours", text):
+        fail("no clock-skew warning with the offset")
+
+    # GOODBYE with RetryAfterSeconds: no reconnection before it.
+    fake.send(FRAME["GOODBYE"], b'<BgbGoodbyeMessage Reason="shutdown" RetryAfterSeconds="2"/>')
+    t0 = time.monotonic()
+    fake.conn.close()
+    fake.accept(timeout=40)
+    waited = time.monotonic() - t0
+    if waited < 2.0:
+        fail("reconnected %.2f s after GOODBYE(RetryAfterSeconds=2)" % waited)
+    fake.read_until(FRAME["SIGNIN"])
+    fake.confirm()
+    agent.wait_signed_in()
+
+    # A frame type the agent never accepts: protocol error.
+    fake.send(FRAME["SIGNIN"], b'<BgbSignInMessage/>', fake.site_key)
+    # (Unacknowledged responses are re-sent after each sign-in: skipped here.)
+    body, _ = fake.read_until(FRAME["GOODBYE"], skip=(5, 7))
+    if b'Reason="protocol-error"' not in body:
+        fail("GOODBYE %r" % body)
+    fake.conn.close()
+    fake.accept(timeout=40)
+    fake.read_until(FRAME["SIGNIN"])
+    fake.confirm()
+    agent.wait_signed_in()
 
 
 if __name__ == "__main__":

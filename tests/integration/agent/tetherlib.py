@@ -368,9 +368,10 @@ class FakeMP:
         sig = sign(key, ftype, body) if key else b""
         self.conn.sendall(frame(ftype, body, sig))
 
-    def confirm(self):
-        body = ('<BgbSignInConfirmMessage TimeStamp="%s" MessageVersion="1"><Status>Approved</Status>'
-                '<KeepAliveSeconds>180</KeepAliveSeconds></BgbSignInConfirmMessage>' % utc(time.time())).encode()
+    def confirm(self, skew=0, status="Approved"):
+        body = ('<BgbSignInConfirmMessage TimeStamp="%s" MessageVersion="1"><Status>%s</Status>'
+                '<KeepAliveSeconds>180</KeepAliveSeconds></BgbSignInConfirmMessage>'
+                % (utc(time.time() + skew), status)).encode()
         self.send(FRAME["SIGNIN_CONFIRM"], body, self.site_key)
 
     def push_body(self, guid, task_type=1, push_id=7, task_id=8, param="", expires_in=3600):
