@@ -78,6 +78,7 @@ struct server {
         bool partial_after_signin;
         bool push_after_signin;
         bool pending_push; /* http: the next answer carries a PUSH */
+        bool mute;         /* accepts TCP, never speaks TLS */
 
         /* what happened */
         unsigned accepted;
@@ -419,6 +420,8 @@ static int server_on_accept(sd_event_source *es, int fd, uint32_t revents, void 
         c->next = s->conns;
         s->conns = c;
         s->accepted++;
+        if (s->mute)
+                assert_true(sd_event_source_set_enabled(c->io, SD_EVENT_OFF) >= 0);
         return 0;
 }
 
@@ -1058,6 +1061,26 @@ static void test_auto_fallback_and_back(void **state) {
         assert_int_equal(count_state(TETHER_CHANNEL_DISCONNECTED, NULL), 1);
 }
 
+/* A peer that accepts TCP but never finishes the TLS handshake: the
+ * handshake deadline (shortened here) ends it, and in auto mode that counts
+ * as "TCP cannot be established": HTTPS takes over. */
+static void test_auto_handshake_deadline(void **state) {
+        struct channel_timing t = {.handshake_usec = 500 * MSEC};
+
+        F->tcp.mute = true;
+        server_listen(&F->tcp);
+        server_listen(&F->https);
+        F->cfg.mode = TETHER_CHANNEL_AUTO;
+        new_channel();
+        tether_channel_set_timing_for_test(F->ch, &t);
+        assert_int_equal(tether_channel_start(F->ch), 0);
+        assert_true(run_until(on_https, 10 * SEC));
+        assert_int_equal(F->tcp.accepted, 1);
+        assert_int_equal(F->tcp.handshakes, 0);
+        assert_int_equal(count_state(TETHER_CHANNEL_CONNECTING, "https"), 1);
+        assert_int_equal(count_state(TETHER_CHANNEL_DISCONNECTED, NULL), 0);
+}
+
 /* Auto mode, both closed: one DISCONNECTED per attempt naming HTTPS. */
 static void test_auto_both_closed(void **state) {
         F->cfg.mode = TETHER_CHANNEL_AUTO;
@@ -1170,6 +1193,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_tcp_reconnect_floor, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_https_forced, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_auto_fallback_and_back, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_auto_handshake_deadline, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_auto_both_closed, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_https_wrong_pin, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_policy_fetch, setup, teardown),
