@@ -166,7 +166,7 @@ def write_hook(cycles_dir, cycle, name, body):
 
 class Agent:
     def __init__(self, tmp, host, tcp, https, site_pub=None, ca_file=None, name="agent", extra_conf="",
-                 user=None, fingerprint=None):
+                 user=None, fingerprint=None, tofu=False):
         self.tmp = tmp
         self.state = tmp.sub(name, "state")
         self.run = tmp.sub(name, "run")
@@ -181,7 +181,12 @@ class Agent:
         os.chmod(tmp.sub(name), 0o755)
         with open(self.machine_id, "w") as f:
             f.write(uuid.uuid4().hex + "\n")
-        trust = "site_key = %s\n" % site_pub if site_pub else "site_key_fingerprint = %s\n" % fingerprint
+        if site_pub:
+            trust = "site_key = %s\n" % site_pub
+        elif fingerprint:
+            trust = "site_key_fingerprint = %s\n" % fingerprint
+        else:
+            trust = "trust_on_first_use = %s\n" % ("yes" if tofu else "no")
         with open(self.conf, "w") as f:
             f.write("[mp]\nhost = %s\ntcp_port = %d\nhttps_port = %d\n" % (host, tcp, https))
             if ca_file:
