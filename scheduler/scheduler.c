@@ -625,6 +625,11 @@ static int list_hooks(struct tether_scheduler *s, struct run *run) {
 
                 if (!hook_name_valid(de->d_name))
                         continue; /* like run-parts: backups, dpkg leftovers, dotfiles */
+                /* Never open a device or FIFO just to find out what it is. */
+                if (fstatat(dirfd(dir), de->d_name, &st, 0) < 0 || !S_ISREG(st.st_mode)) {
+                        detail_add(&run->detail, "skipped: %s (not a regular file)", de->d_name);
+                        continue;
+                }
                 fd = openat(dirfd(dir), de->d_name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
                 if (fd < 0) {
                         detail_add(&run->detail, "skipped: %s (%s)", de->d_name, strerror(errno));

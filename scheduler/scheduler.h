@@ -185,6 +185,20 @@ unsigned tether_scheduler_pending(const struct tether_scheduler *s);
  * Detail is at most TETHER_DETAIL_MAX bytes of valid UTF-8 without control
  * characters; longer text is cut at a character boundary and ends in
  * "...".
+ *
+ * Callbacks (done, policy_request, output, session query) may call
+ * tether_scheduler_submit(), _policy(), _cancel_all() and _pending(), but
+ * never tether_scheduler_free(). Done calls are made from the event loop,
+ * never from inside tether_scheduler_submit() or _policy(), which only queue
+ * work; tether_scheduler_cancel_all() answers Cancelled (7) synchronously,
+ * from inside the call, for every request queued or running, and stops the
+ * running child in the background (SIGTERM, SIGKILL after the grace); no
+ * new run starts until that child is gone. tether_scheduler_free() answers
+ * nothing (call cancel_all first to answer), kills a running child's
+ * process group with SIGKILL and reaps it before returning.
+ *
+ * User-policy hooks must be executable by the user (e.g. 0755): they are
+ * executed after the switch to the user's credentials.
  * ------------------------------------------------------------------------ */
 
 #include <stdbool.h>

@@ -584,6 +584,9 @@ static void test_run_parts_filtering(void **state) {
         hook(f, "machine-policy", "60-fails", "echo 60 >> \"$M/order\"; echo 'it broke' >&2; exit 3", 0755);
         snprintf(path, sizeof(path), "%s/machine-policy/45-directory", f->cycles);
         assert_int_equal(mkdir(path, 0755), 0);
+        /* A FIFO must be skipped without being opened (that would block). */
+        snprintf(path, sizeof(path), "%s/machine-policy/35-fifo", f->cycles);
+        assert_int_equal(mkfifo(path, 0755), 0);
         answer_set(f, &f->machine, TETHER_POLICY_NEW,
                    make_policy(NULL, PID_A, "2026-11-21T10:00:00Z", NULL));
         fx_start(f);
@@ -598,6 +601,7 @@ static void test_run_parts_filtering(void **state) {
         assert_non_null(strstr(d, "skipped: 25-group-writable (writable by group or others)"));
         assert_non_null(strstr(d, "skipped: 30-not-executable (not executable)"));
         assert_non_null(strstr(d, "skipped: 45-directory (not a regular file)"));
+        assert_non_null(strstr(d, "skipped: 35-fifo (not a regular file)"));
         assert_non_null(strstr(d, "hook 60-fails failed (exit 3): it broke"));
         assert_null(strstr(d, "dpkg-old"));
         assert_null(strstr(d, "hidden"));
