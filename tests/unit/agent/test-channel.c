@@ -469,6 +469,150 @@ static unsigned count_type(const struct server *s, uint8_t type) {
         return n;
 }
 
+/* A minimal HTTP CONNECT proxy on 127.0.0.1, to show that the configured
+ * proxy carries the HTTPS channel. Loopback and tiny payloads: its writes
+ * are plain blocking writes, its reads wait for the loop. */
+struct proxy {
+        sd_event *event;
+        int lfd;
+        uint16_t port;
+        sd_event_source *lio;
+        unsigned connects;
+        char last_target[128];
+        struct pconn *conns;
+};
+
+struct pconn {
+        struct proxy *p;
+        struct pconn *next;
+        int cfd, tfd;
+        sd_event_source *cio, *tio;
+        char head[4096];
+        size_t head_len;
+};
+
+static void pconn_free(struct pconn *c) {
+        for (struct pconn **pp = &c->p->conns; *pp; pp = &(*pp)->next)
+                if (*pp == c) {
+                        *pp = c->next;
+                        break;
+                }
+        sd_event_source_disable_unref(c->cio);
+        sd_event_source_disable_unref(c->tio);
+        close(c->cfd);
+        if (c->tfd >= 0)
+                close(c->tfd);
+        free(c);
+}
+
+static bool write_all(int fd, const void *data, size_t len) {
+        const char *p = data;
+        while (len > 0) {
+                ssize_t n = write(fd, p, len);
+                if (n <= 0)
+                        return false;
+                p += n;
+                len -= (size_t)n;
+        }
+        return true;
+}
+
+static int pconn_on_target(sd_event_source *es, int fd, uint32_t revents, void *userdata) {
+        struct pconn *c = userdata;
+        char buf[16384];
+        ssize_t n = read(c->tfd, buf, sizeof(buf));
+
+        if (n <= 0 || !write_all(c->cfd, buf, (size_t)n))
+                pconn_free(c);
+        return 0;
+}
+
+static int pconn_on_client(sd_event_source *es, int fd, uint32_t revents, void *userdata) {
+        struct pconn *c = userdata;
+        char buf[16384];
+        ssize_t n = read(c->cfd, buf, sizeof(buf));
+
+        if (n <= 0) {
+                pconn_free(c);
+                return 0;
+        }
+        if (c->tfd >= 0) {
+                if (!write_all(c->tfd, buf, (size_t)n))
+                        pconn_free(c);
+                return 0;
+        }
+        assert_true(c->head_len + (size_t)n < sizeof(c->head));
+        memcpy(c->head + c->head_len, buf, (size_t)n);
+        c->head_len += (size_t)n;
+        c->head[c->head_len] = 0;
+        if (!strstr(c->head, "\r\n\r\n"))
+                return 0;
+
+        /* "CONNECT 127.0.0.1:PORT HTTP/1.1" */
+        assert_true(startswith(c->head, "CONNECT 127.0.0.1:"));
+        const char *port_s = c->head + strlen("CONNECT 127.0.0.1:");
+        const char *sp = strchr(port_s, ' ');
+        uint64_t port;
+        assert_non_null(sp);
+        assert_int_equal(parse_u64_n(port_s, (size_t)(sp - port_s), 1, 65535, &port), 0);
+        snprintf(c->p->last_target, sizeof(c->p->last_target), "%.*s", (int)(sp - c->head - 8), c->head + 8);
+        c->p->connects++;
+
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        c->tfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_true(c->tfd >= 0);
+        if (connect(c->tfd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+                (void)write_all(c->cfd, "HTTP/1.1 502 Bad Gateway\r\n\r\n", 28);
+                pconn_free(c);
+                return 0;
+        }
+        assert_true(sd_event_add_io(c->p->event, &c->tio, c->tfd, EPOLLIN, pconn_on_target, c) >= 0);
+        assert_true(write_all(c->cfd, "HTTP/1.1 200 Connection established\r\n\r\n", 39));
+        return 0;
+}
+
+static int proxy_on_accept(sd_event_source *es, int fd, uint32_t revents, void *userdata) {
+        struct proxy *p = userdata;
+        int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+        struct pconn *c;
+
+        if (cfd < 0)
+                return 0;
+        c = calloc(1, sizeof(*c));
+        assert_non_null(c);
+        c->p = p;
+        c->cfd = cfd;
+        c->tfd = -1;
+        assert_true(sd_event_add_io(p->event, &c->cio, cfd, EPOLLIN, pconn_on_client, c) >= 0);
+        c->next = p->conns;
+        p->conns = c;
+        return 0;
+}
+
+static void proxy_start(struct proxy *p, sd_event *e) {
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t alen = sizeof(a);
+
+        memset(p, 0, sizeof(*p));
+        p->event = e;
+        p->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_true(p->lfd >= 0);
+        assert_int_equal(bind(p->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+        assert_int_equal(getsockname(p->lfd, (struct sockaddr *)&a, &alen), 0);
+        p->port = ntohs(a.sin_port);
+        assert_int_equal(listen(p->lfd, 8), 0);
+        assert_true(sd_event_add_io(e, &p->lio, p->lfd, EPOLLIN, proxy_on_accept, p) >= 0);
+}
+
+static void proxy_done(struct proxy *p) {
+        while (p->conns)
+                pconn_free(p->conns);
+        sd_event_source_disable_unref(p->lio);
+        close(p->lfd);
+}
+
 /* ------------------------------------------------------------------ */
 /* The agent side                                                      */
 /* ------------------------------------------------------------------ */
@@ -1093,6 +1237,61 @@ static void test_auto_both_closed(void **state) {
         assert_int_equal(count_state(TETHER_CHANNEL_CONNECTED, NULL), 0);
 }
 
+static void cb_policy(void *userdata, int error, long http_status, const uint8_t *body, size_t len,
+                      const char *signature_b64, const char *etag);
+static bool policy_done(void);
+
+/* The configured proxy carries the HTTPS channel (CONNECT to the MP's
+ * HTTPS port) and the policy fetches. */
+static void test_https_via_proxy(void **state) {
+        struct proxy px;
+        char want[64];
+
+        /* A no_proxy from the environment would bypass the proxy for
+         * 127.0.0.1. */
+        unsetenv("no_proxy");
+        unsetenv("NO_PROXY");
+        proxy_start(&px, F->event);
+        char url[64];
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u", (unsigned)px.port);
+        server_listen(&F->https);
+        F->cfg.mode = TETHER_CHANNEL_HTTPS;
+        F->cfg.proxy = url;
+        new_channel();
+        assert_int_equal(tether_channel_start(F->ch), 0);
+        assert_true(run_until(on_https, 10 * SEC));
+        assert_true(px.connects >= 1);
+        snprintf(want, sizeof(want), "127.0.0.1:%u", (unsigned)F->https.port);
+        assert_string_equal(px.last_target, want);
+
+        assert_int_equal(tether_channel_fetch_policy(F->ch, NULL, NULL, cb_policy, F), 0);
+        assert_true(run_until(policy_done, 10 * SEC));
+        assert_int_equal(F->policy_status, 200);
+
+        F->ch = tether_channel_free(F->ch);
+        proxy_done(&px);
+}
+
+/* Should fail: a proxy that is not there: the poll fails and says so. */
+static void test_https_proxy_down(void **state) {
+        struct server dead;
+        char url[64];
+
+        server_bind(&dead, F->event, false, F->mp_cert, F->mp_key); /* bound, not listening */
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u", (unsigned)dead.port);
+        server_listen(&F->https);
+        F->cfg.mode = TETHER_CHANNEL_HTTPS;
+        F->cfg.proxy = url;
+        new_channel();
+        assert_int_equal(tether_channel_start(F->ch), 0);
+        assert_true(run_until(got_disconnected, 10 * SEC));
+        assert_non_null(strstr(last_state(TETHER_CHANNEL_DISCONNECTED)->detail, "HTTPS poll to 127.0.0.1:"));
+        assert_int_equal(F->https.accepted, 0);
+        assert_int_equal(count_state(TETHER_CHANNEL_CONNECTED, NULL), 0);
+        F->ch = tether_channel_free(F->ch);
+        server_done(&dead);
+}
+
 /* HTTPS with a wrong pin: refused by libcurl, reported, never CONNECTED. */
 static void test_https_wrong_pin(void **state) {
         struct tether_key *other = NULL;
@@ -1196,6 +1395,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_auto_handshake_deadline, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_auto_both_closed, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_https_wrong_pin, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_https_via_proxy, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_https_proxy_down, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_policy_fetch, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_policy_fetch_refused, setup, teardown),
         };
