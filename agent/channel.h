@@ -15,6 +15,24 @@
  * The session layer (agent/session.c) owns what the frames mean: it makes
  * the signed SIGNIN on request, verifies and handles every received frame,
  * and tells the link what SIGNIN_CONFIRM and GOODBYE said.
+ *
+ * Behaviour notes (agent/channel*.c):
+ * - The channel logs each link failure once, at warning level, naming the
+ *   peer ("Failed to connect to mp:10123: Connection refused"); on_state's
+ *   detail carries the same text, so the caller need not log it again.
+ * - Callbacks may call send/confirmed/reconnect/stop/fetch_policy, but must
+ *   not free the channel.
+ * - Frames queued with tether_channel_send() but not yet written when the
+ *   link drops are dropped with it: the spool re-sends responses.
+ * - Over HTTPS, CONNECTED comes with the first poll's answer (before its
+ *   SIGNIN_CONFIRM reaches on_frame); every later poll also starts with
+ *   SIGNIN and brings a SIGNIN_CONFIRM.
+ * - Auto mode moving back from HTTPS to TCP reports DISCONNECTED ("https",
+ *   "moving the channel back to TCP") and then CONNECTED ("tcp").
+ * - tether_channel_stop() and tether_channel_free() call no callback; free
+ *   cancels policy fetches in flight without calling their callback.
+ * - Host names are resolved with getaddrinfo(), which blocks the loop while
+ *   it runs: immediate for literals and localhost.
  */
 
 #include <stdbool.h>

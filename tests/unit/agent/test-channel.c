@@ -79,6 +79,7 @@ struct server {
         bool push_after_signin;
         bool pending_push; /* http: the next answer carries a PUSH */
         bool mute;         /* accepts TCP, never speaks TLS */
+        int poll_status;   /* http: answer polls with this status instead */
 
         /* what happened */
         unsigned accepted;
@@ -321,7 +322,9 @@ static bool http_try_request(struct sconn *c) {
                         record_type(s, frame->type);
                         tether_frame_free(frame);
                 }
-                if (hold > 0 && !s->pending_push)
+                if (s->poll_status)
+                        http_respond(c, s->poll_status, NULL, NULL, 0);
+                else if (hold > 0 && !s->pending_push)
                         c->held = true; /* the MP holds: nothing but SIGNIN_CONFIRM to say */
                 else
                         http_answer_poll(c);
@@ -1292,6 +1295,21 @@ static void test_https_proxy_down(void **state) {
         server_done(&dead);
 }
 
+/* Should fail: an answer other than 200/204 is a failed poll, named with
+ * its status; the channel backs off and tries again. */
+static void test_https_bad_status(void **state) {
+        server_listen(&F->https);
+        F->https.poll_status = 403;
+        F->cfg.mode = TETHER_CHANNEL_HTTPS;
+        new_channel();
+        assert_int_equal(tether_channel_start(F->ch), 0);
+        assert_true(run_until(got_disconnected, 10 * SEC));
+        assert_non_null(strstr(last_state(TETHER_CHANNEL_DISCONNECTED)->detail, "answered HTTP 403"));
+        assert_int_equal(count_state(TETHER_CHANNEL_CONNECTED, NULL), 0);
+        F->https.poll_status = 0;
+        assert_true(run_until(on_https, 10 * SEC));
+}
+
 /* HTTPS with a wrong pin: refused by libcurl, reported, never CONNECTED. */
 static void test_https_wrong_pin(void **state) {
         struct tether_key *other = NULL;
@@ -1395,6 +1413,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_auto_handshake_deadline, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_auto_both_closed, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_https_wrong_pin, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_https_bad_status, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_https_via_proxy, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_https_proxy_down, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_policy_fetch, setup, teardown),
