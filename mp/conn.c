@@ -70,7 +70,7 @@ static void format_peer(struct mp_conn *c, const struct sockaddr *sa) {
 }
 
 static void conn_update_events(struct mp_conn *c) {
-        uint32_t ev = EPOLLIN;
+        uint32_t ev = EPOLLIN | EPOLLET;
 
         if (c->dead || !c->io)
                 return;
@@ -375,10 +375,13 @@ int mp_conn_new(struct mp_server *srv, enum mp_conn_kind kind, int fd, const str
                 if (r < 0)
                         goto fail;
         }
-        r = sd_event_add_io(srv->event, &c->io, fd, EPOLLIN, conn_io, c);
+        /* Edge-triggered: every handler reads until EAGAIN, and with ten
+         * thousand sockets a level-triggered epoll would report every
+         * not-yet-dispatched one again on each loop iteration. */
+        r = sd_event_add_io(srv->event, &c->io, fd, EPOLLIN | EPOLLET, conn_io, c);
         if (r < 0)
                 goto fail;
-        c->io_events = EPOLLIN;
+        c->io_events = EPOLLIN | EPOLLET;
 
         c->next = srv->conns;
         if (srv->conns)
