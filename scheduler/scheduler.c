@@ -767,6 +767,8 @@ static int default_active_uids(uid_t **ret_uids, void *userdata) {
         int n;
 
         n = sd_get_uids(&all);
+        if (n == -ENOENT)
+                n = 0; /* no logind here (a container): nobody is logged in */
         if (n < 0)
                 return n;
         out = calloc(n > 0 ? (size_t)n : 1, sizeof(uid_t));

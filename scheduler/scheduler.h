@@ -134,7 +134,10 @@ unsigned tether_scheduler_pending(const struct tether_scheduler *s);
  * Children: fork into their own process group; stdin /dev/null;
  * stdout+stderr into one pipe, output_cap bytes kept, the rest read and
  * dropped; cwd the state directory; umask 022; signal mask and dispositions
- * reset; only fds 0-2 (and 3/4 below) open. Environment, nothing else:
+ * reset; only fds 0-2 (and 3/4 below) open. When the child exits, what
+ * it left running in its process group is killed (SIGKILL): a hook that
+ * wants a lasting process starts it through systemd. Environment, nothing
+ * else:
  *   PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
  *   TETHER_CYCLE=machine-policy|user-policy|app-evaluation
  *   TETHER_TASK_GUID (the run's first request, "" for periodic/local)

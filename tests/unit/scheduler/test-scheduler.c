@@ -1017,6 +1017,16 @@ static void test_user_policy_invalid_task(void **state) {
         _cleanup_(freep) char *ran = path_in(f->marks, "ran");
         assert_int_equal(access(ran, F_OK), -1);
         assert_int_equal(f->policy_requests, 0);
+
+        /* The default query (sd-login) works wherever this runs; whoever is
+         * logged in gets "no policy" and no hook changes anything. */
+        unlink(ran);
+        tether_scheduler_set_session_query(f->s, NULL, NULL);
+        f->user.result = TETHER_POLICY_NONE;
+        hook(f, "user-policy", "10-never", "true", 0755);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, NULL, NULL), 0);
+        run_until_results(f, 6, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[5].rc, 1);
 }
 
 static void test_cancel_all(void **state) {
