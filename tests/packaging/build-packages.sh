@@ -60,3 +60,17 @@ if rpm -qp --scripts "$rpm_agent" 2>/dev/null | grep -E 'systemctl (enable|start
         fail "the RPM enables or starts tetherd"
 fi
 echo "ok: packages built"
+
+# Should fail: without rpmbuild on PATH the RPM generator stops with a clear
+# message (never a silent skip).
+norpm=$(mktemp -d)
+trap 'rm -rf "$norpm"' EXIT
+for tool in cmake cpack dpkg dpkg-deb fakeroot gzip file strip objdump; do
+        p=$(command -v "$tool" 2>/dev/null) && ln -s "$p" "$norpm/$tool"
+done
+if (cd "$build" && /usr/bin/env PATH="$norpm" cpack -G RPM >"$norpm/out" 2>&1); then
+        fail "cpack -G RPM succeeded without rpmbuild on PATH"
+fi
+grep_q "the RPM generator needs rpmbuild, which is not installed" "$norpm/out" ||
+        fail "cpack -G RPM without rpmbuild failed without the message: $(cat "$norpm/out")"
+echo "ok: without rpmbuild, cpack -G RPM fails loudly"

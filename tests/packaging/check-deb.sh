@@ -17,6 +17,13 @@
 #             a temporary directory, removed at the end, by default.
 . "$(dirname "$0")/lib.sh"
 
+if [ "$(id -u)" != 0 ]; then
+        # The maintainer scripts chown to the new user; dpkg --root as
+        # another user cannot.
+        echo "SKIP: needs root (dpkg --root, chown in the root)"
+        exit 77
+fi
+
 build=$1
 deb=$(ls "$build"/tether-agent_*_*.deb 2>/dev/null | head -n 1)
 [ -n "$deb" ] || fail "no tether-agent .deb in $build (run packaging-build first)"
