@@ -648,6 +648,42 @@ static void test_restart_keeps_records(void **state) {
         device_done(&clone);
 }
 
+/* ---- liveness ---- */
+
+static int setup_short_keepalive(void **state) {
+        struct fixture *f = calloc(1, sizeof(*f));
+
+        assert_non_null(f);
+        *state = f;
+        assert_int_equal(mp_proc_start(&f->p, (const char *const[]){"--keepalive", "1", NULL}), 0);
+        return 0;
+}
+
+static void test_two_missed_keepalives(void **state) {
+        struct fixture *f = *state;
+        struct mp_server_proc *p = &f->p;
+        struct device d;
+        struct chan c;
+        struct tether_frame *fr = NULL;
+        json_object *holder, *row;
+        struct timespec t0, t1;
+
+        assert_int_equal(device_new(&d, NULL, NULL), 0);
+        signin_ok(&c, p, &d, TETHER_SIGNIN_APPROVED);
+        /* silent: closed after two keepalive intervals (1 s each) plus 2 s of grace */
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        assert_int_equal(chan_recv(&c, 15000, &fr), -ECONNRESET);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+        assert_true(waited >= 3.0 && waited < 10.0);
+        row = device_row(p, d.client_id, &holder);
+        assert_string_equal(field(row, "online"), "false");
+        assert_true(strlen(field(row, "last_seen")) == 20);
+        json_object_put(holder);
+        chan_close(&c);
+        device_done(&d);
+}
+
 /* ---- HTTPS ---- */
 
 struct http_result {
@@ -1010,6 +1046,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_push_online_and_later, setup_default, teardown),
                 cmocka_unit_test_setup_teardown(test_bad_signature_and_duplicate, setup_default, teardown),
                 cmocka_unit_test_setup_teardown(test_restart_keeps_records, setup_default, teardown),
+                cmocka_unit_test_setup_teardown(test_two_missed_keepalives, setup_short_keepalive, teardown),
                 cmocka_unit_test_setup_teardown(test_https_fallback, setup_default, teardown),
                 cmocka_unit_test_setup_teardown(test_policy_fetch, setup_default, teardown),
         };
