@@ -33,6 +33,7 @@
 #include "agent/schedd.h"
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "transport/sign.h"
 
 #define MAX_OVERRIDES 16
 #define CHILD_STOP_TIMEOUT_USEC (15ULL * 1000000ULL)
@@ -186,13 +187,33 @@ static int check_config(void) {
                 fprintf(stderr, "tetherd: %s\n", strerror(-r));
                 return 1;
         }
-        if (c->n_errors == 0) {
-                printf("configuration OK\n");
-                return 0;
-        }
         for (size_t i = 0; i < c->n_errors; i++)
                 printf("%s\n", c->errors[i]);
-        return 1;
+        /* The files the configuration names must be usable too, so that
+         * packaging and CI catch a wrong path before a start does. */
+        bool bad = c->n_errors > 0;
+        if (c->site_key) {
+                struct tether_key *key = NULL;
+                r = tether_key_load_public(c->site_key, &key);
+                tether_key_free(key);
+                if (r < 0) {
+                        printf("%s: [trust] site_key: cannot load '%s': %s\n", arg.config_path, c->site_key,
+                               strerror(-r));
+                        bad = true;
+                }
+        }
+        if (c->ca_file && access(c->ca_file, R_OK) < 0) {
+                printf("%s: [mp] ca_file: cannot read '%s': %m\n", arg.config_path, c->ca_file);
+                bad = true;
+        }
+        if (c->machine_id_file && access(c->machine_id_file, R_OK) < 0 && errno != ENOENT) {
+                printf("%s: [agent] machine_id_file: cannot read '%s': %m\n", arg.config_path,
+                       c->machine_id_file);
+                bad = true;
+        }
+        if (!bad)
+                printf("configuration OK\n");
+        return bad ? 1 : 0;
 }
 
 /* Configuration problems that make running pointless. */

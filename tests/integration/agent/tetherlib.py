@@ -254,6 +254,8 @@ def run_test(fn):
                         log("==== %s" % p)
                         with open(p, errors="replace") as f:
                             log(f.read()[-6000:])
+        elif os.environ.get("TETHER_KEEP_TMP"):
+            log("kept %s" % tmp.path)
         else:
             subprocess.run(["rm", "-rf", tmp.path])
     log("PASS" if ok else "FAIL")
