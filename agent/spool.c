@@ -32,7 +32,12 @@ struct tether_spool {
         int responses_fd;
         int acked_fd;
         int quarantine_fd;
+        /* Kept up to date with every change, so that status lines after each
+         * push cost nothing (a week of remembered tasks can be thousands). */
+        struct spool_counts counts;
 };
+
+static int spool_recount(struct tether_spool *s);
 
 void spool_task_done(struct spool_task *t) {
         if (!t)
@@ -383,6 +388,8 @@ int spool_open(const char *dir, struct tether_spool **ret, struct spool_recovery
                 r = recover_dir(s, s->responses_fd, "response", KIND_RESPONSE, rec);
         if (r >= 0)
                 r = recover_dir(s, s->acked_fd, "acked", 0, rec);
+        if (r >= 0)
+                r = spool_recount(s);
         if (r < 0)
                 goto fail;
         *ret = s;
@@ -409,10 +416,19 @@ int spool_save_task(struct tether_spool *s, const struct spool_task *t) {
 
         if (!tether_guid_valid(t->task_guid))
                 return -EINVAL;
+        bool existed = spool_has_task(s, t->task_guid);
         r = task_encode(t, &payload);
         if (r < 0)
                 return r;
-        return write_record(s->tasks_fd, t->task_guid, KIND_TASK, (const uint8_t *)payload, strlen(payload));
+        r = write_record(s->tasks_fd, t->task_guid, KIND_TASK, (const uint8_t *)payload, strlen(payload));
+        if (r < 0)
+                return r;
+        if (!existed) {
+                s->counts.tasks++;
+                if (!spool_has_response(s, t->task_guid))
+                        s->counts.pending_tasks++;
+        }
+        return 0;
 }
 
 int spool_load_task(struct tether_spool *s, const char *guid, struct spool_task *ret) {
@@ -440,6 +456,7 @@ int spool_save_response(struct tether_spool *s, const char *name, uint32_t retur
 
         if (!name_safe(name))
                 return -EINVAL;
+        bool existed = spool_has_response(s, name), was_acked = existed && spool_response_acked(s, name);
         payload = malloc(4 + len);
         if (!payload)
                 return -ENOMEM;
@@ -448,9 +465,17 @@ int spool_save_response(struct tether_spool *s, const char *name, uint32_t retur
         r = write_record(s->responses_fd, name, KIND_RESPONSE, payload, 4 + len);
         if (r < 0)
                 return r;
+        if (!existed) {
+                s->counts.unacked++;
+                if (spool_has_task(s, name) && s->counts.pending_tasks > 0)
+                        s->counts.pending_tasks--;
+        }
         /* A new response is not acknowledged, whatever an older one was. */
-        if (unlinkat(s->acked_fd, name, 0) < 0 && errno != ENOENT)
-                return -errno;
+        if (was_acked) {
+                if (unlinkat(s->acked_fd, name, 0) < 0 && errno != ENOENT)
+                        return -errno;
+                s->counts.unacked++;
+        }
         return 0;
 }
 
@@ -492,20 +517,33 @@ int spool_mark_acked(struct tether_spool *s, const char *name) {
 
         if (!spool_has_response(s, name))
                 return -ENOENT;
+        if (spool_response_acked(s, name))
+                return 0;
         fd = openat(s->acked_fd, name, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0)
                 return -errno;
         close(fd);
+        if (s->counts.unacked > 0)
+                s->counts.unacked--;
         return 0;
 }
 
 int spool_drop_response(struct tether_spool *s, const char *name) {
+        bool acked;
+
         if (!name_safe(name))
                 return -EINVAL;
+        if (!spool_has_response(s, name))
+                return 0;
+        acked = spool_response_acked(s, name);
         if (unlinkat(s->acked_fd, name, 0) < 0 && errno != ENOENT)
                 return -errno;
         if (unlinkat(s->responses_fd, name, 0) < 0)
                 return errno == ENOENT ? 0 : -errno;
+        if (!acked && s->counts.unacked > 0)
+                s->counts.unacked--;
+        if (spool_has_task(s, name))
+                s->counts.pending_tasks++;
         return 0;
 }
 
@@ -623,14 +661,25 @@ int spool_gc(struct tether_spool *s, time_t now) {
                 /* The response goes first, so that a crash in between never
                  * leaves a response without the memory of its task. */
                 (void)spool_drop_response(s, names[i]);
-                if (unlinkat(s->tasks_fd, names[i], 0) == 0)
+                if (unlinkat(s->tasks_fd, names[i], 0) == 0) {
                         removed++;
+                        /* drop_response counted it pending again. */
+                        if (s->counts.pending_tasks > 0)
+                                s->counts.pending_tasks--;
+                        if (s->counts.tasks > 0)
+                                s->counts.tasks--;
+                }
         }
         free_names(names, n);
         return removed;
 }
 
 int spool_count(struct tether_spool *s, struct spool_counts *ret) {
+        *ret = s->counts;
+        return 0;
+}
+
+static int spool_recount(struct tether_spool *s) {
         char **names = NULL;
         size_t n = 0;
         struct spool_counts c = {0};
@@ -651,7 +700,7 @@ int spool_count(struct tether_spool *s, struct spool_counts *ret) {
                 if (!spool_response_acked(s, names[i]))
                         c.unacked++;
         free_names(names, n);
-        *ret = c;
+        s->counts = c;
         return 0;
 }
 

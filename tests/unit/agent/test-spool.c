@@ -70,6 +70,20 @@ static unsigned count_entries(const char *sub) {
         return n;
 }
 
+/* The cached counts agree with a fresh count from disk. */
+static void check_counts(struct tether_spool *s) {
+        struct tether_spool *fresh = NULL;
+        struct spool_counts a, b;
+
+        assert_int_equal(spool_count(s, &a), 0);
+        assert_int_equal(spool_open(dir, &fresh, NULL), 0);
+        assert_int_equal(spool_count(fresh, &b), 0);
+        spool_close(fresh);
+        assert_int_equal(a.tasks, b.tasks);
+        assert_int_equal(a.pending_tasks, b.pending_tasks);
+        assert_int_equal(a.unacked, b.unacked);
+}
+
 static void test_round_trip(void **state) {
         struct tether_spool *s = NULL;
         struct spool_task t = make_task(GUID_A, 7, "user=alice\nline two\x01"), got;
@@ -108,6 +122,15 @@ static void test_round_trip(void **state) {
         assert_true(spool_response_acked(s, GUID_A));
         assert_int_equal(spool_count(s, &c), 0);
         assert_int_equal(c.unacked, 0);
+        check_counts(s);
+        assert_int_equal(spool_mark_acked(s, GUID_A), 0); /* twice is fine */
+        check_counts(s);
+        /* A new response un-acknowledges. */
+        assert_int_equal(spool_save_response(s, GUID_A, 2, frame, sizeof(frame)), 0);
+        check_counts(s);
+        assert_int_equal(spool_count(s, &c), 0);
+        assert_int_equal(c.unacked, 1);
+        assert_int_equal(spool_mark_acked(s, GUID_A), 0);
         assert_int_equal(spool_mark_acked(s, GUID_B), -ENOENT);
         /* Bad names are refused, never used as paths. */
         assert_int_equal(spool_save_response(s, "../evil", 1, frame, sizeof(frame)), -EINVAL);
@@ -330,6 +353,12 @@ static void test_pending_gc_recent(void **state) {
         n = 0;
         assert_int_equal(spool_foreach_unacked_response(s, collect_rsp, &n), 0);
         assert_int_equal(n, 1);
+        check_counts(s);
+        /* A response with no task (an unverified push's) and its removal. */
+        assert_int_equal(spool_save_response(s, "U-X", 5, frame, sizeof(frame)), 0);
+        check_counts(s);
+        assert_int_equal(spool_drop_response(s, "U-X"), 0);
+        check_counts(s);
 
         assert_int_equal(spool_recent(s, recent, codes, 4), 2);
         assert_string_equal(recent[0].task_guid, GUID_B);
@@ -349,6 +378,10 @@ static void test_pending_gc_recent(void **state) {
         assert_false(spool_has_task(s, GUID_A));
         assert_false(spool_has_response(s, GUID_A));
         assert_true(spool_has_task(s, GUID_B));
+        check_counts(s);
+        /* A pending task forgotten too. */
+        assert_int_equal(spool_gc(s, b.expires + SPOOL_REMEMBER_SECONDS + 1), 1);
+        check_counts(s);
         spool_close(s);
 }
 
