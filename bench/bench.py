@@ -125,6 +125,14 @@ class Group:
         self.procs = []
 
 
+def mkdtemp(prefix, dir=None):
+    """A temporary directory the agent's unprivileged channel process
+    (user nobody, when the benchmark runs as root) can traverse."""
+    d = tempfile.mkdtemp(prefix=prefix, dir=dir)
+    os.chmod(d, 0o755)
+    return d
+
+
 def agent_config(path, *, host, tcp_port, https_port, mp_dir, state, run, mid, cycles,
                  extra=""):
     for d in (state, run, os.path.join(cycles, "machine-policy"),
@@ -149,6 +157,7 @@ state_dir = {state}
 runtime_dir = {run}
 machine_id_file = {mid}
 start_delay_max_seconds = 0
+{"user = nobody" if os.geteuid() == 0 else ""}
 {extra}
 [cycles]
 cycles_dir = {cycles}
@@ -219,6 +228,9 @@ def save(results_dir, part, data):
     os.makedirs(results_dir, exist_ok=True)
     data["part"] = part
     data["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    # The machine is shared: the load at the end of the part says how
+    # quiet it was.
+    data["loadavg"] = os.getloadavg()
     with open(os.path.join(results_dir, f"{part}.json"), "w") as f:
         json.dump(data, f, indent=1)
 
@@ -340,13 +352,13 @@ def part_latency(a, bins):
     try:
         base_tmpfs = None
         if os.geteuid() == 0:
-            base_tmpfs = tempfile.mkdtemp(prefix="tether-bench-tmpfs.")
+            base_tmpfs = mkdtemp(prefix="tether-bench-tmpfs.")
             subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tether-bench",
                             base_tmpfs], check=True)
             mounted = base_tmpfs
         elif os.path.isdir("/dev/shm"):
-            base_tmpfs = tempfile.mkdtemp(prefix="tether-bench.", dir="/dev/shm")
-        base_disk = tempfile.mkdtemp(prefix="tether-bench-disk.", dir=a.disk_dir)
+            base_tmpfs = mkdtemp(prefix="tether-bench.", dir="/dev/shm")
+        base_disk = mkdtemp(prefix="tether-bench-disk.", dir=a.disk_dir)
         for where, root in (("tmpfs", base_tmpfs), ("disk", base_disk)):
             if root is None:
                 runs.append({"where": where, "error": "no tmpfs available"})
@@ -413,7 +425,7 @@ def wait_online(bins, mp_dir, timeout=30):
 
 def part_idle(a, bins):
     g = Group()
-    work = tempfile.mkdtemp(prefix="tether-bench-idle.")
+    work = mkdtemp(prefix="tether-bench-idle.")
     res = {"window_s": a.window, "keepalive_s": a.keepalive}
     try:
         mp_dir = os.path.join(work, "mp")
@@ -503,7 +515,7 @@ def part_mqtt(a, bins):
         save(a.results, "mqtt", res)
         return
     g = Group()
-    work = tempfile.mkdtemp(prefix="tether-bench-mqtt.")
+    work = mkdtemp(prefix="tether-bench-mqtt.")
     try:
         port = free_port()
         conf = os.path.join(work, "mosquitto.conf")
@@ -596,7 +608,7 @@ def part_cfengine(a, bins):
         save(a.results, "cfengine", res)
         return
     g = Group()
-    work = tempfile.mkdtemp(prefix="tether-bench-cf.")
+    work = mkdtemp(prefix="tether-bench-cf.")
     try:
         inputs = os.path.join(work, "promises.cf")
         with open(inputs, "w") as f:
