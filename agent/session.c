@@ -171,15 +171,44 @@ static void frame_body(const uint8_t *frame, size_t len, const char **ret, int *
         *ret_len = (int)b;
 }
 
+/* The number in <name>...</name> of our own response body, for the log's
+ * fields (the body is ours: built by tether_msg_build, not untrusted). */
+static void element_number(const char *body, int len, const char *name, char *out, size_t size) {
+        char open_tag[32];
+        const char *p, *end = body + len;
+        uint64_t v;
+
+        snprintf(open_tag, sizeof(open_tag), "<%s>", name);
+        p = memmem(body, (size_t)len, open_tag, strlen(open_tag));
+        out[0] = 0;
+        if (!p)
+                return;
+        p += strlen(open_tag);
+        const char *q = memchr(p, '<', (size_t)(end - p));
+        if (q && parse_u64_n(p, (size_t)(q - p), 0, UINT64_MAX, &v) >= 0)
+                snprintf(out, size, "%llu", (unsigned long long)v);
+}
+
 static void log_sent_response(const char *guid, uint32_t rc, const uint8_t *frame, size_t len) {
-        char f_guid[64], f_rc[32];
-        const char *fields[] = {f_guid, f_rc, NULL};
+        char f_guid[64], f_rc[32], f_push[48], f_task[48], num[24];
+        const char *fields[5] = {f_guid, f_rc, NULL, NULL, NULL};
         const char *body;
+        size_t n = 2;
         int blen;
 
         snprintf(f_guid, sizeof(f_guid), "TASK_GUID=%s", guid);
         snprintf(f_rc, sizeof(f_rc), "RETURN_CODE=%u", rc);
         frame_body(frame, len, &body, &blen);
+        element_number(body, blen, "PushID", num, sizeof(num));
+        if (num[0]) {
+                snprintf(f_push, sizeof(f_push), "PUSH_ID=%s", num);
+                fields[n++] = f_push;
+        }
+        element_number(body, blen, "TaskID", num, sizeof(num));
+        if (num[0]) {
+                snprintf(f_task, sizeof(f_task), "TASK_ID=%s", num);
+                fields[n++] = f_task;
+        }
         log_struct(LOG_INFO, fields, "Send Task response message %.*s successfully.", blen, body);
 }
 

@@ -123,6 +123,21 @@ static const struct session_ops ops = {
 static void quiet_sink(int priority, const char *message, const char *const *fields, void *userdata) {
 }
 
+/* Captures the last line that has structured fields. */
+static char captured_message[8192], captured_fields[512];
+
+static void capture_sink(int priority, const char *message, const char *const *fields, void *userdata) {
+        size_t off = 0;
+
+        if (!fields)
+                return;
+        snprintf(captured_message, sizeof(captured_message), "%s", message);
+        captured_fields[0] = 0;
+        for (size_t i = 0; fields[i]; i++)
+                off += (size_t)snprintf(captured_fields + off, sizeof(captured_fields) - off, "%s;",
+                                        fields[i]);
+}
+
 static void make_session(struct fixture *f, bool fingerprint_mode) {
         char pub[400], err[256];
         struct session_config sc = {0};
@@ -319,7 +334,14 @@ static void test_push_flow_and_duplicate(void **state) {
         size_t n;
 
         approve(f);
+        log_set_sink(capture_sink, NULL);
         deliver(f, push_msg(GUID, 2, "alice"), f->site_key);
+        log_set_sink(quiet_sink, NULL);
+        /* The seed's line, with the journal fields. */
+        assert_string_equal(captured_message,
+                            "Receive task from server with pushid=7, taskid=8, taskguid=" GUID
+                            ", tasktype=2 and taskParam=alice");
+        assert_string_equal(captured_fields, "PUSH_ID=7;TASK_ID=8;TASK_GUID=" GUID ";TASK_TYPE=2;");
         /* Persisted, acknowledged, then handed over. */
         assert_true(spool_has_task(f->spool, GUID));
         assert_int_equal(f->n_sent, 1);
@@ -336,7 +358,15 @@ static void test_push_flow_and_duplicate(void **state) {
         assert_int_equal(last(f)->type, TETHER_FRAME_PUSH_ACK);
 
         /* The result: signed RESPONSE, persisted before it was sent. */
+        log_set_sink(capture_sink, NULL);
         assert_int_equal(session_task_done(f->session, 2, GUID, 1, "ok"), 0);
+        log_set_sink(quiet_sink, NULL);
+        assert_true(strncmp(captured_message, "Send Task response message <BgbResponseMessage TimeStamp=\"",
+                            58) == 0);
+        assert_non_null(
+                strstr(captured_message, "<PushID>7</PushID><TaskID>8</TaskID><ReturnCode>1</ReturnCode>"));
+        assert_non_null(strstr(captured_message, "</BgbResponseMessage> successfully."));
+        assert_string_equal(captured_fields, "TASK_GUID=" GUID ";RETURN_CODE=1;PUSH_ID=7;TASK_ID=8;");
         rsp = last(f);
         assert_int_equal(rsp->type, TETHER_FRAME_RESPONSE);
         assert_true(rsp->persisted_before);
