@@ -72,7 +72,8 @@ struct swarm {
         uint16_t port;
         char pin[65];
         struct tether_key *site_key;
-        unsigned ready, pushed, acked, failed, in_handshake;
+        unsigned ready, pushed, acked, failed, in_handshake, goodbyes;
+        uint32_t retry_min, retry_max;
         double t_last_push, t_last_ack;
 };
 
@@ -215,6 +216,18 @@ static void client_frame(struct swarm *s, struct client *c, struct tether_frame 
                 }
                 break;
         case TETHER_FRAME_GOODBYE:
+                if (m->goodbye.reason == TETHER_GOODBYE_SHUTDOWN) {
+                        uint32_t ra = m->goodbye.retry_after_seconds;
+
+                        if (s->goodbyes == 0 || ra < s->retry_min)
+                                s->retry_min = ra;
+                        if (ra > s->retry_max)
+                                s->retry_max = ra;
+                        s->goodbyes++;
+                        c->state = C_FAILED; /* done with this one */
+                        epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
+                        break;
+                }
                 client_fail(s, c, "GOODBYE");
                 break;
         default:
@@ -597,9 +610,19 @@ int main(int argc, char **argv) {
         printf("MP CPU seconds:       %.2f total, %.2f for the push round\n", cpu - cpu0,
                cpu - cpu_before_push);
 
+        /* SIGTERM: every channel gets GOODBYE(shutdown), then the MP exits. */
+        double t_term = now_s();
+        unsigned failed_before = s.failed;
         kill(pid, SIGTERM);
+        run_until(&s, &s.goodbyes, s.acked + failed_before, 60, NULL);
+        double t_goodbye = now_s() - t_term;
         int status = 0;
         waitpid(pid, &status, 0);
+        printf("SIGTERM:              %u GOODBYE(shutdown) in %.3f s (RetryAfterSeconds %u), MP exited %d "
+               "after "
+               "%.3f s\n",
+               s.goodbyes, t_goodbye, s.retry_max, WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+               now_s() - t_term);
         for (unsigned i = 0; i < s.n; i++) {
                 struct client *cl = &s.clients[i];
                 tether_tls_conn_free(cl->tls);

@@ -106,14 +106,20 @@ int mp_channel_confirm(struct mp_server *srv, enum tether_signin_status status, 
         return 0;
 }
 
-int mp_channel_goodbye(struct mp_conn *c, enum tether_goodbye_reason reason, uint32_t retry_after) {
+int mp_channel_goodbye_frame(struct mp_server *srv, enum tether_goodbye_reason reason, uint32_t retry_after,
+                             struct mp_buf **ret) {
         struct tether_msg msg = {.type = TETHER_FRAME_GOODBYE};
-        _cleanup_(mp_buf_unrefp) struct mp_buf *b = NULL;
-        int r;
 
         msg.goodbye.reason = reason;
         msg.goodbye.retry_after_seconds = retry_after;
-        r = seal(&msg, NULL, c->srv->cfg->max_frame, &b);
+        return seal(&msg, NULL, srv->cfg->max_frame, ret);
+}
+
+int mp_channel_goodbye(struct mp_conn *c, enum tether_goodbye_reason reason, uint32_t retry_after) {
+        _cleanup_(mp_buf_unrefp) struct mp_buf *b = NULL;
+        int r;
+
+        r = mp_channel_goodbye_frame(c->srv, reason, retry_after, &b);
         if (r < 0)
                 return r;
         return mp_conn_send(c, b);

@@ -125,7 +125,7 @@ int mp_conn_flush(struct mp_conn *c) {
                 return 0;
         /* The durability rule: no byte leaves while records written before
          * it are uncommitted; the server's flush commits, then comes back. */
-        if (mp_registry_dirty(c->srv->reg)) {
+        if (mp_registry_dirty(c->srv->reg) && !c->srv->writing_committed) {
                 mp_server_want_flush(c->srv, c);
                 return 0;
         }

@@ -215,6 +215,10 @@ struct mp_server {
         time_t confirm_cache_time;
 
         bool shutting_down;
+        /* True while mp_server_flush writes out what was queued before its
+         * commit: closes in that loop write last-seen times, which must not
+         * hold back the other connections' already durable output. */
+        bool writing_committed;
         uint64_t last_expire_usec;
 };
 
@@ -248,6 +252,9 @@ void mp_conn_close_after_flush(struct mp_conn *c);
 /* channel.c */
 int mp_channel_input(struct mp_conn *c, const uint8_t *data, size_t len);
 void mp_channel_closed(struct mp_conn *c);
+/* Builds a GOODBYE frame (to share among many connections). */
+int mp_channel_goodbye_frame(struct mp_server *srv, enum tether_goodbye_reason reason, uint32_t retry_after,
+                             struct mp_buf **ret);
 /* Sends a GOODBYE frame (nothing else follows). */
 int mp_channel_goodbye(struct mp_conn *c, enum tether_goodbye_reason reason, uint32_t retry_after);
 /* Builds a SIGNIN_CONFIRM for a status. */

@@ -23,7 +23,8 @@
 
 #define SWEEP_USEC (1000ULL * 1000ULL)
 #define EXPIRE_EVERY_USEC (30ULL * 1000000ULL)
-#define SHUTDOWN_GRACE_USEC (5ULL * 1000000ULL)
+/* Time for the GOODBYEs to drain; systemd's TimeoutStopSec is 30 s. */
+#define SHUTDOWN_GRACE_USEC (15ULL * 1000000ULL)
 
 uint64_t mp_now_usec(void) {
         struct timespec ts;
@@ -194,6 +195,7 @@ void mp_server_flush(struct mp_server *srv) {
         list = srv->flush_list;
         srv->flush_list = NULL;
         srv->flush_count = 0;
+        srv->writing_committed = true;
         while (list) {
                 struct mp_conn *c = list;
 
@@ -204,6 +206,7 @@ void mp_server_flush(struct mp_server *srv) {
                         (void)mp_conn_flush(c);
                 mp_conn_unref(c);
         }
+        srv->writing_committed = false;
         if (srv->waiters)
                 mp_admin_check_waiters(srv, false);
         /* replies to the waiters were queued just now */
@@ -343,10 +346,14 @@ static void shutdown_begin(struct mp_server *srv) {
         srv->admin_src = sd_event_source_disable_unref(srv->admin_src);
 
         mp_admin_check_waiters(srv, true);
+        struct mp_buf *goodbye = NULL;
+        if (mp_channel_goodbye_frame(srv, TETHER_GOODBYE_SHUTDOWN, window, &goodbye) < 0)
+                log_error("Failed to build GOODBYE(shutdown); closing channels without it");
         for (struct mp_conn *c = srv->conns, *next; c; c = next) {
                 next = c->next;
                 if (c->kind == MP_CONN_CHANNEL && c->session) {
-                        (void)mp_channel_goodbye(c, TETHER_GOODBYE_SHUTDOWN, window);
+                        if (goodbye)
+                                (void)mp_conn_send(c, goodbye);
                         mp_conn_close_after_flush(c);
                 } else if (c->kind == MP_CONN_HTTPS && mp_http_held(c)) {
                         (void)mp_https_finish_poll(c);
@@ -357,6 +364,7 @@ static void shutdown_begin(struct mp_server *srv) {
                         mp_conn_close(c, NULL);
                 }
         }
+        mp_buf_unref(goodbye);
         mp_server_flush(srv);
         check_shutdown_done(srv);
 }
