@@ -96,6 +96,74 @@ fi
 printf '%s' "$out" | grep_q -i 'host' || fail "tetherd --check-config did not name the missing host: $out"
 echo "ok: tetherd, tetherctl and tether-mp run in the chroot; the default configuration is refused"
 
+# The packaged layout with the real privilege split: tether-mp and tetherd
+# from the packages, in the root (sharing this host's loopback), tetherd
+# started as root so that its channel process drops to the packaged user
+# "tether" and must live with /var/lib/tether and /run/tether as tmpfiles.d
+# made them. No --single-process here.
+pids=()
+stop_all() {
+        local p
+        for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+        for p in "${pids[@]}"; do
+                for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+                kill -KILL "$p" 2>/dev/null || true
+                wait "$p" 2>/dev/null || true
+        done
+        pids=()
+}
+trap 'stop_all; rm -rf "$work"' EXIT
+run_in_root_bg() { # LOG COMMAND...: no PID namespace, so $! is the program itself
+        local log=$1
+        shift
+        unshare --mount --mount-proc="$root/proc" \
+                chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@" >"$log" 2>&1 &
+        pids+=($!)
+}
+wait_file() { # SECONDS FILE
+        for _ in $(seq $(($1 * 5))); do [ -s "$2" ] && return 0; sleep 0.2; done
+        return 1
+}
+run_in_root_bg "$work/mp.log" /usr/bin/tether-mp serve --state-dir /tmp/mp-state --listen 127.0.0.1:0 \
+        --https-listen 127.0.0.1:0 --approval auto
+wait_file 20 "$root/tmp/mp-state/ports" || { cat "$work/mp.log"; fail "tether-mp did not start in the root"; }
+tcp_port=$(sed -n 's/^tcp=//p' "$root/tmp/mp-state/ports")
+https_port=$(sed -n 's/^https=//p' "$root/tmp/mp-state/ports")
+site_fp=$(in_root /usr/bin/tether-mp site-key --state-dir /tmp/mp-state | sed -n 's/^fingerprint: //p')
+# The MP's self-signed certificate as the agent's CA, readable by the
+# channel process (the MP's state directory is not).
+install -m 0644 "$root/tmp/mp-state/tls.crt" "$root/etc/tether/mp-ca.pem"
+cat >"$root/etc/tether/tether.conf.d/50-site.conf" <<EOF2
+[mp]
+host = 127.0.0.1
+tcp_port = $tcp_port
+https_port = $https_port
+ca_file = /etc/tether/mp-ca.pem
+[trust]
+site_key_fingerprint = $site_fp
+EOF2
+echo "0123456789abcdef0123456789abcdef" >"$root/etc/machine-id"
+in_root /usr/sbin/tetherd --check-config | grep_q "configuration OK" || fail "configured tetherd --check-config"
+run_in_root_bg "$work/tetherd.log" /usr/sbin/tetherd --foreground
+signed_in() { grep_q "Signed in to the MP as" "$work/tetherd.log"; }
+for _ in $(seq 100); do signed_in && break; sleep 0.2; done
+signed_in || { cat "$work/tetherd.log" "$work/mp.log"; fail "packaged tetherd did not sign in"; }
+grep_q "^channel: " "$work/tetherd.log" || fail "no channel process in the log (no privilege split?): $(cat "$work/tetherd.log")"
+owner=$(stat -c '%u' "$root/var/lib/tether/identity/client-id")
+[ "$owner" = "$uid" ] || fail "the identity is owned by uid $owner, not tether ($uid)"
+[ -S "$root/run/tether/tetherd.sock" ] || fail "no control socket in /run/tether"
+in_root /usr/bin/tetherctl status >"$work/status.txt" 2>&1 || fail "tetherctl status: $(cat "$work/status.txt")"
+grep_q "signed-in" "$work/status.txt" || fail "tetherctl status: $(cat "$work/status.txt")"
+client=$(cat "$root/var/lib/tether/identity/client-id")
+push=$(in_root /usr/bin/tether-mp push --type app-evaluation "$client" --state-dir /tmp/mp-state) ||
+        fail "tether-mp push: $push"
+push_id=$(printf '%s' "$push" | sed -n 's/^PushID: \([0-9]*\) .*/\1/p')
+in_root /usr/bin/tether-mp push-status "$push_id" --wait 30 --state-dir /tmp/mp-state >"$work/push.txt" 2>&1 ||
+        { cat "$work/push.txt" "$work/tetherd.log"; fail "push $push_id not answered"; }
+grep_q "answered  ReturnCode: 1 (Success)" "$work/push.txt" || fail "push $push_id: $(cat "$work/push.txt")"
+stop_all
+echo "ok: packaged tetherd with the privilege split: identity owned by tether, control socket, push answered (ReturnCode 1)"
+
 in_root dpkg -P tether-agent tether-mp >/dev/null || fail "dpkg -P in the chroot"
 [ ! -e "$root/var/lib/tether" ] || fail "purge left /var/lib/tether"
 [ ! -e "$root/etc/tether/tether.conf" ] || fail "purge left the conffile"
