@@ -98,6 +98,14 @@ static int listen_unix(const struct mp_config *cfg, int *ret_fd) {
         if (lstat(cfg->admin_socket, &st) == 0) {
                 if (!S_ISSOCK(st.st_mode))
                         return -EEXIST;
+                /* ...unless a running server still answers on it */
+                fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (fd < 0)
+                        return -errno;
+                r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+                close(fd);
+                if (r == 0)
+                        return -EADDRINUSE;
                 unlink(cfg->admin_socket);
         }
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -123,13 +131,24 @@ static int listen_unix(const struct mp_config *cfg, int *ret_fd) {
         return 0;
 }
 
+static int on_accept_resume(sd_event_source *timer, uint64_t usec, void *userdata) {
+        sd_event_source *listener = userdata;
+        struct mp_server *srv = sd_event_source_get_userdata(listener);
+
+        (void)timer;
+        (void)usec;
+        if (!srv->shutting_down)
+                (void)sd_event_source_set_enabled(listener, SD_EVENT_ON);
+        sd_event_source_unref(listener);
+        return 0;
+}
+
 static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         struct mp_server *srv = userdata;
         enum mp_conn_kind kind = fd == srv->channel_fd ? MP_CONN_CHANNEL
                                  : fd == srv->https_fd ? MP_CONN_HTTPS
                                                        : MP_CONN_ADMIN;
 
-        (void)s;
         (void)revents;
         for (unsigned i = 0; i < 256; i++) {
                 struct sockaddr_storage ss;
@@ -141,6 +160,23 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 if (cfd < 0) {
                         if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
                                 break;
+                        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                                /* Out of descriptors: the listener stays readable, so
+                                 * pause it for a second instead of spinning. */
+                                log_warning_errno(-errno,
+                                                  "accept() failed with %zu connections open; pausing new "
+                                                  "connections for 1 s: %m",
+                                                  srv->n_conns);
+                                (void)sd_event_source_set_enabled(s, SD_EVENT_OFF);
+                                /* the timer holds a reference: shutdown may drop ours */
+                                if (sd_event_add_time_relative(srv->event, NULL, CLOCK_MONOTONIC, 1000000, 0,
+                                                               on_accept_resume,
+                                                               sd_event_source_ref(s)) < 0) {
+                                        sd_event_source_unref(s);
+                                        (void)sd_event_source_set_enabled(s, SD_EVENT_ON);
+                                }
+                                break;
+                        }
                         log_warning_errno(-errno, "accept() failed, ignoring: %m");
                         break;
                 }
