@@ -86,6 +86,11 @@ static void test_timestamp_round_trip(void **state) {
         assert_int_equal(tether_timestamp_parse("2024-02-29T23:59:59Z", &t), 0);
         assert_int_equal(tether_timestamp_parse("1970-01-01T00:00:00Z", &t), 0);
         assert_int_equal(t, 0);
+
+        /* Years below 1000 parse, so they must format back zero-padded. */
+        assert_int_equal(tether_timestamp_parse("0679-03-01T00:00:00Z", &t), 0);
+        assert_int_equal(tether_timestamp_format(t, buf), 0);
+        assert_string_equal(buf, "0679-03-01T00:00:00Z");
 }
 
 static void test_timestamp_rejects(void **state) {
