@@ -175,9 +175,42 @@ class NetnsNet:
         if p.returncode != 0:
             raise RuntimeError(f"ip -batch ({ns or 'root'}) failed: {p.stderr.strip()[:500]}")
 
+    NEIGH = "/proc/sys/net/ipv4/neigh/default/gc_thresh"
+
+    def _raise_neigh_limits(self):
+        """The kernel's ARP table is one for all namespaces, 1024 entries
+        by default, and each agent needs two (its own and the MP's). For a
+        large fleet, raise the limits for the run; teardown restores them."""
+        need = {1: 2 * self.n + 256, 2: 3 * self.n + 512, 3: 4 * self.n + 1024}
+        self.neigh_saved = {}
+        for k, v in need.items():
+            path = f"{self.NEIGH}{k}"
+            try:
+                with open(path) as f:
+                    old = int(f.read())
+            except (OSError, ValueError):
+                return
+            if old < v:
+                with open(path, "w") as f:
+                    f.write(str(v))
+                self.neigh_saved[k] = old
+        if self.neigh_saved:
+            log(f"raised the kernel's ARP table limits for {self.n} agents (restored at the end)")
+
+    def _restore_neigh_limits(self):
+        for k, old in sorted(getattr(self, "neigh_saved", {}).items(), reverse=True):
+            try:
+                with open(f"{self.NEIGH}{k}", "w") as f:
+                    f.write(str(old))
+            except OSError:
+                pass
+        self.neigh_saved = {}
+
     def setup(self):
         if self.n > 130000:
             raise RuntimeError("at most 130000 agents fit in 198.18.0.0/15")
+        if self.n > 200:
+            self._raise_neigh_limits()
         self._batch([f"netns add {self.mp_ns}"])
         self.created.append(self.mp_ns)
         for i in range(0, self.n, 500):
@@ -281,6 +314,7 @@ class NetnsNet:
             subprocess.run(["ip", "-force", "-batch", "-"], input="\n".join(lines) + "\n",
                            capture_output=True, text=True, timeout=300)
         self.created = []
+        self._restore_neigh_limits()
 
 
 def netns_usable():
@@ -1101,7 +1135,9 @@ def main():
         ap.error("--agents must be within 1..20000")
 
     def on_signal(signum, frame):
-        raise TimeLimit(f"signal {signum}")
+        if signum == signal.SIGALRM:
+            raise TimeLimit(f"time limit of {a.time_limit} s reached")
+        raise TimeLimit(f"signal {signal.Signals(signum).name}")
 
     signal.signal(signal.SIGALRM, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -1166,7 +1202,7 @@ def main():
                 fleet.mp.kill()
                 fleet.start_mp()
     except TimeLimit as e:
-        log(f"stopped: {e} (time limit {a.time_limit} s)")
+        log(f"stopped: {e}")
         results.append({"scenario": "(run)", "result": "FAIL", "detail": f"stopped: {e}"})
     except (RuntimeError, subprocess.TimeoutExpired, OSError, ScenarioFailed) as e:
         log(f"setup failed: {e}")

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One command that regenerates the figures and plots of docs/PERFORMANCE.md:
+#   1. installs what is missing, plus the peers and gnuplot (bench only: the
+#      test path needs none of them): cfengine3, mosquitto, libmosquitto-dev;
+#   2. builds the release binaries (build/release, or $TETHER_BENCH_BUILD);
+#   3. runs bench/bench.py all: push latency (tmpfs and disk), idle cost,
+#      the MQTT and CFEngine peers, the 1,000-agent fleet, then writes
+#      docs/PERFORMANCE.md and docs/perf/*.png.
+# Arguments go to bench/bench.py, e.g. a quicker run:
+#   scripts/bench.sh --pushes 2000 --window 60 --agents 300
+# Needs root for the tmpfs, the network namespaces of the fleet and
+# cf-serverd; takes about 10 minutes on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TETHER_EXTRA_PACKAGES="cfengine3 mosquitto libmosquitto-dev gnuplot-nox nftables" \
+        scripts/install-deps.sh
+
+build=${TETHER_BENCH_BUILD:-build/release}
+echo "== build (release) in $build"
+if [ "$build" = build/release ]; then
+        cmake --preset release >/dev/null
+else
+        cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTETHER_TESTS=OFF >/dev/null
+fi
+# Configure again so that the libmosquitto peer is found once installed.
+cmake "$build" >/dev/null
+cmake --build "$build" -j 2 --target tetherd tetherctl tether-mp tether-bench-push tether-bench-mqtt
+
+echo "== benchmarks"
+exec python3 bench/bench.py all --build "$build" "$@"
