@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 seconds=${TETHER_FUZZ_SECONDS:-15}
 cmake --preset fuzz >/dev/null
-cmake --build --preset fuzz
+cmake --build --preset fuzz --target fuzz-targets
 
 shopt -s nullglob
 targets=(build/fuzz/tests/fuzz/fuzz-*)
