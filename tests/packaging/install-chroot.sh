@@ -76,7 +76,13 @@ echo "ok: user tether, /var/lib/tether 0750 and empty (no identity)"
 
 in_root dpkg-query -W -f='${Conffiles}\n' tether-agent | grep_q '^ /etc/tether/tether.conf ' ||
         fail "tether.conf is not a conffile: $(in_root dpkg-query -W -f='${Conffiles}' tether-agent)"
-echo "ok: /etc/tether/tether.conf is a conffile"
+if [ -e "$root/etc/tether/tether-mp.conf" ]; then
+        in_root dpkg-query -W -f='${Conffiles}\n' tether-mp | grep_q '^ /etc/tether/tether-mp.conf ' ||
+                fail "tether-mp.conf is not a conffile of tether-mp"
+        in_root /usr/bin/tether-mp serve --config /etc/tether/tether-mp.conf --state-dir /var/lib/tether-mp --check |
+                grep_q "configuration OK" || fail "the packaged tether-mp.conf does not pass --check"
+fi
+echo "ok: /etc/tether/tether.conf (and tether-mp.conf) are conffiles"
 
 state=$(in_root systemctl is-enabled tetherd.service 2>&1 || true)
 [ "$state" = disabled ] || fail "tetherd.service is '$state' after install, not disabled"
