@@ -174,6 +174,9 @@ signed_in() { grep_q "Signed in to the MP as $(client_id "$1")" "$work/agent-$1.
 
 clone a "$(new_machine_id)"
 clone b "$(new_machine_id)"
+# Clone a also keeps a CMTrace-format log, in the packaged /var/log/tether.
+printf '[log]\ncmtrace_file = %s\n' "$work/a/var/log/tether/tetherd.log" \
+        >"$work/a/etc/tether/tether.conf.d/98-cmtrace.conf"
 start_agent a
 start_agent b
 wait_for 30 "clone a's identity" test -s "$work/a/var/lib/tether/identity/client-id"
@@ -200,6 +203,12 @@ mp push-status "$push_id" --wait 30 >"$work/push-status.txt" 2>&1 ||
 grep_q "Receive task from server with pushid=$push_id" "$work/agent-a.log" || fail "clone a logged no task"
 grep_q "Send Task response message <BgbResponseMessage" "$work/agent-b.log" || fail "clone b logged no response"
 echo "ok: push $push_id answered by both clones"
+cm="$work/a/var/log/tether/tetherd.log"
+grep_q -E '^<!\[LOG\[Receive task from server with pushid='"$push_id"', .*\]LOG\]!><time="[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}\+000" date="[0-9]{2}-[0-9]{2}-[0-9]{4}" component="BgbAgent" context="" type="1" thread="[0-9]+" file="">$' "$cm" ||
+        fail "no CMTrace line for the push in $cm: $(tail -n 5 "$cm" 2>&1)"
+grep_q -E '^<!\[LOG\[Send Task response message <BgbResponseMessage .*</BgbResponseMessage> successfully\.\]LOG\]!>' "$cm" ||
+        fail "no CMTrace line for the response in $cm"
+echo "ok: clone a's CMTrace log has the push's two lines"
 
 # Clone c: the same machine-id and a copy of b's state (b stopped for a
 # consistent copy, as an image capture would be).
