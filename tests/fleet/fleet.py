@@ -20,6 +20,7 @@ Python 3 standard library only.
 import argparse
 import ctypes
 import json
+import math
 import os
 import random
 import re
@@ -937,7 +938,7 @@ def s_graceful_restart(f, a):
             first.setdefault(m.group(1), t - t_goodbye)
     times = sorted(first.values()) if len(first) >= f.n else sampled
     f.results_extra["reconnect_source"] = "mp-log" if times is not sampled else "devices-sampling"
-    width = 0.5
+    width = max(0.5, (window or 5) / 10)
     curve = curve_buckets(times, width)
     peak = max(c for _, c in curve) * width
     spread = times[-1] - times[0]
@@ -949,9 +950,21 @@ def s_graceful_restart(f, a):
             f"of {f.n} in one {width} s bin")
     log("reconnection curve (s after GOODBYE: connections/s): " +
         " ".join(f"{t:.1f}:{c:.0f}" for t, c in curve if c))
-    # Spread, not a spike: no half-second bin holds more than half of the
-    # fleet (for a fleet big enough for that to mean anything).
-    if f.n >= 6 and peak > max(3, f.n / 2):
+    # Spread, not a spike: spread uniformly over the advertised window, a
+    # bin holds N * width / window sign-ins on average; allow that plus
+    # three standard deviations (Poisson) and 2. Without a window in the
+    # MP's log: no bin may hold more than half of the fleet.
+    if window:
+        expected = f.n * width / window
+        limit = expected + 3 * math.sqrt(expected) + 2
+        rule = (f"uniform over the {window} s window gives {expected:.1f} per bin; "
+                f"allowed at most {limit:.0f}")
+    else:
+        limit = max(3, f.n / 2)
+        rule = f"no RetryAfterSeconds in the MP log; allowed at most {limit:.0f} per bin"
+    f.results_extra["reconnect_peak_limit"] = limit
+    desc += f" ({rule})"
+    if f.n >= 6 and peak > limit:
         raise ScenarioFailed(desc + ": a spike, not spread by jitter over the advertised window")
     push = f.push("graceful-restart", expires=600)
     n = f.assert_exactly_once([push], wait=a.wait)
