@@ -174,3 +174,24 @@ in_root dpkg -P tether-agent tether-mp >/dev/null || fail "dpkg -P in the chroot
 [ ! -e "$root/var/lib/tether" ] || fail "purge left /var/lib/tether"
 [ ! -e "$root/etc/tether/tether.conf" ] || fail "purge left the conffile"
 echo "ok: purge in the chroot"
+
+# The RPM in the same root, with this host's rpm (--root: the scriptlets
+# run chrooted there). --nodeps: the root's rpm database is empty, its
+# libraries are dpkg's. Files, %config, and what %post makes.
+rpm_agent=$(ls "$build"/tether-agent-*.rpm 2>/dev/null | head -n 1)
+[ -n "$rpm_agent" ] || fail "no tether-agent RPM in $build"
+rm -rf "$root/var/lib/tether" "$root/run/tether" "$root/var/log/tether"
+rpm_root() { unshare --mount --mount-proc="$root/proc" rpm --root="$root" --dbpath=/var/lib/rpm "$@"; }
+rpm_root --initdb || fail "rpm --initdb"
+rpm_root -i --nodeps "$rpm_agent" || fail "rpm -i $(basename "$rpm_agent")"
+for f in usr/sbin/tetherd usr/bin/tetherctl lib/systemd/system/tetherd.service etc/tether/tether.conf; do
+        [ -e "$root/$f" ] || fail "the RPM did not install /$f"
+done
+rpm_root -qc tether-agent | grep_q -x /etc/tether/tether.conf || fail "the RPM's %config list: $(rpm_root -qc tether-agent)"
+[ "$(stat -c '%a %u' "$root/var/lib/tether")" = "750 $uid" ] || fail "the RPM's %post did not make /var/lib/tether"
+[ -z "$(ls -A "$root/var/lib/tether")" ] || fail "the RPM's install made state"
+echo "# local" >>"$root/etc/tether/tether.conf"
+rpm_root -e tether-agent || fail "rpm -e"
+[ ! -e "$root/usr/sbin/tetherd" ] || fail "rpm -e left tetherd"
+[ -e "$root/etc/tether/tether.conf.rpmsave" ] || fail "rpm -e did not keep the modified configuration as .rpmsave"
+echo "ok: the RPM installs, marks its configuration, makes the directories, and erases (keeping .rpmsave)"
