@@ -323,19 +323,37 @@ static void sweep_conn(struct mp_server *srv, struct mp_conn *c, uint64_t now) {
         }
 }
 
+/* A referenced copy of the connection list: answering one connection can
+ * run a pipelined request that closes another (a device's older poll), so
+ * the list may change under a walk. NULL with *ret_n 0 on allocation
+ * failure. */
+static struct mp_conn **conns_snapshot(struct mp_server *srv, size_t *ret_n) {
+        struct mp_conn **all = calloc(srv->n_conns ? srv->n_conns : 1, sizeof(*all));
+        size_t n = 0;
+
+        *ret_n = 0;
+        if (!all)
+                return NULL;
+        for (struct mp_conn *c = srv->conns; c && n < srv->n_conns; c = c->next)
+                all[n++] = mp_conn_ref(c);
+        *ret_n = n;
+        return all;
+}
+
 static int on_sweep(sd_event_source *s, uint64_t usec, void *userdata) {
         struct mp_server *srv = userdata;
         uint64_t now = mp_now_usec();
         struct stale_ctx st = {.srv = srv, .now = now};
 
-        /* Closing a connection unlinks only that one: the saved next
-         * pointer stays valid. */
-        for (struct mp_conn *c = srv->conns, *next; c; c = next) {
-                next = c->next;
-                mp_conn_ref(c);
-                sweep_conn(srv, c, now);
-                mp_conn_unref(c);
+        size_t n = 0;
+        struct mp_conn **all = conns_snapshot(srv, &n);
+
+        for (size_t i = 0; i < n; i++) {
+                if (!all[i]->dead)
+                        sweep_conn(srv, all[i], now);
+                mp_conn_unref(all[i]);
         }
+        free(all);
 
         mp_sessions_walk(srv, collect_stale, &st);
         for (size_t i = 0; i < st.n; i++)
@@ -343,13 +361,13 @@ static int on_sweep(sd_event_source *s, uint64_t usec, void *userdata) {
         free(st.list);
 
         if (now - srv->last_expire_usec > EXPIRE_EVERY_USEC) {
-                int n = mp_registry_expire(srv->reg, time(NULL));
+                int expired = mp_registry_expire(srv->reg, time(NULL));
 
                 srv->last_expire_usec = now;
-                if (n > 0)
-                        log_info("%d push targets expired undelivered", n);
-                if (n < 0)
-                        log_warning_errno(n, "Failed to expire pushes, ignoring: %m");
+                if (expired > 0)
+                        log_info("%d push targets expired undelivered", expired);
+                if (expired < 0)
+                        log_warning_errno(expired, "Failed to expire pushes, ignoring: %m");
         }
         if (srv->waiters)
                 mp_admin_check_waiters(srv, true);
@@ -385,9 +403,15 @@ static void shutdown_begin(struct mp_server *srv) {
         struct mp_buf *goodbye = NULL;
         if (mp_channel_goodbye_frame(srv, TETHER_GOODBYE_SHUTDOWN, window, &goodbye) < 0)
                 log_error("Failed to build GOODBYE(shutdown); closing channels without it");
-        for (struct mp_conn *c = srv->conns, *next; c; c = next) {
-                next = c->next;
-                if (c->kind == MP_CONN_CHANNEL && c->session) {
+        size_t n = 0;
+        struct mp_conn **all = conns_snapshot(srv, &n);
+
+        for (size_t i = 0; i < n; i++) {
+                struct mp_conn *c = all[i];
+
+                if (c->dead) {
+                        /* closed while answering another one */
+                } else if (c->kind == MP_CONN_CHANNEL && c->session) {
                         if (goodbye)
                                 (void)mp_conn_send(c, goodbye);
                         mp_conn_close_after_flush(c);
@@ -399,7 +423,9 @@ static void shutdown_begin(struct mp_server *srv) {
                 } else {
                         mp_conn_close(c, NULL);
                 }
+                mp_conn_unref(c);
         }
+        free(all);
         mp_buf_unref(goodbye);
         mp_server_flush(srv);
         check_shutdown_done(srv);
