@@ -46,6 +46,7 @@ struct mp_http {
         size_t value_len;
         enum header_state hstate;
         char if_none_match[160];
+        bool expect_continue;
         uint8_t *body;
         size_t body_len, body_cap;
         bool body_too_large;
@@ -67,6 +68,9 @@ static void header_done(struct mp_http *h) {
                 h->value[h->value_len] = 0;
                 strscpy(h->if_none_match, sizeof(h->if_none_match), h->value);
         }
+        if (h->hstate == HDR_VALUE && strcasecmp(h->field, "Expect") == 0 &&
+            strcasecmp(h->value, "100-continue") == 0)
+                h->expect_continue = true;
         h->field_len = h->value_len = 0;
         h->field[0] = h->value[0] = 0;
 }
@@ -80,6 +84,7 @@ static int on_message_begin(http_parser *p) {
         h->body_len = 0;
         h->body_too_large = false;
         h->if_none_match[0] = 0;
+        h->expect_continue = false;
         h->hstate = HDR_NONE;
         h->field_len = h->value_len = 0;
         return 0;
@@ -125,11 +130,17 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
 }
 
 static int on_headers_complete(http_parser *p) {
-        struct mp_http *h = ((struct mp_conn *)p->data)->http;
+        struct mp_conn *c = p->data;
+        struct mp_http *h = c->http;
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
         if (h->hstate == HDR_VALUE)
                 header_done(h);
         h->hstate = HDR_NONE;
+        /* libcurl asks before sending a larger POST body; without this it
+         * waits a second for nothing. */
+        if (h->expect_continue && p->content_length > 0 && (uint64_t)p->content_length <= MP_HTTP_MAX_BODY)
+                (void)mp_conn_send_bytes(c, cont, sizeof(cont) - 1);
         return 0;
 }
 
