@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,6 +56,9 @@ struct channeld {
          * write the GOODBYE(protocol-error) queued just before it. */
         sd_event_source *reconnect_timer;
         uint32_t reconnect_delay;
+        /* After GOODBYE(shutdown): the link is stopped and restarted at a
+         * random point of the advertised window (microsecond precision). */
+        sd_event_source *spread_timer;
 
         enum tether_channel_state state;
         char transport[16];
@@ -170,10 +174,60 @@ static int deferred_reconnect(sd_event_source *s, uint64_t usec, void *userdata)
 
 #define GOODBYE_FLUSH_USEC (200ULL * 1000ULL)
 
+static int spread_restart(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct channeld *c = userdata;
+        int r;
+
+        c->spread_timer = sd_event_source_disable_unref(c->spread_timer);
+        if (!c->channel)
+                return 0;
+        r = tether_channel_start(c->channel);
+        if (r < 0 && r != -EALREADY)
+                log_error_errno(r, "Cannot reconnect to the MP: %m");
+        return 0;
+}
+
+/*
+ * GOODBYE(shutdown) from a restarting MP reaches the whole fleet at once.
+ * RetryAfterSeconds is the floor (section 5), and the reconnection is spread
+ * uniformly over one more such window, [N, 2N] seconds, with microsecond
+ * precision, so that the fleet does not come back in step. The link's own
+ * reconnect takes whole seconds and adds no jitter above a floor, so this
+ * stops the link and starts it again from a timer of our own.
+ */
+static bool spread_after_shutdown(struct channeld *c, uint32_t retry_after) {
+        uint64_t window = (uint64_t)retry_after * USEC_PER_SEC, delay;
+        uint64_t rnd = 0;
+
+        if (window == 0)
+                return false;
+        if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
+                rnd = (uint64_t)getpid() * 0x9E3779B97F4A7C15ULL ^ (uint64_t)time(NULL);
+        delay = window + rnd % (window + 1);
+        c->spread_timer = sd_event_source_disable_unref(c->spread_timer);
+        if (sd_event_add_time_relative(c->event, &c->spread_timer, CLOCK_MONOTONIC, delay, 0, spread_restart,
+                                       c) < 0)
+                return false;
+        tether_channel_stop(c->channel);
+        session_on_disconnect(c->session);
+        c->state = TETHER_CHANNEL_DISCONNECTED;
+        c->transport[0] = 0;
+        snprintf(c->detail, sizeof(c->detail), "the MP is restarting; reconnecting in %llu.%01llu s",
+                 (unsigned long long)(delay / USEC_PER_SEC),
+                 (unsigned long long)(delay % USEC_PER_SEC / 100000));
+        log_info("The MP is restarting: reconnecting in %llu.%01llu s (spread over its %u s window)",
+                 (unsigned long long)(delay / USEC_PER_SEC),
+                 (unsigned long long)(delay % USEC_PER_SEC / 100000), retry_after);
+        update_status(c);
+        return true;
+}
+
 static void op_reconnect(void *userdata, uint32_t min_delay, const char *reason) {
         struct channeld *c = userdata;
 
         if (!c->channel)
+                return;
+        if (strcmp(reason, "shutdown") == 0 && spread_after_shutdown(c, min_delay))
                 return;
         if (strcmp(reason, "protocol-error") == 0 && !c->reconnect_timer) {
                 /* The link writes asynchronously and closing now would drop
@@ -507,6 +561,8 @@ static struct json_object *ctl_identity_reset(struct channeld *c) {
         log_notice("Identity reset on request: new ClientID %s (was %s)", id->client_id,
                    c->identity->client_id);
         /* The link borrows the key: it goes first. */
+        c->spread_timer = sd_event_source_disable_unref(c->spread_timer);
+        c->reconnect_timer = sd_event_source_disable_unref(c->reconnect_timer);
         c->channel = tether_channel_free(c->channel);
         identity_free(c->identity);
         c->identity = id;
@@ -724,6 +780,7 @@ struct channeld *channeld_free(struct channeld *c) {
         sd_event_source_disable_unref(c->priv_source);
         sd_event_source_disable_unref(c->gc_timer);
         sd_event_source_disable_unref(c->reconnect_timer);
+        sd_event_source_disable_unref(c->spread_timer);
         if (c->priv_fd >= 0)
                 close(c->priv_fd);
         for (size_t i = 0; i < c->n_etags; i++) {
@@ -774,6 +831,8 @@ int channeld_reload(struct channeld *c, struct tether_config *config) {
         c->config = config;
         if (relink) {
                 log_notice("Configuration reloaded: reconnecting with the new MP settings");
+                c->spread_timer = sd_event_source_disable_unref(c->spread_timer);
+                c->reconnect_timer = sd_event_source_disable_unref(c->reconnect_timer);
                 c->channel = tether_channel_free(c->channel);
                 session_on_disconnect(c->session);
                 r = channel_create(c);
