@@ -661,6 +661,79 @@ static void test_restart_keeps_records(void **state) {
         device_done(&clone);
 }
 
+/* ---- throttling ---- */
+
+static int setup_throttled(void **state) {
+        struct fixture *f = calloc(1, sizeof(*f));
+
+        assert_non_null(f);
+        *state = f;
+        assert_int_equal(
+                mp_proc_start(&f->p, (const char *const[]){"--push-rate", "4", "--push-batch", "1", NULL}),
+                0);
+        return 0;
+}
+
+static double mono(void);
+
+static void test_throttled_fanout(void **state) {
+        struct fixture *f = *state;
+        struct mp_server_proc *p = &f->p;
+        struct device d[3];
+        struct chan c[3];
+        double t[3] = {0, 0, 0};
+        char guid[37], line[512], path[256];
+        bool seen = false;
+
+        for (int i = 0; i < 3; i++) {
+                assert_int_equal(device_new(&d[i], NULL, NULL), 0);
+                signin_ok(&c[i], p, &d[i], TETHER_SIGNIN_APPROVED);
+        }
+        double t0 = mono();
+        uint64_t id = cli_push(p, "1", (const char *const[]){"--all", NULL}, guid);
+        /* the fan-out order is not the sign-in order: wait on all three */
+        for (int got = 0; got < 3;) {
+                for (int i = 0; i < 3; i++) {
+                        struct tether_msg *m = NULL;
+                        if (t[i] > 0 || chan_recv_msg(&c[i], p, 50, &m) < 0)
+                                continue;
+                        assert_int_equal(m->type, TETHER_FRAME_PUSH);
+                        assert_string_equal(m->push.task_guid, guid);
+                        t[i] = mono() - t0;
+                        tether_msg_free(m);
+                        got++;
+                }
+                assert_true(mono() - t0 < 10);
+        }
+        double first = t[0], last = t[0];
+        for (int i = 1; i < 3; i++) {
+                first = t[i] < first ? t[i] : first;
+                last = t[i] > last ? t[i] : last;
+        }
+        /* one token at once, then one every 0.25 s: the third at 0.5 s */
+        assert_true(last - first >= 0.4);
+
+        /* the seed-style line */
+        snprintf(path, sizeof(path), "%s/server.log", p->dir);
+        FILE *log = fopen(path, "re");
+        assert_non_null(log);
+        char expect[256];
+        snprintf(expect, sizeof(expect),
+                 "Starting to send push task (PushID: %llu TaskID: %llu TaskGUID: %s TaskType: 1 TaskParam: "
+                 ") to 3 "
+                 "clients with throttling (strategy: 1 param: 4)",
+                 (unsigned long long)id, (unsigned long long)id, guid);
+        while (fgets(line, sizeof(line), log))
+                if (strstr(line, expect))
+                        seen = true;
+        fclose(log);
+        assert_true(seen);
+        for (int i = 0; i < 3; i++) {
+                chan_close(&c[i]);
+                device_done(&d[i]);
+        }
+}
+
 /* ---- liveness ---- */
 
 static int setup_short_keepalive(void **state) {
@@ -1064,6 +1137,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_push_online_and_later, setup_default, teardown),
                 cmocka_unit_test_setup_teardown(test_bad_signature_and_duplicate, setup_default, teardown),
                 cmocka_unit_test_setup_teardown(test_restart_keeps_records, setup_default, teardown),
+                cmocka_unit_test_setup_teardown(test_throttled_fanout, setup_throttled, teardown),
                 cmocka_unit_test_setup_teardown(test_two_missed_keepalives, setup_short_keepalive, teardown),
                 cmocka_unit_test_setup_teardown(test_https_fallback, setup_default, teardown),
                 cmocka_unit_test_setup_teardown(test_policy_fetch, setup_default, teardown),
