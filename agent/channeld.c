@@ -59,6 +59,8 @@ struct channeld {
         /* After GOODBYE(shutdown): the link is stopped and restarted at a
          * random point of the advertised window (microsecond precision). */
         sd_event_source *spread_timer;
+        /* Retries pushes refused while the spool was full. */
+        sd_event_source *held_timer;
 
         enum tether_channel_state state;
         char transport[16];
@@ -126,6 +128,27 @@ static int cb_make_signin(void *userdata, uint8_t **ret_frame, size_t *ret_len) 
         return session_make_signin(c->session, ret_frame, ret_len);
 }
 
+#define HELD_RETRY_USEC (2ULL * USEC_PER_SEC)
+
+static int held_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct channeld *c = userdata;
+
+        if (session_retry_held(c->session) > 0) {
+                (void)sd_event_source_set_time(s, usec + HELD_RETRY_USEC);
+                (void)sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        } else
+                c->held_timer = sd_event_source_disable_unref(c->held_timer);
+        return 0;
+}
+
+static void arm_held_retry(struct channeld *c) {
+        if (c->held_timer || session_held(c->session) == 0)
+                return;
+        if (sd_event_add_time_relative(c->event, &c->held_timer, CLOCK_MONOTONIC, HELD_RETRY_USEC, 0,
+                                       held_retry, c) < 0)
+                c->held_timer = NULL;
+}
+
 static void cb_on_frame(void *userdata, struct tether_frame *frame) {
         struct channeld *c = userdata;
 
@@ -135,6 +158,7 @@ static void cb_on_frame(void *userdata, struct tether_frame *frame) {
                 return;
         }
         session_on_frame(c->session, frame);
+        arm_held_retry(c);
 }
 
 static void cb_on_state(void *userdata, enum tether_channel_state state, const char *transport,
@@ -781,6 +805,7 @@ struct channeld *channeld_free(struct channeld *c) {
         sd_event_source_disable_unref(c->gc_timer);
         sd_event_source_disable_unref(c->reconnect_timer);
         sd_event_source_disable_unref(c->spread_timer);
+        sd_event_source_disable_unref(c->held_timer);
         if (c->priv_fd >= 0)
                 close(c->priv_fd);
         for (size_t i = 0; i < c->n_etags; i++) {

@@ -24,6 +24,10 @@
 /* Prefix of the spool name of a response to a PUSH whose signature failed:
  * its TaskGUID is unverified, so it must never shadow a genuine task's. */
 #define UNAUTH_PREFIX "U-"
+/* PUSH frames refused because the spool could not take them (disk full),
+ * kept in memory to try again, up to this many; beyond, the MP re-delivers
+ * them at the next sign-in, as it does for every push without PUSH_ACK. */
+#define HELD_MAX 64
 
 struct session {
         char client_id[TETHER_GUID_LEN];
@@ -38,6 +42,8 @@ struct session {
         void *userdata;
         bool approved;
         char last_error[256];
+        struct tether_frame *held[HELD_MAX];
+        size_t n_held;
 };
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct tether_msg *, tether_msg_free);
@@ -79,9 +85,16 @@ int session_new(const struct session_config *config, struct site_trust *trust, s
         return 0;
 }
 
+static void drop_held(struct session *s) {
+        for (size_t i = 0; i < s->n_held; i++)
+                tether_frame_free(s->held[i]);
+        s->n_held = 0;
+}
+
 struct session *session_free(struct session *s) {
         if (!s)
                 return NULL;
+        drop_held(s);
         free(s->hostname);
         free(s->enrolment_token);
         free(s);
@@ -389,7 +402,10 @@ static void handle_unauthorized_push(struct session *s, struct tether_frame *fra
                       "the PUSH signature did not verify against the site key");
 }
 
-static void handle_push(struct session *s, struct tether_frame *frame) {
+/* Handles a PUSH; a retry of a held frame does not log the receive line
+ * again. Sets *framep to NULL when it keeps the frame. */
+static void handle_push(struct session *s, struct tether_frame **framep, bool retry) {
+        struct tether_frame *frame = *framep;
         _cleanup_(tether_msg_freep) struct tether_msg *m = NULL;
         struct tether_diag diag = {0};
         struct tether_push *p;
@@ -418,7 +434,8 @@ static void handle_push(struct session *s, struct tether_frame *frame) {
                 return;
         }
         p = &m->push;
-        log_push(p);
+        if (!retry)
+                log_push(p);
 
         /* 3. A TaskGUID seen before never runs again. */
         if (spool_has_task(s->spool, p->task_guid)) {
@@ -461,13 +478,24 @@ static void handle_push(struct session *s, struct tether_frame *frame) {
         task.received = now;
         r = spool_save_task(s->spool, &task);
         if (r < 0) {
-                log_error_errno(r,
-                                "Cannot persist task %s, refusing it (no PUSH_ACK; the MP will retry): %m",
-                                p->task_guid);
+                bool keep = s->n_held < HELD_MAX;
+                if (retry)
+                        log_debug_errno(r, "Task %s still cannot be persisted: %m", p->task_guid);
+                else
+                        log_error_errno(r, "Cannot persist task %s, refusing it for now (no PUSH_ACK)%s: %m",
+                                        p->task_guid,
+                                        keep ? "; trying again while connected"
+                                             : "; the MP delivers it again at the next sign-in");
                 set_error(s, "refusing task %s: cannot persist it: %s", p->task_guid, strerror(-r));
+                if (keep) {
+                        s->held[s->n_held++] = frame;
+                        *framep = NULL;
+                }
                 changed(s);
                 return;
         }
+        if (retry)
+                log_info("Task %s persisted now that the spool takes it again", p->task_guid);
         /* 5. Acknowledge. */
         r = send_ack(s, p->task_guid);
         if (r < 0)
@@ -542,7 +570,7 @@ void session_on_frame(struct session *s, struct tether_frame *frame) {
                 handle_confirm(s, frame);
                 break;
         case TETHER_FRAME_PUSH:
-                handle_push(s, frame);
+                handle_push(s, &frame, false);
                 break;
         case TETHER_FRAME_RESPONSE_ACK:
                 handle_response_ack(s, frame);
@@ -564,6 +592,29 @@ void session_on_frame(struct session *s, struct tether_frame *frame) {
 
 void session_on_disconnect(struct session *s) {
         s->approved = false;
+        /* Not acknowledged: the MP delivers them again at the next sign-in. */
+        drop_held(s);
+}
+
+size_t session_held(const struct session *s) {
+        return s->n_held;
+}
+
+size_t session_retry_held(struct session *s) {
+        struct tether_frame *frames[HELD_MAX];
+        size_t n = s->n_held;
+
+        if (!s->approved) {
+                drop_held(s);
+                return 0;
+        }
+        memcpy(frames, s->held, n * sizeof(frames[0]));
+        s->n_held = 0;
+        for (size_t i = 0; i < n; i++) {
+                handle_push(s, &frames[i], true);
+                tether_frame_free(frames[i]);
+        }
+        return s->n_held;
 }
 
 int session_task_done(struct session *s, uint32_t cycle, const char *task_guid, uint32_t return_code,

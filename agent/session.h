@@ -64,6 +64,12 @@ int session_make_signin(struct session *s, uint8_t **ret_frame, size_t *ret_len)
 /* Handles one received frame (takes ownership). */
 void session_on_frame(struct session *s, struct tether_frame *frame);
 
+/* PUSH frames refused because the spool was full, held to try again. */
+size_t session_held(const struct session *s);
+/* Tries the held frames again (the channel process calls it from a timer
+ * while session_held() > 0). Returns how many are still held. */
+size_t session_retry_held(struct session *s);
+
 /* The transport went down: no longer approved until the next confirm. */
 void session_on_disconnect(struct session *s);
 

@@ -467,9 +467,32 @@ static void test_disk_full_refuses_work(void **state) {
         assert_int_equal(f->n_sent, n); /* no PUSH_ACK: the MP pushes again later */
         assert_false(spool_has_task(f->spool, GUID));
         assert_non_null(strstr(session_last_error(f->session), "No space left on device"));
+        assert_int_equal(session_held(f->session), 1);
 
-        /* Space again: the retried push is taken. */
+        /* Still full: still held, still no ACK. */
+        fsutil_fault_hook = enospc_hook;
+        assert_int_equal(session_retry_held(f->session), 1);
+        fsutil_fault_hook = NULL;
+        assert_int_equal(f->n_sent, n);
+        assert_int_equal(f->runs, 0);
+
+        /* Space again: the held push is persisted, acknowledged, run. */
+        assert_int_equal(session_retry_held(f->session), 0);
+        assert_int_equal(f->runs, 1);
+        assert_int_equal(last(f)->type, TETHER_FRAME_PUSH_ACK);
+        assert_true(spool_has_task(f->spool, GUID));
+
+        /* The MP's re-delivery at the next sign-in is a duplicate now. */
         deliver(f, push_msg(GUID, 1, ""), f->site_key);
+        assert_int_equal(f->runs, 1);
+
+        /* Held pushes are dropped when the link goes (the MP re-delivers). */
+        fsutil_fault_hook = enospc_hook;
+        deliver(f, push_msg("88888888-8888-4888-8888-888888888888", 1, ""), f->site_key);
+        fsutil_fault_hook = NULL;
+        assert_int_equal(session_held(f->session), 1);
+        session_on_disconnect(f->session);
+        assert_int_equal(session_held(f->session), 0);
         assert_int_equal(f->runs, 1);
 }
 
