@@ -108,6 +108,9 @@ static int admin_devices(struct mp_conn *c) {
 
                         json_object_object_add(row, "transport",
                                                json_object_new_string(s->https ? "https" : "tcp"));
+                        /* an HTTPS poll waiting for something to answer */
+                        json_object_object_add(
+                                row, "held", json_object_new_boolean(s->https && s->conn && !s->conn->dead));
                         if (tether_timestamp_format(seen, ts) >= 0)
                                 json_object_object_add(row, "last_seen", json_object_new_string(ts));
                         json_object_object_add(row, "address", json_object_new_string(s->address));
