@@ -528,6 +528,8 @@ int mp_server_new(struct mp_config *cfg, struct mp_server **ret) {
         r = sd_event_new(&srv->event);
         if (r < 0)
                 goto fail;
+        /* Pings systemd's watchdog from the loop itself when WatchdogSec= is set. */
+        (void)sd_event_set_watchdog(srv->event, true);
         r = listen_tcp(cfg->listen, &srv->channel_fd, &srv->channel_port);
         if (r < 0) {
                 log_error_errno(r, "Failed to listen on %s: %m", cfg->listen);
