@@ -669,7 +669,7 @@ static int setup_throttled(void **state) {
         assert_non_null(f);
         *state = f;
         assert_int_equal(
-                mp_proc_start(&f->p, (const char *const[]){"--push-rate", "4", "--push-batch", "1", NULL}),
+                mp_proc_start(&f->p, (const char *const[]){"--push-rate", "2", "--push-batch", "1", NULL}),
                 0);
         return 0;
 }
@@ -710,9 +710,9 @@ static void test_throttled_fanout(void **state) {
                 first = t[i] < first ? t[i] : first;
                 last = t[i] > last ? t[i] : last;
         }
-        /* one token at once, then one every 0.25 s: the third at 0.5 s (the
-         * round-robin receive above measures within about 30 ms) */
-        assert_true(last - first >= 0.4);
+        /* one token at once, then one every 0.5 s: the third at 1 s (the
+         * margin absorbs a late first measurement on a loaded machine) */
+        assert_true(last - first >= 0.6);
 
         /* the seed-style line */
         snprintf(path, sizeof(path), "%s/server.log", p->dir);
@@ -722,7 +722,7 @@ static void test_throttled_fanout(void **state) {
         snprintf(expect, sizeof(expect),
                  "Starting to send push task (PushID: %llu TaskID: %llu TaskGUID: %s TaskType: 1 TaskParam: "
                  ") to 3 "
-                 "clients with throttling (strategy: 1 param: 4)",
+                 "clients with throttling (strategy: 1 param: 2)",
                  (unsigned long long)id, (unsigned long long)id, guid);
         while (fgets(line, sizeof(line), log))
                 if (strstr(line, expect))
