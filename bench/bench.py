@@ -423,6 +423,34 @@ def wait_online(bins, mp_dir, timeout=30):
     return False
 
 
+def strace_wakeups(pids, seconds, work):
+    """What wakes the idle agent: each return from the event loop's wait,
+    with the calls that follow it, over a second window (strace slows the
+    process a little; the counted window above runs without it)."""
+    out = os.path.join(work, "strace.txt")
+    argv = ["strace", "-f", "-tt", "-o", out, "-e",
+            "trace=epoll_wait,epoll_pwait,epoll_pwait2,read,write,recvfrom,sendto,recvmsg,"
+            "sendmsg,timerfd_settime,openat,fsync,fdatasync,rename,renameat"]
+    for p in pids:
+        argv += ["-p", str(p)]
+    st = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(seconds)
+    st.send_signal(signal.SIGINT)
+    try:
+        st.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        st.kill()
+        st.wait()
+    try:
+        with open(out) as f:
+            lines = [line.rstrip() for line in f]
+    except OSError:
+        return {"error": "strace wrote nothing"}
+    waits = [line for line in lines if re.search(r"epoll_p?wait2?\(.*= [1-9]", line)]
+    return {"window_s": seconds, "loop_wakeups": len(waits),
+            "excerpt": [line[:200] for line in lines if "resumed" not in line][:80]}
+
+
 def part_idle(a, bins):
     g = Group()
     work = mkdtemp(prefix="tether-bench-idle.")
@@ -456,6 +484,8 @@ def part_idle(a, bins):
         if agent.poll() is not None:
             raise RuntimeError("tetherd exited during the idle window")
         res["processes"] = procs
+        if a.strace_window and shutil.which("strace"):
+            res["strace"] = strace_wakeups(pids, a.strace_window, work)
         res["uss_total_kib"] = sum(p["uss_kib"] for p in procs)
         res["wakeups_total"] = sum(p["wakeups"] for p in procs)
         res["expected_keepalive_wakeups"] = a.window // a.keepalive
@@ -463,6 +493,9 @@ def part_idle(a, bins):
             print(f"idle: pid {p['pid']} ({p['cmd']}): USS {p['uss_kib']} KiB, PSS "
                   f"{p['pss_kib']} KiB, RSS {p['rss_kib']} KiB; {p['wakeups']} wakeups "
                   f"({p['voluntary_switches']} voluntary switches) in {a.window} s")
+        if res.get("strace", {}).get("loop_wakeups") is not None:
+            print(f"idle: under strace, {res['strace']['loop_wakeups']} event-loop wakeups in "
+                  f"{a.strace_window} s (excerpt in idle.json)")
         print(f"idle: tetherd total USS {res['uss_total_kib']} KiB "
               f"({res['uss_total_kib'] / 1024:.2f} MiB); {res['wakeups_total']} wakeups in "
               f"{a.window} s (keepalive every {a.keepalive} s: "
@@ -737,14 +770,15 @@ plot """ + ", ".join(f'"{c}" using 1:2 with lines lw 2 title "{t}"' for c, t in 
         if run_gnuplot(gp, script):
             made["latency"] = "docs/perf/latency.png"
     fleet = load(results, "fleet")
-    curve = None
+    curve, window = None, None
     if fleet:
         for r in fleet.get("results", []):
             if r.get("scenario") == "graceful-restart" and r.get("reconnect_times"):
                 curve = r["reconnect_times"]
+                window = r.get("retry_after_s")
     if curve:
         dat = os.path.join(results, "reconnect.dat")
-        width = 1.0
+        width = 0.5
         nb = int(curve[-1] / width) + 1
         b = [0] * nb
         for t in curve:
@@ -754,18 +788,28 @@ plot """ + ", ".join(f'"{c}" using 1:2 with lines lw 2 title "{t}"' for c, t in 
             for k, c in enumerate(b):
                 cum += c
                 f.write(f"{k * width} {c / width} {cum}\n")
+        uniform = ""
+        if window:
+            ref = os.path.join(results, "reconnect-uniform.dat")
+            with open(ref, "w") as f:
+                f.write(f"0 {len(curve) / window}\n{window} {len(curve) / window}\n")
+            uniform = (f', \\\n     "{ref}" using 1:2 with lines dt 2 lw 2 lc rgb "black" '
+                       f'title "uniform over the advertised {window} s window"')
         script = f"""set terminal pngcairo size 900,520 font ",10"
 set output "{perf}/reconnect.png"
-set title "Reconnections after a graceful MP restart ({len(curve)} agents)"
-set xlabel "seconds after the MP restarted"
+set title "Sign-ins after a graceful MP restart ({len(curve)} agents, {width} s bins)"
+set xlabel "seconds after GOODBYE(shutdown)"
 set ylabel "connections per second"
 set y2label "agents back (cumulative)"
 set y2tics
 set ytics nomirror
+set yrange [0:*]
+set y2range [0:*]
+set key top left
 set grid
 set style fill solid 0.5
-plot "{dat}" using ($1+{width / 2}):2 with boxes title "connections/s", \\
-     "{dat}" using ($1+{width}):3 axes x1y2 with lines lw 2 title "cumulative"
+plot "{dat}" using ($1+{width / 2}):2 with boxes title "sign-ins per second", \\
+     "{dat}" using ($1+{width}):3 axes x1y2 with lines lw 2 title "cumulative"{uniform}
 """
         if run_gnuplot(gp, script):
             made["reconnect"] = "docs/perf/reconnect.png"
@@ -821,6 +865,8 @@ def main():
     ap.add_argument("--window", type=int, default=120, help="idle window, seconds")
     ap.add_argument("--keepalive", type=int, default=60, help="idle run's keepalive")
     ap.add_argument("--settle", type=int, default=5)
+    ap.add_argument("--strace-window", type=int, default=60,
+                    help="then this long under strace, to see what wakes the agent (0: skip)")
     ap.add_argument("--agents", type=int, default=1000)
     ap.add_argument("--start-delay", type=int, default=10)
     ap.add_argument("--fleet-wait", type=int, default=120)

@@ -156,10 +156,23 @@ def write_report(results, out_path, made, machine, load):
           f"| | | **{idle['wakeups_total']}** in {idle['window_s']} s |")
         w("")
         w(f"With a keepalive every {idle['keepalive_s']} s, {idle['expected_keepalive_wakeups']} "
-          "keepalives fall in the window; each costs the channel process a wakeup to send and "
-          "one to read the answer. Target: USS under 4 MiB "
+          "keepalives fall in the window. Target: USS under 4 MiB "
           f"({'met' if idle['uss_total_kib'] < 4096 else 'missed'}); one wakeup per keepalive "
-          "interval and nothing else. Load at the end: " + _load(idle) + ".")
+          f"interval and nothing else ({idle['wakeups_total']} wakeups for "
+          f"{idle['expected_keepalive_wakeups']} keepalives: "
+          f"{'met' if idle['wakeups_total'] <= idle['expected_keepalive_wakeups'] else 'missed'}"
+          "). Load at the end: " + _load(idle) + ".")
+        st = idle.get("strace")
+        if st and "excerpt" in st:
+            w("")
+            w(f"What wakes it: a second window of {st['window_s']} s under `strace -f -tt` "
+              f"(event-loop waits that returned events: {st['loop_wakeups']}). The calls, "
+              "as traced:")
+            w("")
+            w("```")
+            for line in st["excerpt"][:40]:
+                w(line)
+            w("```")
     w("")
 
     w("## Peer comparison (same run)")

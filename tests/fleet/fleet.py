@@ -281,21 +281,38 @@ class NetnsNet:
                 self._batch([f"link set v{i} down"], ns=self.mp_ns)
             self.impaired[i] = "cut"
 
-    def degrade(self, idx, loss_pct):
+    def _tc(self, i, args):
+        return subprocess.run(["tc", "-n", self.agent_ns[i]] + args, capture_output=True,
+                              text=True, timeout=30).returncode == 0
+
+    def degrade(self, idx, loss_pct, delay_ms=40):
+        """Loss (and delay, where the kernel has sch_netem) on the agents'
+        links. Returns what was applied, or None."""
+        if idx and self._tc(idx[0], ["qdisc", "replace", "dev", "eth0", "root", "netem", "delay",
+                                     f"{delay_ms}ms", "loss", f"{loss_pct}%"]):
+            for i in idx[1:]:
+                self._tc(i, ["qdisc", "replace", "dev", "eth0", "root", "netem", "delay",
+                             f"{delay_ms}ms", "loss", f"{loss_pct}%"])
+            for i in idx:
+                self.impaired[i] = "netem"
+            return f"netem delay {delay_ms} ms and {loss_pct}% loss on the others"
         if not self.have_nft:
-            return False
+            return None
         for i in idx:
             self._nft(i, f"meta l4proto tcp numgen random mod 100 < {int(loss_pct)} drop")
             self.impaired[i] = "loss"
-        return True
+        return (f"{loss_pct}% loss on the others (nft); no added delay: this kernel has no "
+                "sch_netem")
 
     def restore(self, idx):
         for i in idx:
-            if self.have_nft:
+            how = self.impaired.pop(i, None)
+            if how == "netem":
+                self._tc(i, ["qdisc", "del", "dev", "eth0", "root"])
+            elif self.have_nft:
                 self._nft(i, "")
             else:
                 self._batch([f"link set v{i} up"], ns=self.mp_ns)
-            self.impaired.pop(i, None)
 
     def pids_in(self, ns):
         p = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
@@ -778,9 +795,7 @@ def s_network_cut(f, a):
         raise ScenarioSkipped(why)
     cut = list(range(third(f.n)))
     rest = list(range(third(f.n), f.n))
-    degraded = f.net.degrade(rest, 20)
-    note = "20% loss on the others (nft)" if degraded else "no loss on the others: nft missing"
-    note += "; no added delay: this kernel has no sch_netem" if not netem_available() else ""
+    note = f.net.degrade(rest, 20) or "no loss on the others: neither netem nor nft here"
     f.net.cut(cut)
     cut_for = 2 * a.keepalive + 3
     log(f"network of {len(cut)} agents cut for {cut_for} s; {note}")
@@ -1014,16 +1029,6 @@ RUNNERS = {
     "graceful-restart": s_graceful_restart,
     "fanout": s_fanout,
 }
-
-
-def netem_available():
-    try:
-        import gzip
-        with gzip.open("/proc/config.gz", "rt") as fh:
-            config = fh.read()
-        return "CONFIG_NET_SCH_NETEM=y" in config or "CONFIG_NET_SCH_NETEM=m" in config
-    except OSError:
-        return shutil.which("tc") is not None
 
 
 # --------------------------------------------------------------------------
