@@ -60,9 +60,11 @@ static void sink_fn(int priority, const char *message, const char *const *fields
                 iov[n++] = (struct iovec){sink.process, strlen(sink.process)};
                 for (size_t i = 0; fields && fields[i] && i < MAX_FIELDS; i++)
                         iov[n++] = (struct iovec){(void *)fields[i], strlen(fields[i])};
-                (void)sd_journal_sendv(iov, (int)n);
+                int r = sd_journal_sendv(iov, (int)n);
                 free(msg);
-                return;
+                if (r >= 0)
+                        return;
+                /* No journald after all (--journal in a container): stderr. */
         }
         fprintf(stderr, "%s: %s\n", log_get_tag(), message);
 }
