@@ -60,11 +60,9 @@ static void sink_fn(int priority, const char *message, const char *const *fields
                 iov[n++] = (struct iovec){sink.process, strlen(sink.process)};
                 for (size_t i = 0; fields && fields[i] && i < MAX_FIELDS; i++)
                         iov[n++] = (struct iovec){(void *)fields[i], strlen(fields[i])};
-                int r = sd_journal_sendv(iov, (int)n);
+                (void)sd_journal_sendv(iov, (int)n);
                 free(msg);
-                if (r >= 0)
-                        return;
-                /* No journald after all (--journal in a container): stderr. */
+                return;
         }
         fprintf(stderr, "%s: %s\n", log_get_tag(), message);
 }
@@ -74,7 +72,9 @@ int logsink_setup(const char *process, bool journal, const char *cmtrace_file, i
 
         log_set_max_level(level);
         log_set_tag(process);
-        sink.journal = journal;
+        /* libsystemd drops messages silently when journald is not there
+         * (--journal in a container): keep stderr then. */
+        sink.journal = journal && access("/run/systemd/journal/socket", F_OK) == 0;
         snprintf(sink.identifier, sizeof(sink.identifier), "SYSLOG_IDENTIFIER=tetherd");
         snprintf(sink.process, sizeof(sink.process), "TETHER_PROCESS=%s", process);
         sink.cmtrace = cmtrace_log_free(sink.cmtrace);
@@ -84,6 +84,8 @@ int logsink_setup(const char *process, bool journal, const char *cmtrace_file, i
                         sink.cmtrace = NULL;
         }
         log_set_sink(sink_fn, NULL);
+        if (journal && !sink.journal)
+                log_notice("journald is not running: logging to stderr");
         if (r < 0)
                 log_warning_errno(r, "Cannot open the CMTrace log '%s', ignoring: %m", cmtrace_file);
         return 0;
