@@ -205,6 +205,59 @@ static void test_socketpair_carries_big_policy(void **state) {
         close(fds[1]);
 }
 
+/* Random packets and bit-flipped valid ones: never a crash, never an
+ * out-of-bounds read (ASan), and a packet that passes is self-consistent. */
+static void test_random_and_mutated_packets(void **state) {
+        uint8_t *valid[6] = {NULL}, buf[512];
+        size_t valid_len[6];
+        struct priv_msg m;
+        uint64_t x = 0x9E3779B97F4A7C15ULL;
+
+        assert_int_equal(priv_build_run(1, GUID, "param", &valid[0], &valid_len[0]), 0);
+        assert_int_equal(priv_build_done(2, GUID, 1, "detail", &valid[1], &valid_len[1]), 0);
+        assert_int_equal(priv_build_policy_request("u", &valid[2], &valid_len[2]), 0);
+        assert_int_equal(priv_build_policy("u", 0, 0, (const uint8_t *)"<P/>", 4, (const uint8_t *)"sig", 3,
+                                           &valid[3], &valid_len[3]),
+                         0);
+        assert_int_equal(priv_build_site_key((const uint8_t *)"key", 3, &valid[4], &valid_len[4]), 0);
+        assert_int_equal(priv_build_status("status", &valid[5], &valid_len[5]), 0);
+
+        for (unsigned i = 0; i < 200000; i++) {
+                size_t len;
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if (i % 2) {
+                        size_t k = (size_t)(x % 6);
+                        len = valid_len[k];
+                        assert_true(len <= sizeof(buf));
+                        memcpy(buf, valid[k], len);
+                        buf[(x >> 8) % len] ^= (uint8_t)(1u << ((x >> 32) % 8));
+                } else {
+                        len = (size_t)(x % sizeof(buf));
+                        for (size_t j = 0; j < len; j++)
+                                buf[j] = (uint8_t)(x >> (j % 56));
+                        if (len >= sizeof(struct priv_hdr)) {
+                                struct priv_hdr h = {.type = (uint32_t)((x >> 3) % (PRIV_TYPE_MAX + 1)),
+                                                     .len = (uint32_t)len};
+                                memcpy(buf, &h, sizeof(h));
+                        }
+                }
+                for (int side = 0; side < 2; side++) {
+                        if (priv_msg_check((enum priv_side)side, buf, len, &m) < 0)
+                                continue;
+                        /* Whatever passed points inside the packet. */
+                        assert_true(m.data_len <= len);
+                        if (m.data_len)
+                                assert_true(m.data >= buf && m.data + m.data_len <= buf + len);
+                        if (m.data2_len)
+                                assert_true(m.data2 >= buf && m.data2 + m.data2_len <= buf + len);
+                }
+        }
+        for (size_t k = 0; k < 6; k++)
+                free(valid[k]);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_run_round_trip),
@@ -213,6 +266,7 @@ int main(void) {
                 cmocka_unit_test(test_policy),
                 cmocka_unit_test(test_ping_status_key_and_junk),
                 cmocka_unit_test(test_socketpair_carries_big_policy),
+                cmocka_unit_test(test_random_and_mutated_packets),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
