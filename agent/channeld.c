@@ -600,7 +600,8 @@ static struct json_object *ctl_identity_reset(struct channeld *c) {
         return ctl_identity(c);
 }
 
-static struct json_object *ctl_handler(void *userdata, const char *command, const char *argument) {
+static struct json_object *ctl_handler(void *userdata, const char *command, const char *argument,
+                                       uid_t peer_uid) {
         struct channeld *c = userdata;
 
         if (strcmp(command, "status") == 0)
@@ -610,8 +611,13 @@ static struct json_object *ctl_handler(void *userdata, const char *command, cons
         if (strcmp(command, "identity") == 0) {
                 if (!argument[0] || strcmp(argument, "show") == 0)
                         return ctl_identity(c);
-                if (strcmp(argument, "reset") == 0)
+                if (strcmp(argument, "reset") == 0) {
+                        /* A new identity means a new device at the MP: root only
+                         * (the tether group may look and trigger). */
+                        if (peer_uid != 0 && peer_uid != getuid())
+                                return answer_error("identity reset needs root");
                         return ctl_identity_reset(c);
+                }
                 return answer_error("unknown identity command '%s' (show, reset)", argument);
         }
         if (strcmp(command, "trigger") == 0) {
@@ -629,7 +635,7 @@ static struct json_object *ctl_handler(void *userdata, const char *command, cons
                 r = op_run(c, (uint32_t)cycle, "", "");
                 if (r < 0)
                         return answer_error("cannot reach the scheduler: %s", strerror(-r));
-                log_info("Cycle %s triggered locally", tether_cycle_name(cycle));
+                log_info("Cycle %s triggered locally (by uid %d)", tether_cycle_name(cycle), (int)peer_uid);
                 o = answer_ok();
                 if (o)
                         add_str(o, "triggered", tether_cycle_name(cycle));

@@ -36,6 +36,7 @@ struct control_client {
         sd_event_source *timer;
         char buf[LINE_MAX_BYTES];
         size_t len;
+        uid_t peer_uid;
 };
 
 static void client_free(struct control_client *c) {
@@ -103,7 +104,7 @@ static int client_io(sd_event_source *s, int fd, uint32_t revents, void *userdat
         arg = strchr(c->buf, ' ');
         if (arg)
                 *arg++ = 0;
-        client_answer(c, c->server->handler(c->server->userdata, c->buf, arg ? arg : ""));
+        client_answer(c, c->server->handler(c->server->userdata, c->buf, arg ? arg : "", c->peer_uid));
         client_free(c);
         return 0;
 }
@@ -129,6 +130,9 @@ static int server_accept(sd_event_source *s, int fd, uint32_t revents, void *use
         }
         c->server = srv;
         c->fd = cfd;
+        struct ucred cred;
+        socklen_t cl = sizeof(cred);
+        c->peer_uid = getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0 ? cred.uid : (uid_t)-1;
         r = sd_event_add_io(srv->event, &c->io, cfd, EPOLLIN, client_io, c);
         if (r >= 0 && (r = sd_event_now(srv->event, CLOCK_MONOTONIC, &now)) >= 0)
                 r = sd_event_add_time(srv->event, &c->timer, CLOCK_MONOTONIC, now + CLIENT_TIMEOUT_USEC, 0,

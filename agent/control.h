@@ -10,13 +10,17 @@
  * answer has "ok": true|false, and "error" when false.
  */
 
+#include <sys/types.h>
+
 #include <systemd/sd-event.h>
 
 struct json_object;
 struct control_server;
 
-/* Returns a new JSON object (ownership passes to the server). */
-typedef struct json_object *(*control_handler_fn)(void *userdata, const char *command, const char *argument);
+/* Returns a new JSON object (ownership passes to the server). peer_uid is
+ * the client's uid from SO_PEERCRED ((uid_t)-1 if unknown). */
+typedef struct json_object *(*control_handler_fn)(void *userdata, const char *command, const char *argument,
+                                                  uid_t peer_uid);
 
 /* listen_fd: a listening socket, owned by the server from now on. */
 int control_server_new(sd_event *event, int listen_fd, control_handler_fn handler, void *userdata,
