@@ -408,7 +408,10 @@ static unsigned query_hold(const char *query) {
         return v > MP_HOLD_MAX ? MP_HOLD_MAX : (unsigned)v;
 }
 
-static int respond_goodbye(struct mp_conn *c, unsigned status, enum tether_goodbye_reason reason) {
+/* A refused poll. The contract says the fallback always answers 200: the
+ * refusal travels as one GOODBYE frame, which the agent handles exactly as
+ * on the TCP channel (conflict, unauthorized, protocol-error). */
+static int respond_goodbye(struct mp_conn *c, enum tether_goodbye_reason reason) {
         struct tether_msg msg = {.type = TETHER_FRAME_GOODBYE};
         _cleanup_(mp_buf_unrefp) struct mp_buf *b = NULL;
         uint8_t *frame = NULL;
@@ -418,11 +421,11 @@ static int respond_goodbye(struct mp_conn *c, unsigned status, enum tether_goodb
         msg.goodbye.reason = reason;
         r = tether_msg_seal(&msg, NULL, c->srv->cfg->max_frame, &frame, &len);
         if (r < 0)
-                return mp_http_respond_text(c, status, "refused\n");
+                return mp_http_respond_text(c, 500, "refused\n");
         b = mp_buf_take(frame, len);
         if (!b)
                 return -ENOMEM;
-        return mp_http_respond(c, status, "application/x-tether-frames", NULL, b);
+        return mp_http_respond(c, 200, "application/x-tether-frames", NULL, b);
 }
 
 static int https_channel(struct mp_conn *c, const char *query) {
@@ -461,11 +464,11 @@ static int https_channel(struct mp_conn *c, const char *query) {
                                 return mp_http_respond_text(c, 500, "internal error\n");
                         switch (outcome) {
                         case MP_OUTCOME_PROTOCOL_ERROR:
-                                return respond_goodbye(c, 400, TETHER_GOODBYE_PROTOCOL_ERROR);
+                                return respond_goodbye(c, TETHER_GOODBYE_PROTOCOL_ERROR);
                         case MP_OUTCOME_UNAUTHORIZED:
-                                return respond_goodbye(c, 403, TETHER_GOODBYE_UNAUTHORIZED);
+                                return respond_goodbye(c, TETHER_GOODBYE_UNAUTHORIZED);
                         case MP_OUTCOME_CONFLICT:
-                                return respond_goodbye(c, 409, TETHER_GOODBYE_CONFLICT);
+                                return respond_goodbye(c, TETHER_GOODBYE_CONFLICT);
                         default:
                                 break;
                         }
@@ -499,7 +502,7 @@ static int https_channel(struct mp_conn *c, const char *query) {
                         c->session = NULL;
                         s->conn = NULL;
                 }
-                return respond_goodbye(c, 400, TETHER_GOODBYE_PROTOCOL_ERROR);
+                return respond_goodbye(c, TETHER_GOODBYE_PROTOCOL_ERROR);
         }
 
         /* Answer at once when there is more than the SIGNIN_CONFIRM to say,

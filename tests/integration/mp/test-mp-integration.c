@@ -1017,10 +1017,30 @@ static void test_https_fallback(void **state) {
         assert_string_equal(field(push_target(st, d.client_id), "state"), "answered");
         json_object_put(st);
 
-        /* should-fail: a poll that does not start with SIGNIN */
+        /* should-fail: a poll that does not start with SIGNIN: still 200 (the
+         * contract), with one GOODBYE(protocol-error) */
         https(p, &d, "/tether/v1/channel?hold=0", "", 0, NULL, &res);
-        assert_int_equal(res.status, 400);
+        assert_int_equal(res.status, 200);
+        assert_int_equal(parse_answer(p, &res, msgs, 8), 1);
+        assert_int_equal(msgs[0]->type, TETHER_FRAME_GOODBYE);
+        assert_int_equal(msgs[0]->goodbye.reason, TETHER_GOODBYE_PROTOCOL_ERROR);
+        tether_msg_free(msgs[0]);
         free(res.body);
+        /* should-fail: a cloned device over HTTPS: GOODBYE(conflict) */
+        struct device clone;
+        uint8_t *cbody = NULL;
+        size_t clen = 0;
+        assert_int_equal(device_new(&clone, d.client_id, p->dir), 0);
+        add_signin(&cbody, &clen, &clone);
+        https(p, &clone, "/tether/v1/channel?hold=0", cbody, clen, NULL, &res);
+        assert_int_equal(res.status, 200);
+        assert_int_equal(parse_answer(p, &res, msgs, 8), 1);
+        assert_int_equal(msgs[0]->type, TETHER_FRAME_GOODBYE);
+        assert_int_equal(msgs[0]->goodbye.reason, TETHER_GOODBYE_CONFLICT);
+        tether_msg_free(msgs[0]);
+        free(res.body);
+        free(cbody);
+        device_done(&clone);
         /* should-fail: GET on the channel */
         https(p, &d, "/tether/v1/channel", NULL, 0, NULL, &res);
         assert_int_equal(res.status, 405);
