@@ -212,6 +212,9 @@ int mp_push_start(struct mp_server *srv, const struct mp_push_request *req, uint
         }
 
         mp_throttle_init(&p->throttle, srv->cfg->push_rate, srv->cfg->push_batch, mp_now_usec());
+        /* the seeds' BgbServer.log says this first; here the push row has
+         * just been written rather than read */
+        log_info("Get one push message from database.");
         p->started_usec = mp_now_usec();
         {
                 char push_id[32], guid[64];
