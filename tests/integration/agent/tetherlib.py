@@ -24,6 +24,7 @@ TETHERCTL = os.environ.get("TETHERCTL", os.path.join(BUILD, "agent", "tetherctl"
 TETHER_MP = os.environ.get("TETHER_MP", os.path.join(BUILD, "mp", "tether-mp"))
 
 _procs = []
+_hook_pid_files = []
 
 
 def log(*a):
@@ -60,6 +61,19 @@ def kill_group(p, sig=signal.SIGKILL):
 
 
 def cleanup():
+    # Hooks run in process groups of their own (the scheduler's): they
+    # survive a SIGKILL of tetherd, so they are ended here.
+    for path in _hook_pid_files:
+        try:
+            with open(path) as f:
+                pids = [int(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            continue
+        for pid in pids:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
     for p in _procs:
         kill_group(p, signal.SIGKILL)
         try:
@@ -158,8 +172,11 @@ def write_hook(cycles_dir, cycle, name, body):
     d = os.path.join(cycles_dir, cycle)
     os.makedirs(d, exist_ok=True)
     p = os.path.join(d, name)
+    pids = os.path.join(os.path.dirname(os.path.abspath(cycles_dir)), "hook.pids")
+    if pids not in _hook_pid_files:
+        _hook_pid_files.append(pids)
     with open(p, "w") as f:
-        f.write("#!/bin/sh\n" + body + "\n")
+        f.write("#!/bin/sh\necho $$ >> %s\n" % pids + body + "\n")
     os.chmod(p, 0o755)
     return p
 
