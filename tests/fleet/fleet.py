@@ -799,10 +799,19 @@ def s_network_cut(f, a):
     f.net.cut(cut)
     cut_for = 2 * a.keepalive + 3
     log(f"network of {len(cut)} agents cut for {cut_for} s; {note}")
+    by_host = {str(d.get("hostname")): d["clientid"] for d in f.devices()}
+    cut_ids = {by_host.get(f"fleet-a{i}") for i in cut}
     push = f.push("network-cut", expires=600)
     time.sleep(cut_for)
+    # The cut must really have cut: no cut agent answered while it lasted.
+    recs, _ = f.push_status(push[0])
+    during = {r["clientid"] for r in recs if str(r.get("state")).lower() == "answered"}
     f.net.restore(cut)
     f.net.restore(rest)
+    if None not in cut_ids and during & cut_ids:
+        raise ScenarioFailed(f"{len(during & cut_ids)} cut agents answered during the cut: "
+                             "the cut did not cut")
+    note += f"; during the cut {len(during - cut_ids)} of {len(rest)} others answered"
     n = f.assert_exactly_once([push], wait=a.wait + 60)
     return f"{len(cut)} agents cut {cut_for} s (> 2 keepalives of {a.keepalive} s); {note}; " \
            f"{n} responses, each once"
