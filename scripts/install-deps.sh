@@ -9,7 +9,7 @@ packages=(
   libssl-dev libxml2-dev libsystemd-dev libcurl4-openssl-dev
   libinih-dev libsqlite3-dev libjson-c-dev libhttp-parser-dev
   # tests and fuzzing
-  libcmocka-dev clang libclang-rt-14-dev openssl python3 procps iproute2
+  libcmocka-dev clang libclang-rt-14-dev openssl python3 procps iproute2 nftables
   # packaging tests: rpmbuild, lintian, debootstrap; dpkg-shlibdeps and file for CPack DEB
   rpm lintian debootstrap dpkg-dev file
   # the demo prints through these
