@@ -65,7 +65,9 @@ struct channeld {
         enum tether_channel_state state;
         char transport[16];
         char detail[256];
-        char status[PRIV_STATUS_MAX + 1];
+        char status[PRIV_STATUS_MAX + 1];      /* the line last passed on */
+        char status_next[PRIV_STATUS_MAX + 1]; /* the line to pass on */
+        sd_event_source *status_timer;
         struct etag_entry etags[MAX_ETAGS];
         size_t n_etags;
         bool stopping;
@@ -79,13 +81,29 @@ static int priv_send_buf(struct channeld *c, int r, uint8_t *buf, size_t len) {
         return r;
 }
 
+#define STATUS_DELAY_USEC (100ULL * 1000ULL)
+
+static int status_flush(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct channeld *c = userdata;
+        uint8_t *buf = NULL;
+        size_t len;
+        int r;
+
+        c->status_timer = sd_event_source_disable_unref(c->status_timer);
+        if (strcmp(c->status_next, c->status) == 0)
+                return 0;
+        strscpy(c->status, sizeof(c->status), c->status_next);
+        r = priv_build_status(c->status, &buf, &len);
+        r = priv_send_buf(c, r, buf, len);
+        if (r < 0)
+                log_debug_errno(r, "Cannot pass the status line on: %m");
+        return 0;
+}
+
 static void update_status(struct channeld *c) {
         struct spool_counts counts = {0};
         char text[PRIV_STATUS_MAX + 1];
         uint16_t port = strcmp(c->transport, "https") == 0 ? c->config->https_port : c->config->tcp_port;
-        uint8_t *buf = NULL;
-        size_t len;
-        int r;
 
         (void)spool_count(c->spool, &counts);
         switch (c->state) {
@@ -112,13 +130,16 @@ static void update_status(struct channeld *c) {
         for (char *p = text; *p; p++)
                 if (*p == '\n')
                         *p = ' ';
-        if (strcmp(text, c->status) == 0)
+        strscpy(c->status_next, sizeof(c->status_next), text);
+        if (strcmp(text, c->status) == 0 || c->status_timer)
                 return;
-        strscpy(c->status, sizeof(c->status), text);
-        r = priv_build_status(text, &buf, &len);
-        r = priv_send_buf(c, r, buf, len);
-        if (r < 0)
-                log_debug_errno(r, "Cannot pass the status line on: %m");
+        /* Off the push path, and at most one line per interval: a push
+         * changes the queue depth twice within a millisecond. */
+        if (sd_event_add_time_relative(c->event, &c->status_timer, CLOCK_MONOTONIC, STATUS_DELAY_USEC, 0,
+                                       status_flush, c) < 0) {
+                c->status_timer = NULL;
+                (void)status_flush(NULL, 0, c);
+        }
 }
 
 /* --- link callbacks --- */
@@ -812,6 +833,7 @@ struct channeld *channeld_free(struct channeld *c) {
         sd_event_source_disable_unref(c->reconnect_timer);
         sd_event_source_disable_unref(c->spread_timer);
         sd_event_source_disable_unref(c->held_timer);
+        sd_event_source_disable_unref(c->status_timer);
         if (c->priv_fd >= 0)
                 close(c->priv_fd);
         for (size_t i = 0; i < c->n_etags; i++) {
