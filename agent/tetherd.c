@@ -425,6 +425,9 @@ int main(int argc, char **argv) {
         sigaddset(&mask, SIGHUP);
         if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
                 return 1;
+        /* A closed stderr pipe or peer must cost an EPIPE, not the daemon.
+         * (The scheduler resets dispositions for the children it starts.) */
+        (void)signal(SIGPIPE, SIG_IGN);
 
         r = load_config(&config);
         if (r < 0) {
