@@ -671,6 +671,22 @@ int spool_gc(struct tether_spool *s, time_t now) {
                 }
         }
         free_names(names, n);
+
+        /* Responses without a task (to pushes whose signature failed) are
+         * forgotten a week after they were written, acknowledged or not. */
+        r = list_names(s->responses_fd, &names, &n);
+        if (r < 0)
+                return removed;
+        for (size_t i = 0; i < n; i++) {
+                struct stat st;
+                if (spool_has_task(s, names[i]) ||
+                    fstatat(s->responses_fd, names[i], &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+                    now <= st.st_mtime + SPOOL_REMEMBER_SECONDS)
+                        continue;
+                if (spool_drop_response(s, names[i]) >= 0)
+                        removed++;
+        }
+        free_names(names, n);
         return removed;
 }
 

@@ -379,6 +379,13 @@ static void test_pending_gc_recent(void **state) {
         assert_false(spool_has_response(s, GUID_A));
         assert_true(spool_has_task(s, GUID_B));
         check_counts(s);
+        /* A response without a task goes a week after it was written. */
+        assert_int_equal(spool_save_response(s, "U-Y", 5, frame, sizeof(frame)), 0);
+        assert_int_equal(spool_gc(s, time(NULL) + SPOOL_REMEMBER_SECONDS - 60), 0);
+        assert_true(spool_has_response(s, "U-Y"));
+        assert_int_equal(spool_gc(s, time(NULL) + SPOOL_REMEMBER_SECONDS + 60), 1);
+        assert_false(spool_has_response(s, "U-Y"));
+        check_counts(s);
         /* A pending task forgotten too. */
         assert_int_equal(spool_gc(s, b.expires + SPOOL_REMEMBER_SECONDS + 1), 1);
         check_counts(s);
