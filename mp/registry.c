@@ -22,6 +22,7 @@ enum stmt_id {
         ST_DEVICE_STATUS,
         ST_DEVICE_BY_FPR,
         ST_CONFLICT_UPSERT,
+        ST_DUPLICATE_UPSERT,
         ST_PUSH_MAX,
         ST_PUSH_RESERVE,
         ST_PUSH_STORE,
@@ -51,6 +52,17 @@ static const char *const stmt_sql[_ST_MAX] = {
                 "1) "
                 "ON CONFLICT (client_id, offered_fingerprint) DO UPDATE SET last_seen = ?7, "
                 "count = count + 1, hostname = ?5, address = ?6",
+        /* A duplicate identity offers the bound key itself, so its row
+         * (client_id, offered_fingerprint = the bound one) never meets a
+         * key conflict's row. */
+        [ST_DUPLICATE_UPSERT] =
+                "INSERT INTO conflicts (client_id, known_fingerprint, offered_fingerprint, offered_key, "
+                "hostname, address, first_seen, last_seen, count, kind, established_hostname, "
+                "established_address) VALUES (?1, ?2, ?2, NULL, ?3, ?4, ?7, ?7, 1, 'duplicate-identity', "
+                "?5, ?6) "
+                "ON CONFLICT (client_id, offered_fingerprint) DO UPDATE SET last_seen = ?7, "
+                "count = count + 1, hostname = ?3, address = ?4, kind = 'duplicate-identity', "
+                "established_hostname = ?5, established_address = ?6",
         [ST_PUSH_MAX] = "SELECT coalesce(max(push_id), 0), coalesce(max(task_id), 0) FROM pushes",
         [ST_PUSH_RESERVE] = "INSERT INTO pushes (push_id, task_id) VALUES (?1, ?2)",
         [ST_PUSH_STORE] = "UPDATE pushes SET task_guid = ?2, task_type = ?3, task_param = ?4, created = ?5, "
@@ -92,7 +104,8 @@ static const char schema[] =
         "CREATE TABLE IF NOT EXISTS conflicts ("
         " client_id TEXT NOT NULL, known_fingerprint TEXT, offered_fingerprint TEXT NOT NULL,"
         " offered_key TEXT, hostname TEXT, address TEXT, first_seen INTEGER, last_seen INTEGER,"
-        " count INTEGER NOT NULL, PRIMARY KEY (client_id, offered_fingerprint));"
+        " count INTEGER NOT NULL, kind TEXT NOT NULL DEFAULT 'key', established_hostname TEXT,"
+        " established_address TEXT, PRIMARY KEY (client_id, offered_fingerprint));"
         "CREATE TABLE IF NOT EXISTS pushes ("
         " push_id INTEGER PRIMARY KEY, task_id INTEGER NOT NULL, task_guid TEXT, task_type INTEGER,"
         " task_param TEXT, created INTEGER, expires INTEGER, frame BLOB);"
@@ -244,6 +257,23 @@ static int step_done(struct mp_registry *reg, sqlite3_stmt *s) {
         return 0;
 }
 
+/* Databases made before duplicate identities were recorded lack the
+ * conflicts table's last three columns. */
+static int upgrade_conflicts(struct mp_registry *reg) {
+        sqlite3_stmt *q = NULL;
+
+        if (sqlite3_prepare_v2(reg->db,
+                               "SELECT kind, established_hostname, established_address FROM conflicts", -1,
+                               &q, NULL) == SQLITE_OK) {
+                sqlite3_finalize(q);
+                return 0;
+        }
+        log_debug("registry: adding the conflict kind columns");
+        return exec_sql(reg, "ALTER TABLE conflicts ADD COLUMN kind TEXT NOT NULL DEFAULT 'key';"
+                             "ALTER TABLE conflicts ADD COLUMN established_hostname TEXT;"
+                             "ALTER TABLE conflicts ADD COLUMN established_address TEXT;");
+}
+
 int mp_registry_open(const char *path, struct mp_registry **ret) {
         struct mp_registry *reg;
         sqlite3_stmt *s;
@@ -264,6 +294,9 @@ int mp_registry_open(const char *path, struct mp_registry **ret) {
                 goto fail;
         sqlite3_busy_timeout(reg->db, 5000);
         r = exec_sql(reg, schema);
+        if (r < 0)
+                goto fail;
+        r = upgrade_conflicts(reg);
         if (r < 0)
                 goto fail;
 
@@ -403,6 +436,26 @@ static int record_conflict(struct mp_registry *reg, const struct mp_signin_reque
             bind_text(s, 3, req->fingerprint) < 0 || bind_text(s, 4, req->public_key) < 0 ||
             bind_text(s, 5, req->hostname) < 0 || bind_text(s, 6, req->address) < 0 ||
             bind_i64(s, 7, req->now) < 0)
+                return -EIO;
+        return step_done(reg, s);
+}
+
+int mp_registry_record_duplicate(struct mp_registry *reg, const struct mp_duplicate_record *rec) {
+        sqlite3_stmt *s;
+        int r;
+
+        if (!rec->client_id || !rec->fingerprint)
+                return -EINVAL;
+        r = begin_write(reg);
+        if (r < 0)
+                return r;
+        r = stmt_get(reg, ST_DUPLICATE_UPSERT, &s);
+        if (r < 0)
+                return r;
+        if (bind_text(s, 1, rec->client_id) < 0 || bind_text(s, 2, rec->fingerprint) < 0 ||
+            bind_text(s, 3, rec->hostname) < 0 || bind_text(s, 4, rec->address) < 0 ||
+            bind_text(s, 5, rec->established_hostname) < 0 ||
+            bind_text(s, 6, rec->established_address) < 0 || bind_i64(s, 7, rec->now) < 0)
                 return -EIO;
         return step_done(reg, s);
 }
@@ -618,7 +671,9 @@ static void device_fixup(json_object *row) {
 int mp_registry_devices_json(struct mp_registry *reg, json_object **ret) {
         return query_json(
                 reg,
-                "SELECT client_id, hostname, version, status, fingerprint, first_seen, last_seen, address "
+                "SELECT client_id, hostname, version, status, fingerprint, first_seen, last_seen, address, "
+                "(SELECT kind FROM conflicts c WHERE c.client_id = devices.client_id "
+                "ORDER BY last_seen DESC LIMIT 1) AS conflict "
                 "FROM devices ORDER BY client_id",
                 0, 0, 0, device_fixup, ret);
 }
@@ -629,10 +684,12 @@ static void conflict_fixup(json_object *row) {
 }
 
 int mp_registry_conflicts_json(struct mp_registry *reg, json_object **ret) {
-        return query_json(reg,
-                          "SELECT client_id, known_fingerprint, offered_fingerprint, hostname, address, "
-                          "first_seen, last_seen, count FROM conflicts ORDER BY last_seen DESC",
-                          0, 0, 0, conflict_fixup, ret);
+        return query_json(
+                reg,
+                "SELECT client_id, kind, known_fingerprint, offered_fingerprint, hostname, address, "
+                "established_hostname, established_address, first_seen, last_seen, count "
+                "FROM conflicts ORDER BY last_seen DESC",
+                0, 0, 0, conflict_fixup, ret);
 }
 
 int mp_registry_approved_ids(struct mp_registry *reg, char ***ret_ids, size_t *ret_n) {

@@ -97,6 +97,22 @@ struct mp_signin_request {
 int mp_registry_signin(struct mp_registry *reg, const struct mp_approval_policy *policy,
                        const struct mp_signin_request *req, enum mp_signin_verdict *ret, bool *ret_new);
 
+/* A duplicate identity: a second device signs in with a known ClientID and
+ * its bound key while the first one's connection is live (see
+ * mp/dupguard.h). Recorded once per ClientID (kind "duplicate-identity"),
+ * with a count, the newcomer's and the established connection's hostname
+ * and peer address. */
+struct mp_duplicate_record {
+        const char *client_id;
+        const char *fingerprint; /* the (shared) bound key's */
+        const char *hostname;    /* the refused newcomer */
+        const char *address;
+        const char *established_hostname; /* the connection that stays */
+        const char *established_address;
+        time_t now;
+};
+int mp_registry_record_duplicate(struct mp_registry *reg, const struct mp_duplicate_record *rec);
+
 /* Sets a device's status (an administrator's decision). -ENOENT if unknown. */
 int mp_registry_set_status(struct mp_registry *reg, const char *client_id, enum mp_device_status status);
 /* Reads a device's status and key. -ENOENT if unknown. ret_key may be NULL. */
@@ -107,7 +123,9 @@ int mp_registry_device_by_fingerprint(struct mp_registry *reg, const char *finge
                                       char **ret_client_id);
 int mp_registry_touch(struct mp_registry *reg, const char *client_id, time_t now, const char *address);
 
-/* All devices as a json array of objects (online state is the server's). */
+/* All devices as a json array of objects (online state is the server's);
+ * "conflict" is the kind of the device's latest recorded conflict ("key" or
+ * "duplicate-identity"), or null. */
 int mp_registry_devices_json(struct mp_registry *reg, json_object **ret);
 int mp_registry_conflicts_json(struct mp_registry *reg, json_object **ret);
 /* ClientIDs of approved devices, for "--all" fan-outs. */

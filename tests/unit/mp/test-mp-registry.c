@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "mp/registry.h"
 #include "mp/util.h"
@@ -286,6 +287,120 @@ static void test_records_survive_reopen(void **state) {
         assert_int_equal(system(cmd), 0);
 }
 
+static const char *field(json_object *row, const char *key) {
+        json_object *v;
+
+        if (!json_object_object_get_ex(row, key, &v) || json_object_is_type(v, json_type_null))
+                return NULL;
+        return json_object_get_string(v);
+}
+
+static json_object *conflict_of_kind(json_object *arr, const char *kind) {
+        for (size_t i = 0; i < json_object_array_length(arr); i++) {
+                json_object *row = json_object_array_get_idx(arr, i);
+                if (field(row, "kind") && strcmp(field(row, "kind"), kind) == 0)
+                        return row;
+        }
+        return NULL;
+}
+
+/* Two devices behind one ClientID and key: one "duplicate-identity" row per
+ * ClientID, with both sides' hostnames and peers, apart from key conflicts;
+ * the device row is flagged. */
+static void test_duplicate_identity(void **state) {
+        struct mp_registry *reg = *state;
+        _cleanup_(json_object_putp) json_object *conflicts = NULL, *devices = NULL;
+        struct mp_duplicate_record rec = {
+                .client_id = ID_A,
+                .fingerprint = "KEY1",
+                .hostname = "clone",
+                .address = "192.0.2.2:40000",
+                .established_hostname = "original",
+                .established_address = "192.0.2.1:50000",
+                .now = 2000,
+        };
+        json_object *row;
+
+        assert_int_equal(signin(reg, MP_APPROVAL_AUTO, NULL, ID_A, "KEY1", NULL, NULL), MP_SIGNIN_APPROVED);
+        assert_int_equal(signin(reg, MP_APPROVAL_AUTO, NULL, ID_B, "KEYB", NULL, NULL), MP_SIGNIN_APPROVED);
+        assert_int_equal(mp_registry_devices_json(reg, &devices), 0);
+        assert_null(field(json_object_array_get_idx(devices, 0), "conflict"));
+        json_object_put(TAKE_PTR(devices));
+
+        assert_int_equal(mp_registry_record_duplicate(reg, &rec), 0);
+        rec.now = 2100;
+        rec.address = "192.0.2.2:40001";
+        assert_int_equal(mp_registry_record_duplicate(reg, &rec), 0);
+        /* and a key conflict for the same ClientID: its own row */
+        assert_int_equal(signin(reg, MP_APPROVAL_AUTO, NULL, ID_A, "KEY2", NULL, NULL), MP_SIGNIN_CONFLICT);
+
+        assert_int_equal(mp_registry_conflicts_json(reg, &conflicts), 0);
+        assert_int_equal(array_len(conflicts, NULL), 2);
+        row = conflict_of_kind(conflicts, "duplicate-identity");
+        assert_non_null(row);
+        assert_string_equal(field(row, "client_id"), ID_A);
+        assert_string_equal(field(row, "count"), "2");
+        assert_string_equal(field(row, "hostname"), "clone");
+        assert_string_equal(field(row, "address"), "192.0.2.2:40001");
+        assert_string_equal(field(row, "established_hostname"), "original");
+        assert_string_equal(field(row, "established_address"), "192.0.2.1:50000");
+        assert_string_equal(field(row, "known_fingerprint"), "KEY1");
+        assert_string_equal(field(row, "offered_fingerprint"), "KEY1");
+        row = conflict_of_kind(conflicts, "key");
+        assert_non_null(row);
+        assert_string_equal(field(row, "offered_fingerprint"), "KEY2");
+        assert_null(field(row, "established_address"));
+
+        /* the device list flags A with its latest conflict, not B */
+        assert_int_equal(mp_registry_devices_json(reg, &devices), 0);
+        for (size_t i = 0; i < json_object_array_length(devices); i++) {
+                json_object *d = json_object_array_get_idx(devices, i);
+                if (strcmp(field(d, "client_id"), ID_A) == 0)
+                        assert_non_null(field(d, "conflict"));
+                else
+                        assert_null(field(d, "conflict"));
+        }
+        /* should fail: nothing to record without a ClientID or key */
+        rec.client_id = NULL;
+        assert_int_equal(mp_registry_record_duplicate(reg, &rec), -EINVAL);
+}
+
+/* A database from before duplicate identities gains the new columns; its
+ * key conflicts read as kind "key". */
+static void test_old_conflicts_table_upgraded(void **state) {
+        char dir[] = "/tmp/test-mp-registry-XXXXXX", path[128], cmd[256];
+        _cleanup_(json_object_putp) json_object *conflicts = NULL;
+        struct mp_registry *reg = NULL;
+        sqlite3 *db = NULL;
+
+        (void)state;
+        assert_non_null(mkdtemp(dir));
+        snprintf(path, sizeof(path), "%s/db", dir);
+        assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+        assert_int_equal(
+                sqlite3_exec(db,
+                             "CREATE TABLE conflicts (client_id TEXT NOT NULL, known_fingerprint TEXT,"
+                             " offered_fingerprint TEXT NOT NULL, offered_key TEXT, hostname TEXT,"
+                             " address TEXT, first_seen INTEGER, last_seen INTEGER,"
+                             " count INTEGER NOT NULL, PRIMARY KEY (client_id, offered_fingerprint));"
+                             "INSERT INTO conflicts VALUES ('" ID_A
+                             "', 'K1', 'K2', NULL, 'h', 'a', 1, 1, 3);",
+                             NULL, NULL, NULL),
+                SQLITE_OK);
+        sqlite3_close(db);
+
+        assert_int_equal(mp_registry_open(path, &reg), 0);
+        assert_int_equal(mp_registry_conflicts_json(reg, &conflicts), 0);
+        assert_int_equal(array_len(conflicts, NULL), 1);
+        assert_string_equal(field(json_object_array_get_idx(conflicts, 0), "kind"), "key");
+        mp_registry_free(reg);
+        /* opening again does not try to add the columns twice */
+        assert_int_equal(mp_registry_open(path, &reg), 0);
+        mp_registry_free(reg);
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        assert_int_equal(system(cmd), 0);
+}
+
 static void test_names(void **state) {
         enum mp_approval_mode m;
 
@@ -306,6 +421,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_fingerprint_lookup_needs_approval, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_push_states_and_dedupe, setup, teardown),
                 cmocka_unit_test(test_records_survive_reopen),
+                cmocka_unit_test_setup_teardown(test_duplicate_identity, setup, teardown),
+                cmocka_unit_test(test_old_conflicts_table_upgraded),
                 cmocka_unit_test(test_names),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
