@@ -7,7 +7,7 @@
  *   GET  /v1/devices                   devices with online state
  *   POST /v1/devices/<id>/approve      an administrator's decision
  *   POST /v1/devices/<id>/reject
- *   GET  /v1/conflicts                 recorded ClientID/key conflicts
+ *   GET  /v1/conflicts                 recorded conflicts (another key; a shared identity)
  *   POST /v1/pushes                    {"type":1,"param":"","expires":3600,"all":true|"targets":[...]}
  *   GET  /v1/pushes/<id>[?wait=S]      per-device state; wait holds until done
  *   GET  /v1/responses[?limit=N]       recent responses, newest first
@@ -102,6 +102,11 @@ static int admin_devices(struct mp_conn *c) {
                 if (s)
                         online = mp_session_online(srv, s, now);
                 json_object_object_add(row, "online", json_object_new_boolean(online));
+                /* refusing a second device with this identity right now */
+                if (json_object_object_get_ex(row, "client_id", &v))
+                        json_object_object_add(row, "duplicate_identity",
+                                               json_object_new_boolean(mp_dupguard_flagged(
+                                                       srv->dupguard, json_object_get_string(v), now)));
                 if (s && online) {
                         char ts[TETHER_TIMESTAMP_LEN];
                         time_t seen = wall - (time_t)((now - s->last_seen_usec) / 1000000ULL);

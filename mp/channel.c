@@ -150,9 +150,71 @@ static enum tether_signin_status status_to_wire(enum mp_device_status s) {
         }
 }
 
-int mp_signin(struct mp_conn *c, const struct tether_frame *frame, bool https, enum mp_signin_outcome *ret,
-              struct mp_session **ret_session) {
+/* The connection still looks like a device's: a TCP channel that received
+ * a frame within the keepalive interval, or a held HTTPS poll. */
+static bool conn_live(struct mp_server *srv, const struct mp_conn *old, uint64_t now) {
+        if (old->dead || old->close_after_flush)
+                return false;
+        if (old->kind == MP_CONN_HTTPS)
+                return mp_http_held(old);
+        return now - old->last_rx_usec < (uint64_t)srv->cfg->keepalive * 1000000ULL;
+}
+
+bool mp_signin_takes_over(const struct mp_session *s, enum mp_signin_via via) {
+        return via != MP_VIA_QUICK_POLL || !s->conn;
+}
+
+/* A sign-in that would replace the live connection of the same ClientID and
+ * key: the duplicate-identity guard decides (mp/dupguard.h). Returns 1 when
+ * the newcomer is refused (recorded), 0 when it may replace, < 0 on error. */
+static int check_duplicate(struct mp_conn *c, struct mp_session *s, const struct mp_signin_request *req,
+                           uint64_t now) {
         struct mp_server *srv = c->srv;
+        struct mp_conn *old = s->conn;
+        enum mp_dupguard_verdict verdict;
+        bool live = conn_live(srv, old, now);
+        unsigned count = 0;
+        int r;
+
+        r = mp_dupguard_replacement(srv->dupguard, req->client_id, live, now, &verdict, &count);
+        if (r < 0)
+                return r;
+        if (verdict == MP_DUPGUARD_REPLACE) {
+                if (live)
+                        log_notice("Client '%s' signed in from %s while its connection from %s was live; "
+                                   "the new one replaces it (%u such replacement%s in %llu min)",
+                                   req->client_id, c->peer, old->peer, count, count == 1 ? "" : "s",
+                                   MP_DUPGUARD_WINDOW_USEC / 60000000ULL);
+                return 0;
+        }
+
+        struct mp_duplicate_record rec = {
+                .client_id = req->client_id,
+                .fingerprint = req->fingerprint,
+                .hostname = req->hostname,
+                .address = c->peer,
+                .established_hostname = s->hostname,
+                .established_address = old->peer,
+                .now = req->now,
+        };
+        r = mp_registry_record_duplicate(srv->reg, &rec);
+        if (r < 0)
+                return r;
+        log_warning("Conflict: ClientID '%s' ('%s') signed in from %s with its bound key while its live "
+                    "connection from %s ('%s') %s: two devices share this identity (a clone of an image "
+                    "taken after the agent ran?); refused with GOODBYE(conflict), retry after %u s, and "
+                    "recorded (duplicate identity)",
+                    req->client_id, req->hostname ? req->hostname : "", c->peer, old->peer,
+                    s->hostname ? s->hostname : "",
+                    count > 0 ? "was replaced too often" : "is already known to be shared",
+                    MP_DUPGUARD_RETRY_AFTER);
+        return 1;
+}
+
+int mp_signin(struct mp_conn *c, const struct tether_frame *frame, enum mp_signin_via via,
+              enum mp_signin_outcome *ret, struct mp_session **ret_session) {
+        struct mp_server *srv = c->srv;
+        bool https = via != MP_VIA_CHANNEL;
         struct tether_msg *msg = NULL;
         struct tether_key *offered = NULL;
         _cleanup_(freep) char *key_b64 = NULL;
@@ -239,6 +301,32 @@ int mp_signin(struct mp_conn *c, const struct tether_frame *frame, bool https, e
                             req.client_id, c->peer);
 
         s = mp_session_find(srv, req.client_id);
+        if (s && s->conn && s->conn != c && via != MP_VIA_QUICK_POLL) {
+                r = check_duplicate(c, s, &req, mp_now_usec());
+                if (r < 0)
+                        goto done;
+                if (r > 0) {
+                        *ret = MP_OUTCOME_DUPLICATE;
+                        r = 0;
+                        goto done;
+                }
+        }
+        if (s && s->conn && s->conn != c && via == MP_VIA_QUICK_POLL &&
+            conn_live(srv, s->conn, mp_now_usec())) {
+                /* A poll answered at once passes by the device's live
+                 * connection (the agent's side request while its long poll
+                 * is held): nothing to replace, nothing else changes. */
+                s->last_seen_usec = mp_now_usec();
+                s->status = verdict == MP_SIGNIN_APPROVED  ? MP_DEVICE_APPROVED
+                            : verdict == MP_SIGNIN_PENDING ? MP_DEVICE_PENDING
+                                                           : MP_DEVICE_REJECTED;
+                *ret = verdict == MP_SIGNIN_APPROVED  ? MP_OUTCOME_APPROVED
+                       : verdict == MP_SIGNIN_PENDING ? MP_OUTCOME_PENDING
+                                                      : MP_OUTCOME_REJECTED;
+                *ret_session = s;
+                r = 0;
+                goto done;
+        }
         if (!s) {
                 s = calloc(1, sizeof(*s));
                 if (!s) {
@@ -510,7 +598,7 @@ static int channel_frame(struct mp_conn *c, const struct tether_frame *frame) {
         if (!c->session) {
                 _cleanup_(mp_buf_unrefp) struct mp_buf *confirm = NULL;
 
-                r = mp_signin(c, frame, false, &outcome, &s);
+                r = mp_signin(c, frame, MP_VIA_CHANNEL, &outcome, &s);
                 if (r < 0) {
                         mp_conn_close(c, "internal error during sign-in");
                         return r;
@@ -526,6 +614,13 @@ static int channel_frame(struct mp_conn *c, const struct tether_frame *frame) {
                         return -EPERM;
                 case MP_OUTCOME_CONFLICT:
                         (void)mp_channel_goodbye(c, TETHER_GOODBYE_CONFLICT, 0);
+                        mp_conn_close_after_flush(c);
+                        return -EEXIST;
+                case MP_OUTCOME_DUPLICATE:
+                        /* The newcomer goes; the established connection
+                         * stays. Its RetryAfterSeconds keeps a clone from
+                         * knocking every few seconds. */
+                        (void)mp_channel_goodbye(c, TETHER_GOODBYE_CONFLICT, MP_DUPGUARD_RETRY_AFTER);
                         mp_conn_close_after_flush(c);
                         return -EEXIST;
                 default:

@@ -136,15 +136,16 @@ static int cmd_devices(struct cli *cli) {
         }
         if (!json_object_object_get_ex(cli->reply, "devices", &arr))
                 return 1;
-        printf("%-36s  %-20s  %-8s  %-7s  %-20s  %-22s  %s\n", "CLIENTID", "HOSTNAME", "STATUS", "ONLINE",
-               "LAST SEEN", "ADDRESS", "KEY FINGERPRINT");
+        printf("%-36s  %-20s  %-8s  %-7s  %-20s  %-22s  %-64s  %s\n", "CLIENTID", "HOSTNAME", "STATUS",
+               "ONLINE", "LAST SEEN", "ADDRESS", "KEY FINGERPRINT", "CONFLICT");
         for (size_t i = 0; i < json_object_array_length(arr); i++) {
                 json_object *d = json_object_array_get_idx(arr, i), *on;
                 bool online = json_object_object_get_ex(d, "online", &on) && json_object_get_boolean(on);
 
-                printf("%-36s  %-20s  %-8s  %-7s  %-20s  %-22s  %s\n", str(d, "client_id"),
+                printf("%-36s  %-20s  %-8s  %-7s  %-20s  %-22s  %-64s  %s\n", str(d, "client_id"),
                        str(d, "hostname"), str(d, "status"), online ? "online" : "offline",
-                       str(d, "last_seen"), str(d, "address"), str(d, "fingerprint"));
+                       str(d, "last_seen"), str(d, "address"), str(d, "fingerprint"),
+                       str(d, "conflict")[0] ? str(d, "conflict") : "-");
         }
         return 0;
 }
@@ -177,13 +178,22 @@ static int cmd_conflicts(struct cli *cli) {
         }
         if (!json_object_object_get_ex(cli->reply, "conflicts", &arr))
                 return 1;
-        printf("%-36s  %-20s  %-20s  %-6s  %-64s  %s\n", "CLIENTID", "HOSTNAME", "LAST SEEN", "COUNT",
-               "OFFERED KEY", "BOUND KEY");
+        printf("%-36s  %-18s  %-20s  %-6s  %s\n", "CLIENTID", "KIND", "LAST SEEN", "COUNT", "DETAIL");
         for (size_t i = 0; i < json_object_array_length(arr); i++) {
                 json_object *d = json_object_array_get_idx(arr, i);
-                printf("%-36s  %-20s  %-20s  %-6s  %-64s  %s\n", str(d, "client_id"), str(d, "hostname"),
-                       str(d, "last_seen"), str(d, "count"), str(d, "offered_fingerprint"),
-                       str(d, "known_fingerprint"));
+                bool duplicate = strcmp(str(d, "kind"), "duplicate-identity") == 0;
+
+                printf("%-36s  %-18s  %-20s  %-6s  ", str(d, "client_id"),
+                       str(d, "kind")[0] ? str(d, "kind") : "key", str(d, "last_seen"), str(d, "count"));
+                if (duplicate)
+                        /* two devices, one key: say where each one is */
+                        printf("'%s' at %s was refused while '%s' at %s holds the channel; shared key %s\n",
+                               str(d, "hostname"), str(d, "address"), str(d, "established_hostname"),
+                               str(d, "established_address"), str(d, "known_fingerprint"));
+                else
+                        printf("'%s' at %s offered key %s; bound key %s\n", str(d, "hostname"),
+                               str(d, "address"), str(d, "offered_fingerprint"),
+                               str(d, "known_fingerprint"));
         }
         return 0;
 }
@@ -329,13 +339,17 @@ static int cmd_status(struct cli *cli) {
 static const char *command_usage(const char *cmd) {
         if (!strcmp(cmd, "devices"))
                 return "[--json]\n\nLists devices: ClientID, hostname, status (approved|pending|rejected),\n"
-                       "online/offline, last seen, address and key fingerprint.";
+                       "online/offline, last seen, address, key fingerprint, and the kind of its\n"
+                       "latest recorded conflict (key, duplicate-identity) or -.";
         if (!strcmp(cmd, "approve"))
                 return "CLIENTID\n\nApproves a device; an online pending device is told at once.";
         if (!strcmp(cmd, "reject"))
                 return "CLIENTID\n\nRejects a device; an online device is told and disconnected.";
         if (!strcmp(cmd, "conflicts"))
-                return "[--json]\n\nLists ClientIDs that signed in with a key other than the bound one.";
+                return "[--json]\n\nLists recorded conflicts: kind \"key\", a ClientID that signed in with "
+                       "a key\n"
+                       "other than the bound one; kind \"duplicate-identity\", two devices that share\n"
+                       "one ClientID and key (both places are shown).";
         if (!strcmp(cmd, "push"))
                 return "--type T [--param P] [--expires SECONDS] (--all | CLIENTID...) [--json]\n\n"
                        "T: 1|2|3|machine-policy|user-policy|app-evaluation. --all targets every\n"

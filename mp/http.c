@@ -411,7 +411,7 @@ static unsigned query_hold(const char *query) {
 /* A refused poll. The contract says the fallback always answers 200: the
  * refusal travels as one GOODBYE frame, which the agent handles exactly as
  * on the TCP channel (conflict, unauthorized, protocol-error). */
-static int respond_goodbye(struct mp_conn *c, enum tether_goodbye_reason reason) {
+static int respond_goodbye(struct mp_conn *c, enum tether_goodbye_reason reason, uint32_t retry_after) {
         struct tether_msg msg = {.type = TETHER_FRAME_GOODBYE};
         _cleanup_(mp_buf_unrefp) struct mp_buf *b = NULL;
         uint8_t *frame = NULL;
@@ -419,6 +419,7 @@ static int respond_goodbye(struct mp_conn *c, enum tether_goodbye_reason reason)
         int r;
 
         msg.goodbye.reason = reason;
+        msg.goodbye.retry_after_seconds = retry_after;
         r = tether_msg_seal(&msg, NULL, c->srv->cfg->max_frame, &frame, &len);
         if (r < 0)
                 return mp_http_respond_text(c, 500, "refused\n");
@@ -437,6 +438,7 @@ static int https_channel(struct mp_conn *c, const char *query) {
         const uint8_t *p = h->body;
         size_t left = h->body_len;
         bool first = true;
+        unsigned hold = query_hold(query);
         int r;
 
         r = tether_frame_decoder_new(srv->cfg->max_frame, &dec);
@@ -458,22 +460,26 @@ static int https_channel(struct mp_conn *c, const char *query) {
                         enum mp_signin_outcome outcome;
 
                         first = false;
-                        r = mp_signin(c, frame, true, &outcome, &s);
+                        r = mp_signin(c, frame, hold > 0 ? MP_VIA_LONG_POLL : MP_VIA_QUICK_POLL, &outcome,
+                                      &s);
                         tether_frame_free(frame);
                         if (r < 0)
                                 return mp_http_respond_text(c, 500, "internal error\n");
                         switch (outcome) {
                         case MP_OUTCOME_PROTOCOL_ERROR:
-                                return respond_goodbye(c, TETHER_GOODBYE_PROTOCOL_ERROR);
+                                return respond_goodbye(c, TETHER_GOODBYE_PROTOCOL_ERROR, 0);
                         case MP_OUTCOME_UNAUTHORIZED:
-                                return respond_goodbye(c, TETHER_GOODBYE_UNAUTHORIZED);
+                                return respond_goodbye(c, TETHER_GOODBYE_UNAUTHORIZED, 0);
                         case MP_OUTCOME_CONFLICT:
-                                return respond_goodbye(c, TETHER_GOODBYE_CONFLICT);
+                                return respond_goodbye(c, TETHER_GOODBYE_CONFLICT, 0);
+                        case MP_OUTCOME_DUPLICATE:
+                                return respond_goodbye(c, TETHER_GOODBYE_CONFLICT, MP_DUPGUARD_RETRY_AFTER);
                         default:
                                 break;
                         }
                         c->session = s;
-                        s->conn = c;
+                        if (mp_signin_takes_over(s, hold > 0 ? MP_VIA_LONG_POLL : MP_VIA_QUICK_POLL))
+                                s->conn = c;
                         continue;
                 }
                 if (frame->type == TETHER_FRAME_SIGNIN) {
@@ -500,14 +506,14 @@ static int https_channel(struct mp_conn *c, const char *query) {
                             tether_diag_kind_name(diag.kind));
                 if (c->session == s && s) {
                         c->session = NULL;
-                        s->conn = NULL;
+                        if (s->conn == c)
+                                s->conn = NULL;
                 }
-                return respond_goodbye(c, TETHER_GOODBYE_PROTOCOL_ERROR);
+                return respond_goodbye(c, TETHER_GOODBYE_PROTOCOL_ERROR, 0);
         }
 
         /* Answer at once when there is more than the SIGNIN_CONFIRM to say,
          * or the device is rejected; otherwise hold the request. */
-        unsigned hold = query_hold(query);
         if (s->status == MP_DEVICE_REJECTED || h->n_acks > 0 || hold == 0 || srv->shutting_down)
                 return mp_https_finish_poll(c);
         if (s->status == MP_DEVICE_APPROVED) {
@@ -521,7 +527,8 @@ static int https_channel(struct mp_conn *c, const char *query) {
                         return mp_http_respond_text(c, 500, "internal error\n");
                 if (n_more > 0) {
                         c->session = NULL;
-                        s->conn = NULL;
+                        if (s->conn == c)
+                                s->conn = NULL;
                         s->last_seen_usec = mp_now_usec();
                         return mp_http_respond(c, 200, "application/x-tether-frames", NULL, answer);
                 }

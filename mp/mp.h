@@ -32,6 +32,7 @@
 #include <http_parser.h>
 #include <systemd/sd-event.h>
 
+#include "mp/dupguard.h"
 #include "mp/registry.h"
 #include "mp/util.h"
 #include "mp/throttle.h"
@@ -183,6 +184,7 @@ struct mp_server {
         struct mp_config *cfg;
         sd_event *event;
         struct mp_registry *reg;
+        struct mp_dupguard *dupguard; /* live replacements per ClientID */
         struct mp_approval_policy approval;
         struct tether_key *site_key;
         char *site_key_b64;
@@ -266,13 +268,28 @@ enum mp_signin_outcome {
         MP_OUTCOME_PENDING,
         MP_OUTCOME_REJECTED,
         MP_OUTCOME_CONFLICT,
+        MP_OUTCOME_DUPLICATE, /* a second device with this identity: GOODBYE(conflict) too */
         MP_OUTCOME_UNAUTHORIZED,
         MP_OUTCOME_PROTOCOL_ERROR,
 };
+/* How a SIGNIN arrived: a TCP channel and a held HTTPS poll each claim the
+ * device's one connection; a poll answered at once (hold=0, the agent's
+ * first poll and its side requests) only passes through. */
+enum mp_signin_via {
+        MP_VIA_CHANNEL,
+        MP_VIA_LONG_POLL,
+        MP_VIA_QUICK_POLL,
+};
 /* Verifies and decides a SIGNIN frame received on c; on APPROVED, PENDING
- * or REJECTED, *ret_session is the device's session (created or reused). */
-int mp_signin(struct mp_conn *c, const struct tether_frame *frame, bool https, enum mp_signin_outcome *ret,
-              struct mp_session **ret_session);
+ * or REJECTED, *ret_session is the device's session (created or reused).
+ * A channel or long poll replaces the device's live connection, unless the
+ * duplicate-identity guard refuses it (MP_OUTCOME_DUPLICATE, recorded); a
+ * quick poll leaves a held poll in place (the caller must not take over
+ * s->conn then: see mp_signin_takes_over). */
+int mp_signin(struct mp_conn *c, const struct tether_frame *frame, enum mp_signin_via via,
+              enum mp_signin_outcome *ret, struct mp_session **ret_session);
+/* Whether a signed-in connection arriving via `via` becomes s->conn. */
+bool mp_signin_takes_over(const struct mp_session *s, enum mp_signin_via via);
 /* Handles PUSH_ACK, RESPONSE, KEEPALIVE, GOODBYE of a signed-in session.
  * RESPONSE_ACK or KEEPALIVE answers go to *acks (appended) when acks is
  * not NULL, else straight to the connection. Returns < 0 on a protocol error

@@ -364,6 +364,7 @@ static int on_sweep(sd_event_source *s, uint64_t usec, void *userdata) {
                 int expired = mp_registry_expire(srv->reg, time(NULL));
 
                 srv->last_expire_usec = now;
+                mp_dupguard_expire(srv->dupguard, now);
                 if (expired > 0)
                         log_info("%d push targets expired undelivered", expired);
                 if (expired < 0)
@@ -524,6 +525,9 @@ int mp_server_new(struct mp_config *cfg, struct mp_server **ret) {
                 log_error_errno(r, "Failed to open the records at %s: %m", path);
                 goto fail;
         }
+        r = mp_dupguard_new(NULL, &srv->dupguard);
+        if (r < 0)
+                goto fail;
 
         r = sd_event_new(&srv->event);
         if (r < 0)
@@ -651,6 +655,7 @@ struct mp_server *mp_server_free(struct mp_server *srv) {
                 unlink(srv->cfg->admin_socket);
         }
         mp_registry_free(srv->reg);
+        mp_dupguard_free(srv->dupguard);
         tether_tls_ctx_free(srv->tls);
         tether_key_free(srv->site_key);
         tether_key_free(srv->tls_key);
