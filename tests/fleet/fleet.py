@@ -1256,7 +1256,9 @@ def main():
     nskip = sum(1 for r in results if r["result"] == "SKIP")
     log(f"total {time.monotonic() - t_all:.1f} s")
     print(f"fleet: {npass} passed, {nfail} failed, {nskip} skipped", flush=True)
-    return 1 if nfail else 0
+    if nfail:
+        return 1
+    return 77 if nskip and not npass else 0  # 77: ctest's SKIP_RETURN_CODE
 
 
 if __name__ == "__main__":
