@@ -14,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -771,6 +774,172 @@ static void test_two_missed_keepalives(void **state) {
         device_done(&d);
 }
 
+/* ---- duplicate identity: two devices, one ClientID and one key ---- */
+
+static json_object *conflict_row(struct mp_server_proc *p, const char *id, const char *kind,
+                                 json_object **holder) {
+        json_object *arr;
+
+        *holder = mp_cli_json(p, (const char *const[]){"conflicts", NULL});
+        assert_non_null(*holder);
+        assert_true(json_object_object_get_ex(*holder, "conflicts", &arr));
+        for (size_t i = 0; i < json_object_array_length(arr); i++) {
+                json_object *row = json_object_array_get_idx(arr, i);
+                if (strcmp(field(row, "client_id"), id) == 0 && strcmp(field(row, "kind"), kind) == 0)
+                        return row;
+        }
+        return NULL;
+}
+
+static void expect_closed(struct chan *c) {
+        struct tether_frame *fr = NULL;
+
+        assert_int_equal(chan_recv(c, 10000, &fr), -ECONNRESET);
+}
+
+/* The local address of a channel, as the MP logs its peer ("ADDR:PORT"). */
+static void chan_local_peer(struct chan *c, char *buf, size_t n) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        char host[64];
+
+        assert_int_equal(getsockname(c->fd, (struct sockaddr *)&ss, &sl), 0);
+        assert_int_equal(
+                getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), NULL, 0, NI_NUMERICHOST), 0);
+        snprintf(buf, n, "%s:%u", host, (unsigned)ntohs(((struct sockaddr_in *)&ss)->sin_port));
+}
+
+static void test_duplicate_identity(void **state) {
+        struct fixture *f = *state;
+        struct mp_server_proc *p = &f->p;
+        struct device a;
+        struct chan c1, c2, c3, c4;
+        struct tether_msg *m = NULL, *push;
+        json_object *holder, *row;
+        char guid[37], peer1[80], peer3[80];
+
+        assert_int_equal(device_new(&a, NULL, NULL), 0);
+        signin_ok(&c1, p, &a, TETHER_SIGNIN_APPROVED);
+
+        /* should-fail: one fast restart (the old channel still live) is a
+         * reconnection, not a conflict: the new channel wins */
+        signin_ok(&c2, p, &a, TETHER_SIGNIN_APPROVED);
+        expect_closed(&c1);
+        chan_close(&c1);
+        row = conflict_row(p, a.client_id, "duplicate-identity", &holder);
+        assert_null(row);
+        json_object_put(holder);
+        row = device_row(p, a.client_id, &holder);
+        assert_string_equal(field(row, "duplicate_identity"), "false");
+        json_object_put(holder);
+
+        /* a second device with the same identity takes it back: tolerated once more */
+        signin_ok(&c1, p, &a, TETHER_SIGNIN_APPROVED);
+        expect_closed(&c2);
+        chan_close(&c2);
+        chan_local_peer(&c1, peer1, sizeof(peer1));
+
+        /* the third live replacement in the window: the newcomer is refused
+         * with GOODBYE(conflict) and a long RetryAfterSeconds */
+        assert_int_equal(chan_open(&c3, p, &a), 0);
+        chan_local_peer(&c3, peer3, sizeof(peer3));
+        assert_int_equal(chan_signin(&c3, p, &a, NULL, NULL, NULL, &m), 0);
+        assert_int_equal(m->type, TETHER_FRAME_GOODBYE);
+        assert_int_equal(m->goodbye.reason, TETHER_GOODBYE_CONFLICT);
+        assert_int_equal(m->goodbye.retry_after_seconds, 900);
+        tether_msg_free(m);
+        expect_closed(&c3);
+        chan_close(&c3);
+
+        /* recorded, with both places */
+        row = conflict_row(p, a.client_id, "duplicate-identity", &holder);
+        assert_non_null(row);
+        assert_string_equal(field(row, "count"), "1");
+        assert_string_equal(field(row, "address"), peer3);
+        assert_string_equal(field(row, "established_address"), peer1);
+        assert_string_equal(field(row, "known_fingerprint"), field(row, "offered_fingerprint"));
+        json_object_put(holder);
+        row = device_row(p, a.client_id, &holder);
+        assert_string_equal(field(row, "conflict"), "duplicate-identity");
+        assert_string_equal(field(row, "duplicate_identity"), "true");
+        assert_string_equal(field(row, "online"), "true");
+        json_object_put(holder);
+        char *out = NULL;
+        assert_int_equal(mp_cli(p, &out, (const char *const[]){"conflicts", NULL}), 0);
+        assert_non_null(strstr(out, "duplicate-identity"));
+        assert_non_null(strstr(out, peer1));
+        free(out);
+        out = NULL;
+        assert_int_equal(mp_cli(p, &out, (const char *const[]){"devices", NULL}), 0);
+        assert_non_null(strstr(out, "duplicate-identity"));
+        free(out);
+
+        /* the established channel keeps working: a push reaches it and is answered */
+        uint64_t id = cli_push(p, "1", (const char *const[]){a.client_id, NULL}, guid);
+        push = expect_push(&c1, p, guid);
+        assert_int_equal(push->push.push_id, id);
+        ack_and_answer(&c1, p, &a, push, TETHER_RC_SUCCESS, "from the established device");
+        tether_msg_free(push);
+
+        /* while flagged, the next newcomer is refused at once; counted */
+        assert_int_equal(chan_open(&c4, p, &a), 0);
+        assert_int_equal(chan_signin(&c4, p, &a, NULL, NULL, NULL, &m), 0);
+        assert_int_equal(m->type, TETHER_FRAME_GOODBYE);
+        assert_int_equal(m->goodbye.reason, TETHER_GOODBYE_CONFLICT);
+        tether_msg_free(m);
+        chan_close(&c4);
+        row = conflict_row(p, a.client_id, "duplicate-identity", &holder);
+        assert_string_equal(field(row, "count"), "2");
+        json_object_put(holder);
+
+        /* the established device leaves: whoever comes next is let in */
+        struct tether_msg bye = {.type = TETHER_FRAME_GOODBYE};
+        bye.goodbye.reason = TETHER_GOODBYE_SHUTDOWN;
+        assert_int_equal(chan_send(&c1, &bye, NULL), 0);
+        expect_closed(&c1);
+        chan_close(&c1);
+        for (int i = 0; i < 100; i++) {
+                row = device_row(p, a.client_id, &holder);
+                bool online = strcmp(field(row, "online"), "true") == 0;
+                json_object_put(holder);
+                if (!online)
+                        break;
+                struct timespec ts = {0, 50 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+        }
+        signin_ok(&c4, p, &a, TETHER_SIGNIN_APPROVED);
+        chan_close(&c4);
+        device_done(&a);
+}
+
+/* Should-fail: replacing a channel that has been silent for a keepalive
+ * interval (a half-open connection of a restarted device) is never
+ * counted, however often. Keepalive 1 s: silent 1.3 s is dead enough,
+ * while the MP still holds it (it closes after 2 x 1 s + 2 s). */
+static void test_dead_replacements_not_conflicts(void **state) {
+        struct fixture *f = *state;
+        struct mp_server_proc *p = &f->p;
+        struct device a;
+        struct chan old, cur;
+        json_object *holder, *row;
+
+        assert_int_equal(device_new(&a, NULL, NULL), 0);
+        signin_ok(&old, p, &a, TETHER_SIGNIN_APPROVED);
+        for (int i = 0; i < 4; i++) {
+                struct timespec ts = {1, 300 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+                signin_ok(&cur, p, &a, TETHER_SIGNIN_APPROVED);
+                expect_closed(&old);
+                chan_close(&old);
+                old = cur;
+        }
+        chan_close(&old);
+        row = conflict_row(p, a.client_id, "duplicate-identity", &holder);
+        assert_null(row);
+        json_object_put(holder);
+        device_done(&a);
+}
+
 /* ---- HTTPS ---- */
 
 struct http_result {
@@ -809,8 +978,8 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud) {
         return n;
 }
 
-static void https(struct mp_server_proc *p, const struct device *d, const char *path, const void *body,
-                  size_t len, const char *if_none_match, struct http_result *res) {
+static CURLcode https_try(struct mp_server_proc *p, const struct device *d, const char *path,
+                          const void *body, size_t len, const char *if_none_match, struct http_result *res) {
         char url[256], cafile[256], inm[200];
         struct curl_slist *h = NULL;
         CURL *curl = curl_easy_init();
@@ -842,11 +1011,18 @@ static void https(struct mp_server_proc *p, const struct device *d, const char *
         }
         curl_easy_setopt(curl, CURLOPT_HTTPHEADER, h);
         CURLcode rc = curl_easy_perform(curl);
-        if (rc != CURLE_OK)
-                fail_msg("HTTPS %s: %s", path, curl_easy_strerror(rc));
         curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &res->status);
         curl_slist_free_all(h);
         curl_easy_cleanup(curl);
+        return rc;
+}
+
+static void https(struct mp_server_proc *p, const struct device *d, const char *path, const void *body,
+                  size_t len, const char *if_none_match, struct http_result *res) {
+        CURLcode rc = https_try(p, d, path, body, len, if_none_match, res);
+
+        if (rc != CURLE_OK)
+                fail_msg("HTTPS %s: %s", path, curl_easy_strerror(rc));
 }
 
 /* Appends a sealed frame to a poll body. */
@@ -1051,6 +1227,118 @@ static void test_https_fallback(void **state) {
         device_done(&d);
 }
 
+struct long_poll {
+        pthread_t thread;
+        struct mp_server_proc *p;
+        const struct device *d;
+        const uint8_t *body;
+        size_t len;
+        struct http_result res;
+        CURLcode rc;
+};
+
+static void *long_poll_thread(void *arg) {
+        struct long_poll *lp = arg;
+
+        lp->rc = https_try(lp->p, lp->d, "/tether/v1/channel?hold=30", lp->body, lp->len, NULL, &lp->res);
+        return NULL;
+}
+
+/* Starts a long poll and waits until the MP holds a poll of the device. */
+static void long_poll_start(struct long_poll *lp, struct mp_server_proc *p, const struct device *d,
+                            const uint8_t *body, size_t len) {
+        *lp = (struct long_poll){.p = p, .d = d, .body = body, .len = len};
+        assert_int_equal(pthread_create(&lp->thread, NULL, long_poll_thread, lp), 0);
+}
+
+static void wait_held(struct mp_server_proc *p, const char *id) {
+        for (int i = 0; i < 200; i++) {
+                json_object *holder, *row = device_row(p, id, &holder);
+                bool held = row && strcmp(field(row, "held"), "true") == 0;
+                json_object_put(holder);
+                if (held)
+                        return;
+                struct timespec ts = {0, 50 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+        }
+        fail_msg("no held poll for %s", id);
+}
+
+/* Over HTTPS: two devices long-polling as one identity take each other's
+ * held poll; the third such replacement is refused with GOODBYE(conflict)
+ * in a 200 answer. A quick (hold=0) poll beside a held one, as the agent
+ * sends its PUSH_ACK and RESPONSE, neither replaces nor counts. */
+static void test_https_duplicate_identity(void **state) {
+        struct fixture *f = *state;
+        struct mp_server_proc *p = &f->p;
+        struct device d;
+        struct long_poll a, b, a2;
+        struct http_result res;
+        struct tether_msg *msgs[8];
+        uint8_t *body = NULL;
+        size_t len = 0, n;
+        json_object *holder, *row;
+        char guid[37];
+
+        assert_int_equal(device_new(&d, NULL, p->dir), 0);
+        add_signin(&body, &len, &d);
+        https(p, &d, "/tether/v1/channel?hold=0", body, len, NULL, &res);
+        assert_int_equal(res.status, 200);
+        free(res.body);
+
+        long_poll_start(&a, p, &d, body, len);
+        wait_held(p, d.client_id);
+        /* a quick poll beside it: answered, the held poll stays */
+        https(p, &d, "/tether/v1/channel?hold=0", body, len, NULL, &res);
+        assert_int_equal(res.status, 200);
+        assert_int_equal(parse_answer(p, &res, msgs, 8), 1);
+        assert_int_equal(msgs[0]->type, TETHER_FRAME_SIGNIN_CONFIRM);
+        tether_msg_free(msgs[0]);
+        free(res.body);
+        row = device_row(p, d.client_id, &holder);
+        assert_string_equal(field(row, "held"), "true");
+        json_object_put(holder);
+
+        /* device B takes the held poll (1), A takes it back (2) */
+        long_poll_start(&b, p, &d, body, len);
+        assert_int_equal(pthread_join(a.thread, NULL), 0);
+        assert_int_not_equal(a.rc, CURLE_OK); /* its poll was closed unanswered */
+        free(a.res.body);
+        wait_held(p, d.client_id);
+        long_poll_start(&a2, p, &d, body, len);
+        assert_int_equal(pthread_join(b.thread, NULL), 0);
+        assert_int_not_equal(b.rc, CURLE_OK);
+        free(b.res.body);
+        wait_held(p, d.client_id);
+
+        /* B again (3): refused at once, 200 with GOODBYE(conflict) */
+        https(p, &d, "/tether/v1/channel?hold=30", body, len, NULL, &res);
+        assert_int_equal(res.status, 200);
+        assert_int_equal(parse_answer(p, &res, msgs, 8), 1);
+        assert_int_equal(msgs[0]->type, TETHER_FRAME_GOODBYE);
+        assert_int_equal(msgs[0]->goodbye.reason, TETHER_GOODBYE_CONFLICT);
+        assert_int_equal(msgs[0]->goodbye.retry_after_seconds, 900);
+        tether_msg_free(msgs[0]);
+        free(res.body);
+        row = conflict_row(p, d.client_id, "duplicate-identity", &holder);
+        assert_non_null(row);
+        json_object_put(holder);
+
+        /* A's held poll still works: a push answers it */
+        cli_push(p, "1", (const char *const[]){d.client_id, NULL}, guid);
+        assert_int_equal(pthread_join(a2.thread, NULL), 0);
+        assert_int_equal(a2.rc, CURLE_OK);
+        n = parse_answer(p, &a2.res, msgs, 8);
+        assert_int_equal(n, 2);
+        assert_int_equal(msgs[1]->type, TETHER_FRAME_PUSH);
+        assert_string_equal(msgs[1]->push.task_guid, guid);
+        for (size_t i = 0; i < n; i++)
+                tether_msg_free(msgs[i]);
+        free(a2.res.body);
+        free(body);
+        device_done(&d);
+}
+
 static void test_https_pending_then_approved(void **state) {
         struct fixture *f = *state;
         struct mp_server_proc *p = &f->p;
@@ -1204,7 +1492,11 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_restart_keeps_records, setup_default, teardown),
                 cmocka_unit_test_setup_teardown(test_throttled_fanout, setup_throttled, teardown),
                 cmocka_unit_test_setup_teardown(test_two_missed_keepalives, setup_short_keepalive, teardown),
+                cmocka_unit_test_setup_teardown(test_duplicate_identity, setup_default, teardown),
+                cmocka_unit_test_setup_teardown(test_dead_replacements_not_conflicts, setup_short_keepalive,
+                                                teardown),
                 cmocka_unit_test_setup_teardown(test_https_fallback, setup_default, teardown),
+                cmocka_unit_test_setup_teardown(test_https_duplicate_identity, setup_default, teardown),
                 cmocka_unit_test_setup_teardown(test_https_pending_then_approved, setup_manual, teardown),
                 cmocka_unit_test_setup_teardown(test_policy_fetch, setup_default, teardown),
         };
