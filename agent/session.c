@@ -558,7 +558,16 @@ static void handle_goodbye(struct session *s, struct tether_frame *frame) {
                 log_warning("The MP reports a ClientID conflict for %s: another device uses this identity "
                             "(a cloned image?); 'tetherctl identity reset' makes a new one",
                             s->client_id);
-        set_error(s, "GOODBYE from the MP: %s", reason);
+        if (m->goodbye.reason == TETHER_GOODBYE_CONFLICT)
+                /* The one place an administrator looks on the device: say
+                 * what it means and what fixes it. */
+                set_error(s,
+                          "GOODBYE from the MP: conflict (ClientID %s is in use by another device, "
+                          "or bound to another key; if this machine is a clone, run 'tetherctl "
+                          "identity reset'; retry after %u s)",
+                          s->client_id, m->goodbye.retry_after_seconds);
+        else
+                set_error(s, "GOODBYE from the MP: %s", reason);
         s->approved = false;
         s->ops.reconnect(s->userdata, m->goodbye.retry_after_seconds, reason);
         changed(s);
