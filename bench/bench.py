@@ -8,6 +8,7 @@
   bench.py idle     [--window S]     USS and wakeups of an idle tetherd
   bench.py fleet    [--agents N]     fan-out, last response, reconnection
                                      curve after an MP restart (fleet.py)
+  bench.py faults   [--fault-agents N]  the six fault scenarios of fleet.py
   bench.py mqtt     [--pushes N]     peer: mosquitto + a C responder
   bench.py cfengine [--runs N]       peer: cf-runagent -> cf-serverd -> cf-agent
   bench.py report                    docs/PERFORMANCE.md and docs/perf/*.png
@@ -533,6 +534,28 @@ def part_fleet(a, bins):
     save(a.results, "fleet", res)
 
 
+def part_faults(a, bins):
+    """The six fault scenarios of tests/fleet at a bench size: the
+    'nothing lost' row of the targets."""
+    out = os.path.join(a.results, "faults-raw.json")
+    cmd = [sys.executable, os.path.join(TOP, "tests", "fleet", "fleet.py"),
+           "--tetherd", bins["tetherd"], "--mp", bins["mp"], "--agents", str(a.fault_agents),
+           "--scenarios", "1,2,3,4,5,6", "--keepalive", "2", "--wait", "60",
+           "--time-limit", "900", "--json-out", out]
+    log("faults: " + " ".join(cmd))
+    p = subprocess.run(cmd, timeout=1000)
+    res = {"agents": a.fault_agents, "exit": p.returncode}
+    try:
+        with open(out) as f:
+            raw = json.load(f)
+        res["mode"] = raw["mode"]
+        res["results"] = [{k: r.get(k) for k in ("scenario", "result", "detail", "seconds")}
+                          for r in raw["results"]]
+    except (OSError, ValueError) as e:
+        res["error"] = f"fleet.py wrote no results ({e}); exit {p.returncode}"
+    save(a.results, "faults", res)
+
+
 # --------------------------------------------------------------------------
 # peers
 
@@ -852,8 +875,8 @@ def part_report(a, bins):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=("latency", "idle", "fleet", "mqtt", "cfengine", "report",
-                                     "all"))
+    ap.add_argument("part", choices=("latency", "idle", "fleet", "faults", "mqtt", "cfengine",
+                                     "report", "all"))
     ap.add_argument("--build", default=os.path.join(TOP, "build", "release"),
                     help="the build directory with tetherd, tether-mp, tether-bench-push")
     ap.add_argument("--results", default=None, help="default: BUILD/bench-results")
@@ -868,6 +891,8 @@ def main():
     ap.add_argument("--strace-window", type=int, default=60,
                     help="then this long under strace, to see what wakes the agent (0: skip)")
     ap.add_argument("--agents", type=int, default=1000)
+    ap.add_argument("--fault-agents", type=int, default=100,
+                    help="fleet size of the six fault scenarios")
     ap.add_argument("--start-delay", type=int, default=10)
     ap.add_argument("--fleet-wait", type=int, default=120)
     ap.add_argument("--fleet-time-limit", type=int, default=900)
@@ -883,16 +908,18 @@ def main():
             "bench": os.path.join(a.build, "bench", "tether-bench-push"),
             "mqtt": os.path.join(a.build, "bench", "tether-bench-mqtt")}
     need = {"latency": ("tetherd", "bench"), "idle": ("tetherd", "mp"),
-            "fleet": ("tetherd", "mp"), "all": ("tetherd", "mp", "bench")}.get(a.part, ())
+            "fleet": ("tetherd", "mp"), "faults": ("tetherd", "mp"),
+            "all": ("tetherd", "mp", "bench")}.get(a.part, ())
     missing = [bins[k] for k in need if not os.access(bins[k], os.X_OK)]
     if missing:
         print(f"bench: not built: {', '.join(missing)}", file=sys.stderr)
         return 2
-    parts = ["latency", "idle", "mqtt", "cfengine", "fleet", "report"] if a.part == "all" \
+    parts = ["latency", "idle", "mqtt", "cfengine", "fleet", "faults", "report"] \
+        if a.part == "all" \
         else [a.part]
     for p in parts:
-        {"latency": part_latency, "idle": part_idle, "fleet": part_fleet, "mqtt": part_mqtt,
-         "cfengine": part_cfengine, "report": part_report}[p](a, bins)
+        {"latency": part_latency, "idle": part_idle, "fleet": part_fleet, "faults": part_faults,
+         "mqtt": part_mqtt, "cfengine": part_cfengine, "report": part_report}[p](a, bins)
     return 0
 
 

@@ -237,6 +237,28 @@ def write_report(results, out_path, made, machine, load):
           "above the jitter's spread.")
     w("")
 
+    faults = load(results, "faults") or {}
+    w("## Faults: nothing lost")
+    w("")
+    if not faults:
+        w("Not run.")
+    elif "error" in faults:
+        w(f"Not measured: {faults['error']}")
+    else:
+        w(f"`tests/fleet/fleet.py`, {faults['agents']} agents, {faults.get('mode')} mode, "
+          "keepalive 2 s. Each scenario checks from the MP's records that every push reached "
+          "every agent and got exactly one recorded response.")
+        w("")
+        w("| scenario | result | seconds | detail |")
+        w("|---|---|---|---|")
+        for r in faults.get("results", []):
+            detail = str(r.get("detail", "")).replace("|", "/").replace("\n", " ")[:400]
+            w(f"| {r.get('scenario')} | **{r.get('result')}** | {r.get('seconds', '')} | {detail} |")
+        w("")
+        w("Target: no task or response lost across SIGKILL of agent or MP, disk full, or a "
+          "network cut.")
+    w("")
+
     w("## Plots")
     w("")
     if isinstance(made, dict) and "error" in made:

@@ -897,7 +897,11 @@ def s_disk_full(f, a):
             os.unlink(filler)
         except FileNotFoundError:
             pass
-    n = f.assert_exactly_once([push], wait=a.wait + 30)
+    try:
+        n = f.assert_exactly_once([push], wait=a.wait + 30)
+    except ScenarioFailed as e:
+        raise ScenarioFailed(f"after space returned: {e}; the full agent had said: "
+                             f"{line.strip()[:300]}")
     devs_after = {d["clientid"] for d in f.devices()}
     if devs_after != devs_before:
         raise ScenarioFailed("the agent's identity changed across the full disk")
