@@ -217,6 +217,17 @@ def wakeup_counters(pid):
     return {"runs": runs, "voluntary": vol, "nonvoluntary": invol}
 
 
+def uid_of(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def comm(pid):
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -477,7 +488,7 @@ def part_idle(a, bins):
         for p in pids:
             after = wakeup_counters(p)
             mem = uss_kib(p)
-            procs.append({"pid": p, "cmd": comm(p), **mem,
+            procs.append({"pid": p, "cmd": comm(p), "uid": uid_of(p), **mem,
                           "wakeups": after["runs"] - before[p]["runs"],
                           "voluntary_switches": after["voluntary"] - before[p]["voluntary"],
                           "nonvoluntary_switches": after["nonvoluntary"] -

@@ -22,7 +22,7 @@ def _row_ms(s):
 def _ratio(a, b):
     if a is None or b is None or b == 0:
         return "n/a"
-    return f"{a / b:.2f}"
+    return f"{a / b:.3g}"
 
 
 def _commit(top):
@@ -150,7 +150,10 @@ def write_report(results, out_path, made, machine, load):
         w("| process | USS (KiB) | PSS (KiB) | RSS (KiB) | wakeups in the window |")
         w("|---|---|---|---|---|")
         for p in idle.get("processes", []):
-            w(f"| pid {p['pid']} `{p['cmd'][:50]}` | {p['uss_kib']} | {p['pss_kib']} | "
+            role = ("privileged half (root: scheduler, cycles)" if p.get("uid") == 0 else
+                    f"channel half (uid {p['uid']}: network, spool)" if p.get("uid") is not None
+                    else f"`{p['cmd'][:50]}`")
+            w(f"| pid {p['pid']}, {role} | {p['uss_kib']} | {p['pss_kib']} | "
               f"{p['rss_kib']} | {p['wakeups']} |")
         w(f"| **total** | **{idle['uss_total_kib']}** ({idle['uss_total_kib'] / 1024:.2f} MiB) "
           f"| | | **{idle['wakeups_total']}** in {idle['window_s']} s |")
@@ -280,7 +283,7 @@ def write_report(results, out_path, made, machine, load):
     w("## Reproduce")
     w("")
     w("```sh")
-    w("scripts/bench.sh                        # everything, about 10 minutes, as root")
+    w("scripts/bench.sh                        # everything, about 15 minutes, as root")
     w("python3 bench/bench.py latency --build build/release --pushes 10000")
     w("python3 bench/bench.py idle --build build/release --window 120")
     w("python3 bench/bench.py fleet --build build/release --agents 1000")
