@@ -189,8 +189,13 @@ static void cb_on_state(void *userdata, enum tether_channel_state state, const c
         c->state = state;
         strscpy(c->transport, sizeof(c->transport), transport ? transport : "");
         strscpy(c->detail, sizeof(c->detail), detail ? detail : "");
-        if (state != TETHER_CHANNEL_CONNECTED)
+        if (state != TETHER_CHANNEL_CONNECTED) {
                 session_on_disconnect(c->session);
+                /* The link is already down (the peer hung up after our
+                 * GOODBYE) and reconnects by itself: a deferred reconnect
+                 * would only tear down the next, healthy connection. */
+                c->reconnect_timer = sd_event_source_disable_unref(c->reconnect_timer);
+        }
         update_status(c);
 }
 
