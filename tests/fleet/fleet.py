@@ -633,14 +633,11 @@ cycles_dir = {d}/cycles.d
 
     def wait_online(self, count, timeout, what="agents"):
         deadline = time.monotonic() + timeout
-        last = -1
         while True:
             devs = self.devices()
             online = [d for d in devs if self.is_online(d)]
             if len(online) >= count:
                 return devs
-            if len(online) != last:
-                last = len(online)
             if time.monotonic() > deadline:
                 raise ScenarioFailed(f"only {len(online)} of {count} {what} online after "
                                      f"{timeout} s")
