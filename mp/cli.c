@@ -339,8 +339,8 @@ static int cmd_status(struct cli *cli) {
 static const char *command_usage(const char *cmd) {
         if (!strcmp(cmd, "devices"))
                 return "[--json]\n\nLists devices: ClientID, hostname, status (approved|pending|rejected),\n"
-                       "online/offline, last seen, address, key fingerprint, and the kind of its\n"
-                       "latest recorded conflict (key, duplicate-identity) or -.";
+                       "online/offline, last seen, address, key fingerprint, and the kinds of its\n"
+                       "recorded conflicts (key, duplicate-identity) or -.";
         if (!strcmp(cmd, "approve"))
                 return "CLIENTID\n\nApproves a device; an online pending device is told at once.";
         if (!strcmp(cmd, "reject"))

@@ -672,8 +672,9 @@ int mp_registry_devices_json(struct mp_registry *reg, json_object **ret) {
         return query_json(
                 reg,
                 "SELECT client_id, hostname, version, status, fingerprint, first_seen, last_seen, address, "
-                "(SELECT kind FROM conflicts c WHERE c.client_id = devices.client_id "
-                "ORDER BY last_seen DESC LIMIT 1) AS conflict "
+                "(SELECT group_concat(DISTINCT kind) FROM conflicts c WHERE c.client_id = "
+                "devices.client_id) "
+                "AS conflict "
                 "FROM devices ORDER BY client_id",
                 0, 0, 0, device_fixup, ret);
 }

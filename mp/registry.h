@@ -124,8 +124,8 @@ int mp_registry_device_by_fingerprint(struct mp_registry *reg, const char *finge
 int mp_registry_touch(struct mp_registry *reg, const char *client_id, time_t now, const char *address);
 
 /* All devices as a json array of objects (online state is the server's);
- * "conflict" is the kind of the device's latest recorded conflict ("key" or
- * "duplicate-identity"), or null. */
+ * "conflict" names the kinds of conflict recorded for the device
+ * ("key", "duplicate-identity", comma-separated), or is null. */
 int mp_registry_devices_json(struct mp_registry *reg, json_object **ret);
 int mp_registry_conflicts_json(struct mp_registry *reg, json_object **ret);
 /* ClientIDs of approved devices, for "--all" fan-outs. */

@@ -12,9 +12,11 @@
 #     ClientIDs, both known to the MP.
 #  3. Clone "c" shares machine-id and state with "b" (an image taken from a
 #     device that had already run): it comes up as the same ClientID with
-#     the same key. With --shared-state this is checked to be reported as a
-#     conflict by `tether-mp conflicts` and by `tetherctl status` on "c"
-#     (disabled in ctest: the MP cannot tell the two apart yet).
+#     the same key. The two keep taking each other's channel until the MP
+#     calls it a duplicate identity (docs/tether-mp.md) and refuses the
+#     newcomer. With --shared-state this is checked to be reported as a
+#     "duplicate-identity" conflict by `tether-mp conflicts` and
+#     `tether-mp devices`, and by `tetherctl status` on the refused clone.
 #  4. Clone "d" has b's machine-id and ClientID but another key: the MP
 #     refuses it as a conflict (`tether-mp conflicts`), and `tetherctl
 #     status` on "d" says so.
@@ -245,11 +247,28 @@ ctl d status | grep -E 'ClientID|Last error'
 echo "ok: clone d (b's ClientID, another key): conflict in tether-mp conflicts and tetherctl status"
 
 if [ "$check_shared" = 1 ]; then
-        # Both now hold one identity. The MP must see two devices behind it.
-        conflict_listed() { mp conflicts --json | grep_q "$id_b"; }
-        wait_for 60 "tether-mp conflicts to list $id_b" conflict_listed
-        status_conflict() { ctl c status 2>&1 | grep -i -q conflict || ctl b status 2>&1 | grep -i -q conflict; }
+        # Both now hold one identity. The MP must see two devices behind it:
+        # a "duplicate-identity" row (clone d's row above is kind "key").
+        duplicate_listed() { mp conflicts | grep "$id_b" | grep_q "duplicate-identity"; }
+        wait_for 60 "tether-mp conflicts to list $id_b as a duplicate identity" duplicate_listed
+        mp conflicts | grep "duplicate-identity"
+        mp devices | grep "$id_b" | grep_q "duplicate-identity" ||
+                fail "tether-mp devices does not flag $id_b: $(mp devices)"
+        # The refused one (whichever came third) says so; the other works.
+        refused=""
+        status_conflict() {
+                local n
+                for n in b c; do
+                        if ctl "$n" status 2>&1 | grep -q "GOODBYE from the MP: conflict"; then
+                                refused=$n
+                                return 0
+                        fi
+                done
+                return 1
+        }
         wait_for 30 "tetherctl status on c or b to report the conflict" status_conflict
-        echo "ok: the shared identity is reported as a conflict by the MP and by tetherctl status"
+        ctl "$refused" status | grep -E 'ClientID|Last error'
+        grep_q "two devices share this identity" "$work/mp.log" || fail "the MP did not log the duplicate identity"
+        echo "ok: the shared identity is reported as a conflict by the MP and by tetherctl status on clone $refused"
 fi
 echo "golden image: all checks passed"
