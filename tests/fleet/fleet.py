@@ -719,6 +719,29 @@ cycles_dir = {d}/cycles.d
                                          f"(want exactly 1)")
         return len(fleet_ids) * len(pushes)
 
+    SANITIZER_RE = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|"
+                              r"AddressSanitizer:DEADLYSIGNAL")
+
+    def sanitizer_reports(self):
+        """New sanitizer reports in any log since the last call."""
+        if not hasattr(self, "log_offsets"):
+            self.log_offsets = {}
+        found = []
+        for path in [os.path.join(self.work, "mp.log")] + \
+                [os.path.join(d, "tetherd.log") for d in self.agent_dirs]:
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(self.log_offsets.get(path, 0))
+                    text = fh.read().decode("utf-8", "replace")
+                    self.log_offsets[path] = fh.tell()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if self.SANITIZER_RE.search(line):
+                    found.append(f"{os.path.relpath(path, self.work)}: {line.strip()[:200]}")
+                    break
+        return found
+
     # ---- teardown
 
     def teardown(self):
@@ -1214,6 +1237,9 @@ def main():
                 fleet.wait_online(a.agents, a.wait)
                 desc = RUNNERS[name](fleet, a)
                 fleet.check_agents_alive()
+                reports = fleet.sanitizer_reports()
+                if reports:
+                    raise ScenarioFailed("sanitizer reports: " + "; ".join(reports[:3]))
                 res = ("PASS", desc)
             except ScenarioSkipped as e:
                 res = ("SKIP", str(e))
