@@ -520,6 +520,14 @@ struct tether_config *tether_config_free(struct tether_config *c) {
         return NULL;
 }
 
+bool tether_config_key_at(size_t i, const char **ret_section, const char **ret_key) {
+        if (i >= ELEMENTSOF(config_keys))
+                return false;
+        *ret_section = config_keys[i].section;
+        *ret_key = config_keys[i].key;
+        return true;
+}
+
 const char *tether_config_transport_name(enum tether_channel_mode m) {
         switch (m) {
         case TETHER_CHANNEL_AUTO:

@@ -89,6 +89,10 @@ void tether_config_validate(struct tether_config *c, const char *main_path);
 
 const char *tether_config_transport_name(enum tether_channel_mode m);
 
+/* The key table, for tests and documentation checks: the i-th key's
+ * section and name; false past the end. */
+bool tether_config_key_at(size_t i, const char **ret_section, const char **ret_key);
+
 /* The cycle (1..3) for "machine-policy", "user-policy", "app-evaluation",
  * the numbers "1".."3", or a schedule-ID alias; 0 when unknown. */
 int tether_cycle_from_string(const char *s);

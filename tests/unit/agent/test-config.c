@@ -193,6 +193,75 @@ static void test_long_line(void **state) {
         tether_config_free(c);
 }
 
+/* conf/tether.conf documents every key with its default: with every
+ * "#key = value" line uncommented it must load without a single error
+ * (besides the required host and trust mode, which have no default), hold
+ * exactly the keys of the table, and give the built-in defaults. */
+static void test_documented_defaults(void **state) {
+        char src[512], path[300], line[1024], section[64] = "";
+        FILE *in, *out;
+        struct tether_config *c = NULL, *d = NULL;
+        unsigned documented = 0, known = 0;
+        const char *sec, *key;
+
+        snprintf(src, sizeof(src), "%s/conf/tether.conf", TETHER_SOURCE_DIR);
+        snprintf(path, sizeof(path), "%s/all.conf", dir);
+        in = fopen(src, "re");
+        assert_non_null(in);
+        out = fopen(path, "we");
+        assert_non_null(out);
+        while (fgets(line, sizeof(line), in)) {
+                size_t n = strspn(line + 1, "abcdefghijklmnopqrstuvwxyz_");
+                if (line[0] == '[')
+                        snprintf(section, sizeof(section), "%.*s", (int)strcspn(line + 1, "]"), line + 1);
+                if (line[0] == '#' && n > 0 && strncmp(line + 1 + n, " =", 2) == 0) {
+                        bool found = false;
+                        for (size_t i = 0; tether_config_key_at(i, &sec, &key); i++)
+                                if (strcmp(sec, section) == 0 && strlen(key) == n &&
+                                    strncmp(key, line + 1, n) == 0)
+                                        found = true;
+                        if (!found)
+                                fprintf(stderr, "documented but unknown: [%s] %.*s\n", section, (int)n,
+                                        line + 1);
+                        assert_true(found);
+                        documented++;
+                        fputs(line + 1, out);
+                } else
+                        fputs(line, out);
+        }
+        fclose(in);
+        fclose(out);
+        for (size_t i = 0; tether_config_key_at(i, &sec, &key); i++)
+                known++;
+        assert_int_equal(documented, known);
+
+        assert_int_equal(tether_config_load(path, &c), 0);
+        for (size_t i = 0; i < c->n_errors; i++)
+                fprintf(stderr, "%s\n", c->errors[i]);
+        assert_int_equal(c->n_errors, 2); /* host, trust */
+        assert_non_null(strstr(c->errors[0], "[mp] host: required"));
+        assert_non_null(strstr(c->errors[1], "[trust]: no site key"));
+
+        assert_int_equal(tether_config_new_default(&d), 0);
+        assert_int_equal(c->tcp_port, d->tcp_port);
+        assert_int_equal(c->https_port, d->https_port);
+        assert_int_equal(c->max_frame, d->max_frame);
+        assert_string_equal(c->state_dir, d->state_dir);
+        assert_string_equal(c->runtime_dir, d->runtime_dir);
+        assert_string_equal(c->user, d->user);
+        for (int i = 1; i <= 3; i++) {
+                assert_true(c->timeout_usec[i] == d->timeout_usec[i]);
+                assert_true(c->interval_usec[i] == d->interval_usec[i]);
+                assert_int_equal(c->enabled[i], d->enabled[i]);
+        }
+        assert_true(c->kill_grace_usec == d->kill_grace_usec);
+        assert_true(c->output_cap == d->output_cap);
+        assert_int_equal(c->log_level, d->log_level);
+        assert_int_equal(c->https_hold_seconds, d->https_hold_seconds);
+        tether_config_free(c);
+        tether_config_free(d);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_defaults_and_values, setup, teardown),
@@ -201,6 +270,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_missing_main_file, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_set_and_cycles, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_long_line, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_documented_defaults, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
