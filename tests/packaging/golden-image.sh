@@ -10,6 +10,8 @@
 #     clone's first boot); each tetherd, started against a real
 #     `tether-mp serve` on 127.0.0.1, makes its own identity: two distinct
 #     ClientIDs, both known to the MP.
+#     Clone a's tetherd is then SIGKILLed and restarted three times: the
+#     same device reconnecting, which must not read as a conflict.
 #  3. Clone "c" shares machine-id and state with "b" (an image taken from a
 #     device that had already run): it comes up as the same ClientID with
 #     the same key. The two keep taking each other's channel until the MP
@@ -211,6 +213,21 @@ grep_q -E '^<!\[LOG\[Receive task from server with pushid='"$push_id"', .*\]LOG\
 grep_q -E '^<!\[LOG\[Send Task response message <BgbResponseMessage .*</BgbResponseMessage> successfully\.\]LOG\]!>' "$cm" ||
         fail "no CMTrace line for the response in $cm"
 echo "ok: clone a's CMTrace log has the push's two lines"
+
+# Should-fail case for the duplicate-identity guard: a device killed and
+# restarted at once, three times over, is the same device reconnecting,
+# not a conflict.
+for round in 1 2 3; do
+        before=$(grep -c "Signed in to the MP as $id_a" "$work/agent-a.log")
+        kill -KILL "$pid_a"
+        wait "$pid_a" 2>/dev/null || true
+        start_agent a
+        signed_in_again() { [ "$(grep -c "Signed in to the MP as $id_a" "$work/agent-a.log")" -gt "$before" ]; }
+        wait_for 30 "clone a to sign in again after SIGKILL (round $round)" signed_in_again
+done
+mp conflicts --json | grep_q "$id_a" && fail "clone a's fast restarts were taken for a conflict: $(mp conflicts)"
+ctl a status 2>&1 | grep -q -i conflict && fail "tetherctl status on a reports a conflict: $(ctl a status)"
+echo "ok: clone a SIGKILLed and restarted three times: no conflict"
 
 # Clone c: the same machine-id and a copy of b's state (b stopped for a
 # consistent copy, as an image capture would be).
