@@ -330,6 +330,66 @@ def latency_once(a, bins, where, state_root, g):
             "raw": out}
 
 
+SYNC_CALLS = ("fsync", "fdatasync", "sync_file_range", "syncfs", "msync")
+
+
+def durable_writes_per_push(a, bins, root, g, pushes=300):
+    """A separate short run on the same filesystem with strace -c attached
+    to both halves of the agent before the first push: how many fsync-type
+    calls and renames one push costs (target: two durable writes at most)."""
+    if not shutil.which("strace"):
+        return {"error": "strace is not installed"}
+    mp_dir = os.path.join(root, "mp")
+    os.makedirs(mp_dir)
+    go = os.path.join(root, "go")
+    drv = g.start([bins["bench"], "--dir", mp_dir, "--pushes", str(pushes), "--warmup", "0",
+                   "--type", str(a.task_type), "--timeout", "60", "--go-file", go],
+                  os.path.join(root, "driver.log"))
+    wait_file(os.path.join(mp_dir, "ports"), 30, drv)
+    port = read_ports(os.path.join(mp_dir, "ports"))["tcp"]
+    ad = os.path.join(root, "agent")
+    os.makedirs(ad)
+    conf = os.path.join(ad, "tether.conf")
+    agent_config(conf, host="127.0.0.1", tcp_port=port, https_port=free_port(), mp_dir=mp_dir,
+                 state=os.path.join(ad, "state"), run=os.path.join(ad, "run"),
+                 mid=os.path.join(ad, "machine-id"), cycles=os.path.join(ad, "cycles.d"))
+    agent = g.start([bins["tetherd"], "--config", conf], os.path.join(ad, "tetherd.log"))
+    deadline = time.monotonic() + 30
+    while "signed in" not in open(drv.log_path, errors="replace").read():
+        if time.monotonic() > deadline or drv.poll() is not None:
+            return {"error": "the agent did not sign in to the driver"}
+        time.sleep(0.05)
+    time.sleep(0.5)  # let the agent settle after its sign-in
+    out = os.path.join(root, "strace.txt")
+    argv = ["strace", "-f", "-c", "-o", out, "-e",
+            "trace=" + ",".join(SYNC_CALLS + ("rename", "renameat", "renameat2"))]
+    for p in process_tree(agent.pid):
+        argv += ["-p", str(p)]
+    st = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    open(go, "w").close()
+    try:
+        drv.wait(timeout=120 + pushes)
+    except subprocess.TimeoutExpired:
+        pass
+    st.send_signal(signal.SIGINT)
+    st.wait(timeout=30)
+    g.stop(agent)
+    g.stop(drv)
+    if drv.returncode != 0:
+        return {"error": "the driver failed: " + tail(drv.log_path, 3)}
+    calls = {}
+    with open(out) as f:
+        for line in f:
+            x = line.split()
+            if len(x) >= 5 and x[-1].isidentifier() and x[3].isdigit() and x[-1] != "total":
+                calls[x[-1]] = int(x[3])
+    syncs = sum(v for k, v in calls.items() if k in SYNC_CALLS)
+    renames = sum(v for k, v in calls.items() if k.startswith("rename"))
+    return {"pushes": pushes, "calls": calls, "sync_per_push": syncs / pushes,
+            "rename_per_push": renames / pushes}
+
+
 def agent_breakdown(bins, ad, agent):
     """The agent's own per-stage timing, if tetherctl exposes it."""
     ctl = bins.get("tetherctl")
@@ -382,6 +442,16 @@ def part_latency(a, bins):
                 log(f"latency on {where} failed: {e}")
                 runs.append({"where": where, "error": str(e)})
             g.close()
+        if base_disk:
+            log("latency: counting durable writes per push (strace -c, a separate short run)")
+            try:
+                dw = durable_writes_per_push(a, bins, os.path.join(base_disk, "count"), g)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                dw = {"error": str(e)}
+            g.close()
+            for r in runs:
+                if r.get("where") == "disk":
+                    r["syncs"] = dw
         # Keep the raw latencies for the plot.
         for r in runs:
             if r.get("raw") and os.path.exists(r["raw"]):
@@ -403,6 +473,13 @@ def part_latency(a, bins):
             print(f"latency ({r['where']}): push->signed response {fmt_ms(r['response_ms'])}")
             print(f"latency ({r['where']}): push->PUSH_ACK          {fmt_ms(r['ack_ms'])}")
             print(f"latency ({r['where']}): durable write probe      {fmt_ms(r['durable_write_ms'])}")
+            sy = r.get("syncs")
+            if sy and "error" not in sy:
+                print(f"latency ({r['where']}): per push {sy['rename_per_push']:.2f} renames and "
+                      f"{sy['sync_per_push']:.2f} fsync-type calls ({sy['calls']}, {sy['pushes']} "
+                      "pushes under strace -c)")
+            elif sy:
+                print(f"latency ({r['where']}): durable writes per push: NOT MEASURED: {sy['error']}")
             b = r["breakdown"]
             print(f"latency ({r['where']}): agent breakdown: "
                   + ("see JSON" if b.get("available") else b.get("why")))

@@ -14,7 +14,7 @@
  * per fan-out, not per device, so that cost is not the agent's.
  *
  * Usage: tether-bench-push --dir DIR [--pushes N] [--warmup N] [--type T]
- *                          [--keepalive S] [--out FILE] [--timeout S]
+ *                          [--keepalive S] [--out FILE] [--timeout S] [--go-file F]
  * Writes DIR/site.pub, DIR/tls.crt and, once listening, DIR/ports
  * ("tcp=PORT"). Prints median, p99 and max; --out gets one line per push:
  * "ack_us response_us return_code".
@@ -176,15 +176,21 @@ static void decoder_freep(struct tether_frame_decoder **p) {
 struct options {
         const char *dir;
         const char *out;
+        const char *go_file;
         uint64_t pushes, warmup, type, keepalive, timeout;
 };
 
 static int parse_args(int argc, char **argv, struct options *o) {
         static const struct option longopts[] = {
-                {"dir", required_argument, NULL, 'd'},       {"pushes", required_argument, NULL, 'n'},
-                {"warmup", required_argument, NULL, 'w'},    {"type", required_argument, NULL, 't'},
-                {"keepalive", required_argument, NULL, 'k'}, {"out", required_argument, NULL, 'o'},
-                {"timeout", required_argument, NULL, 'T'},   {NULL, 0, NULL, 0},
+                {"dir", required_argument, NULL, 'd'},
+                {"pushes", required_argument, NULL, 'n'},
+                {"warmup", required_argument, NULL, 'w'},
+                {"type", required_argument, NULL, 't'},
+                {"keepalive", required_argument, NULL, 'k'},
+                {"out", required_argument, NULL, 'o'},
+                {"timeout", required_argument, NULL, 'T'},
+                {"go-file", required_argument, NULL, 'g'},
+                {NULL, 0, NULL, 0},
         };
         *o = (struct options){.pushes = 10000, .warmup = 100, .type = 1, .keepalive = 180, .timeout = 30};
         int c;
@@ -196,6 +202,9 @@ static int parse_args(int argc, char **argv, struct options *o) {
                         break;
                 case 'o':
                         o->out = optarg;
+                        break;
+                case 'g':
+                        o->go_file = optarg;
                         break;
                 case 'n':
                         r = parse_u64(optarg, 1, 10000000, &o->pushes);
@@ -377,6 +386,16 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench: agent %s signed in; %llu pushes (+%llu warm-up), task type %llu\n",
                 client_id, (unsigned long long)o.pushes, (unsigned long long)o.warmup,
                 (unsigned long long)o.type);
+
+        /* --go-file: wait until it exists, so that a tracer can attach to
+         * the agent before the first push. */
+        for (uint64_t waited_ms = 0; o.go_file && access(o.go_file, F_OK) < 0; waited_ms += 10) {
+                if (waited_ms > o.timeout * 1000) {
+                        fprintf(stderr, "bench: %s did not appear\n", o.go_file);
+                        return 1;
+                }
+                usleep(10000);
+        }
 
         uint64_t total = o.pushes + o.warmup;
         _cleanup_(freep) uint64_t *ack_ns = calloc(total, sizeof(uint64_t));

@@ -133,6 +133,16 @@ def write_report(results, out_path, made, machine, load):
         med, p99 = tmpfs["response_ms"]["median"], tmpfs["response_ms"]["p99"]
         w(f"Measured on tmpfs: median {med:.3f} ms ({'meets' if med < 0.3 else 'misses'} the "
           f"target), p99 {p99:.3f} ms ({'meets' if p99 < 1 else 'misses'} it).")
+    sy = disk.get("syncs")
+    if sy and "error" not in sy:
+        w(f"Durable writes per push, counted with `strace -f -c` on both halves of the agent "
+          f"over {sy['pushes']} pushes (a separate run, state on disk): "
+          f"{sy['rename_per_push']:.2f} renames and {sy['sync_per_push']:.2f} fsync-type calls "
+          f"per push ({sy['calls']}). A durable write is a write, fdatasync, rename and "
+          f"directory fsync, so renames count them; target: two per push at most "
+          f"({'met' if sy['rename_per_push'] <= 2.0 else 'missed'}).")
+    elif sy:
+        w(f"Durable writes per push: not measured: {sy['error']}.")
     if disk.get("response_ms") and disk.get("durable_write_ms"):
         gap = disk["response_ms"]["median"] - disk["durable_write_ms"]["median"]
         w(f"On disk: median {disk['response_ms']['median']:.3f} ms, "
