@@ -14,6 +14,8 @@
  *   channel.c  the frame protocol: sign-in, sessions, PUSH_ACK, RESPONSE,
  *              KEEPALIVE; shared by the TCP channel and the HTTPS fallback
  *   push.c     creating pushes and their throttled fan-out
+ *   dupguard.c counting live replacements per ClientID: two devices
+ *              behind one identity (mp/dupguard.h)
  *   http.c     HTTP/1.1 over a connection with http-parser; the HTTPS
  *              endpoints (fallback channel, policies)
  *   admin.c    the admin API (HTTP+JSON on a unix socket)
