@@ -9,9 +9,13 @@ real tether-mp in manual approval mode:
  - tetherctl trigger (name and schedule-ID alias) runs the cycle's hooks;
    identity show/reset (a new ClientID that signs in again); status fields;
  - a changed machine-id file makes a new identity at restart (clone);
+ - the control socket: 0660, group of the channel user; a user outside the
+   group cannot connect, one inside can ask for status but not reset the
+   identity (root only);
  - SIGHUP reloads; a broken configuration is refused and the old one kept;
  - --check-config and --help."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -80,6 +84,29 @@ def test_ctl_trust(tmp):
         fail("identity reset kept the ClientID")
     if approve_when_seen(mp, a) != new:
         fail("signed in with the wrong ClientID after the reset")
+
+    # Who may use the control socket.
+    sock = os.path.join(a.run, "tetherd.sock")
+    if a.user and shutil.which("setpriv"):
+        import pwd
+        import stat
+        st = os.stat(sock)
+        gid = pwd.getpwnam(a.user).pw_gid
+        if stat.S_IMODE(st.st_mode) != 0o660 or st.st_uid != 0 or st.st_gid != gid:
+            fail("control socket mode %o owner %d:%d" % (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid))
+
+        def as_user(uid, gid_, *args):
+            return subprocess.run(["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid_, "--clear-groups",
+                                   TETHERCTL, "--socket", sock] + list(args), capture_output=True, text=True)
+        r = as_user(54321, 54321, "status")
+        if r.returncode == 0 or "Permission denied" not in r.stderr:
+            fail("a user outside the group used the control socket: %r" % (r.stdout + r.stderr))
+        r = as_user(54321, gid, "status")
+        if r.returncode != 0:
+            fail("a group member could not ask for status: %r" % r.stderr)
+        r = as_user(54321, gid, "identity", "reset")
+        if r.returncode == 0 or "needs root" not in r.stderr:
+            fail("a group member reset the identity: %r" % (r.stdout + r.stderr))
 
     # SIGHUP: a broken configuration is refused, a good one applied.
     good = open(a.conf).read()
