@@ -262,6 +262,16 @@ static int respond(struct session *s, const char *name, uint64_t push_id, uint64
         if (!m->response.detail)
                 return -ENOMEM;
         r = tether_msg_build(m, &body, &body_len);
+        if (r == -EINVAL && detail && detail[0]) {
+                /* A Detail the contract refuses must not leave the task
+                 * unanswered for ever: answer without it. */
+                log_warning("Detail of task %s cannot be sent as it is; answering without it", guid);
+                free(m->response.detail);
+                m->response.detail = strdup("(the detail could not be encoded)");
+                if (!m->response.detail)
+                        return -ENOMEM;
+                r = tether_msg_build(m, &body, &body_len);
+        }
         if (r < 0)
                 return log_error_errno(r, "Cannot build the response for task %s: %m", guid);
         r = tether_sign(s->device_key, TETHER_FRAME_RESPONSE, (const uint8_t *)body, body_len, &sig,

@@ -385,6 +385,20 @@ static void test_push_flow_and_duplicate(void **state) {
         assert_int_equal(f->sent[n + 1].len, rsp->len);
         assert_memory_equal(f->sent[n + 1].frame, rsp->frame, rsp->len);
 
+        /* A Detail the contract refuses (over 4 KiB) still gets an answer. */
+        {
+                char big[5000];
+                memset(big, 'x', sizeof(big) - 1);
+                big[sizeof(big) - 1] = 0;
+                struct tether_msg *p2 = push_msg("99999999-9999-4999-8999-999999999999", 1, "");
+                deliver(f, p2, f->site_key);
+                assert_int_equal(
+                        session_task_done(f->session, 1, "99999999-9999-4999-8999-999999999999", 2, big), 0);
+                assert_int_equal(last(f)->type, TETHER_FRAME_RESPONSE);
+                assert_int_equal(last(f)->msg->response.return_code, 2);
+                assert_string_equal(last(f)->msg->response.detail, "(the detail could not be encoded)");
+        }
+
         /* A second result for the same task is ignored. */
         n = f->n_sent;
         assert_int_equal(session_task_done(f->session, 2, GUID, 2, "late"), 0);
