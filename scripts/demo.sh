@@ -73,6 +73,16 @@ HOOK
 chmod 0755 "$work/agent/cycles.d/machine-policy/10-show-policy"
 echo "$(cat /proc/sys/kernel/random/uuid | tr -d -)" >"$work/agent/machine-id"
 
+# As root, tetherd runs its real privilege split: the channel process drops
+# to an unprivileged user. The packages create "tether"; the demo borrows
+# "nobody" instead of adding a user to this machine.
+agent_user=
+if [ "$(id -u)" -eq 0 ]; then
+  agent_user=nobody
+  chmod 0755 "$work"
+  chown -R nobody "$work/agent/state" "$work/agent/run"
+fi
+
 cat >"$work/agent/tether.conf" <<CONF
 [mp]
 host = 127.0.0.1
@@ -89,6 +99,7 @@ state_dir = $work/agent/state
 runtime_dir = $work/agent/run
 machine_id_file = $work/agent/machine-id
 start_delay_max_seconds = 0
+${agent_user:+user = $agent_user}
 
 [cycles]
 cycles_dir = $work/agent/cycles.d
