@@ -303,7 +303,7 @@ static int op_run(void *userdata, uint32_t cycle, const char *task_guid, const c
 static void send_site_key(struct channeld *c, const struct tether_key *key) {
         _cleanup_(freep) uint8_t *der = NULL;
         uint8_t *buf = NULL;
-        size_t der_len, len;
+        size_t der_len = 0, len = 0;
         int r;
 
         r = tether_key_spki_der(key, &der, &der_len);
