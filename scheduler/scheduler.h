@@ -207,7 +207,7 @@ unsigned tether_scheduler_pending(const struct tether_scheduler *s);
 #include <stdbool.h>
 #include <sys/types.h>
 
-#define TETHER_DETAIL_MAX 4096
+#define TETHER_DETAIL_MAX 4096u /* the same token sequence as transport/message.h, so both may be included */
 
 /* tether_scheduler_policy() returns -ESRCH when no cycle is waiting for
  * that policy (it came too late, or the cycle was cancelled or timed out);
