@@ -672,6 +672,15 @@ static struct json_object *ctl_handler(void *userdata, const char *command, cons
 
 /* --- life cycle --- */
 
+static uint64_t uptime_seconds(void) {
+        struct timespec ts;
+
+        /* Unknown uptime: assume a long-running machine, connect at once. */
+        if (clock_gettime(CLOCK_BOOTTIME, &ts) < 0)
+                return UINT64_MAX;
+        return (uint64_t)ts.tv_sec;
+}
+
 static int channel_create(struct channeld *c) {
         struct tether_channel_config cc = {
                 .host = c->config->mp_host,
@@ -685,7 +694,7 @@ static int channel_create(struct channeld *c) {
                 .device_key = c->identity->key,
                 .max_frame = c->config->max_frame,
                 .keepalive_seconds = c->config->keepalive_seconds ? c->config->keepalive_seconds : 180,
-                .start_delay_max_seconds = c->config->start_delay_max_seconds,
+                .start_delay_max_seconds = tether_config_start_delay(c->config, uptime_seconds()),
                 .https_hold_seconds = c->config->https_hold_seconds,
         };
         static const struct tether_channel_callbacks callbacks = {

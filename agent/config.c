@@ -227,6 +227,7 @@ static const struct config_key config_keys[] = {
         {"agent", "keepalive_seconds", parse_u32, OFF(keepalive_seconds), 0, 86400},
         {"agent", "enrolment_token", parse_string, OFF(enrolment_token), 0, 512},
         {"agent", "start_delay_max_seconds", parse_u32, OFF(start_delay_max_seconds), 0, 86400},
+        {"agent", "boot_start_delay_max_seconds", parse_u32, OFF(boot_start_delay_max_seconds), 0, 86400},
         {"agent", "machine_id_file", parse_path, OFF(machine_id_file), 1, 0},
         {"cycles", "cycles_dir", parse_path, OFF(cycles_dir), 1, 0},
         {"cycles", "machine_policy_timeout", parse_seconds, OFF(timeout_usec[1]), 1, DAY},
@@ -434,6 +435,7 @@ int tether_config_new_default(struct tether_config **ret) {
         c->max_frame = 1024u * 1024u;
         c->keepalive_seconds = 0;
         c->start_delay_max_seconds = 0;
+        c->boot_start_delay_max_seconds = 120;
         c->log_level = LOG_INFO;
         c->kill_grace_usec = 5 * USEC_PER_SEC;
         c->output_cap = 64 * 1024;
@@ -563,4 +565,12 @@ const char *tether_cycle_name(int c) {
                 if (cycle_names[i].cycle == c)
                         return cycle_names[i].name;
         return "unknown";
+}
+
+uint32_t tether_config_start_delay(const struct tether_config *c, uint64_t uptime_seconds) {
+        uint32_t delay = c->start_delay_max_seconds;
+
+        if (uptime_seconds < TETHER_BOOT_WINDOW_SECONDS && c->boot_start_delay_max_seconds > delay)
+                delay = c->boot_start_delay_max_seconds;
+        return delay;
 }

@@ -43,7 +43,8 @@ struct tether_config {
         uint32_t max_frame;
         uint32_t keepalive_seconds;
         char *enrolment_token;
-        uint32_t start_delay_max_seconds;
+        uint32_t start_delay_max_seconds;      /* every start */
+        uint32_t boot_start_delay_max_seconds; /* only soon after boot */
         char *machine_id_file;
         /* [cycles] indexed by enum tether_cycle */
         char *cycles_dir;
@@ -74,6 +75,16 @@ int tether_config_load(const char *main_path, struct tether_config **ret);
 
 /* Defaults only, with no file (for tests and the daemon's fallback). */
 int tether_config_new_default(struct tether_config **ret);
+
+/* Seconds after boot during which a start counts as "after boot". */
+#define TETHER_BOOT_WINDOW_SECONDS 600u
+
+/* The spread of the first connection (PROTOCOL-v1 section 5): up to
+ * start_delay_max_seconds always, and up to boot_start_delay_max_seconds
+ * when the machine has been up less than TETHER_BOOT_WINDOW_SECONDS, so that
+ * a fleet powered on together never connects in step while an operator's
+ * restart of the service connects at once. */
+uint32_t tether_config_start_delay(const struct tether_config *c, uint64_t uptime_seconds);
 
 struct tether_config *tether_config_free(struct tether_config *c); /* accepts NULL */
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct tether_config *, tether_config_free);

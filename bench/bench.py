@@ -158,6 +158,7 @@ state_dir = {state}
 runtime_dir = {run}
 machine_id_file = {mid}
 start_delay_max_seconds = 0
+boot_start_delay_max_seconds = 0
 {"user = nobody" if os.geteuid() == 0 else ""}
 {extra}
 [cycles]

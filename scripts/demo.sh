@@ -99,6 +99,7 @@ state_dir = $work/agent/state
 runtime_dir = $work/agent/run
 machine_id_file = $work/agent/machine-id
 start_delay_max_seconds = 0
+boot_start_delay_max_seconds = 0
 ${agent_user:+user = $agent_user}
 
 [cycles]

@@ -593,6 +593,7 @@ state_dir = {d}/state
 runtime_dir = {d}/run
 machine_id_file = {mid}
 start_delay_max_seconds = {self.args.start_delay}
+boot_start_delay_max_seconds = 0
 {self.user_line}
 [cycles]
 cycles_dir = {d}/cycles.d

@@ -143,6 +143,7 @@ clone() { # NAME [MACHINE_ID]
 state_dir = $c/var/lib/tether
 runtime_dir = $c/run/tether
 machine_id_file = $c/etc/machine-id
+boot_start_delay_max_seconds = 0
 [cycles]
 cycles_dir = $c/etc/tether/cycles.d
 EOF

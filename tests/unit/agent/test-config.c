@@ -258,8 +258,31 @@ static void test_documented_defaults(void **state) {
         assert_true(c->output_cap == d->output_cap);
         assert_int_equal(c->log_level, d->log_level);
         assert_int_equal(c->https_hold_seconds, d->https_hold_seconds);
+        assert_int_equal(c->start_delay_max_seconds, d->start_delay_max_seconds);
+        assert_int_equal(c->boot_start_delay_max_seconds, d->boot_start_delay_max_seconds);
         tether_config_free(c);
         tether_config_free(d);
+}
+
+/* The first connection is spread over the boot window only soon after boot;
+ * an explicit every-start delay always applies. */
+static void test_start_delay_after_boot(void **state) {
+        struct tether_config *c = NULL;
+
+        assert_int_equal(tether_config_new_default(&c), 0);
+        assert_int_equal(tether_config_start_delay(c, 30), 120);
+        assert_int_equal(tether_config_start_delay(c, TETHER_BOOT_WINDOW_SECONDS - 1), 120);
+        assert_int_equal(tether_config_start_delay(c, TETHER_BOOT_WINDOW_SECONDS), 0);
+        assert_int_equal(tether_config_start_delay(c, UINT64_MAX), 0);
+
+        c->start_delay_max_seconds = 300; /* the larger of the two wins */
+        assert_int_equal(tether_config_start_delay(c, 30), 300);
+        assert_int_equal(tether_config_start_delay(c, 86400), 300);
+
+        c->start_delay_max_seconds = 0;
+        c->boot_start_delay_max_seconds = 0;
+        assert_int_equal(tether_config_start_delay(c, 30), 0);
+        tether_config_free(c);
 }
 
 int main(void) {
@@ -271,6 +294,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_set_and_cycles, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_long_line, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_documented_defaults, setup, teardown),
+                cmocka_unit_test(test_start_delay_after_boot),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
