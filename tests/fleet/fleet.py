@@ -1013,6 +1013,12 @@ def s_graceful_restart(f, a):
         rule = f"no RetryAfterSeconds in the MP log; allowed at most {limit:.0f} per bin"
     f.results_extra["reconnect_peak_limit"] = limit
     desc += f" ({rule})"
+    if window:
+        # tetherd picks a point of [RetryAfterSeconds, 2 x RetryAfterSeconds]
+        # (agent/channeld.c); 1 s more for the sign-in itself.
+        within = times[-1] <= 2 * window + 1.0
+        f.results_extra["back_within_window"] = within
+        desc += (f"; {'all' if within else 'NOT all'} back within 2 x RetryAfterSeconds + 1 s")
     if f.n >= 6 and peak > limit:
         raise ScenarioFailed(desc + ": a spike, not spread by jitter over the advertised window")
     push = f.push("graceful-restart", expires=600)
