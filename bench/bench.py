@@ -901,12 +901,14 @@ plot """ + ", ".join(f'"{c}" using 1:2 with lines lw 2 title "{t}"' for c, t in 
                 cum += c
                 f.write(f"{k * width} {c / width} {cum}\n")
         uniform = ""
+        ymax = max(max(b) / width, len(curve) / window if window else 0) * 1.25
         if window:
             ref = os.path.join(results, "reconnect-uniform.dat")
             with open(ref, "w") as f:
-                f.write(f"0 {len(curve) / window}\n{window} {len(curve) / window}\n")
+                # tetherd aims at a uniform point of [RetryAfter, 2 x RetryAfter].
+                f.write(f"{window} {len(curve) / window}\n{2 * window} {len(curve) / window}\n")
             uniform = (f', \\\n     "{ref}" using 1:2 with lines dt 2 lw 2 lc rgb "black" '
-                       f'title "uniform over the advertised {window} s window"')
+                       f'title "uniform over [{window} s, {2 * window} s] (RetryAfterSeconds={window})"')
         script = f"""set terminal pngcairo size 900,520 font ",10"
 set output "{perf}/reconnect.png"
 set title "Sign-ins after a graceful MP restart ({len(curve)} agents, {width} s bins)"
@@ -915,7 +917,7 @@ set ylabel "connections per second"
 set y2label "agents back (cumulative)"
 set y2tics
 set ytics nomirror
-set yrange [0:*]
+set yrange [0:{ymax}]
 set y2range [0:*]
 set key top left
 set grid
