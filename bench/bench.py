@@ -984,7 +984,9 @@ def main():
     ap.add_argument("--agents", type=int, default=1000)
     ap.add_argument("--fault-agents", type=int, default=100,
                     help="fleet size of the six fault scenarios")
-    ap.add_argument("--start-delay", type=int, default=10)
+    ap.add_argument("--start-delay", type=int, default=0,
+                    help="agents' start_delay_max_seconds in the fleet part (tetherd also "
+                         "applies it after a GOODBYE(shutdown), on top of the shutdown spread)")
     ap.add_argument("--fleet-wait", type=int, default=120)
     ap.add_argument("--fleet-time-limit", type=int, default=900)
     ap.add_argument("--peer-pushes", type=int, default=2000)
