@@ -1000,12 +1000,14 @@ def s_graceful_restart(f, a):
     log("reconnection curve (s after GOODBYE: connections/s): " +
         " ".join(f"{t:.1f}:{c:.0f}" for t, c in curve if c))
     # Spread, not a spike: spread uniformly over the advertised window, a
-    # bin holds N * width / window sign-ins on average; allow that plus
-    # three standard deviations (Poisson) and 2. Without a window in the
-    # MP's log: no bin may hold more than half of the fleet.
+    # bin holds N * width / window sign-ins on average. A spike is a bin
+    # with more than twice that, plus three standard deviations (Poisson)
+    # and 2 for small fleets: the MP takes sign-ins at a finite rate, so a
+    # real spread is never perfectly flat. Without a window in the MP's
+    # log: no bin may hold more than half of the fleet.
     if window:
         expected = f.n * width / window
-        limit = expected + 3 * math.sqrt(expected) + 2
+        limit = 2 * expected + 3 * math.sqrt(expected) + 2
         rule = (f"uniform over the {window} s window gives {expected:.1f} per bin; "
                 f"allowed at most {limit:.0f}")
     else:
