@@ -629,11 +629,11 @@ def part_faults(a, bins):
     out = os.path.join(a.results, "faults-raw.json")
     cmd = [sys.executable, os.path.join(TOP, "tests", "fleet", "fleet.py"),
            "--tetherd", bins["tetherd"], "--mp", bins["mp"], "--agents", str(a.fault_agents),
-           "--scenarios", "1,2,3,4,5,6", "--keepalive", "2", "--wait", "60",
-           "--time-limit", "900", "--json-out", out]
+           "--scenarios", "1,2,3,4,5,6", "--keepalive", "5", "--wait", "120",
+           "--time-limit", "1500", "--json-out", out]
     log("faults: " + " ".join(cmd))
-    p = subprocess.run(cmd, timeout=1000)
-    res = {"agents": a.fault_agents, "exit": p.returncode}
+    p = subprocess.run(cmd, timeout=1600)
+    res = {"agents": a.fault_agents, "exit": p.returncode, "keepalive_s": 5}
     try:
         with open(out) as f:
             raw = json.load(f)
@@ -982,7 +982,7 @@ def main():
     ap.add_argument("--strace-window", type=int, default=60,
                     help="then this long under strace, to see what wakes the agent (0: skip)")
     ap.add_argument("--agents", type=int, default=1000)
-    ap.add_argument("--fault-agents", type=int, default=100,
+    ap.add_argument("--fault-agents", type=int, default=1000,
                     help="fleet size of the six fault scenarios")
     ap.add_argument("--start-delay", type=int, default=0,
                     help="agents' start_delay_max_seconds in the fleet part (tetherd also "

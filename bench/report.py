@@ -315,7 +315,7 @@ def write_report(results, out_path, made, machine, load):
         w(f"Not measured: {faults['error']}")
     else:
         w(f"`tests/fleet/fleet.py`, {faults['agents']} agents, {faults.get('mode')} mode, "
-          "keepalive 2 s. Each scenario checks from the MP's records that every push reached "
+          f"keepalive {faults.get('keepalive_s', 2)} s. Each scenario checks from the MP's records that every push reached "
           "every agent and got exactly one recorded response.")
         w("")
         w("| scenario | result | seconds | detail |")
@@ -349,7 +349,7 @@ def write_report(results, out_path, made, machine, load):
     w("## Reproduce")
     w("")
     w("```sh")
-    w("scripts/bench.sh                        # everything, about 15 minutes, as root")
+    w("scripts/bench.sh                        # everything, about 20 minutes, as root")
     w("python3 bench/bench.py latency --build build/release --pushes 10000")
     w("python3 bench/bench.py idle --build build/release --window 120")
     w("python3 bench/bench.py fleet --build build/release --agents 1000")

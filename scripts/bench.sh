@@ -5,12 +5,12 @@
 #   2. builds the release binaries (build/release, or $TETHER_BENCH_BUILD);
 #   3. runs bench/bench.py all: push latency (tmpfs and disk), idle cost,
 #      the MQTT and CFEngine peers, the 1,000-agent fleet, the six fault
-#      scenarios at 100 agents, then writes docs/PERFORMANCE.md and
+#      scenarios at 1,000 agents, then writes docs/PERFORMANCE.md and
 #      docs/perf/*.png.
 # Arguments go to bench/bench.py, e.g. a quicker run:
 #   scripts/bench.sh --pushes 2000 --window 60 --agents 300
 # Needs root for the tmpfs, the network namespaces of the fleet and
-# cf-serverd; takes about 15 minutes on 2 cores.
+# cf-serverd; takes about 20 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
