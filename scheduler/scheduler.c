@@ -579,19 +579,26 @@ static bool hook_name_valid(const char *name) {
         return true;
 }
 
-static int hook_cmp(const void *a, const void *b) {
-        return strcmp(((const struct hook *)a)->name, ((const struct hook *)b)->name);
+static int hook_dirent_filter(const struct dirent *de) {
+        return hook_name_valid(de->d_name); /* like run-parts: backups, dpkg leftovers, dotfiles */
 }
 
-/* Opens and checks every hook of the cycle's directory. Returns negative
- * only when the directory itself is unsafe (Detail written). */
+/* run-parts order, byte-wise so that no locale changes it. */
+static int hook_dirent_cmp(const struct dirent **a, const struct dirent **b) {
+        return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+/* Opens and checks every hook of the cycle's directory, in run-parts order,
+ * so that hooks run and skipped ones are named in Detail in an order that
+ * does not depend on the filesystem. Returns negative only when the
+ * directory itself is unsafe (Detail written). */
 static int list_hooks(struct tether_scheduler *s, struct run *run) {
         _cleanup_(freep) char *dir_path = NULL;
         _cleanup_(closep) int dir_fd = -1;
-        DIR *dir;
+        struct dirent **names = NULL;
         struct stat st;
-        struct dirent *de;
         size_t cap = 0;
+        int n, r = 0;
 
         run->hooks_listed = true;
         if (!s->cycles_dir)
@@ -614,25 +621,27 @@ static int list_hooks(struct tether_scheduler *s, struct run *run) {
                            dir_path);
                 return -EPERM;
         }
-        dir = fdopendir(dir_fd);
-        if (!dir)
+        n = scandirat(dir_fd, ".", &names, hook_dirent_filter, hook_dirent_cmp);
+        if (n < 0) {
+                detail_add(&run->detail, "hooks directory %s: %s", dir_path, strerror(errno));
                 return -errno;
-        dir_fd = -1; /* owned by dir now */
+        }
 
-        while ((de = readdir(dir))) {
+        for (int i = 0; i < n; i++) {
+                const char *name = names[i]->d_name;
                 const char *reason = NULL;
                 int fd;
 
-                if (!hook_name_valid(de->d_name))
-                        continue; /* like run-parts: backups, dpkg leftovers, dotfiles */
+                if (r < 0)
+                        break;
                 /* Never open a device or FIFO just to find out what it is. */
-                if (fstatat(dirfd(dir), de->d_name, &st, 0) < 0 || !S_ISREG(st.st_mode)) {
-                        detail_add(&run->detail, "skipped: %s (not a regular file)", de->d_name);
+                if (fstatat(dir_fd, name, &st, 0) < 0 || !S_ISREG(st.st_mode)) {
+                        detail_add(&run->detail, "skipped: %s (not a regular file)", name);
                         continue;
                 }
-                fd = openat(dirfd(dir), de->d_name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+                fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
                 if (fd < 0) {
-                        detail_add(&run->detail, "skipped: %s (%s)", de->d_name, strerror(errno));
+                        detail_add(&run->detail, "skipped: %s (%s)", name, strerror(errno));
                         continue;
                 }
                 if (fstat(fd, &st) < 0)
@@ -646,8 +655,8 @@ static int list_hooks(struct tether_scheduler *s, struct run *run) {
                 else if (!(st.st_mode & S_IXUSR))
                         reason = "not executable";
                 if (reason) {
-                        log_debug("%s: skipping hook %s: %s", cycle_name(run->cycle), de->d_name, reason);
-                        detail_add(&run->detail, "skipped: %s (%s)", de->d_name, reason);
+                        log_debug("%s: skipping hook %s: %s", cycle_name(run->cycle), name, reason);
+                        detail_add(&run->detail, "skipped: %s (%s)", name, reason);
                         close(fd);
                         continue;
                 }
@@ -656,25 +665,25 @@ static int list_hooks(struct tether_scheduler *s, struct run *run) {
                         struct hook *nh = realloc(run->hooks, ncap * sizeof(*nh));
                         if (!nh) {
                                 close(fd);
-                                closedir(dir);
-                                return -ENOMEM;
+                                r = -ENOMEM;
+                                continue;
                         }
                         run->hooks = nh;
                         cap = ncap;
                 }
-                run->hooks[run->n_hooks].name = strdup(de->d_name);
-                run->hooks[run->n_hooks].fd = fd;
+                run->hooks[run->n_hooks].name = strdup(name);
                 if (!run->hooks[run->n_hooks].name) {
                         close(fd);
-                        closedir(dir);
-                        return -ENOMEM;
+                        r = -ENOMEM;
+                        continue;
                 }
+                run->hooks[run->n_hooks].fd = fd;
                 run->n_hooks++;
         }
-        closedir(dir);
-        if (run->n_hooks > 1)
-                qsort(run->hooks, run->n_hooks, sizeof(*run->hooks), hook_cmp);
-        return 0;
+        for (int i = 0; i < n; i++)
+                free(names[i]);
+        free(names);
+        return r;
 }
 
 static int spawn_hook(struct tether_scheduler *s, struct run *run, const struct hook *hook) {
