@@ -68,6 +68,8 @@ struct tcp_link {
         sd_event_source *write_timer; /* re-armed at every write progress */
         sd_event_source *keepalive_timer;
         sd_event_source *more_input; /* continues reading after READ_BUDGET */
+        sd_event_source *fail_later; /* reports a write failure met inside send */
+        int send_error;              /* that failure, with detail set */
 
         struct tether_frame_decoder *decoder;
         bool frame_timer_armed;
@@ -124,6 +126,7 @@ struct tcp_link *tcp_link_free(struct tcp_link *link) {
         sd_event_source_disable_unref(link->write_timer);
         sd_event_source_disable_unref(link->keepalive_timer);
         sd_event_source_disable_unref(link->more_input);
+        sd_event_source_disable_unref(link->fail_later);
         tether_frame_decoder_free(link->decoder);
         while (link->out_head) {
                 struct outbuf *b = link->out_head;
@@ -516,6 +519,15 @@ static int do_write(struct tcp_link *link) {
         return 0;
 }
 
+/* A write inside tcp_link_send failed: the failure is reported from the
+ * loop, since the caller of send may still hold the link. */
+static int on_fail_later(sd_event_source *s, void *userdata) {
+        struct tcp_link *link = userdata;
+
+        link_fail(link, link->send_error, false);
+        return 0;
+}
+
 static int on_more_input(sd_event_source *s, void *userdata) {
         struct tcp_link *link = userdata;
         int r;
@@ -682,6 +694,12 @@ int tcp_link_new(struct tether_channel *ch, bool probe, char *errbuf, size_t err
         r = sd_event_source_set_enabled(link->more_input, SD_EVENT_OFF);
         if (r < 0)
                 goto fail_errno;
+        r = sd_event_add_defer(ch->event, &link->fail_later, on_fail_later, link);
+        if (r < 0)
+                goto fail_errno;
+        r = sd_event_source_set_enabled(link->fail_later, SD_EVENT_OFF);
+        if (r < 0)
+                goto fail_errno;
 
         /* getaddrinfo() blocks the loop while it resolves. That is immediate
          * for address literals and "localhost", which is what most sites
@@ -737,10 +755,13 @@ int tcp_link_start_session(struct tcp_link *link) {
 
 int tcp_link_send(struct tcp_link *link, const uint8_t *frame, size_t len) {
         struct outbuf *b;
+        bool was_empty = !link->out_head;
         int r;
 
         if (len == 0)
                 return -EINVAL;
+        if (link->send_error < 0)
+                return link->send_error;
         if (link->out_bytes + len > OUTQ_MAX_BYTES)
                 return -ENOBUFS;
         b = malloc(sizeof(*b) + len);
@@ -750,20 +771,29 @@ int tcp_link_send(struct tcp_link *link, const uint8_t *frame, size_t len) {
         b->len = len;
         b->off = 0;
         memcpy(b->data, frame, len);
-
-        if (!link->out_head) {
-                /* The queue was empty: the write deadline starts now. */
-                r = arm_timer(link, &link->write_timer, link->ch->timing.write_usec, on_write_deadline);
-                if (r < 0) {
-                        free(b);
-                        return r;
-                }
-        }
         *link->out_tail = b;
         link->out_tail = &b->next;
         link->out_bytes += len;
-        /* The write itself happens from the loop (EPOLLOUT), so that send is
-         * safe to call from inside any callback. */
+
+        /* With nothing queued before, write at once: a frame must not wait
+         * for another loop iteration (PUSH_ACK, RESPONSE, KEEPALIVE). A
+         * failure is only recorded here and reported from the loop, so that
+         * send stays safe to call from inside any callback. */
+        if (was_empty && link->phase == TCP_PHASE_UP && link->tls) {
+                r = do_write(link);
+                if (r < 0) {
+                        link->send_error = r;
+                        r = sd_event_source_set_enabled(link->fail_later, SD_EVENT_ONESHOT);
+                        return r < 0 ? r : 0;
+                }
+        }
+        if (was_empty && link->out_head) {
+                /* Something is left for the loop: the write deadline starts now. */
+                r = arm_timer(link, &link->write_timer, link->ch->timing.write_usec, on_write_deadline);
+                if (r < 0)
+                        return r;
+        }
+        /* Whatever is left goes out from the loop (EPOLLOUT). */
         return update_io_events(link);
 }
 
