@@ -28,6 +28,15 @@
  * kept in memory to try again, up to this many; beyond, the MP re-delivers
  * them at the next sign-in, as it does for every push without PUSH_ACK. */
 #define HELD_MAX 64
+/* Tasks handed to the scheduler lately, so that their answer is built
+ * without reading the task back from the spool. */
+#define RECENT_MAX 8
+
+struct recent_task {
+        char task_guid[TETHER_GUID_LEN];
+        uint64_t push_id;
+        uint64_t task_id;
+};
 
 struct session {
         char client_id[TETHER_GUID_LEN];
@@ -44,6 +53,8 @@ struct session {
         char last_error[256];
         struct tether_frame *held[HELD_MAX];
         size_t n_held;
+        struct recent_task recent[RECENT_MAX];
+        size_t recent_next;
 };
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct tether_msg *, tether_msg_free);
@@ -412,6 +423,30 @@ static void handle_unauthorized_push(struct session *s, struct tether_frame *fra
                       "the PUSH signature did not verify against the site key");
 }
 
+static void remember_task(struct session *s, const char *guid, uint64_t push_id, uint64_t task_id) {
+        struct recent_task *t = &s->recent[s->recent_next];
+
+        strscpy(t->task_guid, sizeof(t->task_guid), guid);
+        t->push_id = push_id;
+        t->task_id = task_id;
+        s->recent_next = (s->recent_next + 1) % RECENT_MAX;
+}
+
+/* Takes a task out of the recent ones: its answer comes once. */
+static bool take_recent_task(struct session *s, const char *guid, uint64_t *ret_push_id,
+                             uint64_t *ret_task_id) {
+        for (size_t i = 0; i < RECENT_MAX; i++) {
+                struct recent_task *t = &s->recent[i];
+                if (t->task_guid[0] && strcmp(t->task_guid, guid) == 0) {
+                        *ret_push_id = t->push_id;
+                        *ret_task_id = t->task_id;
+                        t->task_guid[0] = 0;
+                        return true;
+                }
+        }
+        return false;
+}
+
 /* Handles a PUSH; a retry of a held frame does not log the receive line
  * again. Sets *framep to NULL when it keeps the frame. */
 static void handle_push(struct session *s, struct tether_frame **framep, bool retry) {
@@ -517,6 +552,7 @@ static void handle_push(struct session *s, struct tether_frame **framep, bool re
                 return;
         }
         /* 6. Hand to the scheduler. */
+        remember_task(s, p->task_guid, p->push_id, p->task_id);
         r = s->ops.run(s->userdata, p->task_type, p->task_guid, p->task_param);
         if (r < 0) {
                 log_error_errno(r, "Cannot hand task %s to the scheduler: %m", p->task_guid);
@@ -639,6 +675,7 @@ size_t session_retry_held(struct session *s) {
 int session_task_done(struct session *s, uint32_t cycle, const char *task_guid, uint32_t return_code,
                       const char *detail) {
         struct spool_task t;
+        uint64_t push_id, task_id;
         int r;
 
         if (!task_guid || !task_guid[0]) {
@@ -649,6 +686,15 @@ int session_task_done(struct session *s, uint32_t cycle, const char *task_guid, 
                          tether_return_code_name(return_code), detail && detail[0] ? ": " : "",
                          detail ? detail : "");
                 return 0;
+        }
+        /* A task handed over lately is answered from memory; the spool still
+         * says whether it is known and whether it was answered. */
+        if (take_recent_task(s, task_guid, &push_id, &task_id) && spool_has_task(s->spool, task_guid)) {
+                if (spool_has_response(s->spool, task_guid)) {
+                        log_debug("Task %s already answered; ignoring the second result", task_guid);
+                        return 0;
+                }
+                return respond(s, task_guid, push_id, task_id, task_guid, return_code, detail);
         }
         r = spool_load_task(s->spool, task_guid, &t);
         if (r < 0)
