@@ -819,7 +819,10 @@ int channeld_new(sd_event *event, struct tether_config *config, int priv_fd, int
         r = sd_event_add_io(event, &c->priv_source, priv_fd, EPOLLIN, priv_io, c);
         if (r < 0)
                 goto fail;
-        r = sd_event_add_time_relative(event, &c->gc_timer, CLOCK_BOOTTIME, 60 * USEC_PER_SEC,
+        /* channeld_start() collects once at start; the next one is a day
+         * later. Generous accuracy: it runs at a wakeup the agent has
+         * anyway (a keepalive), not at a wakeup of its own. */
+        r = sd_event_add_time_relative(event, &c->gc_timer, CLOCK_BOOTTIME, GC_INTERVAL_USEC,
                                        3600 * USEC_PER_SEC, gc_tick, c);
         if (r < 0)
                 goto fail;

@@ -1080,6 +1080,38 @@ static void test_tcp_write_deadline(void **state) {
         assert_true(now_usec() - t0 >= 500 * MSEC);
 }
 
+/* A frame is written inside send when nothing is queued. When that write
+ * fails (here the MP reset the connection), send still returns normally and
+ * the failure is reported from the loop, never from inside send (a caller
+ * may be deep in a callback); a send after it refuses. */
+static void test_tcp_send_failure_reported_from_loop(void **state) {
+        struct linger reset = {.l_onoff = 1, .l_linger = 0};
+        uint8_t *resp;
+        size_t len;
+
+        server_listen(&F->tcp);
+        new_channel();
+        assert_int_equal(tether_channel_start(F->ch), 0);
+        assert_true(run_until(is_connected, 5 * SEC));
+        assert_true(run_until(one_signin, 5 * SEC));
+
+        /* Over loopback the RST reaches the agent's socket at once. */
+        for (struct sconn *c = F->tcp.conns; c; c = c->next)
+                assert_int_equal(setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)), 0);
+        server_close_all(&F->tcp);
+
+        resp = make_frame(TETHER_FRAME_RESPONSE, "<BgbResponseMessage/>", &len);
+        assert_int_equal(tether_channel_send(F->ch, resp, len), 0);
+        assert_int_equal(count_state(TETHER_CHANNEL_DISCONNECTED, NULL), 0);
+        assert_true(tether_channel_send(F->ch, resp, len) < 0);
+        assert_int_equal(count_state(TETHER_CHANNEL_DISCONNECTED, NULL), 0);
+        free(resp);
+
+        assert_true(run_until(got_disconnected, 5 * SEC));
+        assert_non_null(strstr(last_state(TETHER_CHANNEL_DISCONNECTED)->detail, "127.0.0.1:"));
+        assert_string_equal(last_state(TETHER_CHANNEL_DISCONNECTED)->transport, "tcp");
+}
+
 static bool server_got_goodbye(void) {
         return F->tcp.goodbye_reasons[TETHER_GOODBYE_SHUTDOWN] > 0;
 }
@@ -1406,6 +1438,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_tcp_partial_frame_deadline, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_tcp_refused, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_tcp_write_deadline, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_tcp_send_failure_reported_from_loop, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_tcp_stop_goodbye, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_tcp_reconnect_floor, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_https_forced, setup, teardown),
