@@ -574,6 +574,9 @@ int tether_channel_start(struct tether_channel *ch) {
                 return -EALREADY;
         if (ch->start_delay_max_seconds > 0)
                 delay = channel_random_u64() % ((uint64_t)ch->start_delay_max_seconds * USEC_PER_SEC + 1);
+        /* Only the first connection is spread this way: a later start (after
+         * GOODBYE(shutdown), which has its own spread) must not add it again. */
+        ch->start_delay_max_seconds = 0;
         /* Even without a delay the first attempt runs from the loop, so that
          * no callback fires inside start(). */
         r = arm_channel_timer(ch, &ch->retry_timer, delay, on_retry);

@@ -93,7 +93,8 @@ int tether_channel_new(sd_event *event, const struct tether_channel_config *conf
                        struct tether_channel **ret);
 struct tether_channel *tether_channel_free(struct tether_channel *ch); /* accepts NULL */
 
-/* Starts connecting, after the random start delay if configured. */
+/* Starts connecting, after the random start delay if configured; that delay
+ * applies to the first start of the channel only. */
 int tether_channel_start(struct tether_channel *ch);
 
 /* Queues one encoded frame (copied). Over TCP it is written with a
