@@ -645,6 +645,40 @@ def part_faults(a, bins):
     save(a.results, "faults", res)
 
 
+def part_swarm(a, bins):
+    """bench/mp-swarm: N simulated agent channels from one process against
+    one real tether-mp, a push to all, every answer acknowledged: the
+    design's "agents one MP holds" row."""
+    cmd = [bins["swarm"], "--clients", str(a.swarm_clients), "--mp", bins["mp"]]
+    log("swarm: " + " ".join(cmd))
+    res = {"clients": a.swarm_clients}
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        res["error"] = "mp-swarm did not finish within 900 s"
+        save(a.results, "swarm", res)
+        return
+    res["exit"] = p.returncode
+    res["output"] = p.stdout
+    print(p.stdout, end="")
+    figures = {
+        "signed_in": r"signed in:\s+(\d+) of",
+        "held": r"connections held:\s+(-?\d+)",
+        "fanout_s": r"fan-out:.*last after ([0-9.]+) s",
+        "acked": r"last response acked:\s+(\d+) of",
+        "last_ack_s": r"last response acked:.*after ([0-9.]+) s",
+        "rss_mib": r"MP RSS:\s+([0-9.]+) MiB",
+        "cpu_s": r"MP CPU seconds:\s+([0-9.]+) total",
+    }
+    for key, rx in figures.items():
+        m = re.search(rx, p.stdout)
+        if m:
+            res[key] = float(m.group(1))
+    if p.returncode != 0:
+        res["error"] = f"mp-swarm exited {p.returncode}: {p.stderr.strip()[-400:]}"
+    save(a.results, "swarm", res)
+
+
 # --------------------------------------------------------------------------
 # peers
 
@@ -966,8 +1000,8 @@ def part_report(a, bins):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=("latency", "idle", "fleet", "faults", "mqtt", "cfengine",
-                                     "report", "all"))
+    ap.add_argument("part", choices=("latency", "idle", "fleet", "faults", "swarm", "mqtt",
+                                     "cfengine", "report", "all"))
     ap.add_argument("--build", default=os.path.join(TOP, "build", "release"),
                     help="the build directory with tetherd, tether-mp, tether-bench-push")
     ap.add_argument("--results", default=None, help="default: BUILD/bench-results")
@@ -989,6 +1023,8 @@ def main():
                          "applies it after a GOODBYE(shutdown), on top of the shutdown spread)")
     ap.add_argument("--fleet-wait", type=int, default=120)
     ap.add_argument("--fleet-time-limit", type=int, default=900)
+    ap.add_argument("--swarm-clients", type=int, default=10000,
+                    help="simulated agent channels in the swarm part (bench/mp-swarm)")
     ap.add_argument("--peer-pushes", type=int, default=2000)
     ap.add_argument("--cf-runs", type=int, default=50)
     a = ap.parse_args()
@@ -999,20 +1035,22 @@ def main():
             "tetherctl": os.path.join(a.build, "agent", "tetherctl"),
             "mp": os.path.join(a.build, "mp", "tether-mp"),
             "bench": os.path.join(a.build, "bench", "tether-bench-push"),
-            "mqtt": os.path.join(a.build, "bench", "tether-bench-mqtt")}
+            "mqtt": os.path.join(a.build, "bench", "tether-bench-mqtt"),
+            "swarm": os.path.join(a.build, "bench", "mp-swarm")}
     need = {"latency": ("tetherd", "bench"), "idle": ("tetherd", "mp"),
-            "fleet": ("tetherd", "mp"), "faults": ("tetherd", "mp"),
-            "all": ("tetherd", "mp", "bench")}.get(a.part, ())
+            "fleet": ("tetherd", "mp"), "faults": ("tetherd", "mp"), "swarm": ("mp", "swarm"),
+            "all": ("tetherd", "mp", "bench", "swarm")}.get(a.part, ())
     missing = [bins[k] for k in need if not os.access(bins[k], os.X_OK)]
     if missing:
         print(f"bench: not built: {', '.join(missing)}", file=sys.stderr)
         return 2
-    parts = ["latency", "idle", "mqtt", "cfengine", "fleet", "faults", "report"] \
+    parts = ["latency", "idle", "mqtt", "cfengine", "swarm", "fleet", "faults", "report"] \
         if a.part == "all" \
         else [a.part]
     for p in parts:
         {"latency": part_latency, "idle": part_idle, "fleet": part_fleet, "faults": part_faults,
-         "mqtt": part_mqtt, "cfengine": part_cfengine, "report": part_report}[p](a, bins)
+         "swarm": part_swarm, "mqtt": part_mqtt, "cfengine": part_cfengine,
+         "report": part_report}[p](a, bins)
     return 0
 
 

@@ -93,8 +93,17 @@ def write_report(results, out_path, made, machine, load):
     w("| wakeups of an idle agent | one per keepalive interval | "
       + (f"{idle['wakeups_total']} in {idle['window_s']} s with {idle['expected_keepalive_wakeups']} "
          "keepalive intervals" if ok is not None else "n/a") + f" | {verdict(ok)} |")
-    w("| connections one MP holds on this machine | 10,000, every push answered | not measured "
-      "by this suite (tether-mp's own bench/mp-swarm) | not measured |")
+    sw = load(results, "swarm") or {}
+    if "held" in sw and "acked" in sw:
+        sw_ok = sw.get("exit") == 0 and sw["held"] >= 10000 and sw["acked"] >= sw["held"]
+        w(f"| connections one MP holds on this machine | 10,000, every push answered | "
+          f"{int(sw['held'])} held, {int(sw['acked'])} answered and acknowledged; fan-out "
+          f"{sw.get('fanout_s', 0):.2f} s, last answer {sw.get('last_ack_s', 0):.2f} s; MP RSS "
+          f"{sw.get('rss_mib', 0):.0f} MiB, {sw.get('cpu_s', 0):.1f} CPU s (bench/mp-swarm) | "
+          f"{verdict(sw_ok)} |")
+    else:
+        w("| connections one MP holds on this machine | 10,000, every push answered | "
+          f"not measured ({sw.get('error', 'the swarm part did not run')}) | not measured |")
     gr = fres.get("graceful-restart", {})
     within = gr.get("back_within_window")
     if within is None and gr.get("reconnect_times") and gr.get("retry_after_s"):
