@@ -4,7 +4,8 @@
 #      test path needs none of them): cfengine3, mosquitto, libmosquitto-dev;
 #   2. builds the release binaries (build/release, or $TETHER_BENCH_BUILD);
 #   3. runs bench/bench.py all: push latency (tmpfs and disk), idle cost,
-#      the MQTT and CFEngine peers, the 1,000-agent fleet, the six fault
+#      the MQTT and CFEngine peers, 10,000 channels on one MP (mp-swarm),
+#      the 1,000-agent fleet, the six fault
 #      scenarios at 1,000 agents, then writes docs/PERFORMANCE.md and
 #      docs/perf/*.png.
 # Arguments go to bench/bench.py, e.g. a quicker run:
@@ -26,7 +27,7 @@ else
 fi
 # Configure again so that the libmosquitto peer is found once installed.
 cmake "$build" >/dev/null
-cmake --build "$build" -j 2 --target tetherd tetherctl tether-mp tether-bench-push tether-bench-mqtt
+cmake --build "$build" -j 2 --target tetherd tetherctl tether-mp tether-bench-push tether-bench-mqtt mp-swarm
 
 echo "== benchmarks"
 exec python3 bench/bench.py all --build "$build" "$@"
