@@ -53,26 +53,26 @@ enum tether_channel_mode {
 };
 
 enum tether_channel_state {
-        TETHER_CHANNEL_IDLE = 0,     /* waiting out a backoff or start delay */
+        TETHER_CHANNEL_IDLE = 0, /* waiting out a backoff or start delay */
         TETHER_CHANNEL_CONNECTING,
         TETHER_CHANNEL_CONNECTED,    /* transport up and SIGNIN sent */
         TETHER_CHANNEL_DISCONNECTED, /* just lost; a reconnect is scheduled */
 };
 
 struct tether_channel_config {
-        const char *host;         /* MP host name or address */
-        uint16_t tcp_port;        /* 10123 */
-        uint16_t https_port;      /* 443 by default; tether-mp serves HTTPS on 10124 */
+        const char *host;    /* MP host name or address */
+        uint16_t tcp_port;   /* 10123 */
+        uint16_t https_port; /* 443 by default; tether-mp serves HTTPS on 10124 */
         enum tether_channel_mode mode;
-        const char *ca_file;      /* PEM bundle to verify the MP; NULL: system store */
+        const char *ca_file;            /* PEM bundle to verify the MP; NULL: system store */
         const char *pinned_fingerprint; /* SHA-256 hex of the MP's TLS key, or NULL */
-        const char *proxy;        /* "http://proxy:3128", or NULL (libcurl also honours https_proxy) */
-        const char *cert_pem;     /* device certificate, PEM text */
+        const char *proxy;              /* "http://proxy:3128", or NULL (libcurl also honours https_proxy) */
+        const char *cert_pem;           /* device certificate, PEM text */
         const struct tether_key *device_key; /* borrowed for the channel's life */
-        uint32_t max_frame;       /* max body bytes */
-        uint32_t keepalive_seconds;     /* until SIGNIN_CONFIRM says otherwise; 180 */
-        uint32_t start_delay_max_seconds; /* spread of the first connection; 0: none */
-        uint32_t https_hold_seconds;    /* the "hold" query parameter; 50 */
+        uint32_t max_frame;                  /* max body bytes */
+        uint32_t keepalive_seconds;          /* until SIGNIN_CONFIRM says otherwise; 180 */
+        uint32_t start_delay_max_seconds;    /* spread of the first connection; 0: none */
+        uint32_t https_hold_seconds;         /* the "hold" query parameter; 50 */
 };
 
 struct tether_channel_callbacks {
@@ -109,8 +109,7 @@ void tether_channel_confirmed(struct tether_channel *ch, uint32_t keepalive_seco
 /* Closes the transport and reconnects no sooner than min_delay_seconds
  * (with jitter on top): GOODBYE's RetryAfterSeconds, Rejected's 15 min, a
  * protocol error. reason is logged. */
-void tether_channel_reconnect(struct tether_channel *ch, uint32_t min_delay_seconds,
-                              const char *reason);
+void tether_channel_reconnect(struct tether_channel *ch, uint32_t min_delay_seconds, const char *reason);
 
 /* Sends GOODBYE(shutdown) best effort and closes. */
 void tether_channel_stop(struct tether_channel *ch);
@@ -124,8 +123,7 @@ const char *tether_channel_transport_name(const struct tether_channel *ch); /* "
  * or a negative errno in error, the body, the raw Tether-Signature header
  * value (base64, or NULL) and the new ETag (or NULL). All borrowed for the
  * call. */
-typedef void (*tether_policy_fetched_fn)(void *userdata, int error, long http_status,
-                                         const uint8_t *body, size_t len,
-                                         const char *signature_b64, const char *etag);
+typedef void (*tether_policy_fetched_fn)(void *userdata, int error, long http_status, const uint8_t *body,
+                                         size_t len, const char *signature_b64, const char *etag);
 int tether_channel_fetch_policy(struct tether_channel *ch, const char *user, const char *etag,
                                 tether_policy_fetched_fn done, void *userdata);

@@ -14,18 +14,18 @@
 #define _cleanup_(f) __attribute__((cleanup(f)))
 
 /* Hands ownership out of a _cleanup_ variable: returns it and leaves NULL. */
-#define TAKE_PTR(p)                                                            \
-        ({                                                                     \
-                __typeof__(p) _taken = (p);                                    \
-                (p) = NULL;                                                    \
-                _taken;                                                        \
+#define TAKE_PTR(p)                                                                                         \
+        ({                                                                                                  \
+                __typeof__(p) _taken = (p);                                                                 \
+                (p) = NULL;                                                                                 \
+                _taken;                                                                                     \
         })
 
-#define TAKE_FD(fd)                                                            \
-        ({                                                                     \
-                int _taken_fd = (fd);                                          \
-                (fd) = -1;                                                     \
-                _taken_fd;                                                     \
+#define TAKE_FD(fd)                                                                                         \
+        ({                                                                                                  \
+                int _taken_fd = (fd);                                                                       \
+                (fd) = -1;                                                                                  \
+                _taken_fd;                                                                                  \
         })
 
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
@@ -48,8 +48,8 @@ static inline void fclosep(FILE **f) {
 }
 
 /* Defines name##p(type **) calling func on a non-NULL pointer. */
-#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func)                                \
-        static inline void func##p(type *p) {                                  \
-                if (*p)                                                        \
-                        func(*p);                                              \
+#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func)                                                             \
+        static inline void func##p(type *p) {                                                               \
+                if (*p)                                                                                     \
+                        func(*p);                                                                           \
         }

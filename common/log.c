@@ -42,7 +42,7 @@ static void log_emit(int priority, const char *const *fields, const char *msg) {
 
 /* Formats with %m bound to the given error, not whatever errno holds now. */
 __attribute__((format(printf, 4, 0))) static void log_format(char *buf, size_t size, int error,
-                                                          const char *fmt, va_list ap) {
+                                                             const char *fmt, va_list ap) {
         if (error != 0)
                 errno = error < 0 ? -error : error;
         vsnprintf(buf, size, fmt, ap);

@@ -30,32 +30,31 @@ enum tether_cycle {
 #define TETHER_CYCLE_MAX 3
 
 struct tether_scheduler_options {
-        const char *state_dir;  /* policies/ and hook working directory live here */
-        const char *cycles_dir; /* "/etc/tether/cycles.d": machine-policy/, user-policy/ */
+        const char *state_dir;             /* policies/ and hook working directory live here */
+        const char *cycles_dir;            /* "/etc/tether/cycles.d": machine-policy/, user-policy/ */
         const struct tether_key *site_key; /* verifies policies; borrowed */
-        uint64_t time_limit_usec[TETHER_CYCLE_MAX + 1];  /* per cycle, index by enum */
-        uint64_t interval_usec[TETHER_CYCLE_MAX + 1];    /* 0: no periodic run */
-        uint64_t kill_grace_usec;  /* SIGTERM to SIGKILL; default 5 s when 0 */
-        size_t output_cap;         /* bytes of stdout+stderr kept per child; 64 KiB when 0 */
-        uint64_t random_seed;      /* for the per-device offset; 0 draws one */
+        uint64_t time_limit_usec[TETHER_CYCLE_MAX + 1]; /* per cycle, index by enum */
+        uint64_t interval_usec[TETHER_CYCLE_MAX + 1];   /* 0: no periodic run */
+        uint64_t kill_grace_usec;                       /* SIGTERM to SIGKILL; default 5 s when 0 */
+        size_t output_cap;    /* bytes of stdout+stderr kept per child; 64 KiB when 0 */
+        uint64_t random_seed; /* for the per-device offset; 0 draws one */
 };
 
 /* Called once per submitted request (every joined request gets its own
  * call), and once per periodic run with task_guid NULL. */
 typedef void (*tether_cycle_done_fn)(struct tether_scheduler *s, enum tether_cycle cycle,
-                                     const char *task_guid, uint32_t return_code,
-                                     const char *detail, void *userdata);
+                                     const char *task_guid, uint32_t return_code, const char *detail,
+                                     void *userdata);
 
 /* The scheduler needs the current policy for user (NULL: the machine
  * policy). The owner fetches it and answers with tether_scheduler_policy()
  * later (or from within the callback). Returning a negative errno fails the
  * cycle's fetch step. */
-typedef int (*tether_policy_request_fn)(struct tether_scheduler *s, const char *user,
-                                        void *userdata);
+typedef int (*tether_policy_request_fn)(struct tether_scheduler *s, const char *user, void *userdata);
 
 int tether_scheduler_new(sd_event *event, const struct tether_scheduler_options *options,
-                         tether_cycle_done_fn done, tether_policy_request_fn policy_request,
-                         void *userdata, struct tether_scheduler **ret);
+                         tether_cycle_done_fn done, tether_policy_request_fn policy_request, void *userdata,
+                         struct tether_scheduler **ret);
 struct tether_scheduler *tether_scheduler_free(struct tether_scheduler *s); /* accepts NULL */
 
 /*
@@ -64,8 +63,8 @@ struct tether_scheduler *tether_scheduler_free(struct tether_scheduler *s); /* a
  * joined to a queued run, or scheduled after the running one), -EINVAL for
  * an unknown cycle.
  */
-int tether_scheduler_submit(struct tether_scheduler *s, enum tether_cycle cycle,
-                            const char *task_guid, const char *param);
+int tether_scheduler_submit(struct tether_scheduler *s, enum tether_cycle cycle, const char *task_guid,
+                            const char *param);
 
 enum tether_policy_result {
         TETHER_POLICY_NEW = 0,   /* body and signature follow */
@@ -77,9 +76,8 @@ enum tether_policy_result {
 /* Answers a policy request. The body is verified against the site key
  * before it is parsed; one that fails is never stored and the cycle
  * answers Failed (2) with the reason. */
-int tether_scheduler_policy(struct tether_scheduler *s, const char *user,
-                            enum tether_policy_result result, const uint8_t *body, size_t len,
-                            const uint8_t *sig, size_t sig_len, int error);
+int tether_scheduler_policy(struct tether_scheduler *s, const char *user, enum tether_policy_result result,
+                            const uint8_t *body, size_t len, const uint8_t *sig, size_t sig_len, int error);
 
 /* Cancels everything queued or running (SIGTERM to the children, then
  * SIGKILL after the grace). Each pending request is answered Cancelled. */
@@ -207,7 +205,8 @@ unsigned tether_scheduler_pending(const struct tether_scheduler *s);
 #include <stdbool.h>
 #include <sys/types.h>
 
-#define TETHER_DETAIL_MAX 4096u /* the same token sequence as transport/message.h, so both may be included */
+/* The same token sequence as transport/message.h, so both may be included. */
+#define TETHER_DETAIL_MAX 4096u
 
 /* tether_scheduler_policy() returns -ESRCH when no cycle is waiting for
  * that policy (it came too late, or the cycle was cancelled or timed out);
@@ -216,9 +215,9 @@ unsigned tether_scheduler_pending(const struct tether_scheduler *s);
 /* Receives each child's captured output (at most output_cap bytes, not
  * NUL-terminated; total is what the child wrote) when the child has ended,
  * for the program's logs. status: the exit code, or minus the signal. */
-typedef void (*tether_child_output_fn)(struct tether_scheduler *s, enum tether_cycle cycle,
-                                       const char *step, int status, const char *output, size_t len,
-                                       uint64_t total, void *userdata);
+typedef void (*tether_child_output_fn)(struct tether_scheduler *s, enum tether_cycle cycle, const char *step,
+                                       int status, const char *output, size_t len, uint64_t total,
+                                       void *userdata);
 void tether_scheduler_set_output_handler(struct tether_scheduler *s, tether_child_output_fn fn,
                                          void *userdata);
 
@@ -233,5 +232,5 @@ void tether_scheduler_set_session_query(struct tether_scheduler *s, tether_activ
 /* When the cycle's next periodic run is due, CLOCK_BOOTTIME in usec, and
  * its current interval (after any policy override). Returns -ENOENT when
  * the cycle has no periodic run, -EINVAL for an unknown cycle. */
-int tether_scheduler_next_run(const struct tether_scheduler *s, enum tether_cycle cycle,
-                              uint64_t *ret_usec, uint64_t *ret_interval_usec);
+int tether_scheduler_next_run(const struct tether_scheduler *s, enum tether_cycle cycle, uint64_t *ret_usec,
+                              uint64_t *ret_interval_usec);

@@ -11,11 +11,11 @@
 #include <stdint.h>
 
 struct tether_backoff {
-        uint64_t base_usec;     /* 1 s */
-        uint64_t cap_usec;      /* 300 s */
-        uint64_t healthy_usec;  /* 30 s */
+        uint64_t base_usec;    /* 1 s */
+        uint64_t cap_usec;     /* 300 s */
+        uint64_t healthy_usec; /* 30 s */
         unsigned attempt;
-        uint64_t connected_at;  /* 0 when not connected */
+        uint64_t connected_at; /* 0 when not connected */
 };
 
 void tether_backoff_init(struct tether_backoff *b);

@@ -79,7 +79,8 @@ int tether_timestamp_format(time_t t, char ret[TETHER_TIMESTAMP_LEN]) {
         /* Not strftime's %Y: it does not zero-pad years below 1000, and the
          * parser accepts those, so format must be its exact inverse. */
         if (snprintf(ret, TETHER_TIMESTAMP_LEN, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
-                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec) != TETHER_TIMESTAMP_LEN - 1)
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec) != TETHER_TIMESTAMP_LEN - 1)
                 return -ERANGE;
         return 0;
 }

@@ -145,8 +145,8 @@ int tether_msg_parse(uint8_t type, const uint8_t *body, size_t len, struct tethe
  * must not be NULL for signed ones) and frames msg. ret is owned by the
  * caller.
  */
-int tether_msg_seal(const struct tether_msg *msg, const struct tether_key *signer,
-                    uint32_t max_body, uint8_t **ret_frame, size_t *ret_len);
+int tether_msg_seal(const struct tether_msg *msg, const struct tether_key *signer, uint32_t max_body,
+                    uint8_t **ret_frame, size_t *ret_len);
 
 /*
  * Verify-then-parse. For a signed type, verifies frame's signature with
@@ -158,8 +158,8 @@ int tether_msg_open(const struct tether_frame *frame, const struct tether_key *p
                     struct tether_msg **ret, struct tether_diag *diag);
 
 /* Names for logs and the schedule-ID aliases of the contract. */
-const char *tether_task_type_name(uint32_t task_type);           /* "RequestMachinePolicy" */
-const char *tether_task_type_schedule_id(uint32_t task_type);    /* "{00000000-...-000000000021}" */
-const char *tether_return_code_name(uint32_t rc);                /* "Success" */
+const char *tether_task_type_name(uint32_t task_type);                /* "RequestMachinePolicy" */
+const char *tether_task_type_schedule_id(uint32_t task_type);         /* "{00000000-...-000000000021}" */
+const char *tether_return_code_name(uint32_t rc);                     /* "Success" */
 const char *tether_goodbye_reason_name(enum tether_goodbye_reason r); /* "protocol-error" */
 const char *tether_signin_status_name(enum tether_signin_status s);   /* "Approved" */

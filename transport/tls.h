@@ -21,8 +21,7 @@ struct tether_tls_ctx;
 /* Server: presents cert_pem/key; requires a client certificate and accepts
  * self-signed ones (identity comes from the signed SIGNIN, bound to the
  * certificate's key). TLS 1.2 minimum. */
-int tether_tls_server_new(const char *cert_pem, const struct tether_key *key,
-                          struct tether_tls_ctx **ret);
+int tether_tls_server_new(const char *cert_pem, const struct tether_key *key, struct tether_tls_ctx **ret);
 
 /* Client: presents the device certificate and key; verifies the server
  * either against ca_file (PEM bundle; NULL for the system store) and the
@@ -53,8 +52,7 @@ int tether_tls_handshake(struct tether_tls_conn *conn, enum tether_tls_want *ret
 
 /* Returns bytes read (> 0), 0 on a clean close by the peer, -EAGAIN with
  * *ret_want set, or another negative errno. */
-ssize_t tether_tls_read(struct tether_tls_conn *conn, void *buf, size_t len,
-                        enum tether_tls_want *ret_want);
+ssize_t tether_tls_read(struct tether_tls_conn *conn, void *buf, size_t len, enum tether_tls_want *ret_want);
 
 /* Returns bytes written (> 0), -EAGAIN with *ret_want set, or an error. */
 ssize_t tether_tls_write(struct tether_tls_conn *conn, const void *buf, size_t len,

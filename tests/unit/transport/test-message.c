@@ -734,8 +734,8 @@ static void test_bad_timestamps(void **state) {
                 struct tether_msg *early = NULL;
                 char *again = NULL;
 
-                assert_int_equal(tether_msg_parse(TETHER_FRAME_PUSH, (const uint8_t *)variant, strlen(variant),
-                                                  &early, NULL),
+                assert_int_equal(tether_msg_parse(TETHER_FRAME_PUSH, (const uint8_t *)variant,
+                                                  strlen(variant), &early, NULL),
                                  0);
                 assert_int_equal(tether_msg_build(early, &again, NULL), 0);
                 assert_string_equal(again, variant);
