@@ -15,7 +15,7 @@
 #include "agent/channel.h"
 #include "agent/config.h"
 #include "agent/control.h"
-#include "agent/fsutil.h"
+#include "common/fsutil.h"
 #include "agent/identity.h"
 #include "agent/privsep.h"
 #include "agent/session.h"

@@ -13,7 +13,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "agent/fsutil.h"
+#include "common/fsutil.h"
 #include "common/cleanup.h"
 #include "common/strutil.h"
 #include "transport/sign.h"

@@ -12,7 +12,7 @@
 
 #include <openssl/evp.h>
 
-#include "agent/fsutil.h"
+#include "common/fsutil.h"
 #include "common/cleanup.h"
 #include "common/strutil.h"
 

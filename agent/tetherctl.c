@@ -13,7 +13,7 @@
 
 #include "agent/config.h"
 #include "agent/control.h"
-#include "agent/fsutil.h"
+#include "common/fsutil.h"
 #include "common/cleanup.h"
 
 static struct {

@@ -27,7 +27,7 @@
 #include "agent/channeld.h"
 #include "agent/config.h"
 #include "agent/control.h"
-#include "agent/fsutil.h"
+#include "common/fsutil.h"
 #include "agent/logsink.h"
 #include "agent/privsep.h"
 #include "agent/schedd.h"

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "agent/config.h"
-#include "agent/fsutil.h"
+#include "common/fsutil.h"
 #include "common/cleanup.h"
 #include "transport/sign.h"
 

@@ -15,6 +15,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "common/strutil.h"
 #include "mp/mp.h"
@@ -455,21 +456,14 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 }
 
 static int write_ports(struct mp_server *srv) {
-        char path[4096], tmp[4200], text[64];
-        _cleanup_(closep) int fd = -1;
+        char path[4096], text[64];
         int n;
 
         snprintf(path, sizeof(path), "%s/ports", srv->cfg->state_dir);
-        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
         n = snprintf(text, sizeof(text), "tcp=%u\nhttps=%u\n", srv->channel_port, srv->https_port);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0)
-                return -errno;
-        if (write(fd, text, (size_t)n) != n)
-                return -EIO;
-        if (rename(tmp, path) < 0)
-                return -errno;
-        return 0;
+        /* Atomic so that a reader never sees half of it; not durable: it is
+         * written anew at every start. */
+        return write_file_atomic(path, text, (size_t)n, 0644, 0);
 }
 
 static void raise_fd_limit(void) {

@@ -11,30 +11,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "mp/mp.h"
 #include "transport/sign.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct tether_key *, tether_key_free)
-
-static int write_file_atomic(const char *path, const char *text, mode_t mode) {
-        char tmp[4200];
-        size_t len = strlen(text);
-        _cleanup_(closep) int fd = -1;
-
-        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-        if (fd < 0)
-                return -errno;
-        if (write(fd, text, len) != (ssize_t)len || fsync(fd) < 0) {
-                int r = -errno;
-                unlink(tmp);
-                return r ? r : -EIO;
-        }
-        if (rename(tmp, path) < 0)
-                return -errno;
-        return 0;
-}
 
 static int read_text(const char *path, char **ret) {
         _cleanup_(fclosep) FILE *f = fopen(path, "re");
@@ -125,7 +107,7 @@ int mp_state_load(const struct mp_config *cfg, bool create, struct tether_key **
                         r = tether_cert_self_signed(tls, names[0], names, 3650, &cert);
                         if (r < 0)
                                 return log_error_errno(r, "Failed to create the TLS certificate: %m");
-                        r = write_file_atomic(path, cert, 0644);
+                        r = write_file_atomic(path, cert, strlen(cert), 0644, FSUTIL_DURABLE);
                         if (r < 0)
                                 return log_error_errno(r, "Failed to write %s: %m", path);
                         log_info("Generated %s (self-signed, CN=%s)", path, names[0]);

@@ -14,6 +14,7 @@
 #include <libxml/tree.h>
 
 #include "common/cleanup.h"
+#include "common/fsutil.h"
 #include "common/strutil.h"
 #include "scheduler/internal.h"
 #include "transport/diag.h"
@@ -385,46 +386,6 @@ static int mkdir_if_missing(const char *path) {
         return 0;
 }
 
-static int write_all(int fd, const uint8_t *data, size_t len) {
-        while (len > 0) {
-                ssize_t n = write(fd, data, len);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                data += n;
-                len -= (size_t)n;
-        }
-        return 0;
-}
-
-/* Writes path.tmpXXXXXX durably and returns its name in *ret_tmp. */
-static int write_tmp(const char *path, const uint8_t *data, size_t len, char **ret_tmp) {
-        _cleanup_(freep) char *tmp = NULL;
-        _cleanup_(closep) int fd = -1;
-        int r;
-
-        if (asprintf(&tmp, "%s.tmpXXXXXX", path) < 0)
-                return -ENOMEM;
-        fd = mkostemp(tmp, O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        /* Policies are not secret from local users (hooks running as a user
-         * read theirs); they must not be writable by anyone but root. */
-        r = fchmod(fd, 0644) < 0 ? -errno : 0;
-        if (r == 0)
-                r = write_all(fd, data, len);
-        if (r == 0 && fsync(fd) < 0)
-                r = -errno;
-        if (r < 0) {
-                unlink(tmp);
-                return r;
-        }
-        *ret_tmp = TAKE_PTR(tmp);
-        return 0;
-}
-
 static int fsync_dir_of(const char *path) {
         _cleanup_(freep) char *dir = strdup(path);
         _cleanup_(closep) int fd = -1;
@@ -446,7 +407,6 @@ static int fsync_dir_of(const char *path) {
 int policy_store(const char *state_dir, const char *user, const uint8_t *body, size_t len,
                  const uint8_t *sig, size_t sig_len) {
         _cleanup_(freep) char *path = NULL, *sig_path = NULL, *dir = NULL;
-        _cleanup_(freep) char *tmp = NULL, *sig_tmp = NULL;
         int r;
 
         if (asprintf(&dir, "%s/policies", state_dir) < 0)
@@ -470,26 +430,15 @@ int policy_store(const char *state_dir, const char *user, const uint8_t *body, s
         if (asprintf(&sig_path, "%s.sig", path) < 0)
                 return -ENOMEM;
 
-        r = write_tmp(path, body, len, &tmp);
+        /* The signature first: a crash between the two leaves a new
+         * signature over the old body, which fails verification at load and
+         * makes the next cycle fetch again; never an unsigned new body.
+         * Policies are not secret from local users (hooks running as a user
+         * read theirs); they must not be writable by anyone but root. */
+        r = write_file_atomic(sig_path, sig, sig_len, 0644, FSUTIL_DURABLE);
         if (r < 0)
                 return r;
-        r = write_tmp(sig_path, sig, sig_len, &sig_tmp);
-        if (r < 0) {
-                unlink(tmp);
-                return r;
-        }
-        if (rename(sig_tmp, sig_path) < 0) {
-                r = -errno;
-                unlink(sig_tmp);
-                unlink(tmp);
-                return r;
-        }
-        if (rename(tmp, path) < 0) {
-                r = -errno;
-                unlink(tmp);
-                return r;
-        }
-        return fsync_dir_of(path);
+        return write_file_atomic(path, body, len, 0644, FSUTIL_DURABLE);
 }
 
 static int read_file(const char *path, size_t max, uint8_t **ret, size_t *ret_len) {

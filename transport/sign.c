@@ -22,6 +22,7 @@
 #include <openssl/x509v3.h>
 
 #include "common/cleanup.h"
+#include "common/fsutil.h"
 #include "common/strutil.h"
 #include "transport/frame.h"
 #include "transport/sign.h"
@@ -50,13 +51,6 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(GENERAL_NAMES *, GENERAL_NAMES_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(GENERAL_NAME *, GENERAL_NAME_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(BIGNUM *, BN_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(X509_EXTENSION *, X509_EXTENSION_free);
-
-static void unlink_and_freep(char **path) {
-        if (*path) {
-                (void)unlink(*path);
-                free(*path);
-        }
-}
 
 struct tether_key *tether_key_free(struct tether_key *key) {
         if (!key)
@@ -286,75 +280,6 @@ int tether_key_load_public(const char *path, struct tether_key **ret) {
         return tether_key_from_public_pem(pem, len, ret);
 }
 
-static int write_all(int fd, const char *data, size_t len) {
-        while (len > 0) {
-                ssize_t n = write(fd, data, len);
-
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                data += n;
-                len -= (size_t)n;
-        }
-        return 0;
-}
-
-/* Writes data to path through a temporary file in the same directory, so
- * that readers see either the old file or the whole new one, never a part. */
-static int write_file_atomic(const char *path, const char *data, size_t len, mode_t mode) {
-        _cleanup_(unlink_and_freep) char *tmp = NULL;
-        _cleanup_(freep) char *dir = NULL;
-        _cleanup_(closep) int fd = -1;
-        _cleanup_(closep) int dfd = -1;
-        const char *slash;
-        int r;
-
-        if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0) {
-                tmp = NULL;
-                return -ENOMEM;
-        }
-        /* mkostemp creates the file 0600 before any byte is written. */
-        fd = mkostemp(tmp, O_CLOEXEC);
-        if (fd < 0) {
-                r = -errno;
-                free(tmp);
-                tmp = NULL;
-                return r;
-        }
-        if (fchmod(fd, mode) < 0)
-                return -errno;
-        r = write_all(fd, data, len);
-        if (r < 0)
-                return r;
-        if (fsync(fd) < 0)
-                return -errno;
-        if (close(TAKE_FD(fd)) < 0)
-                return -errno;
-        if (rename(tmp, path) < 0)
-                return -errno;
-        free(tmp);
-        tmp = NULL;
-
-        slash = strrchr(path, '/');
-        if (!slash)
-                dir = strdup(".");
-        else if (slash == path)
-                dir = strdup("/");
-        else
-                dir = strndup(path, (size_t)(slash - path));
-        if (!dir)
-                return -ENOMEM;
-        /* The rename itself must survive a crash too. */
-        dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0)
-                return -errno;
-        if (fsync(dfd) < 0)
-                return -errno;
-        return 0;
-}
-
 /* Copies a memory BIO's contents into a NUL-terminated malloc'ed string. */
 static int bio_to_string(BIO *bio, char **ret, size_t *ret_len) {
         char *data = NULL;
@@ -395,7 +320,7 @@ int tether_key_save_private(const struct tether_key *key, const char *path) {
         n = BIO_get_mem_data(bio, &data);
         if (n <= 0 || !data)
                 return -EIO;
-        r = write_file_atomic(path, data, (size_t)n, 0600);
+        r = write_file_atomic(path, data, (size_t)n, 0600, FSUTIL_DURABLE);
         return r;
 }
 
@@ -423,7 +348,7 @@ int tether_key_save_public(const struct tether_key *key, const char *path) {
         r = tether_key_public_pem(key, &pem);
         if (r < 0)
                 return r;
-        return write_file_atomic(path, pem, strlen(pem), 0644);
+        return write_file_atomic(path, pem, strlen(pem), 0644, FSUTIL_DURABLE);
 }
 
 int tether_key_from_public_pem(const char *pem, size_t len, struct tether_key **ret) {

@@ -14,7 +14,7 @@
 #include <cmocka.h>
 
 #include "agent/config.h"
-#include "agent/fsutil.h"
+#include "common/fsutil.h"
 
 static char dir[256];
 

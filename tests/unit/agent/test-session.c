@@ -18,7 +18,7 @@
 #include <cmocka.h>
 
 #include "agent/config.h"
-#include "agent/fsutil.h"
+#include "common/fsutil.h"
 #include "agent/session.h"
 #include "agent/spool.h"
 #include "agent/trust.h"

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "agent/fsutil.h"
+#include "common/fsutil.h"
 #include "agent/spool.h"
 
 #define GUID_A "A43DD1B3-A006-4604-B012-5529380B3B6F"

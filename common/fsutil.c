@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#include "agent/fsutil.h"
+#include "common/fsutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -47,10 +47,12 @@ int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t l
         if (snprintf(tmp, sizeof(tmp), FSUTIL_TMP_PREFIX "%s" FSUTIL_TMP_SUFFIX, name) >= (int)sizeof(tmp))
                 return -ENAMETOOLONG;
 
-        fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+        fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode & 0600);
         if (fd < 0)
                 return -errno;
-        r = fault(FSUTIL_STEP_OPEN);
+        /* Created owner-only, widened to the asked mode only now: a private
+         * key is never readable by others, not even for an instant. */
+        r = fchmod(fd, mode) < 0 ? -errno : fault(FSUTIL_STEP_OPEN);
         if (r < 0)
                 goto fail;
 
@@ -102,6 +104,24 @@ fail:
         if (!crashed)
                 (void)unlinkat(dirfd, tmp, 0);
         return r;
+}
+
+int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode, unsigned flags) {
+        _cleanup_(freep) char *dir = strdup(path);
+        _cleanup_(closep) int dirfd = -1;
+        char *slash;
+
+        if (!dir)
+                return -ENOMEM;
+        slash = strrchr(dir, '/');
+        if (slash == dir)
+                slash[1] = '\0';
+        else if (slash)
+                *slash = '\0';
+        dirfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dirfd < 0)
+                return -errno;
+        return write_file_atomic_at(dirfd, slash ? strrchr(path, '/') + 1 : path, data, len, mode, flags);
 }
 
 int read_file_at(int dirfd, const char *name, size_t max, uint8_t **ret, size_t *ret_len) {

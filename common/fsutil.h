@@ -2,10 +2,11 @@
 #pragma once
 
 /*
- * Small file helpers for the agent's durable state: atomic replace
- * (temporary file, fdatasync, rename, fsync of the directory), whole-file
- * reads, mkdir -p. Temporary files are named ".#<name>.tmp" so that
- * recovery can recognise and remove them.
+ * Small file helpers for durable state (the agent's spool and identity, the
+ * scheduler's policies, keys, the MP's state): atomic replace (temporary
+ * file, fdatasync, rename, fsync of the directory), whole-file reads,
+ * mkdir -p. Temporary files are named ".#<name>.tmp" so that recovery can
+ * recognise and remove them.
  */
 
 #include <stdbool.h>
@@ -40,11 +41,15 @@ enum fsutil_step {
  */
 extern int (*fsutil_fault_hook)(enum fsutil_step step);
 
-/* Replaces dirfd/name with data atomically. Returns 0 or a negative errno;
- * on failure the previous content of name is untouched and the temporary
- * file removed (except for a simulated crash). */
+/* Replaces dirfd/name with data atomically, with exactly the given mode
+ * whatever the umask. Returns 0 or a negative errno; on failure the previous
+ * content of name is untouched and the temporary file removed (except for a
+ * simulated crash). */
 int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode,
                          unsigned flags);
+
+/* The same for a path: the directory is the one path names. */
+int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode, unsigned flags);
 
 /* Reads a whole file of at most max bytes. *ret (NUL-terminated one byte past
  * *ret_len) is owned by the caller. -EFBIG when larger than max. */
