@@ -59,6 +59,16 @@ def write_report(results, out_path, made, machine, load):
       "end of each part is printed with it, and figures taken under load are worse than the "
       "same code on a quiet machine.")
     w("")
+    # Parts may come from separate runs (bench.py runs one part at a time
+    # too): say when each one ran, so that no figure passes for newer than it is.
+    ran = []
+    for part in ("latency", "idle", "mqtt", "cfengine", "swarm", "fleet", "faults"):
+        d = load(results, part)
+        if d and d.get("when"):
+            ran.append(f"{part} {d['when']}")
+    if ran:
+        w("Parts and when they ran (UTC): " + ", ".join(ran) + ".")
+        w("")
     # ---- summary against the design's targets
     faults = load(results, "faults") or {}
     fres = {r.get("scenario"): r for r in fleet.get("results", [])}
