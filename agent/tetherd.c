@@ -88,7 +88,7 @@ static void help(void) {
                "\n"
                "Signals: SIGTERM stops cleanly (tasks of a running cycle stay queued and run\n"
                "again after the restart); SIGHUP reloads the configuration.\n"
-               "See tetherctl(1) for status and triggers.\n",
+               "See tetherctl(8) for status and triggers.\n",
                TETHER_SYSCONFDIR_STR "/tether.conf");
 }
 
