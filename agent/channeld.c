@@ -18,6 +18,7 @@
 #include "common/fsutil.h"
 #include "agent/identity.h"
 #include "agent/privsep.h"
+#include "agent/pushstats.h"
 #include "agent/session.h"
 #include "agent/spool.h"
 #include "agent/trust.h"
@@ -596,6 +597,44 @@ static struct json_object *ctl_identity(struct channeld *c) {
         return o;
 }
 
+/* Per-stage timing of the pushes handled, in microseconds (issue 7). */
+static struct json_object *ctl_stats(struct channeld *c) {
+        const struct pushstats *ps = session_pushstats(c->session);
+        struct json_object *o = answer_ok(), *arr;
+
+        if (!o)
+                return NULL;
+        arr = json_object_new_array();
+        if (!arr) {
+                json_object_put(o);
+                return NULL;
+        }
+        json_object_object_add(o, "stages", arr);
+        json_object_object_add(o, "window", json_object_new_int(PUSHSTATS_RING));
+        for (enum pushstats_stage st = 0; st < _PUSHSTATS_STAGE_MAX; st++) {
+                struct pushstats_summary sum;
+                struct json_object *t;
+                int r = pushstats_summary(ps, st, &sum);
+                if (r < 0) {
+                        json_object_put(o);
+                        return answer_error("cannot compute the statistics: %s", strerror(-r));
+                }
+                t = json_object_new_object();
+                if (!t) {
+                        json_object_put(o);
+                        return NULL;
+                }
+                add_str(t, "stage", pushstats_stage_name(st));
+                json_object_object_add(t, "count", json_object_new_int64((int64_t)sum.count));
+                json_object_object_add(t, "samples", json_object_new_int64((int64_t)sum.window));
+                json_object_object_add(t, "median_us", json_object_new_int64((int64_t)sum.median_us));
+                json_object_object_add(t, "p99_us", json_object_new_int64((int64_t)sum.p99_us));
+                json_object_object_add(t, "max_us", json_object_new_int64((int64_t)sum.max_us));
+                json_object_array_add(arr, t);
+        }
+        return o;
+}
+
 static int channel_create(struct channeld *c);
 
 static struct json_object *ctl_identity_reset(struct channeld *c) {
@@ -634,6 +673,8 @@ static struct json_object *ctl_handler(void *userdata, const char *command, cons
                 return ctl_status(c);
         if (strcmp(command, "tasks") == 0)
                 return ctl_tasks(c);
+        if (strcmp(command, "stats") == 0)
+                return ctl_stats(c);
         if (strcmp(command, "identity") == 0) {
                 if (!argument[0] || strcmp(argument, "show") == 0)
                         return ctl_identity(c);

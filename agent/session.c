@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "agent/pushstats.h"
 #include "agent/spool.h"
 #include "agent/trust.h"
 #include "common/cleanup.h"
@@ -36,6 +37,7 @@ struct recent_task {
         char task_guid[TETHER_GUID_LEN];
         uint64_t push_id;
         uint64_t task_id;
+        uint64_t run_sent_ns; /* when RUN went to the root process (pushstats) */
 };
 
 struct session {
@@ -55,6 +57,7 @@ struct session {
         size_t n_held;
         struct recent_task recent[RECENT_MAX];
         size_t recent_next;
+        struct pushstats *stats; /* owned */
 };
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct tether_msg *, tether_msg_free);
@@ -92,6 +95,11 @@ int session_new(const struct session_config *config, struct site_trust *trust, s
         s->spool = spool;
         s->ops = *ops;
         s->userdata = userdata;
+        s->stats = pushstats_new();
+        if (!s->stats) {
+                session_free(s);
+                return -ENOMEM;
+        }
         *ret = s;
         return 0;
 }
@@ -108,6 +116,7 @@ struct session *session_free(struct session *s) {
         drop_held(s);
         free(s->hostname);
         free(s->enrolment_token);
+        pushstats_free(s->stats);
         free(s);
         return NULL;
 }
@@ -121,6 +130,10 @@ int session_set_identity(struct session *s, const char *client_id, const struct 
 
 void session_set_enabled(struct session *s, const bool enabled[4]) {
         memcpy(s->enabled, enabled, sizeof(s->enabled));
+}
+
+const struct pushstats *session_pushstats(const struct session *s) {
+        return s->stats;
 }
 
 bool session_approved(const struct session *s) {
@@ -258,6 +271,7 @@ static int respond(struct session *s, const char *name, uint64_t push_id, uint64
         _cleanup_(freep) char *body = NULL;
         _cleanup_(freep) uint8_t *sig = NULL, *frame = NULL;
         size_t body_len, sig_len, frame_len;
+        uint64_t t_start = pushstats_now(), t_signed, t_saved;
         int r;
 
         r = tether_msg_new(TETHER_FRAME_RESPONSE, &m);
@@ -293,6 +307,7 @@ static int respond(struct session *s, const char *name, uint64_t push_id, uint64
                                 s->max_frame, &frame, &frame_len);
         if (r < 0)
                 return log_error_errno(r, "Cannot frame the response for task %s: %m", guid);
+        t_signed = pushstats_now();
 
         r = spool_save_response(s->spool, name, rc, frame, frame_len);
         if (r < 0) {
@@ -302,7 +317,11 @@ static int respond(struct session *s, const char *name, uint64_t push_id, uint64
                                 guid);
                 set_error(s, "cannot persist response %s: %s", guid, strerror(-r));
         }
+        t_saved = pushstats_now();
         send_stored(s, name, guid, rc, frame, frame_len);
+        pushstats_add(s->stats, PUSHSTATS_SIGN, t_start, t_signed);
+        pushstats_add(s->stats, PUSHSTATS_SPOOL_RESPONSE, t_signed, t_saved);
+        pushstats_add(s->stats, PUSHSTATS_SEND, t_saved, pushstats_now());
         changed(s);
         return 0;
 }
@@ -423,23 +442,27 @@ static void handle_unauthorized_push(struct session *s, struct tether_frame *fra
                       "the PUSH signature did not verify against the site key");
 }
 
-static void remember_task(struct session *s, const char *guid, uint64_t push_id, uint64_t task_id) {
+static struct recent_task *remember_task(struct session *s, const char *guid, uint64_t push_id,
+                                         uint64_t task_id) {
         struct recent_task *t = &s->recent[s->recent_next];
 
         strscpy(t->task_guid, sizeof(t->task_guid), guid);
         t->push_id = push_id;
         t->task_id = task_id;
+        t->run_sent_ns = 0;
         s->recent_next = (s->recent_next + 1) % RECENT_MAX;
+        return t;
 }
 
 /* Takes a task out of the recent ones: its answer comes once. */
 static bool take_recent_task(struct session *s, const char *guid, uint64_t *ret_push_id,
-                             uint64_t *ret_task_id) {
+                             uint64_t *ret_task_id, uint64_t *ret_run_sent_ns) {
         for (size_t i = 0; i < RECENT_MAX; i++) {
                 struct recent_task *t = &s->recent[i];
                 if (t->task_guid[0] && strcmp(t->task_guid, guid) == 0) {
                         *ret_push_id = t->push_id;
                         *ret_task_id = t->task_id;
+                        *ret_run_sent_ns = t->run_sent_ns;
                         t->task_guid[0] = 0;
                         return true;
                 }
@@ -455,8 +478,11 @@ static void handle_push(struct session *s, struct tether_frame **framep, bool re
         struct tether_diag diag = {0};
         struct tether_push *p;
         struct spool_task task = {0};
+        struct recent_task *recent;
         char detail[256] = "";
         uint32_t rc = 0;
+        /* Stage stamps (CLOCK_MONOTONIC ns) for pushstats. */
+        uint64_t t_received = pushstats_now(), t_verified, t_parsed, t_spooled;
         time_t now;
         int r;
 
@@ -464,14 +490,22 @@ static void handle_push(struct session *s, struct tether_frame **framep, bool re
                 send_goodbye_and_reconnect(s, "PUSH before an approved SIGNIN_CONFIRM");
                 return;
         }
-        /* 1. Verify, before anything reads the body. */
-        r = tether_msg_open(frame, site_trust_key(s->trust), &m, &diag);
-        if (r < 0 &&
-            (diag.kind == TETHER_DIAG_BAD_SIGNATURE || diag.kind == TETHER_DIAG_MISSING_SIGNATURE)) {
-                handle_unauthorized_push(s, frame, diag.text);
+        /* 1. Verify, before anything reads the body (what tether_msg_open()
+         * does, in two steps so that each is timed on its own). */
+        if (!frame->sig || frame->sig_len == 0) {
+                handle_unauthorized_push(s, frame, "PUSH frame is not signed");
                 return;
         }
+        r = tether_verify(site_trust_key(s->trust), frame->type, frame->body, frame->body_len, frame->sig,
+                          frame->sig_len);
+        if (r == -EBADMSG) {
+                handle_unauthorized_push(s, frame, "PUSH signature does not verify with the peer's key");
+                return;
+        }
+        t_verified = pushstats_now();
         /* 2. Parse and validate. */
+        if (r >= 0)
+                r = tether_msg_parse(frame->type, frame->body, frame->body_len, &m, &diag);
         if (r < 0) {
                 char text[300];
                 snprintf(text, sizeof(text), "malformed PUSH: %s", diag.text[0] ? diag.text : strerror(-r));
@@ -479,6 +513,9 @@ static void handle_push(struct session *s, struct tether_frame **framep, bool re
                 return;
         }
         p = &m->push;
+        t_parsed = pushstats_now();
+        pushstats_add(s->stats, PUSHSTATS_VERIFY, t_received, t_verified);
+        pushstats_add(s->stats, PUSHSTATS_PARSE, t_verified, t_parsed);
         if (!retry)
                 log_push(p);
 
@@ -539,12 +576,15 @@ static void handle_push(struct session *s, struct tether_frame **framep, bool re
                 changed(s);
                 return;
         }
+        t_spooled = pushstats_now();
         if (retry)
                 log_info("Task %s persisted now that the spool takes it again", p->task_guid);
         /* 5. Acknowledge. */
         r = send_ack(s, p->task_guid);
         if (r < 0)
                 log_debug_errno(r, "PUSH_ACK for %s not sent: %m", p->task_guid);
+        pushstats_add(s->stats, PUSHSTATS_SPOOL, t_parsed, t_spooled);
+        pushstats_add(s->stats, PUSHSTATS_ACK, t_spooled, pushstats_now());
 
         if (rc) {
                 log_warning("Task %s refused: %s (%s)", p->task_guid, tether_return_code_name(rc), detail);
@@ -552,7 +592,8 @@ static void handle_push(struct session *s, struct tether_frame **framep, bool re
                 return;
         }
         /* 6. Hand to the scheduler. */
-        remember_task(s, p->task_guid, p->push_id, p->task_id);
+        recent = remember_task(s, p->task_guid, p->push_id, p->task_id);
+        recent->run_sent_ns = pushstats_now();
         r = s->ops.run(s->userdata, p->task_type, p->task_guid, p->task_param);
         if (r < 0) {
                 log_error_errno(r, "Cannot hand task %s to the scheduler: %m", p->task_guid);
@@ -675,7 +716,7 @@ size_t session_retry_held(struct session *s) {
 int session_task_done(struct session *s, uint32_t cycle, const char *task_guid, uint32_t return_code,
                       const char *detail) {
         struct spool_task t;
-        uint64_t push_id, task_id;
+        uint64_t done_ns = pushstats_now(), push_id, task_id, run_sent_ns = 0;
         int r;
 
         if (!task_guid || !task_guid[0]) {
@@ -689,7 +730,10 @@ int session_task_done(struct session *s, uint32_t cycle, const char *task_guid, 
         }
         /* A task handed over lately is answered from memory; the spool still
          * says whether it is known and whether it was answered. */
-        if (take_recent_task(s, task_guid, &push_id, &task_id) && spool_has_task(s->spool, task_guid)) {
+        if (take_recent_task(s, task_guid, &push_id, &task_id, &run_sent_ns) &&
+            spool_has_task(s->spool, task_guid)) {
+                /* The round trip through the privilege split, cycle included. */
+                pushstats_add(s->stats, PUSHSTATS_IPC_RUN, run_sent_ns, done_ns);
                 if (spool_has_response(s->spool, task_guid)) {
                         log_debug("Task %s already answered; ignoring the second result", task_guid);
                         return 0;

@@ -23,6 +23,7 @@ struct tether_key;
 struct tether_spool;
 struct site_trust;
 struct session;
+struct pushstats;
 
 struct session_ops {
         /* Queue one encoded frame to the MP; -ENOTCONN when down. */
@@ -81,6 +82,10 @@ int session_task_done(struct session *s, uint32_t cycle, const char *task_guid, 
 /* Hands every accepted task without a response to the scheduler again
  * (after a restart). Returns how many. */
 int session_resume(struct session *s);
+
+/* The per-stage timing of the PUSHes handled (agent/pushstats.h), owned by
+ * the session. */
+const struct pushstats *session_pushstats(const struct session *s);
 
 bool session_approved(const struct session *s);
 const char *session_last_error(const struct session *s); /* "" when none */

@@ -35,6 +35,8 @@ static void help(void) {
                "                             app-evaluation, or a schedule ID such as\n"
                "                             {00000000-0000-0000-0000-000000000021}\n"
                "  tasks                      recent tasks and their return codes\n"
+               "  stats                      the agent's own timing of each push, by stage:\n"
+               "                             count, median, p99 and max in microseconds\n"
                "  identity show              the ClientID and device key fingerprint\n"
                "  identity reset             make a new device identity (new ClientID and key)\n"
                "\n"
@@ -97,6 +99,23 @@ static void print_tasks(struct json_object *o) {
         }
 }
 
+static void print_stats(struct json_object *o) {
+        struct json_object *arr;
+        size_t n;
+
+        if (!json_object_object_get_ex(o, "stages", &arr) || !json_object_is_type(arr, json_type_array))
+                return;
+        n = json_object_array_length(arr);
+        printf("%-16s %10s %12s %12s %12s\n", "STAGE", "COUNT", "MEDIAN(us)", "P99(us)", "MAX(us)");
+        for (size_t i = 0; i < n; i++) {
+                struct json_object *t = json_object_array_get_idx(arr, i);
+                printf("%-16s %10lld %12lld %12lld %12lld\n", str(t, "stage"), (long long)num(t, "count"),
+                       (long long)num(t, "median_us"), (long long)num(t, "p99_us"),
+                       (long long)num(t, "max_us"));
+        }
+        printf("(figures over the last %lld pushes of each stage)\n", (long long)num(o, "window"));
+}
+
 int main(int argc, char **argv) {
         static const struct option options[] = {
                 {"socket", required_argument, NULL, 's'},
@@ -140,7 +159,8 @@ int main(int argc, char **argv) {
                 return 2;
         }
         if (strcmp(command, "status") != 0 && strcmp(command, "tasks") != 0 &&
-            strcmp(command, "trigger") != 0 && strcmp(command, "identity") != 0) {
+            strcmp(command, "stats") != 0 && strcmp(command, "trigger") != 0 &&
+            strcmp(command, "identity") != 0) {
                 fprintf(stderr, "tetherctl: unknown command '%s' (see --help)\n", command);
                 return 2;
         }
@@ -188,6 +208,8 @@ int main(int argc, char **argv) {
                 print_status(o);
         else if (strcmp(command, "tasks") == 0)
                 print_tasks(o);
+        else if (strcmp(command, "stats") == 0)
+                print_stats(o);
         else if (strcmp(command, "trigger") == 0)
                 printf("Triggered %s.\n", str(o, "triggered"));
         else {

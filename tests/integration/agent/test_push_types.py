@@ -48,6 +48,12 @@ def test_push_types(tmp):
     tasks = agent.ctl("tasks")["tasks"]
     if sorted(x["return_code"] for x in tasks) != [1, 1, 1]:
         fail("tetherctl tasks: %r" % tasks)
+    # The agent's own per-stage timing (issue 7) counted the three pushes.
+    stages = {x["stage"]: x for x in agent.ctl("stats")["stages"]}
+    for name in ("verify", "parse", "spool", "ack", "ipc+run", "sign", "spool-response", "send"):
+        st = stages.get(name)
+        if not st or st["count"] < 3 or not st["median_us"] <= st["p99_us"] <= st["max_us"]:
+            fail("tetherctl stats, stage %s: %r" % (name, st))
     if agent.user:
         import subprocess
         users = subprocess.run(["ps", "-o", "user=", "--ppid", str(agent.proc.pid)], capture_output=True,
