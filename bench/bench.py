@@ -392,22 +392,28 @@ def durable_writes_per_push(a, bins, root, g, pushes=300):
 
 
 def agent_breakdown(bins, ad, agent):
-    """The agent's own per-stage timing, if tetherctl exposes it."""
+    """The agent's own per-stage timing (tetherctl stats --json): per stage the
+    count and the median, p99 and max in microseconds over its last pushes."""
     ctl = bins.get("tetherctl")
     sock = os.path.join(ad, "run", "tetherd.sock")
-    if not ctl or not os.path.exists(sock):
-        return {"available": False, "why": "tetherctl or its socket is missing"}
-    for args in (["timing", "--json"], ["stats", "--json"], ["status", "--json"]):
-        p = subprocess.run([ctl, "--socket", sock] + args, capture_output=True, text=True,
-                           timeout=10)
-        if p.returncode == 0 and re.search(r"verify|sign|spool", p.stdout, re.I) and \
-                re.search(r"usec|_us|_ns|latency|timing", p.stdout, re.I):
-            try:
-                return {"available": True, "command": " ".join(args), "data": json.loads(p.stdout)}
-            except ValueError:
-                return {"available": True, "command": " ".join(args), "text": p.stdout[:4000]}
-    return {"available": False,
-            "why": "tetherd exposes no per-stage timing (tetherctl timing/stats/status show none)"}
+    if not ctl or not os.path.exists(ctl):
+        return {"available": False, "why": f"no tetherctl at {ctl}"}
+    if not os.path.exists(sock):
+        return {"available": False, "why": f"no control socket at {sock}"}
+    p = subprocess.run([ctl, "--socket", sock, "stats", "--json"], capture_output=True, text=True,
+                       timeout=10)
+    if p.returncode != 0:
+        return {"available": False,
+                "why": "tetherctl stats failed: " + (p.stderr or p.stdout).strip()[:300]}
+    try:
+        data = json.loads(p.stdout)
+        stages = [{"stage": x["stage"], "count": x["count"], "samples": x.get("samples"),
+                   "median_ms": x["median_us"] / 1000, "p99_ms": x["p99_us"] / 1000,
+                   "max_ms": x["max_us"] / 1000} for x in data["stages"]]
+    except (ValueError, KeyError, TypeError) as e:
+        return {"available": False, "why": f"tetherctl stats answered something unexpected: {e}"}
+    return {"available": True, "command": "stats --json", "window": data.get("window"),
+            "stages": stages}
 
 
 def tail(path, n=15):
@@ -482,8 +488,13 @@ def part_latency(a, bins):
             elif sy:
                 print(f"latency ({r['where']}): durable writes per push: NOT MEASURED: {sy['error']}")
             b = r["breakdown"]
-            print(f"latency ({r['where']}): agent breakdown: "
-                  + ("see JSON" if b.get("available") else b.get("why")))
+            if b.get("available"):
+                for st in b["stages"]:
+                    print(f"latency ({r['where']}): agent stage {st['stage']:<15} "
+                          f"n={st['count']:<6} median {st['median_ms']:.3f} ms, "
+                          f"p99 {st['p99_ms']:.3f} ms, max {st['max_ms']:.3f} ms")
+            else:
+                print(f"latency ({r['where']}): agent breakdown: NOT MEASURED: {b.get('why')}")
     save(a.results, "latency", {"pushes": a.pushes, "task_type": a.task_type, "runs": runs})
 
 

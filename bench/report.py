@@ -189,17 +189,36 @@ def write_report(results, out_path, made, machine, load):
         w(f"{tmpfs['response_ms']['n']} pushes per run after a warm-up; return codes: "
           f"{tmpfs.get('return_codes')}.")
         w("")
-    br = tmpfs.get("breakdown") or disk.get("breakdown")
-    if br and br.get("available"):
-        w("The agent's own breakdown (verify, parse, spool, IPC, run, sign, send), as "
-          f"`tetherctl {br.get('command')}` reports it:")
+    br_runs = [(name, r.get("breakdown")) for name, r in (("tmpfs", tmpfs), ("disk", disk))
+               if r and r.get("breakdown")]
+    shown = [(name, b) for name, b in br_runs if b.get("available") and b.get("stages")]
+    if shown:
+        w("The agent's own breakdown by stage, from its CLOCK_MONOTONIC stamps "
+          "(`tetherctl stats --json` after each run, over the last "
+          f"{shown[0][1].get('window') or 'n/a'} pushes of each stage; warm-up included). "
+          "verify: frame received to signature verified; parse: body parsed; spool: task "
+          "persisted; ack: PUSH_ACK handed to the link; ipc+run: RUN to the privileged "
+          "process until its DONE, the no-op cycle included; sign: response built and "
+          "signed; spool-response: response persisted; send: handed to the link.")
         w("")
-        w("```")
-        w(str(br.get("data") or br.get("text"))[:3000])
-        w("```")
+        w("| stage | " + " | ".join(f"{name}: median / p99 (ms)" for name, _ in shown) + " |")
+        w("|---|" + "---|" * len(shown))
+        names = [st["stage"] for st in shown[0][1]["stages"]]
+        for stage in names:
+            cells = []
+            for _, b in shown:
+                st = next((x for x in b["stages"] if x["stage"] == stage), None)
+                cells.append(f"{st['median_ms']:.3f} / {st['p99_ms']:.3f}"
+                             if st and st.get("count") else "n/a")
+            w(f"| {stage} | " + " | ".join(cells) + " |")
+        for name, b in br_runs:
+            if not (b.get("available") and b.get("stages")):
+                w("")
+                w(f"Breakdown for {name}: not available: {b.get('why')}.")
     else:
-        w("**Breakdown by stage: not available.** "
-          + (br.get("why") if br else "the latency part did not run") + ". Only the "
+        why = "; ".join(f"{name}: {b.get('why')}" for name, b in br_runs) or \
+            "the latency part did not run"
+        w("**Breakdown by stage: not available.** " + why + ". Only the "
           "end-to-end figures above are measured.")
     w("")
     w("Targets (the design brief): median under 0.3 ms and p99 under 1 ms on tmpfs; on disk, "
