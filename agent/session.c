@@ -490,16 +490,11 @@ static void handle_push(struct session *s, struct tether_frame **framep, bool re
                 send_goodbye_and_reconnect(s, "PUSH before an approved SIGNIN_CONFIRM");
                 return;
         }
-        /* 1. Verify, before anything reads the body (what tether_msg_open()
-         * does, in two steps so that each is timed on its own). */
-        if (!frame->sig || frame->sig_len == 0) {
-                handle_unauthorized_push(s, frame, "PUSH frame is not signed");
-                return;
-        }
-        r = tether_verify(site_trust_key(s->trust), frame->type, frame->body, frame->body_len, frame->sig,
-                          frame->sig_len);
+        /* 1. Verify, before anything reads the body: tether_msg_open() in
+         * its two halves, so that each is timed on its own. */
+        r = tether_msg_verify(frame, site_trust_key(s->trust), &diag);
         if (r == -EBADMSG) {
-                handle_unauthorized_push(s, frame, "PUSH signature does not verify with the peer's key");
+                handle_unauthorized_push(s, frame, diag.text);
                 return;
         }
         t_verified = pushstats_now();

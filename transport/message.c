@@ -877,11 +877,11 @@ int tether_msg_seal(const struct tether_msg *msg, const struct tether_key *signe
                                    ret_frame, ret_len);
 }
 
-int tether_msg_open(const struct tether_frame *frame, const struct tether_key *peer_key,
-                    struct tether_msg **ret, struct tether_diag *diag) {
+int tether_msg_verify(const struct tether_frame *frame, const struct tether_key *peer_key,
+                      struct tether_diag *diag) {
         int r;
 
-        if (!frame || !ret || (!frame->body && frame->body_len > 0))
+        if (!frame || (!frame->body && frame->body_len > 0))
                 return -EINVAL;
         if (!tether_frame_type_valid(frame->type))
                 return tether_diag_set(diag, TETHER_DIAG_BAD_TYPE, "unknown message type %u", frame->type);
@@ -901,5 +901,17 @@ int tether_msg_open(const struct tether_frame *frame, const struct tether_key *p
                 if (r < 0)
                         return r;
         }
+        return 0;
+}
+
+int tether_msg_open(const struct tether_frame *frame, const struct tether_key *peer_key,
+                    struct tether_msg **ret, struct tether_diag *diag) {
+        int r;
+
+        if (!ret)
+                return -EINVAL;
+        r = tether_msg_verify(frame, peer_key, diag);
+        if (r < 0)
+                return r;
         return tether_msg_parse(frame->type, frame->body, frame->body_len, ret, diag);
 }

@@ -157,6 +157,12 @@ int tether_msg_seal(const struct tether_msg *msg, const struct tether_key *signe
 int tether_msg_open(const struct tether_frame *frame, const struct tether_key *peer_key,
                     struct tether_msg **ret, struct tether_diag *diag);
 
+/* The verify half of tether_msg_open(), for a caller that times the two
+ * halves apart: 0 when the frame's type needs no signature or its signature
+ * verifies, the same errors as tether_msg_open() otherwise. */
+int tether_msg_verify(const struct tether_frame *frame, const struct tether_key *peer_key,
+                      struct tether_diag *diag);
+
 /* Names for logs and the schedule-ID aliases of the contract. */
 const char *tether_task_type_name(uint32_t task_type);                /* "RequestMachinePolicy" */
 const char *tether_task_type_schedule_id(uint32_t task_type);         /* "{00000000-...-000000000021}" */

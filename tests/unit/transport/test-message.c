@@ -883,6 +883,15 @@ static void open_bad(const struct tether_frame *frame, const struct tether_key *
                 fail_msg("expected %s, got %d %s (%s)", tether_diag_kind_name(kind), r,
                          tether_diag_kind_name(diag.kind), diag.text);
         assert_null(m);
+
+        /* The verify half alone says the same for signature failures. */
+        if (kind == TETHER_DIAG_BAD_SIGNATURE || kind == TETHER_DIAG_MISSING_SIGNATURE) {
+                struct tether_diag alone = {};
+
+                assert_int_equal(tether_msg_verify(frame, key, &alone), -EBADMSG);
+                assert_int_equal(alone.kind, kind);
+                assert_string_equal(alone.text, diag.text);
+        }
 }
 
 static void seal_open_all(enum tether_key_kind kind) {
@@ -908,6 +917,7 @@ static void seal_open_all(enum tether_key_kind kind) {
                 frame = decode_one(buf, len);
                 assert_int_equal(frame->type, type);
                 assert_int_equal(frame->sig_len > 0, is_signed);
+                assert_int_equal(tether_msg_verify(frame, is_signed ? pub : NULL, &diag), 0);
                 assert_int_equal(tether_msg_open(frame, is_signed ? pub : NULL, &back, &diag), 0);
                 assert_msg_equal(m, back);
                 tether_msg_free(back);
