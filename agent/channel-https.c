@@ -138,17 +138,6 @@ static int curl_to_errno(CURLcode c) {
 
 /* ---- sd-event glue ---- */
 
-static uint64_t hs_now(const struct https_state *hs) {
-        uint64_t t = 0;
-
-        if (sd_event_now(hs->ch->event, CLOCK_MONOTONIC, &t) < 0) {
-                struct timespec ts;
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                t = (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000ULL;
-        }
-        return t;
-}
-
 static void finish_request(struct https_state *hs, struct https_req *req, CURLcode result);
 
 /* Hands every finished transfer to finish_request(), one at a time:
@@ -250,7 +239,6 @@ static int on_curl_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
 
 static int on_curl_timer_change(CURLM *multi, long timeout_ms, void *userp) {
         struct https_state *hs = userp;
-        uint64_t when;
         int r;
 
         if (timeout_ms < 0)
@@ -258,15 +246,7 @@ static int on_curl_timer_change(CURLM *multi, long timeout_ms, void *userp) {
 
         /* 0 means "now": it still goes through the loop, since curl must not
          * be re-entered from its own callback. */
-        when = hs_now(hs) + (uint64_t)timeout_ms * 1000ULL;
-        if (!hs->timer) {
-                r = sd_event_add_time(hs->ch->event, &hs->timer, CLOCK_MONOTONIC, when, 1000,
-                                      on_curl_timeout, hs);
-                return r < 0 ? -1 : 0;
-        }
-        r = sd_event_source_set_time(hs->timer, when);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(hs->timer, SD_EVENT_ONESHOT);
+        r = channel_arm_timer(hs->ch, &hs->timer, (uint64_t)timeout_ms * 1000ULL, on_curl_timeout, hs);
         return r < 0 ? -1 : 0;
 }
 

@@ -92,6 +92,16 @@ void channel_peer_name(const struct tether_channel *ch, uint16_t port, char *buf
 /* 64 random bits from getrandom(). */
 uint64_t channel_random_u64(void);
 
+/* The loop's CLOCK_MONOTONIC time (the clock itself before the loop has run
+ * once), in microseconds. */
+uint64_t channel_now(const struct tether_channel *ch);
+
+/* (Re)arms the one-shot monotonic timer *s at now + delay_usec, creating it
+ * on first use with handler and userdata. Accuracy 1 ms: the deadlines are
+ * short in tests and the keepalive arithmetic compares whole intervals. */
+int channel_arm_timer(struct tether_channel *ch, sd_event_source **s, uint64_t delay_usec,
+                      sd_event_time_handler_t handler, void *userdata);
+
 /* Called by the links (channel.c). */
 void channel_tcp_up(struct tether_channel *ch, struct tcp_link *link);
 /* connect_failure: the TCP connection itself could not be made (refused,

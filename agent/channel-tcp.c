@@ -87,18 +87,6 @@ struct tcp_link {
         char detail[1024]; /* the text of the failure being reported */
 };
 
-static uint64_t link_now(const struct tcp_link *link) {
-        uint64_t t = 0;
-
-        /* Fails only before the loop has run once; fall back to the clock. */
-        if (sd_event_now(link->ch->event, CLOCK_MONOTONIC, &t) < 0) {
-                struct timespec ts;
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                t = (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000ULL;
-        }
-        return t;
-}
-
 /* "30 s", or "700 ms" for the shortened deadlines of tests. */
 static const char *format_duration(uint64_t usec, char *buf, size_t size) {
         if (usec % 1000000ULL == 0)
@@ -148,21 +136,9 @@ static void link_fail(struct tcp_link *link, int error, bool connect_failure) {
         channel_tcp_failed(link->ch, link, error, connect_failure, link->detail);
 }
 
-/* (Re)arms a one-shot monotonic timer at now + usec. */
 static int arm_timer(struct tcp_link *link, sd_event_source **s, uint64_t usec,
                      sd_event_time_handler_t handler) {
-        uint64_t when = link_now(link) + usec;
-        int r;
-
-        if (*s) {
-                r = sd_event_source_set_time(*s, when);
-                if (r < 0)
-                        return r;
-                return sd_event_source_set_enabled(*s, SD_EVENT_ONESHOT);
-        }
-        /* Accuracy 1 ms: these deadlines are short in tests and the
-         * keepalive arithmetic compares against whole intervals. */
-        return sd_event_add_time(link->ch->event, s, CLOCK_MONOTONIC, when, 1000, handler, link);
+        return channel_arm_timer(link->ch, s, usec, handler, link);
 }
 
 static void disarm_timer(sd_event_source *s) {
@@ -616,7 +592,7 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
 
 static int on_keepalive(sd_event_source *s, uint64_t usec, void *userdata) {
         struct tcp_link *link = userdata;
-        uint64_t now = link_now(link);
+        uint64_t now = channel_now(link->ch);
         uint64_t interval = (uint64_t)link->keepalive_seconds * 1000000ULL;
         _cleanup_(freep) uint8_t *frame = NULL;
         size_t len = 0;

@@ -73,7 +73,7 @@ uint64_t channel_random_u64(void) {
         return v;
 }
 
-static uint64_t channel_now(const struct tether_channel *ch) {
+uint64_t channel_now(const struct tether_channel *ch) {
         uint64_t t = 0;
 
         if (sd_event_now(ch->event, CLOCK_MONOTONIC, &t) < 0) {
@@ -116,8 +116,8 @@ static void teardown_links(struct tether_channel *ch) {
 static int on_retry(sd_event_source *s, uint64_t usec, void *userdata);
 static int on_probe(sd_event_source *s, uint64_t usec, void *userdata);
 
-static int arm_channel_timer(struct tether_channel *ch, sd_event_source **s, uint64_t delay_usec,
-                             sd_event_time_handler_t handler) {
+int channel_arm_timer(struct tether_channel *ch, sd_event_source **s, uint64_t delay_usec,
+                      sd_event_time_handler_t handler, void *userdata) {
         uint64_t when = channel_now(ch) + delay_usec;
         int r;
 
@@ -127,7 +127,7 @@ static int arm_channel_timer(struct tether_channel *ch, sd_event_source **s, uin
                         return r;
                 return sd_event_source_set_enabled(*s, SD_EVENT_ONESHOT);
         }
-        return sd_event_add_time(ch->event, s, CLOCK_MONOTONIC, when, 1000, handler, ch);
+        return sd_event_add_time(ch->event, s, CLOCK_MONOTONIC, when, 1000, handler, userdata);
 }
 
 /* Schedules the next attempt after a failure or on request, and reports
@@ -142,7 +142,7 @@ static void schedule_reconnect(struct tether_channel *ch, enum channel_transport
         ch->transport = CHANNEL_TRANSPORT_NONE;
         ch->state = TETHER_CHANNEL_DISCONNECTED;
 
-        r = arm_channel_timer(ch, &ch->retry_timer, wait, on_retry);
+        r = channel_arm_timer(ch, &ch->retry_timer, wait, on_retry, ch);
         if (r < 0)
                 /* Without a timer the channel would stay down for good: say
                  * so loudly. It cannot happen short of memory exhaustion. */
@@ -237,7 +237,7 @@ static void arm_probe(struct tether_channel *ch) {
         uint64_t delay = base - base / 4 + channel_random_u64() % (base / 2 + 1);
         int r;
 
-        r = arm_channel_timer(ch, &ch->probe_timer, delay, on_probe);
+        r = channel_arm_timer(ch, &ch->probe_timer, delay, on_probe, ch);
         if (r < 0)
                 log_warning_errno(r, "Failed to schedule a TCP retry, staying on HTTPS: %m");
 }
@@ -579,7 +579,7 @@ int tether_channel_start(struct tether_channel *ch) {
         ch->start_delay_max_seconds = 0;
         /* Even without a delay the first attempt runs from the loop, so that
          * no callback fires inside start(). */
-        r = arm_channel_timer(ch, &ch->retry_timer, delay, on_retry);
+        r = channel_arm_timer(ch, &ch->retry_timer, delay, on_retry, ch);
         if (r < 0)
                 return r;
         ch->started = true;
