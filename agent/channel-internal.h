@@ -49,6 +49,7 @@ struct tether_channel {
         uint16_t https_ports[1 + TETHER_CHANNEL_MAX_ALT_PORTS];
         unsigned n_https_ports;
         unsigned https_index;      /* https_ports[] index of https_port */
+        unsigned https_good;       /* index of the port that last answered a poll; 0 at first */
         unsigned https_ports_left; /* ports this attempt may still try */
         enum tether_channel_mode mode;
         char *ca_file;

@@ -6,7 +6,7 @@
  *   attempt: TCP (modes auto, tcp) or HTTPS (mode https)
  *   TCP could not be made (refused, unreachable, time-out), mode auto
  *       -> HTTPS at once, in the same attempt
- *   HTTPS: the port that last worked first; while no poll on it has been
+ *   HTTPS: the port that last answered first; while no poll on it has been
  *       answered, a failure moves to the next port of https_ports[] (e.g.
  *       443 after 10124, for a proxy that lets CONNECT through to 443 only)
  *       until each was tried once in this attempt
@@ -237,6 +237,7 @@ static void start_https(struct tether_channel *ch) {
 static void attempt(struct tether_channel *ch) {
         ch->https_tried = false;
         ch->https_ports_left = ch->n_https_ports;
+        ch->https_index = ch->https_good;
         if (ch->mode == TETHER_CHANNEL_HTTPS)
                 start_https(ch);
         else
@@ -369,6 +370,7 @@ void channel_https_up(struct tether_channel *ch) {
         if (ch->state == TETHER_CHANNEL_CONNECTED)
                 return;
         ch->state = TETHER_CHANNEL_CONNECTED;
+        ch->https_good = ch->https_index;
         channel_peer_name(ch, ch->https_port, peer, sizeof(peer));
         if (ch->mode == TETHER_CHANNEL_AUTO)
                 arm_probe(ch);

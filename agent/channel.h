@@ -127,8 +127,8 @@ void tether_channel_stop(struct tether_channel *ch);
 
 enum tether_channel_state tether_channel_get_state(const struct tether_channel *ch);
 const char *tether_channel_transport_name(const struct tether_channel *ch); /* "tcp", "https", "" */
-/* The HTTPS port in use, or the one tried next: the last that answered a
- * poll, https_port until one has. Policy fetches go there too. */
+/* The HTTPS port in use or being tried by the channel. Policy fetches go
+ * to the one that last answered a poll (https_port until one has). */
 uint16_t tether_channel_https_port(const struct tether_channel *ch);
 
 /* Fetches a policy over HTTPS with the device certificate:

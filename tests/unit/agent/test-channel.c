@@ -1347,22 +1347,33 @@ static void test_https_alt_port(void **state) {
         snprintf(want, sizeof(want), "127.0.0.1:%u", (unsigned)F->https.port);
         assert_string_equal(last_state(TETHER_CHANNEL_CONNECTED)->detail, want);
         assert_int_equal(tether_channel_https_port(F->ch), F->https.port);
+        /* Policies come from the port that answered. */
+        assert_int_equal(tether_channel_fetch_policy(F->ch, NULL, NULL, cb_policy, F), 0);
+        assert_true(run_until(policy_done, 10 * SEC));
+        assert_int_equal(F->policy_status, 200);
+        assert_int_equal(F->https.n_gets, 1);
 }
 
 /* Should fail over to backoff: every HTTPS port refused, each tried once
- * per attempt, then one DISCONNECTED. */
+ * per attempt, then one DISCONNECTED. A port that was only tried never
+ * becomes the policy port: fetches still go to https_port. */
 static void test_https_alt_ports_all_refused(void **state) {
         struct server dead;
 
         server_bind(&dead, F->event, false, F->mp_cert, F->mp_key);
         F->cfg.mode = TETHER_CHANNEL_HTTPS;
-        F->cfg.https_port = F->tcp.port;
         F->cfg.https_alt_ports = (struct tether_port_list){.port = {dead.port}, .n = 1};
-        new_channel();
+        new_channel(); /* F->https bound, not listening yet: refused */
         assert_int_equal(tether_channel_start(F->ch), 0);
         assert_true(run_until(got_disconnected, 10 * SEC));
         assert_int_equal(count_state(TETHER_CHANNEL_CONNECTING, "https"), 2);
         assert_int_equal(count_state(TETHER_CHANNEL_DISCONNECTED, NULL), 1);
+        tether_channel_stop(F->ch);
+        server_listen(&F->https);
+        assert_int_equal(tether_channel_fetch_policy(F->ch, NULL, NULL, cb_policy, F), 0);
+        assert_true(run_until(policy_done, 10 * SEC));
+        assert_int_equal(F->policy_error, 0);
+        assert_int_equal(F->policy_status, 200);
         F->ch = tether_channel_free(F->ch);
         server_done(&dead);
 }
