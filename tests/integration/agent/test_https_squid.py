@@ -2,8 +2,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """A device that reaches its MP only through a stock squid (issue #11).
 
-Runs in a network namespace of its own (unshare -n, lo up), so that the MP
-can listen on 443 and nothing clashes with other tests. Inside it:
+Runs in namespaces of its own: network (lo up), so that the MP can listen
+on 443 and nothing clashes with other tests; mount, with a private /dev/shm
+for squid's shared memory segments; and PID, so that every process of the
+test, squid's pinger helper too (it leaves squid's session), ends with it.
+Inside them:
 
 - squid from Debian's package, run with Debian's default
   /etc/squid/squid.conf copied unchanged except for the listening address,
@@ -203,6 +206,8 @@ def test_https_squid(tmp):
 def main():
     if os.environ.get(NETNS_ENV) == "1":
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=1777,size=64m", "tether-squid-shm", "/dev/shm"],
+                       check=True)
         return run_test(test_https_squid)
     if os.geteuid() != 0:
         log("SKIP: needs root for its own network namespace (unshare -n), squid and port 443")
@@ -216,8 +221,10 @@ def main():
         return 1
     env = dict(os.environ)
     env[NETNS_ENV] = "1"
-    return subprocess.run(["unshare", "--net", "--", sys.executable, os.path.abspath(__file__)],
-                          env=env).returncode
+    # --kill-child: if ctest kills unshare at a time-out, the namespace's
+    # first process goes too, and with it every other one.
+    return subprocess.run(["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc",
+                           "--", sys.executable, os.path.abspath(__file__)], env=env).returncode
 
 
 if __name__ == "__main__":
