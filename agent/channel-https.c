@@ -395,14 +395,14 @@ static int setup_common(struct https_req *req, const char *url, long timeout_sec
         return curl_to_errno(c);
 }
 
-static int req_new(struct https_state *hs, enum req_kind kind, struct https_req **ret) {
+static int req_new(struct https_state *hs, enum req_kind kind, uint16_t port, struct https_req **ret) {
         struct https_req *req = calloc(1, sizeof(*req));
 
         if (!req)
                 return -ENOMEM;
         req->hs = hs;
         req->kind = kind;
-        channel_peer_name(hs->ch, hs->ch->https_port, req->peer, sizeof(req->peer));
+        channel_peer_name(hs->ch, port, req->peer, sizeof(req->peer));
         req->easy = curl_easy_init();
         if (!req->easy) {
                 free(req);
@@ -436,7 +436,7 @@ static int start_channel_request(struct https_state *hs, enum req_kind kind, uns
         r = ch->cb.make_signin(ch->userdata, &signin, &signin_len);
         if (r < 0)
                 return r;
-        r = req_new(hs, kind, &req);
+        r = req_new(hs, kind, ch->https_port, &req);
         if (r < 0)
                 return r;
 
@@ -767,6 +767,8 @@ int https_fetch_policy(struct tether_channel *ch, const char *user, const char *
         struct https_req *req = NULL;
         char host[300];
         _cleanup_(freep) char *url = NULL;
+        /* The port that last answered a poll, not one being tried. */
+        unsigned port = ch->https_ports[ch->https_good];
         int r;
 
         if (etag && strpbrk(etag, "\r\n"))
@@ -774,7 +776,7 @@ int https_fetch_policy(struct tether_channel *ch, const char *user, const char *
         if (user && !*user)
                 return -EINVAL;
 
-        r = req_new(hs, REQ_POLICY, &req);
+        r = req_new(hs, REQ_POLICY, (uint16_t)port, &req);
         if (r < 0)
                 return r;
         req->done = done;
@@ -791,11 +793,10 @@ int https_fetch_policy(struct tether_channel *ch, const char *user, const char *
                         req_free(req);
                         return -ENOMEM;
                 }
-                r = asprintf(&url, "https://%s:%u/tether/v1/policy/user/%s", host, (unsigned)ch->https_port,
-                             escaped);
+                r = asprintf(&url, "https://%s:%u/tether/v1/policy/user/%s", host, port, escaped);
                 curl_free(escaped);
         } else
-                r = asprintf(&url, "https://%s:%u/tether/v1/policy/machine", host, (unsigned)ch->https_port);
+                r = asprintf(&url, "https://%s:%u/tether/v1/policy/machine", host, port);
         if (r < 0) {
                 url = NULL;
                 req_free(req);

@@ -34,7 +34,7 @@ struct channel_timing {
         uint64_t handshake_usec;    /* TLS handshake: 10 s */
         uint64_t frame_usec;        /* a frame whole within this of its first byte: 30 s */
         uint64_t write_usec;        /* a queued write must make progress within: 30 s */
-        uint64_t tcp_probe_usec;    /* auto mode on HTTPS: retry TCP about this often: 5 min */
+        uint64_t tcp_probe_usec;    /* auto mode on HTTPS: retry TCP about this often: 60 s */
         uint64_t http_connect_usec; /* libcurl connect + TLS: 10 s */
 };
 
@@ -44,7 +44,13 @@ struct tether_channel {
         /* Configuration: owned copies. */
         char *host;
         uint16_t tcp_port;
-        uint16_t https_port;
+        uint16_t https_port; /* the current one of https_ports[] */
+        /* https_port of the configuration, then its alternatives */
+        uint16_t https_ports[1 + TETHER_CHANNEL_MAX_ALT_PORTS];
+        unsigned n_https_ports;
+        unsigned https_index;      /* https_ports[] index of https_port */
+        unsigned https_good;       /* index of the port that last answered a poll; 0 at first */
+        unsigned https_ports_left; /* ports this attempt may still try */
         enum tether_channel_mode mode;
         char *ca_file;
         char *pinned_fingerprint;

@@ -6,9 +6,13 @@
  *   attempt: TCP (modes auto, tcp) or HTTPS (mode https)
  *   TCP could not be made (refused, unreachable, time-out), mode auto
  *       -> HTTPS at once, in the same attempt
+ *   HTTPS: the port that last answered first; while no poll on it has been
+ *       answered, a failure moves to the next port of https_ports[] (e.g.
+ *       443 after 10124, for a proxy that lets CONNECT through to 443 only)
+ *       until each was tried once in this attempt
  *   any other failure -> DISCONNECTED, backoff, attempt again
- *   on HTTPS in mode auto: a TCP try every ~5 min (jittered); when one
- *       completes its handshake the channel moves to it
+ *   on HTTPS in mode auto: a TCP try every tcp_probe_usec (60 s by default,
+ *       +/- 25 %); when one completes its handshake the channel moves to it
  *
  * Every failure is logged here once, with the peer, at warning level; the
  * same text goes to on_state() as detail.
@@ -39,6 +43,7 @@
 #define USEC_PER_SEC 1000000ULL
 #define DEFAULT_KEEPALIVE_SECONDS 180u
 #define DEFAULT_HOLD_SECONDS 50u
+#define DEFAULT_TCP_RETRY_USEC (60 * USEC_PER_SEC)
 #define MAX_HOLD_SECONDS 300u
 
 static const char *transport_name(enum channel_transport t) {
@@ -173,6 +178,18 @@ static void handle_failure(struct tether_channel *ch, int error, bool connect_fa
                 start_https(ch);
                 return;
         }
+        /* No answer on this HTTPS port yet: the next one may pass where
+         * this one is filtered or refused by a proxy. */
+        if (was == CHANNEL_TRANSPORT_HTTPS && ch->state == TETHER_CHANNEL_CONNECTING &&
+            ch->https_ports_left > 0) {
+                char next[300];
+
+                ch->https_index = (ch->https_index + 1) % ch->n_https_ports;
+                channel_peer_name(ch, ch->https_ports[ch->https_index], next, sizeof(next));
+                log_warning("%s; trying HTTPS on %s", detail, next);
+                start_https(ch);
+                return;
+        }
         log_warning("%s", detail);
         schedule_reconnect(ch, was, 0, detail);
 }
@@ -203,6 +220,9 @@ static void start_https(struct tether_channel *ch) {
         ch->transport = CHANNEL_TRANSPORT_HTTPS;
         ch->state = TETHER_CHANNEL_CONNECTING;
         ch->https_tried = true;
+        ch->https_port = ch->https_ports[ch->https_index];
+        if (ch->https_ports_left > 0)
+                ch->https_ports_left--;
         channel_peer_name(ch, ch->https_port, peer, sizeof(peer));
         if (!notify(ch, TETHER_CHANNEL_CONNECTING, CHANNEL_TRANSPORT_HTTPS, peer))
                 return;
@@ -216,6 +236,8 @@ static void start_https(struct tether_channel *ch) {
 
 static void attempt(struct tether_channel *ch) {
         ch->https_tried = false;
+        ch->https_ports_left = ch->n_https_ports;
+        ch->https_index = ch->https_good;
         if (ch->mode == TETHER_CHANNEL_HTTPS)
                 start_https(ch);
         else
@@ -348,6 +370,7 @@ void channel_https_up(struct tether_channel *ch) {
         if (ch->state == TETHER_CHANNEL_CONNECTED)
                 return;
         ch->state = TETHER_CHANNEL_CONNECTED;
+        ch->https_good = ch->https_index;
         channel_peer_name(ch, ch->https_port, peer, sizeof(peer));
         if (ch->mode == TETHER_CHANNEL_AUTO)
                 arm_probe(ch);
@@ -507,6 +530,16 @@ int tether_channel_new(sd_event *event, const struct tether_channel_config *conf
         ch->mode = config->mode;
         ch->tcp_port = config->tcp_port;
         ch->https_port = config->https_port;
+        ch->https_ports[ch->n_https_ports++] = config->https_port;
+        for (unsigned i = 0; i < config->https_alt_ports.n && i < TETHER_CHANNEL_MAX_ALT_PORTS; i++) {
+                uint16_t p = config->https_alt_ports.port[i];
+                bool dup = p == 0;
+
+                for (unsigned k = 0; k < ch->n_https_ports; k++)
+                        dup = dup || ch->https_ports[k] == p;
+                if (!dup)
+                        ch->https_ports[ch->n_https_ports++] = p;
+        }
         ch->device_key = config->device_key;
         ch->max_frame = config->max_frame > 0 ? config->max_frame : TETHER_FRAME_DEFAULT_MAX_BODY;
         ch->keepalive_seconds_config =
@@ -522,7 +555,7 @@ int tether_channel_new(sd_event *event, const struct tether_channel_config *conf
                 .handshake_usec = 10 * USEC_PER_SEC,
                 .frame_usec = TETHER_FRAME_DEADLINE_USEC,
                 .write_usec = 30 * USEC_PER_SEC,
-                .tcp_probe_usec = 300 * USEC_PER_SEC,
+                .tcp_probe_usec = config->tcp_retry_usec ? config->tcp_retry_usec : DEFAULT_TCP_RETRY_USEC,
                 .http_connect_usec = 10 * USEC_PER_SEC,
         };
         tether_backoff_init(&ch->backoff);
@@ -665,6 +698,10 @@ const char *tether_channel_transport_name(const struct tether_channel *ch) {
         if (!ch || (ch->state != TETHER_CHANNEL_CONNECTING && ch->state != TETHER_CHANNEL_CONNECTED))
                 return "";
         return transport_name(ch->transport);
+}
+
+uint16_t tether_channel_https_port(const struct tether_channel *ch) {
+        return ch ? ch->https_port : 0;
 }
 
 int tether_channel_fetch_policy(struct tether_channel *ch, const char *user, const char *etag,

@@ -47,7 +47,7 @@ struct tether_key;
 struct tether_channel;
 
 enum tether_channel_mode {
-        TETHER_CHANNEL_AUTO = 0, /* TCP, falling back to HTTPS, retrying TCP now and then */
+        TETHER_CHANNEL_AUTO = 0, /* TCP, falling back to HTTPS, retrying TCP every tcp_retry_usec */
         TETHER_CHANNEL_TCP,
         TETHER_CHANNEL_HTTPS,
 };
@@ -59,10 +59,21 @@ enum tether_channel_state {
         TETHER_CHANNEL_DISCONNECTED, /* just lost; a reconnect is scheduled */
 };
 
+/* Further ports where the MP serves the same HTTPS endpoints, tried in
+ * order after https_port (e.g. 443, the one port a stock squid lets CONNECT
+ * through to). */
+#define TETHER_CHANNEL_MAX_ALT_PORTS 4
+struct tether_port_list {
+        uint16_t port[TETHER_CHANNEL_MAX_ALT_PORTS];
+        uint16_t n; /* no padding: compared with memcmp() on reload */
+};
+
 struct tether_channel_config {
-        const char *host;    /* MP host name or address */
-        uint16_t tcp_port;   /* 10123 */
-        uint16_t https_port; /* 443 by default; tether-mp serves HTTPS on 10124 */
+        const char *host;                        /* MP host name or address */
+        uint16_t tcp_port;                       /* 10123 */
+        uint16_t https_port;                     /* tether-mp serves HTTPS on 10124 */
+        struct tether_port_list https_alt_ports; /* tried after https_port when it fails */
+        uint64_t tcp_retry_usec; /* auto mode on HTTPS: try TCP this often (+/- 25 %); 0: 60 s */
         enum tether_channel_mode mode;
         const char *ca_file;            /* PEM bundle to verify the MP; NULL: system store */
         const char *pinned_fingerprint; /* SHA-256 hex of the MP's TLS key, or NULL */
@@ -116,6 +127,9 @@ void tether_channel_stop(struct tether_channel *ch);
 
 enum tether_channel_state tether_channel_get_state(const struct tether_channel *ch);
 const char *tether_channel_transport_name(const struct tether_channel *ch); /* "tcp", "https", "" */
+/* The HTTPS port in use or being tried by the channel. Policy fetches go
+ * to the one that last answered a poll (https_port until one has). */
+uint16_t tether_channel_https_port(const struct tether_channel *ch);
 
 /* Fetches a policy over HTTPS with the device certificate:
  * GET /tether/v1/policy/machine or /tether/v1/policy/user/<user>.

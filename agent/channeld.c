@@ -104,7 +104,8 @@ static int status_flush(sd_event_source *s, uint64_t usec, void *userdata) {
 static void update_status(struct channeld *c) {
         struct spool_counts counts = {0};
         char text[PRIV_STATUS_MAX + 1];
-        uint16_t port = strcmp(c->transport, "https") == 0 ? c->config->https_port : c->config->tcp_port;
+        uint16_t port = strcmp(c->transport, "https") == 0 ? tether_channel_https_port(c->channel)
+                                                           : c->config->tcp_port;
 
         (void)spool_count(c->spool, &counts);
         switch (c->state) {
@@ -529,7 +530,8 @@ static struct json_object *ctl_status(struct channeld *c) {
         if (site)
                 (void)tether_key_fingerprint(site, fp);
         snprintf(mp, sizeof(mp), "%s:%u", c->config->mp_host,
-                 strcmp(c->transport, "https") == 0 ? c->config->https_port : c->config->tcp_port);
+                 strcmp(c->transport, "https") == 0 ? tether_channel_https_port(c->channel)
+                                                    : c->config->tcp_port);
         add_str(o, "state",
                 c->state == TETHER_CHANNEL_CONNECTED && session_approved(c->session) ? "signed-in"
                                                                                      : state_name(c->state));
@@ -737,6 +739,8 @@ static int channel_create(struct channeld *c) {
                 .keepalive_seconds = c->config->keepalive_seconds ? c->config->keepalive_seconds : 180,
                 .start_delay_max_seconds = tether_config_start_delay(c->config, uptime_seconds()),
                 .https_hold_seconds = c->config->https_hold_seconds,
+                .https_alt_ports = c->config->https_alt_ports,
+                .tcp_retry_usec = c->config->tcp_retry_usec,
         };
         static const struct tether_channel_callbacks callbacks = {
                 .make_signin = cb_make_signin,
@@ -935,7 +939,10 @@ int channeld_reload(struct channeld *c, struct tether_config *config) {
                 (old->server_fingerprint &&
                  strcmp(old->server_fingerprint, config->server_fingerprint) != 0) ||
                 !!old->proxy != !!config->proxy || (old->proxy && strcmp(old->proxy, config->proxy) != 0) ||
-                old->keepalive_seconds != config->keepalive_seconds || old->max_frame != config->max_frame;
+                old->keepalive_seconds != config->keepalive_seconds || old->max_frame != config->max_frame ||
+                memcmp(&old->https_alt_ports, &config->https_alt_ports, sizeof(config->https_alt_ports)) !=
+                        0 ||
+                old->tcp_retry_usec != config->tcp_retry_usec;
         int r;
 
         log_set_max_level(config->log_level);

@@ -141,6 +141,30 @@ static int parse_seconds(const char *value, void *dst, uint64_t min, uint64_t ma
         return 0;
 }
 
+/* Ports separated by spaces or commas, at most TETHER_CHANNEL_MAX_ALT_PORTS;
+ * empty for none. */
+static int parse_port_list(const char *value, void *dst, uint64_t min, uint64_t max, const char **reason) {
+        struct tether_port_list list = {0};
+
+        for (const char *p = value + strspn(value, " ,"); *p; p += strspn(p, " ,")) {
+                size_t len = strcspn(p, " ,");
+                uint64_t v;
+
+                if (list.n >= TETHER_CHANNEL_MAX_ALT_PORTS) {
+                        *reason = "too many ports (at most 4)";
+                        return -EINVAL;
+                }
+                if (parse_u64_n(p, len, 1, 65535, &v) < 0) {
+                        *reason = "not a list of port numbers (1..65535)";
+                        return -EINVAL;
+                }
+                list.port[list.n++] = (uint16_t)v;
+                p += len;
+        }
+        *(struct tether_port_list *)dst = list;
+        return 0;
+}
+
 static int parse_transport(const char *value, void *dst, uint64_t min, uint64_t max, const char **reason) {
         enum tether_channel_mode *m = dst;
 
@@ -217,6 +241,8 @@ static const struct config_key config_keys[] = {
         {"mp", "server_fingerprint", parse_fingerprint, OFF(server_fingerprint), 0, 0},
         {"mp", "proxy", parse_string, OFF(proxy), 0, 1024},
         {"mp", "https_hold_seconds", parse_u32, OFF(https_hold_seconds), 0, 300},
+        {"mp", "https_alt_ports", parse_port_list, OFF(https_alt_ports), 0, 0},
+        {"mp", "tcp_retry_interval", parse_seconds, OFF(tcp_retry_usec), 1, DAY},
         {"trust", "site_key", parse_path, OFF(site_key), 0, 0},
         {"trust", "site_key_fingerprint", parse_fingerprint, OFF(site_key_fingerprint), 0, 0},
         {"trust", "trust_on_first_use", parse_bool, OFF(trust_on_first_use), 0, 0},
@@ -432,6 +458,8 @@ int tether_config_new_default(struct tether_config **ret) {
         c->https_port = 10124;
         c->transport = TETHER_CHANNEL_AUTO;
         c->https_hold_seconds = 50;
+        c->https_alt_ports = (struct tether_port_list){.port = {443}, .n = 1};
+        c->tcp_retry_usec = 60 * USEC_PER_SEC;
         c->max_frame = 1024u * 1024u;
         c->keepalive_seconds = 0;
         c->start_delay_max_seconds = 0;

@@ -32,6 +32,8 @@ struct tether_config {
         char *server_fingerprint;
         char *proxy;
         uint32_t https_hold_seconds;
+        struct tether_port_list https_alt_ports; /* after https_port; default 443 */
+        uint64_t tcp_retry_usec;                 /* auto mode on HTTPS: retry TCP; default 60 s */
         /* [trust] */
         char *site_key;
         char *site_key_fingerprint;

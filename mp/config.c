@@ -11,6 +11,7 @@
 
 #include <ini.h>
 
+#include "common/cleanup.h"
 #include "common/log.h"
 #include "common/strutil.h"
 #include "mp/mp.h"
@@ -67,6 +68,47 @@ static int parse_uint(struct mp_config *c, const char *value, size_t offset, uin
         return 0;
 }
 
+#define LIST_SEPARATORS " ,\t"
+
+/* HTTPSListen: "off", "", or up to MP_MAX_HTTPS_LISTEN "ADDR:PORT" items
+ * separated by spaces or commas (e.g. "0.0.0.0:10124 0.0.0.0:443"). Each
+ * item's shape is checked here, so that --check catches a typo; binding
+ * happens in server.c. Stored with single spaces between items. */
+static int parse_listen_list(struct mp_config *c, const char *value, size_t offset, uint64_t min,
+                             uint64_t max) {
+        char **field = (char **)((uint8_t *)c + offset);
+        _cleanup_(freep) char *norm = malloc(strlen(value) + 1);
+        size_t out = 0, n_items = 0;
+
+        (void)min;
+        (void)max;
+        if (!norm)
+                return -ENOMEM;
+        for (const char *p = value + strspn(value, LIST_SEPARATORS); *p; p += strspn(p, LIST_SEPARATORS)) {
+                size_t item = strcspn(p, LIST_SEPARATORS);
+                const char *colon = memrchr(p, ':', item);
+                uint64_t port;
+
+                if (item == 3 && strncmp(p, "off", 3) == 0 && n_items == 0 &&
+                    p[3 + strspn(p + 3, LIST_SEPARATORS)] == '\0') {
+                        out = (size_t)snprintf(norm, 4, "off");
+                        break;
+                }
+                if (!colon || parse_u64_n(colon + 1, item - (size_t)(colon + 1 - p), 0, 65535, &port) < 0 ||
+                    ++n_items > MP_MAX_HTTPS_LISTEN)
+                        return -EINVAL;
+                if (out > 0)
+                        norm[out++] = ' ';
+                memcpy(norm + out, p, item);
+                out += item;
+                p += item;
+        }
+        norm[out] = '\0';
+        free(*field);
+        *field = TAKE_PTR(norm);
+        return 0;
+}
+
 static int parse_approval(struct mp_config *c, const char *value, size_t offset, uint64_t min,
                           uint64_t max) {
         (void)offset;
@@ -112,7 +154,7 @@ static const struct config_key {
 } config_keys[] = {
         {"StateDirectory", parse_string, offsetof(struct mp_config, state_dir), 0, 0},
         {"Listen", parse_string, offsetof(struct mp_config, listen), 0, 0},
-        {"HTTPSListen", parse_string, offsetof(struct mp_config, https_listen), 0, 0},
+        {"HTTPSListen", parse_listen_list, offsetof(struct mp_config, https_listen), 0, 0},
         {"AdminSocket", parse_string, offsetof(struct mp_config, admin_socket), 0, 0},
         {"AdminSocketGroup", parse_string, offsetof(struct mp_config, admin_group), 0, 0},
         {"Approval", parse_approval, 0, 0, 0},

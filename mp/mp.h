@@ -47,6 +47,8 @@ struct tether_tls_ctx;
 struct tether_tls_conn;
 
 #define MP_MAX_TLS_NAMES 16
+/* HTTPSListen items: the HTTPS endpoints on several ports (e.g. 10124 and 443). */
+#define MP_MAX_HTTPS_LISTEN 4
 #define MP_HOLD_DEFAULT 50
 #define MP_HOLD_MAX 300
 #define MP_HTTP_MAX_BODY (8u * 1024u * 1024u)
@@ -55,7 +57,7 @@ struct tether_tls_conn;
 struct mp_config {
         char *state_dir;
         char *listen;       /* "ADDR:PORT" */
-        char *https_listen; /* "ADDR:PORT", "" or "off" disables */
+        char *https_listen; /* "ADDR:PORT[ ADDR:PORT...]", "" or "off" disables */
         char *admin_socket;
         char *admin_group; /* NULL: socket 0600; else 0660 with this group */
         enum mp_approval_mode approval;
@@ -199,6 +201,11 @@ struct mp_server {
         sd_event_source *sweep_src, *flush_src;
         sd_event_source *sigterm_src, *sigint_src;
         uint16_t channel_port, https_port;
+        /* HTTPSListen's items after the first, served the same way. */
+        int https_more_fd[MP_MAX_HTTPS_LISTEN - 1];
+        sd_event_source *https_more_src[MP_MAX_HTTPS_LISTEN - 1];
+        uint16_t https_more_port[MP_MAX_HTTPS_LISTEN - 1];
+        unsigned n_https_more;
 
         struct mp_conn *conns;
         size_t n_conns;

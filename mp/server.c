@@ -132,6 +132,61 @@ static int listen_unix(const struct mp_config *cfg, int *ret_fd) {
         return 0;
 }
 
+static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata);
+
+/* One listener per HTTPSListen item: the first is srv->https_fd (its port
+ * is the one status and the ports file name first), the others, such as
+ * 443 for agents behind a proxy that lets CONNECT through to 443 only,
+ * serve the same endpoints. */
+static int listen_https(struct mp_server *srv, const char *list) {
+        char spec[300];
+        int r;
+
+        if (!list || strcmp(list, "off") == 0)
+                return 0;
+        for (const char *p = list; *p; p += strspn(p, " ")) {
+                size_t len = strcspn(p, " ");
+                int fd = -1;
+                uint16_t port = 0;
+
+                if (len >= sizeof(spec) || srv->n_https_more >= MP_MAX_HTTPS_LISTEN - 1)
+                        return log_error_errno(-EINVAL, "HTTPSListen: bad or too many items in '%s'", list);
+                memcpy(spec, p, len);
+                spec[len] = '\0';
+                p += len;
+                r = listen_tcp(spec, &fd, &port);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to listen on %s (HTTPS)%s: %m", spec,
+                                               r == -EACCES ? "; a port below 1024 needs "
+                                                              "CAP_NET_BIND_SERVICE"
+                                                            : "");
+                if (srv->https_fd < 0) {
+                        srv->https_fd = fd;
+                        srv->https_port = port;
+                        r = sd_event_add_io(srv->event, &srv->https_src, fd, EPOLLIN, on_accept, srv);
+                } else {
+                        unsigned i = srv->n_https_more++;
+
+                        srv->https_more_fd[i] = fd;
+                        srv->https_more_port[i] = port;
+                        r = sd_event_add_io(srv->event, &srv->https_more_src[i], fd, EPOLLIN, on_accept,
+                                            srv);
+                }
+                if (r < 0)
+                        return log_error_errno(r, "Failed to watch the HTTPS listener %s: %m", spec);
+        }
+        return 0;
+}
+
+static bool is_https_listener(const struct mp_server *srv, int fd) {
+        if (fd == srv->https_fd)
+                return true;
+        for (unsigned i = 0; i < srv->n_https_more; i++)
+                if (fd == srv->https_more_fd[i])
+                        return true;
+        return false;
+}
+
 static int on_accept_resume(sd_event_source *timer, uint64_t usec, void *userdata) {
         sd_event_source *listener = userdata;
         struct mp_server *srv = sd_event_source_get_userdata(listener);
@@ -146,9 +201,9 @@ static int on_accept_resume(sd_event_source *timer, uint64_t usec, void *userdat
 
 static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         struct mp_server *srv = userdata;
-        enum mp_conn_kind kind = fd == srv->channel_fd ? MP_CONN_CHANNEL
-                                 : fd == srv->https_fd ? MP_CONN_HTTPS
-                                                       : MP_CONN_ADMIN;
+        enum mp_conn_kind kind = fd == srv->channel_fd        ? MP_CONN_CHANNEL
+                                 : is_https_listener(srv, fd) ? MP_CONN_HTTPS
+                                                              : MP_CONN_ADMIN;
 
         (void)revents;
         for (unsigned i = 0; i < 256; i++) {
@@ -399,6 +454,8 @@ static void shutdown_begin(struct mp_server *srv) {
 
         srv->channel_src = sd_event_source_disable_unref(srv->channel_src);
         srv->https_src = sd_event_source_disable_unref(srv->https_src);
+        for (unsigned i = 0; i < srv->n_https_more; i++)
+                srv->https_more_src[i] = sd_event_source_disable_unref(srv->https_more_src[i]);
         srv->admin_src = sd_event_source_disable_unref(srv->admin_src);
 
         mp_admin_check_waiters(srv, true);
@@ -456,11 +513,14 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 }
 
 static int write_ports(struct mp_server *srv) {
-        char path[4096], text[64];
+        char path[4096], text[64 + 24 * MP_MAX_HTTPS_LISTEN];
         int n;
 
         snprintf(path, sizeof(path), "%s/ports", srv->cfg->state_dir);
         n = snprintf(text, sizeof(text), "tcp=%u\nhttps=%u\n", srv->channel_port, srv->https_port);
+        for (unsigned i = 0; i < srv->n_https_more; i++)
+                n += snprintf(text + n, sizeof(text) - (size_t)n, "https_more=%u\n",
+                              srv->https_more_port[i]);
         /* Atomic so that a reader never sees half of it; not durable: it is
          * written anew at every start. */
         return write_file_atomic(path, text, (size_t)n, 0644, 0);
@@ -536,16 +596,9 @@ int mp_server_new(struct mp_config *cfg, struct mp_server **ret) {
         r = sd_event_add_io(srv->event, &srv->channel_src, srv->channel_fd, EPOLLIN, on_accept, srv);
         if (r < 0)
                 goto fail;
-        if (cfg->https_listen && *cfg->https_listen && strcmp(cfg->https_listen, "off") != 0) {
-                r = listen_tcp(cfg->https_listen, &srv->https_fd, &srv->https_port);
-                if (r < 0) {
-                        log_error_errno(r, "Failed to listen on %s: %m", cfg->https_listen);
-                        goto fail;
-                }
-                r = sd_event_add_io(srv->event, &srv->https_src, srv->https_fd, EPOLLIN, on_accept, srv);
-                if (r < 0)
-                        goto fail;
-        }
+        r = listen_https(srv, cfg->https_listen);
+        if (r < 0)
+                goto fail;
         r = listen_unix(cfg, &srv->admin_fd);
         if (r < 0) {
                 log_error_errno(r, "Failed to listen on %s: %m", cfg->admin_socket);
@@ -602,6 +655,8 @@ int mp_server_run(struct mp_server *srv) {
         log_info("tether-mp listening: channel TCP port %u, HTTPS port %u, admin socket %s, approval %s",
                  srv->channel_port, srv->https_port, srv->cfg->admin_socket,
                  mp_approval_mode_name(srv->approval.mode));
+        for (unsigned i = 0; i < srv->n_https_more; i++)
+                log_info("tether-mp listening: HTTPS also on port %u", srv->https_more_port[i]);
         (void)sd_notifyf(0, "READY=1\nSTATUS=channel port %u, HTTPS port %u", srv->channel_port,
                          srv->https_port);
         r = sd_event_loop(srv->event);
@@ -644,6 +699,10 @@ struct mp_server *mp_server_free(struct mp_server *srv) {
                 close(srv->channel_fd);
         if (srv->https_fd >= 0)
                 close(srv->https_fd);
+        for (unsigned i = 0; i < srv->n_https_more; i++) {
+                sd_event_source_disable_unref(srv->https_more_src[i]);
+                close(srv->https_more_fd[i]);
+        }
         if (srv->admin_fd >= 0) {
                 close(srv->admin_fd);
                 unlink(srv->cfg->admin_socket);

@@ -983,6 +983,14 @@ static int load_one_policy(struct tether_scheduler *s, struct run *run, const ch
         r = add_policy_apps(run, p, path);
         if (r < 0 && !(run->n_policies > 0 && run->policies[run->n_policies - 1] == p))
                 policy_free(p);
+        if (r >= 0 && !user) {
+                /* The app-evaluation hooks get the machine policy, as the
+                 * machine-policy hooks do. */
+                free(run->hook_policy);
+                run->hook_policy = strdup(path);
+                if (!run->hook_policy)
+                        r = -ENOMEM;
+        }
         return r;
 }
 
@@ -1366,8 +1374,10 @@ static enum step_result run_step(struct tether_scheduler *s, struct run *run) {
 
         case PHASE_APP_NEXT:
                 if (run->app_index >= run->n_apps) {
-                        run_finish(s, run, run->app_failed ? 2 : 1);
-                        return STEP_AGAIN;
+                        /* Then the cycle's hooks, as for the policy cycles. */
+                        if (run->app_failed)
+                                run->return_code = 2;
+                        return after_policy(s, run);
                 }
                 r = spawn_app_step(s, run);
                 if (r < 0) {

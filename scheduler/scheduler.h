@@ -30,9 +30,9 @@ enum tether_cycle {
 #define TETHER_CYCLE_MAX 3
 
 struct tether_scheduler_options {
-        const char *state_dir;             /* policies/ and hook working directory live here */
-        const char *cycles_dir;            /* "/etc/tether/cycles.d": machine-policy/, user-policy/ */
-        const struct tether_key *site_key; /* verifies policies; borrowed */
+        const char *state_dir;  /* policies/ and hook working directory live here */
+        const char *cycles_dir; /* "/etc/tether/cycles.d": machine-policy/, user-policy/, app-evaluation/ */
+        const struct tether_key *site_key;              /* verifies policies; borrowed */
         uint64_t time_limit_usec[TETHER_CYCLE_MAX + 1]; /* per cycle, index by enum */
         uint64_t interval_usec[TETHER_CYCLE_MAX + 1];   /* 0: no periodic run */
         uint64_t kill_grace_usec;                       /* SIGTERM to SIGKILL; default 5 s when 0 */
@@ -156,7 +156,8 @@ unsigned tether_scheduler_pending(const struct tether_scheduler *s);
  * policy cycle never runs hooks as uid 0: root sessions are skipped and
  * TaskParam "root" answers InvalidTask (4).
  *
- * Hooks (cycles_dir/machine-policy/, cycles_dir/user-policy/): names
+ * Hooks (cycles_dir/machine-policy/, cycles_dir/user-policy/,
+ * cycles_dir/app-evaluation/): names
  * matching ^[A-Za-z0-9_-]+$ (others ignored silently, like run-parts), in
  * strcmp order. A hook must be a regular file (symlinks are followed),
  * owned by root (or by the scheduler's own uid when it is not root),
@@ -174,6 +175,11 @@ unsigned tether_scheduler_pending(const struct tether_scheduler *s);
  * stored policy (the MP is the source of truth) and runs the hooks with
  * TETHER_POLICY="". ERROR answers Failed "fetch failed: ...". A rejected
  * policy is never stored and the previous one stays in force.
+ *
+ * App evaluation hooks run as root after every application has been
+ * evaluated, with TETHER_POLICY the stored machine policy ("" when there is
+ * none); Detail lists the applications first, then the hooks as above
+ * ("N hooks ran" when all of them succeeded).
  *
  * App evaluation: for every Application of the stored machine policy, then
  * of each stored user policy (by user name), all verified again before use;

@@ -11,6 +11,7 @@ packages=(
   # tests and fuzzing
   libcmocka-dev clang libclang-rt-14-dev clang-format openssl python3 procps iproute2 nftables
   systemd  # systemd-analyze, systemd-sysusers and systemd-tmpfiles in the packaging tests
+  squid  # agent-https-squid: the HTTPS fallback through a stock squid
   # packaging tests: rpmbuild, lintian, debootstrap; dpkg-shlibdeps and file for CPack DEB
   rpm lintian debootstrap dpkg-dev file
   # the demo prints through these

@@ -1327,6 +1327,75 @@ static void test_https_proxy_down(void **state) {
         server_done(&dead);
 }
 
+/* https_port refused: the next port of https_alt_ports carries the
+ * channel in the same attempt (a stock proxy lets CONNECT through to 443
+ * only), and it becomes the port status and policy fetches use. */
+static void test_https_alt_port(void **state) {
+        char want[64];
+
+        server_listen(&F->https); /* F->tcp stays bound, not listening: refused */
+        F->cfg.mode = TETHER_CHANNEL_HTTPS;
+        F->cfg.https_port = F->tcp.port;
+        F->cfg.https_alt_ports = (struct tether_port_list){.port = {F->tcp.port, F->https.port}, .n = 2};
+        new_channel();
+        assert_int_equal(tether_channel_https_port(F->ch), F->tcp.port);
+        assert_int_equal(tether_channel_start(F->ch), 0);
+        assert_true(run_until(on_https, 10 * SEC));
+        /* The duplicate of https_port is not tried twice. */
+        assert_int_equal(count_state(TETHER_CHANNEL_CONNECTING, "https"), 2);
+        assert_int_equal(count_state(TETHER_CHANNEL_DISCONNECTED, NULL), 0);
+        snprintf(want, sizeof(want), "127.0.0.1:%u", (unsigned)F->https.port);
+        assert_string_equal(last_state(TETHER_CHANNEL_CONNECTED)->detail, want);
+        assert_int_equal(tether_channel_https_port(F->ch), F->https.port);
+        /* Policies come from the port that answered. */
+        assert_int_equal(tether_channel_fetch_policy(F->ch, NULL, NULL, cb_policy, F), 0);
+        assert_true(run_until(policy_done, 10 * SEC));
+        assert_int_equal(F->policy_status, 200);
+        assert_int_equal(F->https.n_gets, 1);
+}
+
+/* Should fail over to backoff: every HTTPS port refused, each tried once
+ * per attempt, then one DISCONNECTED. A port that was only tried never
+ * becomes the policy port: fetches still go to https_port. */
+static void test_https_alt_ports_all_refused(void **state) {
+        struct server dead;
+
+        server_bind(&dead, F->event, false, F->mp_cert, F->mp_key);
+        F->cfg.mode = TETHER_CHANNEL_HTTPS;
+        F->cfg.https_alt_ports = (struct tether_port_list){.port = {dead.port}, .n = 1};
+        new_channel(); /* F->https bound, not listening yet: refused */
+        assert_int_equal(tether_channel_start(F->ch), 0);
+        assert_true(run_until(got_disconnected, 10 * SEC));
+        assert_int_equal(count_state(TETHER_CHANNEL_CONNECTING, "https"), 2);
+        assert_int_equal(count_state(TETHER_CHANNEL_DISCONNECTED, NULL), 1);
+        tether_channel_stop(F->ch);
+        server_listen(&F->https);
+        assert_int_equal(tether_channel_fetch_policy(F->ch, NULL, NULL, cb_policy, F), 0);
+        assert_true(run_until(policy_done, 10 * SEC));
+        assert_int_equal(F->policy_error, 0);
+        assert_int_equal(F->policy_status, 200);
+        F->ch = tether_channel_free(F->ch);
+        server_done(&dead);
+}
+
+/* tcp_retry_usec from the configuration sets how soon auto mode goes back
+ * from HTTPS to TCP (the default, 60 s, would time this out). */
+static void test_tcp_retry_interval_configured(void **state) {
+        uint64_t start;
+
+        server_listen(&F->https);
+        F->cfg.mode = TETHER_CHANNEL_AUTO;
+        F->cfg.tcp_retry_usec = 500 * MSEC;
+        new_channel();
+        assert_int_equal(tether_channel_start(F->ch), 0);
+        assert_true(run_until(on_https, 10 * SEC));
+        server_listen(&F->tcp);
+        start = now_usec();
+        assert_true(run_until(back_on_tcp, 5 * SEC));
+        /* 500 ms +/- 25 %, and the handshake */
+        assert_true(now_usec() - start < 3 * SEC);
+}
+
 /* Should fail: an answer other than 200/204 is a failed poll, named with
  * its status; the channel backs off and tries again. */
 static void test_https_bad_status(void **state) {
@@ -1449,6 +1518,9 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_https_bad_status, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_https_via_proxy, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_https_proxy_down, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_https_alt_port, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_https_alt_ports_all_refused, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_tcp_retry_interval_configured, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_policy_fetch, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_policy_fetch_refused, setup, teardown),
         };

@@ -175,6 +175,36 @@ static void test_set_and_cycles(void **state) {
         tether_config_free(c);
 }
 
+/* The HTTPS port list and the return-to-TCP interval. */
+static void test_https_alt_ports_and_tcp_retry(void **state) {
+        struct tether_config *c = NULL;
+
+        assert_int_equal(tether_config_new_default(&c), 0);
+        assert_int_equal(c->https_alt_ports.n, 1);
+        assert_int_equal(c->https_alt_ports.port[0], 443);
+        assert_true(c->tcp_retry_usec == 60ULL * 1000000ULL);
+        assert_int_equal(tether_config_set(c, "x", 1, "mp", "https_alt_ports", "443, 8443 9443"), 0);
+        assert_int_equal(c->https_alt_ports.n, 3);
+        assert_int_equal(c->https_alt_ports.port[1], 8443);
+        assert_int_equal(c->https_alt_ports.port[2], 9443);
+        assert_int_equal(tether_config_set(c, "x", 2, "mp", "https_alt_ports", ""), 0);
+        assert_int_equal(c->https_alt_ports.n, 0);
+        assert_int_equal(tether_config_set(c, "x", 3, "mp", "tcp_retry_interval", "2min"), 0);
+        assert_true(c->tcp_retry_usec == 120ULL * 1000000ULL);
+        /* should-fail: bad port, too many, out-of-range interval; the value stays */
+        assert_int_equal(tether_config_set(c, "x", 4, "mp", "https_alt_ports", "443 https"), -EINVAL);
+        assert_int_equal(tether_config_set(c, "x", 5, "mp", "https_alt_ports", "0"), -EINVAL);
+        assert_int_equal(tether_config_set(c, "x", 6, "mp", "https_alt_ports", "1 2 3 4 5"), -EINVAL);
+        assert_int_equal(tether_config_set(c, "x", 7, "mp", "tcp_retry_interval", "0"), -EINVAL);
+        assert_int_equal(tether_config_set(c, "x", 8, "mp", "tcp_retry_interval", "2d"), -EINVAL);
+        assert_int_equal(c->https_alt_ports.n, 0);
+        assert_true(c->tcp_retry_usec == 120ULL * 1000000ULL);
+        assert_int_equal(c->n_errors, 5);
+        assert_string_equal(c->errors[0],
+                            "x:4: [mp] https_alt_ports: not a list of port numbers (1..65535): '443 https'");
+        tether_config_free(c);
+}
+
 static void test_long_line(void **state) {
         char path[300], text[600];
         struct tether_config *c = NULL;
@@ -258,6 +288,8 @@ static void test_documented_defaults(void **state) {
         assert_true(c->output_cap == d->output_cap);
         assert_int_equal(c->log_level, d->log_level);
         assert_int_equal(c->https_hold_seconds, d->https_hold_seconds);
+        assert_memory_equal(&c->https_alt_ports, &d->https_alt_ports, sizeof(d->https_alt_ports));
+        assert_true(c->tcp_retry_usec == d->tcp_retry_usec);
         assert_int_equal(c->start_delay_max_seconds, d->start_delay_max_seconds);
         assert_int_equal(c->boot_start_delay_max_seconds, d->boot_start_delay_max_seconds);
         tether_config_free(c);
@@ -292,6 +324,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_dropins_sorted_and_override, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_missing_main_file, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_set_and_cycles, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_https_alt_ports_and_tcp_retry, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_long_line, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_documented_defaults, setup, teardown),
                 cmocka_unit_test(test_start_delay_after_boot),

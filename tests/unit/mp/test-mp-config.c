@@ -61,6 +61,31 @@ static void test_set_and_ranges(void **state) {
         mp_config_done(&c);
 }
 
+/* HTTPSListen takes a list: the HTTPS endpoints on 10124 and on 443 for
+ * agents behind a stock proxy. */
+static void test_https_listen_list(void **state) {
+        struct mp_config c;
+
+        (void)state;
+        mp_config_init(&c);
+        assert_int_equal(mp_config_set(&c, "HTTPSListen", "0.0.0.0:10124"), 0);
+        assert_string_equal(c.https_listen, "0.0.0.0:10124");
+        assert_int_equal(mp_config_set(&c, "HTTPSListen", " 0.0.0.0:10124,  [::]:443 "), 0);
+        assert_string_equal(c.https_listen, "0.0.0.0:10124 [::]:443");
+        assert_int_equal(mp_config_set(&c, "HTTPSListen", "off"), 0);
+        assert_string_equal(c.https_listen, "off");
+        assert_int_equal(mp_config_set(&c, "HTTPSListen", ""), 0);
+        assert_string_equal(c.https_listen, "");
+        /* should-fail: no port, a bad port, "off" among addresses, too many */
+        assert_int_equal(mp_config_set(&c, "HTTPSListen", "0.0.0.0"), -EINVAL);
+        assert_int_equal(mp_config_set(&c, "HTTPSListen", "0.0.0.0:443 0.0.0.0:http"), -EINVAL);
+        assert_int_equal(mp_config_set(&c, "HTTPSListen", "0.0.0.0:65536"), -EINVAL);
+        assert_int_equal(mp_config_set(&c, "HTTPSListen", "off 0.0.0.0:443"), -EINVAL);
+        assert_int_equal(mp_config_set(&c, "HTTPSListen", ":1 :2 :3 :4 :5"), -EINVAL);
+        assert_string_equal(c.https_listen, "");
+        mp_config_done(&c);
+}
+
 static void test_file_bad_values_keep_previous(void **state) {
         char dir[] = "/tmp/test-mp-config-XXXXXX", path[128];
         struct mp_config c;
@@ -107,6 +132,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_defaults),
                 cmocka_unit_test(test_set_and_ranges),
+                cmocka_unit_test(test_https_listen_list),
                 cmocka_unit_test(test_file_bad_values_keep_previous),
                 cmocka_unit_test(test_example_conf_parses),
         };

@@ -1217,6 +1217,59 @@ static void test_user_policy_applications(void **state) {
         assert_non_null(strstr(env, "/policies/user/nobody.xml\n"));
 }
 
+/* cycles.d/app-evaluation/ runs after the applications, like the policy
+ * cycles' hooks: in name order, with the machine policy, reported in
+ * Detail; a failing hook fails the cycle, an unsafe one is skipped. */
+static void test_app_evaluation_hooks(void **state) {
+        struct fx *f = *state;
+        _cleanup_(freep) char *order_path = path_in(f->marks, "order"), *env_path = path_in(f->marks, "env");
+        _cleanup_(freep) char *order = NULL, *env = NULL, *policy = NULL;
+        char path[PATH_MAX * 2];
+
+        /* Before any machine policy: no deployments, the hook still runs. */
+        hook(f, "app-evaluation", "10-first", "echo \"10 $TETHER_CYCLE\" >> \"$M/order\"; env > \"$M/env\"",
+             0755);
+        fx_start(f);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_APP_EVALUATION, GUID1, "p1"), 0);
+        run_until_results(f, 1, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[0].rc, 1);
+        assert_string_equal(f->results[0].detail, "no application deployments; 1 hook ran");
+        env = read_text(env_path);
+        assert_non_null(env);
+        assert_non_null(strstr(env, "TETHER_POLICY=\n"));
+        assert_non_null(strstr(env, "TETHER_TASK_GUID=11111111-1111-4111-8111-111111111111\n"));
+        assert_non_null(strstr(env, "TETHER_TASK_PARAM=p1\n"));
+        free(env);
+
+        /* With a machine policy: applications first, then the hooks, which
+         * see the policy; a failing hook and a skipped one are named. */
+        answer_set(f, &f->machine, TETHER_POLICY_NEW,
+                   make_policy(NULL, PID_A, "2026-11-21T10:00:00Z",
+                               "<Applications><Application ID=\"base\"><Intent>Required</Intent>"
+                               "<Detect>echo app >> \"$TETHER_STATE_DIR/../marks/order\"</Detect>"
+                               "<Install>false</Install></Application></Applications>"));
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        run_until_results(f, 2, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[1].rc, 1);
+        hook(f, "app-evaluation", "20-fails", "echo 20 >> \"$M/order\"; echo 'no licence' >&2; exit 4",
+             0755);
+        hook(f, "app-evaluation", "30-unsafe", "echo 30 >> \"$M/order\"", 0755);
+        snprintf(path, sizeof(path), "%s/app-evaluation/30-unsafe", f->cycles);
+        assert_int_equal(chmod(path, 0777), 0);
+        assert_int_equal(unlink(order_path), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_APP_EVALUATION, GUID2, NULL), 0);
+        run_until_results(f, 3, 10 * USEC_PER_SEC);
+        order = read_text(order_path);
+        assert_string_equal(order, "app\n10 app-evaluation\n20\n");
+        assert_int_equal(f->results[2].rc, 2);
+        assert_string_equal(f->results[2].detail, "base: compliant; skipped: 30-unsafe (writable by group "
+                                                  "or others); hook 20-fails failed (exit 4): no licence");
+        env = read_text(env_path);
+        assert_non_null(env);
+        assert_true(asprintf(&policy, "TETHER_POLICY=%s/policies/machine.xml\n", f->state) > 0);
+        assert_non_null(strstr(env, policy));
+}
+
 static void copy_file(const char *from, const char *to, mode_t mode) {
         _cleanup_(freep) char *text = read_text(from);
 
@@ -1369,6 +1422,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_sigchld_not_blocked, fx_setup, fx_teardown),
                 cmocka_unit_test_setup_teardown(test_policy_wait_timeout_and_cancel, fx_setup, fx_teardown),
                 cmocka_unit_test_setup_teardown(test_user_policy_applications, fx_setup, fx_teardown),
+                cmocka_unit_test_setup_teardown(test_app_evaluation_hooks, fx_setup, fx_teardown),
                 cmocka_unit_test_setup_teardown(test_shipped_examples, fx_setup, fx_teardown),
                 cmocka_unit_test_setup_teardown(test_user_hook_without_policy, fx_setup, fx_teardown),
         };
