@@ -175,12 +175,20 @@ static int send_frame(struct session *s, const uint8_t *frame, size_t len) {
         return s->ops.send(s->userdata, frame, len);
 }
 
+/* The MP's address for log lines: the link's "host:port", or a plain
+ * phrase when the link does not say. */
+static const char *peer_name(struct session *s) {
+        const char *p = s->ops.peer ? s->ops.peer(s->userdata) : NULL;
+        return p && p[0] ? p : "the MP (address unknown)";
+}
+
 static void send_goodbye_and_reconnect(struct session *s, const char *reason_text) {
         _cleanup_(tether_msg_freep) struct tether_msg *m = NULL;
         _cleanup_(freep) uint8_t *frame = NULL;
         size_t len;
 
-        log_error("Protocol error from the MP: %s; closing the channel", reason_text);
+        /* The peer on the same line as the reason (contract 7.6). */
+        log_error("Protocol error from %s: %s; closing the channel", peer_name(s), reason_text);
         set_error(s, "protocol error: %s", reason_text);
         if (tether_msg_new(TETHER_FRAME_GOODBYE, &m) >= 0) {
                 m->goodbye.reason = TETHER_GOODBYE_PROTOCOL_ERROR;
@@ -264,6 +272,21 @@ static void send_stored(struct session *s, const char *name, const char *guid, u
         log_sent_response(guid, rc, frame, len);
 }
 
+/* Answers to forged PUSHes cost the forger nothing: keep a bounded number
+ * of them, so that a flood cannot fill the disk the genuine tasks need. */
+static void make_room_unauth(struct session *s, size_t incoming) {
+        int n = spool_make_room(s->spool, UNAUTH_PREFIX, SESSION_UNAUTH_MAX, SESSION_UNAUTH_BYTES_MAX,
+                                incoming);
+
+        if (n < 0)
+                log_warning_errno(n, "Cannot bound the stored answers to forged PUSHes, ignoring: %m");
+        else if (n > 0)
+                log_warning(
+                        "Dropped the %d oldest stored answer%s to PUSHes with a bad signature: at most %u "
+                        "(%u KiB) are kept",
+                        n, n == 1 ? "" : "s", SESSION_UNAUTH_MAX, SESSION_UNAUTH_BYTES_MAX / 1024);
+}
+
 /* Builds, signs, persists, then sends a RESPONSE. name is the spool name. */
 static int respond(struct session *s, const char *name, uint64_t push_id, uint64_t task_id, const char *guid,
                    uint32_t rc, const char *detail) {
@@ -309,6 +332,8 @@ static int respond(struct session *s, const char *name, uint64_t push_id, uint64
                 return log_error_errno(r, "Cannot frame the response for task %s: %m", guid);
         t_signed = pushstats_now();
 
+        if (startswith(name, UNAUTH_PREFIX) && !spool_has_response(s->spool, name))
+                make_room_unauth(s, frame_len);
         r = spool_save_response(s->spool, name, rc, frame, frame_len);
         if (r < 0) {
                 /* Still send it: the task stays pending in the spool, so a
@@ -428,14 +453,14 @@ static void handle_unauthorized_push(struct session *s, struct tether_frame *fra
         char name[64];
 
         if (tether_msg_parse(TETHER_FRAME_PUSH, frame->body, frame->body_len, &m, &diag) < 0) {
-                log_warning("PUSH with a bad signature (%s) and an unreadable body (%s): dropped", why,
-                            diag.text);
+                log_warning("PUSH from %s with a bad signature (%s) and an unreadable body (%s): dropped",
+                            peer_name(s), why, diag.text);
                 set_error(s, "push with a bad signature dropped");
                 return;
         }
-        log_warning("PUSH pushid=%llu taskguid=%s: signature did not verify against the site key (%s); "
-                    "answering Unauthorized, nothing runs",
-                    (unsigned long long)m->push.push_id, m->push.task_guid, why);
+        log_warning("PUSH pushid=%llu taskguid=%s from %s: signature did not verify against the site key "
+                    "(%s); answering Unauthorized, nothing runs",
+                    (unsigned long long)m->push.push_id, m->push.task_guid, peer_name(s), why);
         set_error(s, "push %s: bad signature", m->push.task_guid);
         snprintf(name, sizeof(name), UNAUTH_PREFIX "%s", m->push.task_guid);
         (void)respond(s, name, m->push.push_id, m->push.task_id, m->push.task_guid, TETHER_RC_UNAUTHORIZED,
@@ -493,6 +518,12 @@ static void handle_push(struct session *s, struct tether_frame **framep, bool re
         /* 1. Verify, before anything reads the body: tether_msg_open() in
          * its two halves, so that each is timed on its own. */
         r = tether_msg_verify(frame, site_trust_key(s->trust), &diag);
+        if (r == -EBADMSG && diag.kind == TETHER_DIAG_MISSING_SIGNATURE) {
+                /* Unsigned is not forged: a protocol error, not ReturnCode 5
+                 * (contract 7.6), and nothing of the body is read. */
+                send_goodbye_and_reconnect(s, "PUSH without a signature (S = 0)");
+                return;
+        }
         if (r == -EBADMSG) {
                 handle_unauthorized_push(s, frame, diag.text);
                 return;
@@ -636,6 +667,14 @@ static void handle_goodbye(struct session *s, struct tether_frame *frame) {
         }
         snprintf(reason, sizeof(reason), "%s", tether_goodbye_reason_name(m->goodbye.reason));
         log_notice("The MP said GOODBYE (%s), retry after %u s", reason, m->goodbye.retry_after_seconds);
+        if (m->goodbye.retry_after_seconds > SESSION_RETRY_AFTER_MAX) {
+                /* An MP (or whoever holds its TLS key) must not be able to
+                 * take a device offline for up to 136 years. */
+                log_warning("GOODBYE from %s asks to wait %u s before reconnecting; waiting %u s instead "
+                            "(the most any GOODBYE gets)",
+                            peer_name(s), m->goodbye.retry_after_seconds, SESSION_RETRY_AFTER_MAX);
+                m->goodbye.retry_after_seconds = SESSION_RETRY_AFTER_MAX;
+        }
         if (m->goodbye.reason == TETHER_GOODBYE_CONFLICT)
                 log_warning("The MP reports a ClientID conflict for %s: another device uses this identity "
                             "(a cloned image?); 'tetherctl identity reset' makes a new one",

@@ -647,6 +647,60 @@ int spool_foreach_unacked_response(struct tether_spool *s, spool_response_fn fn,
         return r < 0 ? r : 0;
 }
 
+struct aged_name {
+        char *name; /* borrowed from the list */
+        struct timespec mtime;
+        uint64_t size;
+};
+
+static int aged_cmp(const void *a, const void *b) {
+        const struct aged_name *x = a, *y = b;
+
+        if (x->mtime.tv_sec != y->mtime.tv_sec)
+                return x->mtime.tv_sec < y->mtime.tv_sec ? -1 : 1;
+        if (x->mtime.tv_nsec != y->mtime.tv_nsec)
+                return x->mtime.tv_nsec < y->mtime.tv_nsec ? -1 : 1;
+        return strcmp(x->name, y->name);
+}
+
+int spool_make_room(struct tether_spool *s, const char *prefix, size_t max_count, uint64_t max_bytes,
+                    size_t incoming_bytes) {
+        _cleanup_(freep) struct aged_name *aged = NULL;
+        char **names = NULL;
+        size_t n = 0, k = 0, first = 0;
+        uint64_t total = incoming_bytes;
+        int r, dropped = 0;
+
+        r = list_names(s->responses_fd, &names, &n);
+        if (r < 0)
+                return r;
+        aged = calloc(n ? n : 1, sizeof(*aged));
+        if (!aged) {
+                free_names(names, n);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++) {
+                struct stat st;
+                if (!startswith(names[i], prefix) ||
+                    fstatat(s->responses_fd, names[i], &st, AT_SYMLINK_NOFOLLOW) < 0)
+                        continue;
+                aged[k++] = (struct aged_name){names[i], st.st_mtim, (uint64_t)st.st_size};
+                total += (uint64_t)st.st_size;
+        }
+        qsort(aged, k, sizeof(*aged), aged_cmp);
+        /* Oldest first, until one more fits in both bounds. */
+        while (first < k && (k - first >= max_count || total > max_bytes)) {
+                r = spool_drop_response(s, aged[first].name);
+                if (r < 0)
+                        break;
+                total -= aged[first].size;
+                first++;
+                dropped++;
+        }
+        free_names(names, n);
+        return r < 0 ? r : dropped;
+}
+
 int spool_gc(struct tether_spool *s, time_t now) {
         char **names = NULL;
         size_t n = 0;
