@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "agent/pushstats.h"
+#include "agent/session-log.h"
 #include "agent/spool.h"
 #include "agent/trust.h"
 #include "common/cleanup.h"
@@ -201,62 +202,6 @@ static void send_goodbye_and_reconnect(struct session *s, const char *reason_tex
         changed(s);
 }
 
-/* The body of an encoded frame, for the seed-style log line. */
-static void frame_body(const uint8_t *frame, size_t len, const char **ret, int *ret_len) {
-        uint32_t b;
-
-        *ret = "";
-        *ret_len = 0;
-        if (len < TETHER_FRAME_HEADER_SIZE)
-                return;
-        b = (uint32_t)frame[4] << 24 | (uint32_t)frame[5] << 16 | (uint32_t)frame[6] << 8 | frame[7];
-        if (b > len - TETHER_FRAME_HEADER_SIZE)
-                return;
-        *ret = (const char *)frame + TETHER_FRAME_HEADER_SIZE;
-        *ret_len = (int)b;
-}
-
-/* The number in <name>...</name> of our own response body, for the log's
- * fields (the body is ours: built by tether_msg_build, not untrusted). */
-static void element_number(const char *body, int len, const char *name, char *out, size_t size) {
-        char open_tag[32];
-        const char *p, *end = body + len;
-        uint64_t v;
-
-        snprintf(open_tag, sizeof(open_tag), "<%s>", name);
-        p = memmem(body, (size_t)len, open_tag, strlen(open_tag));
-        out[0] = 0;
-        if (!p)
-                return;
-        p += strlen(open_tag);
-        const char *q = memchr(p, '<', (size_t)(end - p));
-        if (q && parse_u64_n(p, (size_t)(q - p), 0, UINT64_MAX, &v) >= 0)
-                snprintf(out, size, "%llu", (unsigned long long)v);
-}
-
-static void log_sent_response(const char *guid, uint32_t rc, const uint8_t *frame, size_t len) {
-        char f_guid[64], f_rc[32], f_push[48], f_task[48], num[24];
-        const char *fields[5] = {f_guid, f_rc, NULL, NULL, NULL};
-        const char *body;
-        size_t n = 2;
-        int blen;
-
-        snprintf(f_guid, sizeof(f_guid), "TASK_GUID=%s", guid);
-        snprintf(f_rc, sizeof(f_rc), "RETURN_CODE=%u", rc);
-        frame_body(frame, len, &body, &blen);
-        element_number(body, blen, "PushID", num, sizeof(num));
-        if (num[0]) {
-                snprintf(f_push, sizeof(f_push), "PUSH_ID=%s", num);
-                fields[n++] = f_push;
-        }
-        element_number(body, blen, "TaskID", num, sizeof(num));
-        if (num[0]) {
-                snprintf(f_task, sizeof(f_task), "TASK_ID=%s", num);
-                fields[n++] = f_task;
-        }
-        log_struct(LOG_INFO, fields, "Send Task response message %.*s successfully.", blen, body);
-}
-
 /* Sends a stored response now if the channel is up and approved. */
 static void send_stored(struct session *s, const char *name, const char *guid, uint32_t rc,
                         const uint8_t *frame, size_t len) {
@@ -269,7 +214,7 @@ static void send_stored(struct session *s, const char *name, const char *guid, u
                 log_debug_errno(r, "Response for task %s stays queued: %m", guid);
                 return;
         }
-        log_sent_response(guid, rc, frame, len);
+        session_log_sent_response(guid, rc, frame, len);
 }
 
 /* Answers to forged PUSHes cost the forger nothing: keep a bounded number
@@ -430,21 +375,6 @@ static void handle_confirm(struct session *s, struct tether_frame *frame) {
         changed(s);
 }
 
-static void log_push(const struct tether_push *p) {
-        char f_push[48], f_task[48], f_guid[64], f_type[32];
-        const char *fields[] = {f_push, f_task, f_guid, f_type, NULL};
-
-        snprintf(f_push, sizeof(f_push), "PUSH_ID=%llu", (unsigned long long)p->push_id);
-        snprintf(f_task, sizeof(f_task), "TASK_ID=%llu", (unsigned long long)p->task_id);
-        snprintf(f_guid, sizeof(f_guid), "TASK_GUID=%s", p->task_guid);
-        snprintf(f_type, sizeof(f_type), "TASK_TYPE=%u", p->task_type);
-        log_struct(LOG_INFO, fields,
-                   "Receive task from server with pushid=%llu, taskid=%llu, taskguid=%s, tasktype=%u and "
-                   "taskParam=%s",
-                   (unsigned long long)p->push_id, (unsigned long long)p->task_id, p->task_guid,
-                   p->task_type, p->task_param ? p->task_param : "");
-}
-
 /* Step 1 failed: nothing runs; answer Unauthorized naming the IDs if the
  * body can be read at all. */
 static void handle_unauthorized_push(struct session *s, struct tether_frame *frame, const char *why) {
@@ -543,7 +473,7 @@ static void handle_push(struct session *s, struct tether_frame **framep, bool re
         pushstats_add(s->stats, PUSHSTATS_VERIFY, t_received, t_verified);
         pushstats_add(s->stats, PUSHSTATS_PARSE, t_verified, t_parsed);
         if (!retry)
-                log_push(p);
+                session_log_push(p);
 
         /* 3. A TaskGUID seen before never runs again. */
         if (spool_has_task(s->spool, p->task_guid)) {
