@@ -557,6 +557,7 @@ static struct json_object *ctl_status(struct channeld *c) {
                 : c->state == TETHER_CHANNEL_CONNECTED ? ""
                                                        : c->detail);
         add_str(o, "status", c->status);
+        json_object_object_add(o, "users", control_active_users());
         return o;
 }
 
