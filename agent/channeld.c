@@ -66,6 +66,7 @@ struct channeld {
         enum tether_channel_state state;
         char transport[16];
         char detail[256];
+        char peer[300];                        /* the MP's "host:port" of the current connection */
         char status[PRIV_STATUS_MAX + 1];      /* the line last passed on */
         char status_next[PRIV_STATUS_MAX + 1]; /* the line to pass on */
         sd_event_source *status_timer;
@@ -191,6 +192,9 @@ static void cb_on_state(void *userdata, enum tether_channel_state state, const c
         c->state = state;
         strscpy(c->transport, sizeof(c->transport), transport ? transport : "");
         strscpy(c->detail, sizeof(c->detail), detail ? detail : "");
+        /* Connected, the link's detail names the peer (agent/channel.h). */
+        if (state == TETHER_CHANNEL_CONNECTED)
+                strscpy(c->peer, sizeof(c->peer), detail ? detail : "");
         if (state != TETHER_CHANNEL_CONNECTED) {
                 session_on_disconnect(c->session);
                 /* The link is already down (the peer hung up after our
@@ -324,6 +328,11 @@ static void op_changed(void *userdata) {
         update_status(userdata);
 }
 
+static const char *op_peer(void *userdata) {
+        struct channeld *c = userdata;
+        return c->peer;
+}
+
 static const struct session_ops session_ops = {
         .send = op_send,
         .confirmed = op_confirmed,
@@ -331,6 +340,7 @@ static const struct session_ops session_ops = {
         .run = op_run,
         .site_key = op_site_key,
         .changed = op_changed,
+        .peer = op_peer,
 };
 
 /* --- policies for the scheduler half --- */
@@ -549,6 +559,7 @@ static struct json_object *ctl_status(struct channeld *c) {
                 : c->state == TETHER_CHANNEL_CONNECTED ? ""
                                                        : c->detail);
         add_str(o, "status", c->status);
+        json_object_object_add(o, "users", control_active_users());
         return o;
 }
 

@@ -11,9 +11,11 @@
 #include <string.h>
 #include <strings.h>
 #include <syslog.h>
+#include <unistd.h>
 
 #include "common/cleanup.h"
 #include "common/strutil.h"
+#include "transport/sign.h"
 
 #define USEC_PER_SEC 1000000ULL
 
@@ -255,6 +257,7 @@ static const struct config_key config_keys[] = {
         {"agent", "start_delay_max_seconds", parse_u32, OFF(start_delay_max_seconds), 0, 86400},
         {"agent", "boot_start_delay_max_seconds", parse_u32, OFF(boot_start_delay_max_seconds), 0, 86400},
         {"agent", "machine_id_file", parse_path, OFF(machine_id_file), 1, 0},
+        {"agent", "respawn_delay_max_seconds", parse_u32, OFF(respawn_delay_max_seconds), 1, 3600},
         {"cycles", "cycles_dir", parse_path, OFF(cycles_dir), 1, 0},
         {"cycles", "machine_policy_timeout", parse_seconds, OFF(timeout_usec[1]), 1, DAY},
         {"cycles", "machine_policy_interval", parse_seconds, OFF(interval_usec[1]), 0, 30 * DAY},
@@ -464,6 +467,7 @@ int tether_config_new_default(struct tether_config **ret) {
         c->keepalive_seconds = 0;
         c->start_delay_max_seconds = 0;
         c->boot_start_delay_max_seconds = 120;
+        c->respawn_delay_max_seconds = 30;
         c->log_level = LOG_INFO;
         c->kill_grace_usec = 5 * USEC_PER_SEC;
         c->output_cap = 64 * 1024;
@@ -601,4 +605,49 @@ uint32_t tether_config_start_delay(const struct tether_config *c, uint64_t uptim
         if (uptime_seconds < TETHER_BOOT_WINDOW_SECONDS && c->boot_start_delay_max_seconds > delay)
                 delay = c->boot_start_delay_max_seconds;
         return delay;
+}
+
+static void report_line(tether_config_report_fn report, void *userdata, const char *who, const char *fmt,
+                        ...) __attribute__((format(printf, 4, 5)));
+static void report_line(tether_config_report_fn report, void *userdata, const char *who, const char *fmt,
+                        ...) {
+        char text[1024], line[1200];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(text, sizeof(text), fmt, ap);
+        va_end(ap);
+        if (who)
+                snprintf(line, sizeof(line), "%s (as %s)", text, who);
+        else
+                snprintf(line, sizeof(line), "%s", text);
+        report(userdata, line);
+}
+
+unsigned tether_config_check_files(const struct tether_config *c, const char *config_path, const char *who,
+                                   tether_config_report_fn report, void *userdata) {
+        unsigned bad = 0;
+        int r;
+
+        if (c->site_key) {
+                struct tether_key *key = NULL;
+                r = tether_key_load_public(c->site_key, &key);
+                tether_key_free(key);
+                if (r < 0) {
+                        report_line(report, userdata, who, "%s: [trust] site_key: cannot load '%s': %s",
+                                    config_path, c->site_key, strerror(-r));
+                        bad++;
+                }
+        }
+        if (c->ca_file && access(c->ca_file, R_OK) < 0) {
+                report_line(report, userdata, who, "%s: [mp] ca_file: cannot read '%s': %s", config_path,
+                            c->ca_file, strerror(errno));
+                bad++;
+        }
+        if (c->machine_id_file && access(c->machine_id_file, R_OK) < 0 && errno != ENOENT) {
+                report_line(report, userdata, who, "%s: [agent] machine_id_file: cannot read '%s': %s",
+                            config_path, c->machine_id_file, strerror(errno));
+                bad++;
+        }
+        return bad;
 }

@@ -47,6 +47,7 @@ struct tether_config {
         char *enrolment_token;
         uint32_t start_delay_max_seconds;      /* every start */
         uint32_t boot_start_delay_max_seconds; /* only soon after boot */
+        uint32_t respawn_delay_max_seconds;    /* cap of the channel process's respawn backoff */
         char *machine_id_file;
         /* [cycles] indexed by enum tether_cycle */
         char *cycles_dir;
@@ -112,3 +113,21 @@ int tether_cycle_from_string(const char *s);
 const char *tether_cycle_name(int cycle); /* "machine-policy" */
 
 #define TETHER_DEFAULT_CONFIG TETHER_SYSCONFDIR_STR "/tether.conf"
+
+/* tetherd's exit status when the configuration (not a crash, not the
+ * network) makes running pointless: EX_CONFIG of sysexits.h, named in the
+ * unit's RestartPreventExitStatus= so that systemd does not restart it. */
+#define TETHER_EXIT_CONFIG 78
+
+/*
+ * Checks that the files the configuration names can be used by the
+ * calling process: site_key loads, ca_file and machine_id_file (when it
+ * exists) can be read. Called by --check-config, once as root and once as
+ * the channel process's user (who reads them at run time), and by the
+ * channel process itself after it dropped its privileges. Each problem is
+ * passed to report as "config_path: [section] key: reason", prefixed with
+ * who when who is not NULL. Returns the number of problems.
+ */
+typedef void (*tether_config_report_fn)(void *userdata, const char *line);
+unsigned tether_config_check_files(const struct tether_config *c, const char *config_path, const char *who,
+                                   tether_config_report_fn report, void *userdata);

@@ -2,6 +2,7 @@
 #include "agent/control.h"
 
 #include <errno.h>
+#include <pwd.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include <json-c/json.h>
+#include <systemd/sd-login.h>
 
 #include "common/cleanup.h"
 #include "common/log.h"
@@ -249,4 +251,29 @@ int control_request(const char *path, const char *line, char **ret) {
         buf[len] = 0;
         *ret = TAKE_PTR(buf);
         return 0;
+}
+
+struct json_object *control_active_users(void) {
+        _cleanup_(freep) uid_t *uids = NULL;
+        struct json_object *arr = json_object_new_array();
+        int n;
+
+        if (!arr)
+                return NULL;
+        n = sd_get_uids(&uids);
+        for (int i = 0; i < n; i++) {
+                _cleanup_(freep) char *state = NULL;
+                struct passwd pw, *found = NULL;
+                char buf[1024], num[24];
+                if (sd_uid_get_state(uids[i], &state) < 0 ||
+                    (strcmp(state, "active") != 0 && strcmp(state, "online") != 0))
+                        continue;
+                snprintf(num, sizeof(num), "%u", (unsigned)uids[i]);
+                /* The same test as the scheduler's user-policy cycle. */
+                if (getpwuid_r(uids[i], &pw, buf, sizeof(buf), &found) != 0 || !found)
+                        json_object_array_add(arr, json_object_new_string(num));
+                else
+                        json_object_array_add(arr, json_object_new_string(found->pw_name));
+        }
+        return arr;
 }

@@ -31,6 +31,12 @@ struct control_server *control_server_free(struct control_server *c); /* accepts
  * uid:gid when they are not -1. Returns the fd. */
 int control_socket_bind(const char *path, uid_t uid, gid_t gid);
 
+/* For "status": a JSON array of the names of the users with an active or
+ * online login session (sd-login), the users a user-policy cycle without
+ * TaskParam runs for; [] where there is no logind (a container). Owned by
+ * the caller; NULL on allocation failure. */
+struct json_object *control_active_users(void);
+
 /* Client side (tetherctl): sends line, returns the answer (owned by the
  * caller, NUL-terminated). */
 int control_request(const char *path, const char *line, char **ret);

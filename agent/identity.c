@@ -90,6 +90,32 @@ static int open_dir(const char *dir) {
         return fd < 0 ? -errno : fd;
 }
 
+/* Says why a stored device key that reads fine was refused: "rejected by
+ * service" would leave an administrator who provisioned, say, an RSA-1024
+ * key guessing (contract 2: RSA needs 2048 bits or more). */
+static void describe_rejected_key(const char *key_path, char reason[256]) {
+        FILE *f = fopen(key_path, "re");
+        EVP_PKEY *pkey = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+        int type = pkey ? EVP_PKEY_get_base_id(pkey) : 0;
+
+        if (f)
+                fclose(f);
+        if (type == EVP_PKEY_RSA)
+                snprintf(reason, 256,
+                         "the device key is RSA of %d bits, which the protocol refuses (RSA needs 2048 to "
+                         "8192 bits; new keys are ECDSA P-256)",
+                         EVP_PKEY_get_bits(pkey));
+        else if (pkey)
+                snprintf(reason, 256,
+                         "the device key is of a type the protocol refuses (%s, %d bits; allowed: ECDSA "
+                         "P-256, Ed25519, RSA of 2048 bits or more)",
+                         EVP_PKEY_get0_type_name(pkey) ? EVP_PKEY_get0_type_name(pkey) : "unknown",
+                         EVP_PKEY_get_bits(pkey));
+        else
+                snprintf(reason, 256, "the device key is of a type the protocol refuses");
+        EVP_PKEY_free(pkey);
+}
+
 static int identity_load(int dfd, const char *dir, const char *want_hash, struct tether_identity **ret,
                          char reason[256]) {
         _cleanup_(freep) uint8_t *hash = NULL, *cid = NULL, *cert = NULL;
@@ -125,6 +151,10 @@ static int identity_load(int dfd, const char *dir, const char *want_hash, struct
                 return -ENOMEM;
         }
         r = tether_key_load_private(key_path, &id->key);
+        if (r == -EKEYREJECTED) {
+                describe_rejected_key(key_path, reason);
+                goto bad;
+        }
         if (r < 0) {
                 snprintf(reason, 256, "cannot load the device key: %s", strerror(-r));
                 goto bad;

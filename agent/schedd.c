@@ -17,9 +17,13 @@
 #include "common/log.h"
 #include "common/strutil.h"
 #include "scheduler/scheduler.h"
+#include "transport/message.h"
 #include "transport/sign.h"
 
 #define USEC_PER_SEC 1000000ULL
+/* Tasks remembered by TaskGUID, running or done (a ring, oldest replaced):
+ * enough for every task a channel process can have in flight when it dies. */
+#define MEMO_MAX 256
 
 /* A RUN that came before the site key was known. */
 struct queued_run {
@@ -27,6 +31,15 @@ struct queued_run {
         uint32_t cycle;
         char task_guid[TETHER_GUID_LEN];
         char *param;
+};
+
+/* A task the channel process handed over: running, or done with its answer. */
+struct task_memo {
+        char task_guid[TETHER_GUID_LEN]; /* "" when the slot is free */
+        bool done;
+        uint32_t cycle;
+        uint32_t return_code;
+        char *detail; /* owned, when done */
 };
 
 struct schedd {
@@ -48,14 +61,64 @@ struct schedd {
         bool stopping;
 
         struct queued_run *queue, **queue_tail;
+
+        struct task_memo memo[MEMO_MAX];
+        size_t memo_next;
+        /* The policy the running cycle waits for, until its answer comes:
+         * asked again of a new channel process. */
+        bool policy_pending;
+        char policy_user[PRIV_USER_MAX];
+        bool watchdog_suspended;
 };
 
 static int send_msg(struct schedd *s, int r, uint8_t *buf, size_t len) {
         if (r < 0)
                 return r;
-        r = priv_send(s->fd, buf, len);
+        r = s->fd >= 0 ? priv_send(s->fd, buf, len) : -ENOTCONN;
         free(buf);
         return r;
+}
+
+static struct task_memo *memo_find(struct schedd *s, const char *guid) {
+        for (size_t i = 0; i < MEMO_MAX; i++)
+                if (s->memo[i].task_guid[0] && strcmp(s->memo[i].task_guid, guid) == 0)
+                        return &s->memo[i];
+        return NULL;
+}
+
+static void memo_clear(struct task_memo *m) {
+        free(m->detail);
+        *m = (struct task_memo){0};
+}
+
+static void memo_add(struct schedd *s, const char *guid, uint32_t cycle) {
+        struct task_memo *m = &s->memo[s->memo_next];
+
+        memo_clear(m);
+        strscpy(m->task_guid, sizeof(m->task_guid), guid);
+        m->cycle = cycle;
+        s->memo_next = (s->memo_next + 1) % MEMO_MAX;
+}
+
+static int send_done(struct schedd *s, uint32_t cycle, const char *guid, uint32_t rc, const char *detail) {
+        uint8_t *buf = NULL;
+        size_t len;
+        int r = priv_build_done(cycle, guid, rc, detail, &buf, &len);
+        return send_msg(s, r, buf, len);
+}
+
+/* Keeps a task's answer, so that a new channel process can get it again. */
+static void memo_done(struct schedd *s, const char *guid, uint32_t cycle, uint32_t rc, const char *detail) {
+        struct task_memo *m = memo_find(s, guid);
+
+        if (!m) {
+                memo_add(s, guid, cycle);
+                m = memo_find(s, guid);
+        }
+        free(m->detail);
+        m->detail = strdup(detail ? detail : "");
+        m->done = m->detail != NULL;
+        m->return_code = rc;
 }
 
 static void cycle_done(struct tether_scheduler *sch, enum tether_cycle cycle, const char *task_guid,
@@ -72,19 +135,40 @@ static void cycle_done(struct tether_scheduler *sch, enum tether_cycle cycle, co
                          tether_cycle_name((int)cycle), task_guid ? task_guid : "(local)");
                 return;
         }
+        if (task_guid)
+                memo_done(s, task_guid, (uint32_t)cycle, return_code, detail);
+        if (s->fd < 0) {
+                log_info("Cycle %s for task %s finished while the channel process restarts; its answer "
+                         "waits for the new one",
+                         tether_cycle_name((int)cycle), task_guid ? task_guid : "(local)");
+                return;
+        }
         r = priv_build_done((uint32_t)cycle, task_guid ? task_guid : "", return_code, detail, &buf, &len);
         r = send_msg(s, r, buf, len);
         if (r < 0)
-                log_error_errno(r, "Cannot pass the result of task %s to the channel process: %m",
-                                task_guid ? task_guid : "(local)");
+                log_warning_errno(r,
+                                  "Cannot pass the result of task %s to the channel process now (%m); "
+                                  "it is passed again when asked",
+                                  task_guid ? task_guid : "(local)");
+}
+
+static int send_policy_request(struct schedd *s) {
+        uint8_t *buf = NULL;
+        size_t len;
+        int r = priv_build_policy_request(s->policy_user, &buf, &len);
+        return send_msg(s, r, buf, len);
 }
 
 static int policy_request(struct tether_scheduler *sch, const char *user, void *userdata) {
         struct schedd *s = userdata;
-        uint8_t *buf = NULL;
-        size_t len;
-        int r = priv_build_policy_request(user ? user : "", &buf, &len);
-        return send_msg(s, r, buf, len);
+        int r;
+
+        if (strscpy(s->policy_user, sizeof(s->policy_user), user ? user : "") < 0)
+                return -EINVAL;
+        s->policy_pending = true;
+        r = send_policy_request(s);
+        /* Without a channel process the request waits for the next one. */
+        return r == -ENOTCONN ? 0 : r;
 }
 
 static void child_output(struct tether_scheduler *sch, enum tether_cycle cycle, const char *step, int status,
@@ -135,12 +219,28 @@ static void submit(struct schedd *s, uint32_t cycle, const char *task_guid, cons
         int r = tether_scheduler_submit(s->scheduler, (enum tether_cycle)cycle,
                                         task_guid[0] ? task_guid : NULL, param);
         if (r < 0) {
-                uint8_t *buf = NULL;
-                size_t len;
                 log_error_errno(r, "Cannot queue cycle %s: %m", tether_cycle_name((int)cycle));
-                r = priv_build_done(cycle, task_guid, 2, "the scheduler refused the request", &buf, &len);
-                (void)send_msg(s, r, buf, len);
+                if (task_guid[0])
+                        memo_done(s, task_guid, cycle, 2, "the scheduler refused the request");
+                (void)send_done(s, cycle, task_guid, 2, "the scheduler refused the request");
         }
+}
+
+/* A RUN for a task already known: a new channel process re-sends RUN for
+ * every task it has no answer for. Returns true when it was handled. */
+static bool run_known(struct schedd *s, const char *task_guid) {
+        struct task_memo *m = task_guid[0] ? memo_find(s, task_guid) : NULL;
+
+        if (!m)
+                return false;
+        if (!m->done) {
+                log_info("Task %s is already running; its answer follows when it is done", task_guid);
+                return true;
+        }
+        log_info("Task %s is done: passing its answer (%s) again", task_guid,
+                 tether_return_code_name(m->return_code));
+        (void)send_done(s, m->cycle, task_guid, m->return_code, m->detail);
+        return true;
 }
 
 static int queue_run(struct schedd *s, uint32_t cycle, const char *task_guid, const char *param) {
@@ -214,10 +314,14 @@ static void set_watchdog(struct schedd *s, bool on) {
                 return;
         s->watchdog_on = on;
         (void)sd_event_set_watchdog(s->event, on);
-        if (!on)
+        if (!on) {
+                s->watchdog_suspended = true;
                 log_error("The channel process stopped answering: watchdog notifications suspended");
-        else if (s->ready)
+        } else if (s->watchdog_suspended) {
+                /* Only after a suspension: the first start has nothing to resume. */
+                s->watchdog_suspended = false;
                 log_info("The channel process answers again: watchdog notifications resumed");
+        }
 }
 
 static int priv_io(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
@@ -230,23 +334,32 @@ static int priv_io(sd_event_source *src, int fd, uint32_t revents, void *userdat
         if (k < 0 && (errno == EAGAIN || errno == EINTR))
                 return 0;
         if (k <= 0) {
-                if (!s->stopping)
-                        log_error("The channel process went away; stopping");
-                return sd_event_exit(s->event, s->stopping ? 0 : 1);
+                if (s->stopping)
+                        return sd_event_exit(s->event, 0);
+                /* The supervisor (tetherd.c) learns of the death from
+                 * SIGCHLD and starts a new channel process. */
+                log_warning("The channel process went away");
+                schedd_detach(s);
+                return 0;
         }
         if ((size_t)k > PRIV_MSG_MAX || priv_msg_check(PRIV_SIDE_SCHEDULER, s->buf, (size_t)k, &m) < 0) {
                 /* The unprivileged side sent something the protocol does not
-                 * allow: it is not trusted any further. */
-                log_error("Invalid message from the channel process (%zd bytes); stopping", k);
-                return sd_event_exit(s->event, 1);
+                 * allow: it is not trusted any further. Closing the socket
+                 * ends it (it stops when the scheduler goes away), and the
+                 * supervisor starts a fresh one. */
+                log_error("Invalid message from the channel process (%zd bytes); dropping it", k);
+                schedd_detach(s);
+                return 0;
         }
         switch (m.type) {
         case PRIV_RUN: {
                 _cleanup_(freep) char *param = strndup((const char *)m.data, m.data_len);
                 if (!param)
                         return -ENOMEM;
-                if (s->stopping)
+                if (s->stopping || run_known(s, m.run.task_guid))
                         break;
+                if (m.run.task_guid[0])
+                        memo_add(s, m.run.task_guid, m.run.cycle);
                 if (!s->scheduler) {
                         r = queue_run(s, m.run.cycle, m.run.task_guid, param);
                         if (r < 0)
@@ -259,6 +372,8 @@ static int priv_io(sd_event_source *src, int fd, uint32_t revents, void *userdat
                 break;
         }
         case PRIV_POLICY:
+                if (s->policy_pending && strcmp(m.policy.user, s->policy_user) == 0)
+                        s->policy_pending = false;
                 if (!s->scheduler)
                         break;
                 r = tether_scheduler_policy(s->scheduler, m.policy.user[0] ? m.policy.user : NULL,
@@ -312,9 +427,11 @@ static int ping_tick(sd_event_source *src, uint64_t usec, void *userdata) {
 
         /* Two missed answers and the watchdog stops being fed, so that
          * systemd restarts a service whose halves no longer talk. */
-        if (s->ready && usec > s->last_pong_usec + 2 * s->ping_interval_usec + s->ping_interval_usec / 2)
+        if (s->ready && s->fd >= 0 &&
+            usec > s->last_pong_usec + 2 * s->ping_interval_usec + s->ping_interval_usec / 2)
                 set_watchdog(s, false);
-        (void)send_ping(s);
+        if (s->fd >= 0)
+                (void)send_ping(s);
         (void)sd_event_source_set_time(src, usec + s->ping_interval_usec);
         return 0;
 }
@@ -331,7 +448,7 @@ int schedd_new(sd_event *event, const struct tether_config *config, int priv_fd,
         }
         s->event = sd_event_ref(event);
         s->config = config;
-        s->fd = priv_fd;
+        s->fd = -1;
         s->queue_tail = &s->queue;
         s->buf = malloc(PRIV_MSG_MAX);
         if (!s->buf) {
@@ -348,9 +465,13 @@ int schedd_new(sd_event *event, const struct tether_config *config, int priv_fd,
                 if (r < 0)
                         goto fail;
         }
-        r = sd_event_add_io(event, &s->io, priv_fd, EPOLLIN, priv_io, s);
-        if (r < 0)
-                goto fail;
+        if (priv_fd >= 0) {
+                s->fd = priv_fd;
+                priv_fd = -1;
+                r = sd_event_add_io(event, &s->io, s->fd, EPOLLIN, priv_io, s);
+                if (r < 0)
+                        goto fail;
+        }
         /* Pings only serve the watchdog: without one, an idle agent does
          * not wake up for them. */
         if (sd_watchdog_enabled(0, &wd) > 0 && wd > 0) {
@@ -366,6 +487,8 @@ int schedd_new(sd_event *event, const struct tether_config *config, int priv_fd,
         *ret = s;
         return 0;
 fail:
+        if (priv_fd >= 0)
+                close(priv_fd);
         schedd_free(s);
         return r;
 }
@@ -385,6 +508,8 @@ struct schedd *schedd_free(struct schedd *s) {
                 free(q->param);
                 free(q);
         }
+        for (size_t i = 0; i < MEMO_MAX; i++)
+                memo_clear(&s->memo[i]);
         free(s->buf);
         sd_event_unref(s->event);
         free(s);
@@ -392,7 +517,38 @@ struct schedd *schedd_free(struct schedd *s) {
 }
 
 int schedd_start(struct schedd *s) {
+        return s->fd >= 0 ? send_ping(s) : 0;
+}
+
+int schedd_attach(struct schedd *s, int priv_fd) {
+        int r;
+
+        schedd_detach(s);
+        s->fd = priv_fd;
+        r = sd_event_add_io(s->event, &s->io, priv_fd, EPOLLIN, priv_io, s);
+        if (r < 0) {
+                schedd_detach(s);
+                return r;
+        }
+        /* The new process gets the same grace as the first one. */
+        (void)sd_event_now(s->event, CLOCK_MONOTONIC, &s->last_pong_usec);
+        if (s->policy_pending) {
+                log_info("Asking the new channel process for the %s policy the running cycle waits for",
+                         s->policy_user[0] ? s->policy_user : "machine");
+                (void)send_policy_request(s);
+        }
         return send_ping(s);
+}
+
+void schedd_detach(struct schedd *s) {
+        s->io = sd_event_source_disable_unref(s->io);
+        if (s->fd >= 0)
+                close(s->fd);
+        s->fd = -1;
+        /* The root process is alive and restarting its other half: that is
+         * no reason for systemd to restart everything. */
+        if (s->ping_interval_usec > 0 && !s->stopping)
+                set_watchdog(s, true);
 }
 
 void schedd_stop(struct schedd *s) {

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "agent/pushstats.h"
+#include "agent/session-log.h"
 #include "agent/spool.h"
 #include "agent/trust.h"
 #include "common/cleanup.h"
@@ -175,12 +176,20 @@ static int send_frame(struct session *s, const uint8_t *frame, size_t len) {
         return s->ops.send(s->userdata, frame, len);
 }
 
+/* The MP's address for log lines: the link's "host:port", or a plain
+ * phrase when the link does not say. */
+static const char *peer_name(struct session *s) {
+        const char *p = s->ops.peer ? s->ops.peer(s->userdata) : NULL;
+        return p && p[0] ? p : "the MP (address unknown)";
+}
+
 static void send_goodbye_and_reconnect(struct session *s, const char *reason_text) {
         _cleanup_(tether_msg_freep) struct tether_msg *m = NULL;
         _cleanup_(freep) uint8_t *frame = NULL;
         size_t len;
 
-        log_error("Protocol error from the MP: %s; closing the channel", reason_text);
+        /* The peer on the same line as the reason (contract 7.6). */
+        log_error("Protocol error from %s: %s; closing the channel", peer_name(s), reason_text);
         set_error(s, "protocol error: %s", reason_text);
         if (tether_msg_new(TETHER_FRAME_GOODBYE, &m) >= 0) {
                 m->goodbye.reason = TETHER_GOODBYE_PROTOCOL_ERROR;
@@ -191,62 +200,6 @@ static void send_goodbye_and_reconnect(struct session *s, const char *reason_tex
         s->approved = false;
         s->ops.reconnect(s->userdata, 0, "protocol-error");
         changed(s);
-}
-
-/* The body of an encoded frame, for the seed-style log line. */
-static void frame_body(const uint8_t *frame, size_t len, const char **ret, int *ret_len) {
-        uint32_t b;
-
-        *ret = "";
-        *ret_len = 0;
-        if (len < TETHER_FRAME_HEADER_SIZE)
-                return;
-        b = (uint32_t)frame[4] << 24 | (uint32_t)frame[5] << 16 | (uint32_t)frame[6] << 8 | frame[7];
-        if (b > len - TETHER_FRAME_HEADER_SIZE)
-                return;
-        *ret = (const char *)frame + TETHER_FRAME_HEADER_SIZE;
-        *ret_len = (int)b;
-}
-
-/* The number in <name>...</name> of our own response body, for the log's
- * fields (the body is ours: built by tether_msg_build, not untrusted). */
-static void element_number(const char *body, int len, const char *name, char *out, size_t size) {
-        char open_tag[32];
-        const char *p, *end = body + len;
-        uint64_t v;
-
-        snprintf(open_tag, sizeof(open_tag), "<%s>", name);
-        p = memmem(body, (size_t)len, open_tag, strlen(open_tag));
-        out[0] = 0;
-        if (!p)
-                return;
-        p += strlen(open_tag);
-        const char *q = memchr(p, '<', (size_t)(end - p));
-        if (q && parse_u64_n(p, (size_t)(q - p), 0, UINT64_MAX, &v) >= 0)
-                snprintf(out, size, "%llu", (unsigned long long)v);
-}
-
-static void log_sent_response(const char *guid, uint32_t rc, const uint8_t *frame, size_t len) {
-        char f_guid[64], f_rc[32], f_push[48], f_task[48], num[24];
-        const char *fields[5] = {f_guid, f_rc, NULL, NULL, NULL};
-        const char *body;
-        size_t n = 2;
-        int blen;
-
-        snprintf(f_guid, sizeof(f_guid), "TASK_GUID=%s", guid);
-        snprintf(f_rc, sizeof(f_rc), "RETURN_CODE=%u", rc);
-        frame_body(frame, len, &body, &blen);
-        element_number(body, blen, "PushID", num, sizeof(num));
-        if (num[0]) {
-                snprintf(f_push, sizeof(f_push), "PUSH_ID=%s", num);
-                fields[n++] = f_push;
-        }
-        element_number(body, blen, "TaskID", num, sizeof(num));
-        if (num[0]) {
-                snprintf(f_task, sizeof(f_task), "TASK_ID=%s", num);
-                fields[n++] = f_task;
-        }
-        log_struct(LOG_INFO, fields, "Send Task response message %.*s successfully.", blen, body);
 }
 
 /* Sends a stored response now if the channel is up and approved. */
@@ -261,7 +214,22 @@ static void send_stored(struct session *s, const char *name, const char *guid, u
                 log_debug_errno(r, "Response for task %s stays queued: %m", guid);
                 return;
         }
-        log_sent_response(guid, rc, frame, len);
+        session_log_sent_response(guid, rc, frame, len);
+}
+
+/* Answers to forged PUSHes cost the forger nothing: keep a bounded number
+ * of them, so that a flood cannot fill the disk the genuine tasks need. */
+static void make_room_unauth(struct session *s, size_t incoming) {
+        int n = spool_make_room(s->spool, UNAUTH_PREFIX, SESSION_UNAUTH_MAX, SESSION_UNAUTH_BYTES_MAX,
+                                incoming);
+
+        if (n < 0)
+                log_warning_errno(n, "Cannot bound the stored answers to forged PUSHes, ignoring: %m");
+        else if (n > 0)
+                log_warning(
+                        "Dropped the %d oldest stored answer%s to PUSHes with a bad signature: at most %u "
+                        "(%u KiB) are kept",
+                        n, n == 1 ? "" : "s", SESSION_UNAUTH_MAX, SESSION_UNAUTH_BYTES_MAX / 1024);
 }
 
 /* Builds, signs, persists, then sends a RESPONSE. name is the spool name. */
@@ -309,6 +277,8 @@ static int respond(struct session *s, const char *name, uint64_t push_id, uint64
                 return log_error_errno(r, "Cannot frame the response for task %s: %m", guid);
         t_signed = pushstats_now();
 
+        if (startswith(name, UNAUTH_PREFIX) && !spool_has_response(s->spool, name))
+                make_room_unauth(s, frame_len);
         r = spool_save_response(s->spool, name, rc, frame, frame_len);
         if (r < 0) {
                 /* Still send it: the task stays pending in the spool, so a
@@ -405,21 +375,6 @@ static void handle_confirm(struct session *s, struct tether_frame *frame) {
         changed(s);
 }
 
-static void log_push(const struct tether_push *p) {
-        char f_push[48], f_task[48], f_guid[64], f_type[32];
-        const char *fields[] = {f_push, f_task, f_guid, f_type, NULL};
-
-        snprintf(f_push, sizeof(f_push), "PUSH_ID=%llu", (unsigned long long)p->push_id);
-        snprintf(f_task, sizeof(f_task), "TASK_ID=%llu", (unsigned long long)p->task_id);
-        snprintf(f_guid, sizeof(f_guid), "TASK_GUID=%s", p->task_guid);
-        snprintf(f_type, sizeof(f_type), "TASK_TYPE=%u", p->task_type);
-        log_struct(LOG_INFO, fields,
-                   "Receive task from server with pushid=%llu, taskid=%llu, taskguid=%s, tasktype=%u and "
-                   "taskParam=%s",
-                   (unsigned long long)p->push_id, (unsigned long long)p->task_id, p->task_guid,
-                   p->task_type, p->task_param ? p->task_param : "");
-}
-
 /* Step 1 failed: nothing runs; answer Unauthorized naming the IDs if the
  * body can be read at all. */
 static void handle_unauthorized_push(struct session *s, struct tether_frame *frame, const char *why) {
@@ -428,14 +383,14 @@ static void handle_unauthorized_push(struct session *s, struct tether_frame *fra
         char name[64];
 
         if (tether_msg_parse(TETHER_FRAME_PUSH, frame->body, frame->body_len, &m, &diag) < 0) {
-                log_warning("PUSH with a bad signature (%s) and an unreadable body (%s): dropped", why,
-                            diag.text);
+                log_warning("PUSH from %s with a bad signature (%s) and an unreadable body (%s): dropped",
+                            peer_name(s), why, diag.text);
                 set_error(s, "push with a bad signature dropped");
                 return;
         }
-        log_warning("PUSH pushid=%llu taskguid=%s: signature did not verify against the site key (%s); "
-                    "answering Unauthorized, nothing runs",
-                    (unsigned long long)m->push.push_id, m->push.task_guid, why);
+        log_warning("PUSH pushid=%llu taskguid=%s from %s: signature did not verify against the site key "
+                    "(%s); answering Unauthorized, nothing runs",
+                    (unsigned long long)m->push.push_id, m->push.task_guid, peer_name(s), why);
         set_error(s, "push %s: bad signature", m->push.task_guid);
         snprintf(name, sizeof(name), UNAUTH_PREFIX "%s", m->push.task_guid);
         (void)respond(s, name, m->push.push_id, m->push.task_id, m->push.task_guid, TETHER_RC_UNAUTHORIZED,
@@ -493,6 +448,12 @@ static void handle_push(struct session *s, struct tether_frame **framep, bool re
         /* 1. Verify, before anything reads the body: tether_msg_open() in
          * its two halves, so that each is timed on its own. */
         r = tether_msg_verify(frame, site_trust_key(s->trust), &diag);
+        if (r == -EBADMSG && diag.kind == TETHER_DIAG_MISSING_SIGNATURE) {
+                /* Unsigned is not forged: a protocol error, not ReturnCode 5
+                 * (contract 7.6), and nothing of the body is read. */
+                send_goodbye_and_reconnect(s, "PUSH without a signature (S = 0)");
+                return;
+        }
         if (r == -EBADMSG) {
                 handle_unauthorized_push(s, frame, diag.text);
                 return;
@@ -512,7 +473,7 @@ static void handle_push(struct session *s, struct tether_frame **framep, bool re
         pushstats_add(s->stats, PUSHSTATS_VERIFY, t_received, t_verified);
         pushstats_add(s->stats, PUSHSTATS_PARSE, t_verified, t_parsed);
         if (!retry)
-                log_push(p);
+                session_log_push(p);
 
         /* 3. A TaskGUID seen before never runs again. */
         if (spool_has_task(s->spool, p->task_guid)) {
@@ -636,6 +597,14 @@ static void handle_goodbye(struct session *s, struct tether_frame *frame) {
         }
         snprintf(reason, sizeof(reason), "%s", tether_goodbye_reason_name(m->goodbye.reason));
         log_notice("The MP said GOODBYE (%s), retry after %u s", reason, m->goodbye.retry_after_seconds);
+        if (m->goodbye.retry_after_seconds > SESSION_RETRY_AFTER_MAX) {
+                /* An MP (or whoever holds its TLS key) must not be able to
+                 * take a device offline for up to 136 years. */
+                log_warning("GOODBYE from %s asks to wait %u s before reconnecting; waiting %u s instead "
+                            "(the most any GOODBYE gets)",
+                            peer_name(s), m->goodbye.retry_after_seconds, SESSION_RETRY_AFTER_MAX);
+                m->goodbye.retry_after_seconds = SESSION_RETRY_AFTER_MAX;
+        }
         if (m->goodbye.reason == TETHER_GOODBYE_CONFLICT)
                 log_warning("The MP reports a ClientID conflict for %s: another device uses this identity "
                             "(a cloned image?); 'tetherctl identity reset' makes a new one",

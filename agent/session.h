@@ -19,6 +19,16 @@
 #include "transport/frame.h"
 #include "transport/guid.h"
 
+/* GOODBYE's RetryAfterSeconds is honoured up to this (the Rejected wait):
+ * a larger value, up to 2^32-1 s, would keep the device away for ever. */
+#define SESSION_RETRY_AFTER_MAX (15u * 60u)
+/* Answers to PUSHes whose signature failed are kept in the spool (as
+ * "U-<TaskGUID>") to be re-sent until acknowledged; a forger can send any
+ * number, so at most this many and this many bytes are kept, the oldest
+ * dropped first. */
+#define SESSION_UNAUTH_MAX 64u
+#define SESSION_UNAUTH_BYTES_MAX (256u * 1024u)
+
 struct tether_key;
 struct tether_spool;
 struct site_trust;
@@ -38,6 +48,9 @@ struct session_ops {
         void (*site_key)(void *userdata, const struct tether_key *key);
         /* Queue depths or state changed (for STATUS= lines). */
         void (*changed)(void *userdata);
+        /* The MP's address and port as the link names it ("host:port"), for
+         * the protocol-error lines (contract 7.6); NULL or "" when unknown. */
+        const char *(*peer)(void *userdata);
 };
 
 struct session_config {

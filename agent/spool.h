@@ -75,6 +75,13 @@ int spool_mark_acked(struct tether_spool *s, const char *name);
 /* Removes a response and its marker (for responses that need no memory). */
 int spool_drop_response(struct tether_spool *s, const char *name);
 
+/* Makes room for one more response of incoming_bytes whose name starts
+ * with prefix: drops the oldest such responses (by write time) until fewer
+ * than max_count remain and their record bytes plus incoming_bytes are
+ * within max_bytes. Returns how many were dropped. */
+int spool_make_room(struct tether_spool *s, const char *prefix, size_t max_count, uint64_t max_bytes,
+                    size_t incoming_bytes);
+
 /* Calls fn for each task without a response (to re-run after a restart). */
 typedef int (*spool_task_fn)(struct tether_spool *s, const struct spool_task *t, void *userdata);
 int spool_foreach_pending_task(struct tether_spool *s, spool_task_fn fn, void *userdata);

@@ -63,6 +63,20 @@ static int64_t num(struct json_object *o, const char *key) {
         return json_object_get_int64(v);
 }
 
+/* The users with an active session: whom a user-policy cycle runs for. */
+static void print_users(struct json_object *o) {
+        struct json_object *arr;
+        size_t n;
+
+        if (!json_object_object_get_ex(o, "users", &arr) || !json_object_is_type(arr, json_type_array))
+                return;
+        n = json_object_array_length(arr);
+        printf("Users:               ");
+        for (size_t i = 0; i < n; i++)
+                printf("%s%s", i ? ", " : "", json_object_get_string(json_object_array_get_idx(arr, i)));
+        printf("%s\n", n ? "" : "(no active sessions)");
+}
+
 static void print_status(struct json_object *o) {
         printf("State:               %s\n", str(o, "state"));
         printf("Transport:           %s (mode %s)\n", str(o, "transport")[0] ? str(o, "transport") : "-",
@@ -74,6 +88,7 @@ static void print_status(struct json_object *o) {
         printf("Queued responses:    %lld\n", (long long)num(o, "queued_responses"));
         printf("Remembered tasks:    %lld\n", (long long)num(o, "remembered_tasks"));
         printf("Last error:          %s\n", str(o, "last_error")[0] ? str(o, "last_error") : "-");
+        print_users(o);
 }
 
 static void print_tasks(struct json_object *o) {

@@ -6,6 +6,15 @@
  * "tether" user and owns the network, the spool, the identity and the
  * control socket; the parent (the scheduler process) stays root and runs the
  * cycles. Not started as root, it runs both halves in one process.
+ *
+ * The root process supervises its child, as sshd does: each channel process
+ * is a fresh execution of this binary (--channel-process, with the privsep
+ * socket on fd 3 and the control socket on fd 4), so that every one gets a
+ * new address-space layout and a remote attacker cannot learn it one crash
+ * at a time. When it dies, the root process starts another after 0.1 s,
+ * doubling the wait for each death within a minute of its start, up to
+ * [agent] respawn_delay_max_seconds; cycles keep running meanwhile. Only a
+ * configuration failure (exit status TETHER_EXIT_CONFIG) stops the service.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +31,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 
 #include "agent/channeld.h"
@@ -36,7 +46,15 @@
 #include "transport/sign.h"
 
 #define MAX_OVERRIDES 16
-#define CHILD_STOP_TIMEOUT_USEC (15ULL * 1000000ULL)
+#define USEC_PER_SEC 1000000ULL
+#define CHILD_STOP_TIMEOUT_USEC (15ULL * USEC_PER_SEC)
+/* The channel process's respawn backoff (the cap is configured). */
+#define RESPAWN_MIN_USEC (USEC_PER_SEC / 10)
+#define RESPAWN_HEALTHY_USEC (60ULL * USEC_PER_SEC)
+/* Where a channel process finds its sockets after the exec. */
+#define CHANNEL_PRIV_FD 3
+#define CHANNEL_CONTROL_FD 4
+#define CHANNEL_EXE_FD 5
 
 struct override {
         const char *section, *key, *value;
@@ -49,6 +67,7 @@ static struct {
         bool foreground;
         bool single_process;
         bool debug;
+        bool channel_process; /* internal: started by the root process */
         struct override overrides[MAX_OVERRIDES];
         size_t n_overrides;
 } arg = {.config_path = TETHER_SYSCONFDIR_STR "/tether.conf"};
@@ -63,7 +82,15 @@ static struct {
         sd_event_source *child_source;
         sd_event_source *child_kill_timer;
         bool stopping;
-} run = {.child = -1};
+        /* Supervision of the channel process (root process only). */
+        int exe_fd;          /* this binary, opened at start: a package upgrade cannot swap it */
+        char **channel_argv; /* our argv plus --channel-process */
+        int control_fd;      /* the listening control socket, handed to each channel process */
+        uint64_t child_started_usec;
+        uint64_t respawn_delay_usec; /* the last wait; 0 before the first death */
+        unsigned deaths;
+        sd_event_source *respawn_timer;
+} run = {.child = -1, .exe_fd = -1, .control_fd = -1};
 
 static void help(void) {
         printf("Usage: tetherd [OPTIONS]\n"
@@ -100,7 +127,16 @@ static int add_override(const char *section, const char *key, const char *value)
 }
 
 static int parse_argv(int argc, char **argv) {
-        enum { OPT_CHECK = 0x100, OPT_STATE, OPT_RUNTIME, OPT_USER, OPT_SINGLE, OPT_JOURNAL, OPT_VERSION };
+        enum {
+                OPT_CHECK = 0x100,
+                OPT_STATE,
+                OPT_RUNTIME,
+                OPT_USER,
+                OPT_SINGLE,
+                OPT_JOURNAL,
+                OPT_VERSION,
+                OPT_CHANNEL
+        };
         static const struct option options[] = {
                 {"config", required_argument, NULL, 'c'},
                 {"check-config", no_argument, NULL, OPT_CHECK},
@@ -113,6 +149,7 @@ static int parse_argv(int argc, char **argv) {
                 {"debug", no_argument, NULL, 'd'},
                 {"help", no_argument, NULL, 'h'},
                 {"version", no_argument, NULL, OPT_VERSION},
+                {"channel-process", no_argument, NULL, OPT_CHANNEL},
                 {},
         };
         int c;
@@ -139,6 +176,9 @@ static int parse_argv(int argc, char **argv) {
                         break;
                 case OPT_JOURNAL:
                         arg.journal = true;
+                        break;
+                case OPT_CHANNEL:
+                        arg.channel_process = true;
                         break;
                 case 'f':
                         arg.foreground = true;
@@ -179,6 +219,51 @@ static int load_config(struct tether_config **ret) {
         return 0;
 }
 
+static void print_line(void *userdata, const char *line) {
+        printf("%s\n", line);
+}
+
+static int drop_privileges(const struct passwd *pw);
+
+/* The channel process reads site_key and ca_file as its own user: check
+ * them as that user too, in a child that drops to it, so that a file only
+ * root can read fails here and not at the start of the service. */
+static unsigned check_files_as_user(const struct tether_config *c) {
+        struct passwd *pw = getpwnam(c->user);
+        int status = 0;
+        pid_t pid;
+
+        if (!pw) {
+                /* Not an error here: the check may run before the package
+                 * made the user, or for a --single-process setup. A start
+                 * as root without it fails clearly. */
+                fprintf(stderr,
+                        "tetherd: note: user '%s' ([agent] user) does not exist here: files not checked as "
+                        "that user\n",
+                        c->user);
+                return 0;
+        }
+        fflush(stdout);
+        pid = fork();
+        if (pid < 0) {
+                printf("%s: cannot check the files as user '%s': %m\n", arg.config_path, c->user);
+                return 1;
+        }
+        if (pid == 0) {
+                char who[128];
+                /* Quiet: drop_privileges logs only on failure. */
+                if (drop_privileges(pw) < 0)
+                        _exit(1);
+                snprintf(who, sizeof(who), "user '%s'", pw->pw_name);
+                unsigned bad = tether_config_check_files(c, arg.config_path, who, print_line, NULL);
+                fflush(stdout);
+                _exit(bad > 0 ? 1 : 0);
+        }
+        if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                return 1;
+        return 0;
+}
+
 static int check_config(void) {
         _cleanup_(tether_config_freep) struct tether_config *c = NULL;
         int r = load_config(&c);
@@ -190,27 +275,13 @@ static int check_config(void) {
         for (size_t i = 0; i < c->n_errors; i++)
                 printf("%s\n", c->errors[i]);
         /* The files the configuration names must be usable too, so that
-         * packaging and CI catch a wrong path before a start does. */
+         * packaging and CI catch a wrong path before a start does: by this
+         * process, and by the channel process's user where there is one. */
         bool bad = c->n_errors > 0;
-        if (c->site_key) {
-                struct tether_key *key = NULL;
-                r = tether_key_load_public(c->site_key, &key);
-                tether_key_free(key);
-                if (r < 0) {
-                        printf("%s: [trust] site_key: cannot load '%s': %s\n", arg.config_path, c->site_key,
-                               strerror(-r));
-                        bad = true;
-                }
-        }
-        if (c->ca_file && access(c->ca_file, R_OK) < 0) {
-                printf("%s: [mp] ca_file: cannot read '%s': %m\n", arg.config_path, c->ca_file);
+        if (tether_config_check_files(c, arg.config_path, NULL, print_line, NULL) > 0)
                 bad = true;
-        }
-        if (c->machine_id_file && access(c->machine_id_file, R_OK) < 0 && errno != ENOENT) {
-                printf("%s: [agent] machine_id_file: cannot read '%s': %m\n", arg.config_path,
-                       c->machine_id_file);
+        else if (geteuid() == 0 && !arg.single_process && check_files_as_user(c) > 0)
                 bad = true;
-        }
         if (!bad)
                 printf("configuration OK\n");
         return bad ? 1 : 0;
@@ -338,19 +409,119 @@ static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *s
         return 0;
 }
 
+/* --- supervision of the channel process (root process) --- */
+
+/* In the forked child: the sockets on fixed numbers, nothing else of the
+ * root process open, then this binary again. Never returns. */
+static _Noreturn void exec_channel(int priv_fd) {
+        int p = fcntl(priv_fd, F_DUPFD_CLOEXEC, 10), c = fcntl(run.control_fd, F_DUPFD_CLOEXEC, 10),
+            e = fcntl(run.exe_fd, F_DUPFD_CLOEXEC, 10);
+
+        if (p < 0 || c < 0 || e < 0 || dup2(p, CHANNEL_PRIV_FD) < 0 || dup2(c, CHANNEL_CONTROL_FD) < 0 ||
+            dup3(e, CHANNEL_EXE_FD, O_CLOEXEC) < 0)
+                _exit(EXIT_FAILURE);
+        (void)close_range(CHANNEL_EXE_FD + 1, ~0U, 0);
+        fexecve(CHANNEL_EXE_FD, run.channel_argv, environ);
+        _exit(127);
+}
+
+static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata);
+
+/* Starts a channel process over a fresh socket pair. */
+static int spawn_channel(void) {
+        int sp[2], r;
+        pid_t pid;
+
+        r = priv_socketpair(sp);
+        if (r < 0)
+                return log_error_errno(r, "Cannot create the privsep socket pair: %m");
+        pid = fork();
+        if (pid < 0) {
+                r = -errno;
+                close(sp[0]);
+                close(sp[1]);
+                return log_error_errno(r, "Cannot start the channel process: fork failed: %m");
+        }
+        if (pid == 0)
+                exec_channel(sp[1]);
+        close(sp[1]);
+        r = sd_event_add_child(run.event, &run.child_source, pid, WEXITED, on_child_exit, NULL);
+        if (r < 0) {
+                (void)kill(pid, SIGKILL);
+                (void)waitpid(pid, NULL, 0);
+                close(sp[0]);
+                return log_error_errno(r, "Cannot watch the channel process: %m");
+        }
+        run.child = pid;
+        (void)sd_event_now(run.event, CLOCK_MONOTONIC, &run.child_started_usec);
+        r = schedd_attach(run.sched, sp[0]);
+        if (r < 0)
+                log_warning_errno(r, "Cannot reach the new channel process yet: %m");
+        log_debug("Channel process %d started", (int)pid);
+        return 0;
+}
+
+static int on_respawn_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+static void schedule_respawn(const char *what) {
+        uint64_t now = 0, cap = (uint64_t)run.sched_config->respawn_delay_max_seconds * USEC_PER_SEC;
+
+        (void)sd_event_now(run.event, CLOCK_MONOTONIC, &now);
+        /* A minute of health forgives the past; a crash loop backs off. */
+        if (run.respawn_delay_usec == 0 || now - run.child_started_usec >= RESPAWN_HEALTHY_USEC)
+                run.respawn_delay_usec = RESPAWN_MIN_USEC;
+        else
+                run.respawn_delay_usec = run.respawn_delay_usec * 2;
+        if (run.respawn_delay_usec > cap)
+                run.respawn_delay_usec = cap;
+        run.deaths++;
+        log_warning("The channel process %s; starting a new one in %llu.%llu s (death %u)", what,
+                    (unsigned long long)(run.respawn_delay_usec / USEC_PER_SEC),
+                    (unsigned long long)(run.respawn_delay_usec % USEC_PER_SEC / 100000), run.deaths);
+        (void)sd_notifyf(0, "STATUS=Channel process %s; restarting it in %llu.%llu s", what,
+                         (unsigned long long)(run.respawn_delay_usec / USEC_PER_SEC),
+                         (unsigned long long)(run.respawn_delay_usec % USEC_PER_SEC / 100000));
+        run.respawn_timer = sd_event_source_disable_unref(run.respawn_timer);
+        if (sd_event_add_time_relative(run.event, &run.respawn_timer, CLOCK_MONOTONIC,
+                                       run.respawn_delay_usec, 0, on_respawn_timer, NULL) < 0) {
+                log_error("Cannot arm the respawn timer; stopping");
+                (void)sd_event_exit(run.event, 1);
+        }
+}
+
+static int on_respawn_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        run.respawn_timer = sd_event_source_disable_unref(run.respawn_timer);
+        if (run.stopping)
+                return 0;
+        if (spawn_channel() < 0)
+                schedule_respawn("could not be started");
+        return 0;
+}
+
 static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
+        char what[96];
+
         run.child = -1;
+        run.child_source = sd_event_source_disable_unref(run.child_source);
+        schedd_detach(run.sched);
         if (run.stopping) {
                 log_debug("The channel process has stopped");
                 return sd_event_exit(run.event, 0);
         }
-        if (si->si_code == CLD_EXITED)
-                log_error("The channel process exited with status %d; stopping", si->si_status);
-        else
-                log_error("The channel process was killed by signal %s; stopping", strsignal(si->si_status));
-        if (run.sched)
+        if (si->si_code == CLD_EXITED && si->si_status == TETHER_EXIT_CONFIG) {
+                /* Restarting cannot help: say so and let systemd see it. */
+                log_error("The channel process cannot run with this configuration (see its messages; "
+                          "'tetherd --check-config' lists the problems); stopping");
+                run.stopping = true;
                 schedd_stop(run.sched);
-        return sd_event_exit(run.event, 1);
+                return sd_event_exit(run.event, TETHER_EXIT_CONFIG);
+        }
+        if (si->si_code == CLD_EXITED)
+                snprintf(what, sizeof(what), "exited with status %d", si->si_status);
+        else
+                snprintf(what, sizeof(what), "was killed by signal %s", strsignal(si->si_status));
+        schedule_respawn(what);
+        return 0;
 }
 
 static int setup_signals(sd_event *e, bool parent) {
@@ -369,6 +540,11 @@ static int run_loop(void) {
         return r < 0 ? log_error_errno(r, "Event loop failed: %m") : r;
 }
 
+static void log_problem(void *userdata, const char *line) {
+        log_error("%s", line);
+}
+
+/* Runs one channel process; returns its exit status. Takes config. */
 static int channel_process(struct tether_config *config, int priv_fd, int control_fd,
                            const struct passwd *pw) {
         int r;
@@ -381,25 +557,108 @@ static int channel_process(struct tether_config *config, int priv_fd, int contro
                 r = drop_privileges(pw);
                 if (r < 0) {
                         tether_config_free(config);
-                        return r;
+                        return 1;
                 }
+        }
+        /* What this user cannot read, no restart will make readable. */
+        if (tether_config_check_files(config, arg.config_path, NULL, log_problem, NULL) > 0) {
+                log_error("The channel process cannot use the files the configuration names (as uid %u); "
+                          "'tetherd --check-config' checks them",
+                          (unsigned)getuid());
+                tether_config_free(config);
+                return TETHER_EXIT_CONFIG;
         }
         r = sd_event_new(&run.event);
         if (r < 0)
-                return log_error_errno(r, "Cannot create the event loop: %m");
+                return log_error_errno(r, "Cannot create the event loop: %m"), 1;
         r = setup_signals(run.event, false);
         if (r < 0)
-                return log_error_errno(r, "Cannot watch signals: %m");
+                return log_error_errno(r, "Cannot watch signals: %m"), 1;
         r = channeld_new(run.event, config, priv_fd, control_fd, &run.channel);
         if (r < 0)
-                return r;
+                return 1;
         r = channeld_start(run.channel);
         if (r < 0)
-                return log_error_errno(r, "Cannot start the channel: %m");
+                return log_error_errno(r, "Cannot start the channel: %m"), 1;
         r = run_loop();
         run.channel = channeld_free(run.channel);
         run.event = sd_event_unref(run.event);
+        return r < 0 ? 1 : r;
+}
+
+/* tetherd --channel-process: started by the root process (spawn_channel),
+ * with the privsep socket and the control socket on fixed descriptors. */
+static int channel_main(void) {
+        struct tether_config *config = NULL;
+        struct passwd *pw = NULL;
+        int r;
+
+        if (fcntl(CHANNEL_PRIV_FD, F_SETFD, FD_CLOEXEC) < 0 ||
+            fcntl(CHANNEL_CONTROL_FD, F_SETFD, FD_CLOEXEC) < 0) {
+                fprintf(stderr, "tetherd: --channel-process is for tetherd's own use: it needs its sockets "
+                                "on descriptors 3 and 4\n");
+                return 2;
+        }
+        r = load_config(&config);
+        if (r < 0) {
+                fprintf(stderr, "tetherd: cannot load the configuration: %s\n", strerror(-r));
+                return 1;
+        }
+        logsink_setup("channel", arg.journal || (!arg.foreground && logsink_under_journal()),
+                      config->cmtrace_file, config->log_level);
+        if (config_fatal(config)) {
+                log_error("The configuration is not usable; 'tetherd --check-config' lists every problem");
+                tether_config_free(config);
+                return TETHER_EXIT_CONFIG;
+        }
+        if (geteuid() == 0) {
+                pw = getpwnam(config->user);
+                if (!pw || pw->pw_uid == 0) {
+                        log_error("[agent] user '%s' does not exist or is root", config->user);
+                        tether_config_free(config);
+                        return TETHER_EXIT_CONFIG;
+                }
+        }
+        r = channel_process(config, CHANNEL_PRIV_FD, CHANNEL_CONTROL_FD, pw);
+        logsink_teardown();
         return r;
+}
+
+/* The root process of the split: the scheduler, and the supervisor of the
+ * channel processes. Returns the exit status. */
+static int run_split(struct tether_config **configp, int argc, char **argv, int control_fd) {
+        int r;
+
+        run.control_fd = control_fd;
+        run.exe_fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+        if (run.exe_fd < 0)
+                return log_error_errno(-errno, "Cannot open /proc/self/exe (each channel process is a fresh "
+                                               "execution of tetherd): %m"),
+                       1;
+        run.channel_argv = calloc((size_t)argc + 2, sizeof(char *));
+        if (!run.channel_argv)
+                return log_error("Out of memory"), 1;
+        memcpy(run.channel_argv, argv, (size_t)argc * sizeof(char *));
+        run.channel_argv[argc] = (char *)"--channel-process";
+        r = sd_event_new(&run.event);
+        if (r >= 0)
+                r = setup_signals(run.event, true);
+        if (r < 0)
+                return log_error_errno(r, "Cannot set up the event loop: %m"), 1;
+        run.sched_config = TAKE_PTR(*configp);
+        r = schedd_new(run.event, run.sched_config, -1, &run.sched);
+        if (r < 0)
+                return 1;
+        r = spawn_channel();
+        if (r < 0)
+                return 1;
+        r = run_loop();
+        if (run.child > 0) {
+                (void)kill(run.child, SIGKILL);
+                (void)waitpid(run.child, NULL, 0);
+        }
+        run.respawn_timer = sd_event_source_disable_unref(run.respawn_timer);
+        return r < 0 ? 1 : r;
 }
 
 int main(int argc, char **argv) {
@@ -428,6 +687,8 @@ int main(int argc, char **argv) {
         /* A closed stderr pipe or peer must cost an EPIPE, not the daemon.
          * (The scheduler resets dispositions for the children it starts.) */
         (void)signal(SIGPIPE, SIG_IGN);
+        if (arg.channel_process)
+                return channel_main();
 
         r = load_config(&config);
         if (r < 0) {
@@ -443,7 +704,7 @@ int main(int argc, char **argv) {
                 log_error(
                         "The configuration is not usable (see above); 'tetherd --check-config' lists every "
                         "problem");
-                return 1;
+                return TETHER_EXIT_CONFIG;
         }
         log_info("tetherd %s starting, MP %s (%s), state in %s", TETHER_VERSION_STR, config->mp_host,
                  tether_config_transport_name(config->transport), config->state_dir);
@@ -456,12 +717,12 @@ int main(int argc, char **argv) {
                                   "user, "
                                   "or run with --single-process",
                                   config->user);
-                        return 1;
+                        return TETHER_EXIT_CONFIG;
                 }
                 if (pw->pw_uid == 0) {
                         log_error("[agent] user '%s' is root: that would undo the privilege separation",
                                   config->user);
-                        return 1;
+                        return TETHER_EXIT_CONFIG;
                 }
         } else if (geteuid() != 0)
                 log_notice("Not started as root (uid %u): running the channel and the scheduler in one "
@@ -481,57 +742,17 @@ int main(int argc, char **argv) {
                 log_error_errno(control_fd, "Cannot create the control socket '%s': %m", sock_path);
                 return 1;
         }
-        r = priv_socketpair(sp);
-        if (r < 0) {
-                log_error_errno(r, "Cannot create the privsep socket pair: %m");
-                return 1;
-        }
 
-        if (split) {
-                struct tether_config *child_config = NULL;
-
-                r = load_config(&child_config);
-                if (r < 0)
-                        return 1;
-                run.child = fork();
-                if (run.child < 0)
-                        return log_error_errno(-errno, "fork failed: %m"), 1;
-                if (run.child == 0) {
-                        close(sp[0]);
-                        logsink_setup("channel", journal, config->cmtrace_file, config->log_level);
-                        r = channel_process(child_config, sp[1], control_fd, pw);
-                        _exit(r < 0 ? 1 : r);
-                }
-                tether_config_free(child_config);
-                close(sp[1]);
-                close(control_fd);
-                r = sd_event_new(&run.event);
-                if (r >= 0)
-                        r = setup_signals(run.event, true);
-                if (r >= 0)
-                        r = sd_event_add_child(run.event, &run.child_source, run.child, WEXITED,
-                                               on_child_exit, NULL);
-                if (r < 0) {
-                        log_error_errno(r, "Cannot set up the event loop: %m");
-                        (void)kill(run.child, SIGTERM);
-                        return 1;
-                }
-                run.sched_config = TAKE_PTR(config);
-                r = schedd_new(run.event, run.sched_config, sp[0], &run.sched);
-                if (r >= 0)
-                        r = schedd_start(run.sched);
-                if (r < 0) {
-                        (void)kill(run.child, SIGTERM);
-                        return 1;
-                }
-                r = run_loop();
-                if (run.child > 0) {
-                        (void)kill(run.child, SIGKILL);
-                        (void)waitpid(run.child, NULL, 0);
-                }
-        } else {
+        if (split)
+                r = run_split(&config, argc, argv, control_fd);
+        else {
                 struct tether_config *channel_config = NULL;
 
+                r = priv_socketpair(sp);
+                if (r < 0) {
+                        log_error_errno(r, "Cannot create the privsep socket pair: %m");
+                        return 1;
+                }
                 r = load_config(&channel_config);
                 if (r < 0)
                         return 1;
@@ -554,13 +775,19 @@ int main(int argc, char **argv) {
                         return log_error_errno(r, "Cannot start: %m"), 1;
                 r = run_loop();
                 run.channel = channeld_free(run.channel);
+                r = r < 0 ? 1 : r;
         }
         run.sched = schedd_free(run.sched);
         run.child_source = sd_event_source_unref(run.child_source);
         run.child_kill_timer = sd_event_source_unref(run.child_kill_timer);
         run.event = sd_event_unref(run.event);
         tether_config_free(run.sched_config);
+        free(run.channel_argv);
+        if (run.exe_fd >= 0)
+                close(run.exe_fd);
+        if (split && run.control_fd >= 0)
+                close(run.control_fd);
         (void)unlink(sock_path);
         logsink_teardown();
-        return r < 0 ? 1 : r;
+        return r;
 }

@@ -53,7 +53,7 @@ echo "ok: systemd-analyze verify tetherd.service tether-mp.service"
 
 # The directives that matter are present (a regression here is silent
 # otherwise: systemd ignores nothing it understands).
-for d in Type=notify NotifyAccess=main WatchdogSec= Restart=on-failure StartLimitIntervalSec= StartLimitBurst= \
+for d in Type=notify NotifyAccess=main WatchdogSec= Restart=on-failure StartLimitIntervalSec=0 RestartPreventExitStatus=78 \
         'ExecReload=/bin/kill -HUP $MAINPID' KillMode=mixed ConfigurationDirectory=tether \
         PrivateTmp=yes ProtectKernelLogs=yes ProtectControlGroups=yes RestrictRealtime=yes \
         LockPersonality=yes SystemCallArchitectures=native \

@@ -11,7 +11,9 @@
    ahead is logged as clock skew with the offset;
  - GOODBYE(shutdown, RetryAfterSeconds=2): the agent reconnects no sooner;
  - a frame the agent must never receive (SIGNIN): GOODBYE(protocol-error),
-   the connection closes, and the agent signs in again."""
+   the connection closes, and the agent signs in again; the log line names
+   the peer's address and port;
+ - an unsigned PUSH (S = 0): GOODBYE(protocol-error), no ReturnCode 5."""
 import os
 import re
 import sys
@@ -138,6 +140,29 @@ def test_fake_mp(tmp):
     body, _ = fake.read_until(FRAME["GOODBYE"], skip=(5, 7))
     if b'Reason="protocol-error"' not in body:
         fail("GOODBYE %r" % body)
+    fake.conn.close()
+    fake.accept(timeout=40)
+    fake.read_until(FRAME["SIGNIN"])
+    fake.confirm()
+    agent.wait_signed_in()
+    peer = "127.0.0.1:%d" % fake.port
+    if ("Protocol error from %s: unexpected SIGNIN frame" % peer) not in agent.logtext():
+        fail("the protocol-error line does not name the peer %s" % peer)
+
+    # An unsigned PUSH (S = 0): a protocol error (contract 7.6), not
+    # ReturnCode 5, and nothing runs.
+    unsigned = str(uuid.uuid4()).upper()
+    fake.send(FRAME["PUSH"], fake.push_body(unsigned, push_id=41))
+    while True:
+        t, body, _ = fake.read_frame(30)
+        if t == FRAME["RESPONSE"] and unsigned.encode() in body:
+            fail("an unsigned PUSH was answered: %r" % body)
+        if t == FRAME["GOODBYE"]:
+            break
+    if b'Reason="protocol-error"' not in body:
+        fail("GOODBYE %r" % body)
+    wait_for(lambda: ("Protocol error from %s: PUSH without a signature" % peer) in agent.logtext(), 10,
+             "the unsigned-PUSH protocol-error line")
     fake.conn.close()
     fake.accept(timeout=40)
     fake.read_until(FRAME["SIGNIN"])

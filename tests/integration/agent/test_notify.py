@@ -67,6 +67,9 @@ def test_notify(tmp):
     want = "STATUS=Connected to 127.0.0.1:%d (tcp), 0 responses queued" % mp.tcp
     sd.wait_for(lambda m: m == want, 30, "'%s'" % want)
     sd.wait_for(lambda m: m == "WATCHDOG=1", 5, "WATCHDOG=1", seen_ok=False)
+    # Nothing was suspended at start, so nothing is "resumed".
+    if "watchdog notifications resumed" in agent.logtext():
+        fail("'watchdog notifications resumed' logged at start")
 
     if agent.user:
         # The channel process stops answering: the watchdog is no longer fed.
@@ -81,6 +84,7 @@ def test_notify(tmp):
             fail("WATCHDOG=1 sent while the channel process was stopped: %r" % quiet)
         sd.wait_for(lambda m: m == "WATCHDOG=1", 5, "WATCHDOG=1 after the channel process came back",
                     seen_ok=False)
+        wait_for(lambda: "watchdog notifications resumed" in agent.logtext(), 5, "the 'resumed' line")
 
     agent.kill(signal.SIGTERM)
     sd.drain(0.5)

@@ -139,12 +139,35 @@ static void test_missing_machine_id(void **state) {
         identity_free(b);
 }
 
+/* A stored RSA-1024 device key is replaced, and the log's reason says what
+ * was wrong with it (not "Key was rejected by service"). */
+static void test_rsa1024_key_named(void **state) {
+        struct tether_identity *a = NULL, *b = NULL;
+        enum identity_origin o;
+        char reason[256] = "", cmd[600];
+
+        assert_int_equal(identity_load_or_create(idir, mid, &a, &o, reason), 0);
+        identity_free(a);
+        snprintf(cmd, sizeof(cmd),
+                 "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:1024 -out '%s/device.key' "
+                 "2>/dev/null",
+                 idir);
+        assert_int_equal(system(cmd), 0);
+        assert_int_equal(identity_load_or_create(idir, mid, &b, &o, reason), 0);
+        assert_int_equal(o, IDENTITY_CREATED_DAMAGED);
+        assert_non_null(strstr(reason, "RSA of 1024 bits"));
+        assert_non_null(strstr(reason, "2048"));
+        assert_int_equal(tether_key_get_kind(b->key), TETHER_KEY_EC_P256);
+        identity_free(b);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_first_start_then_load, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_clone_detected, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_damaged_and_reset, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_missing_machine_id, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_rsa1024_key_named, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

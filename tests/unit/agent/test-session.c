@@ -112,12 +112,17 @@ static void op_site_key(void *userdata, const struct tether_key *key) {
         ((struct fixture *)userdata)->site_keys++;
 }
 
+static const char *op_peer(void *userdata) {
+        return "mp.test.invalid:10123";
+}
+
 static const struct session_ops ops = {
         .send = op_send,
         .confirmed = op_confirmed,
         .reconnect = op_reconnect,
         .run = op_run,
         .site_key = op_site_key,
+        .peer = op_peer,
 };
 
 static void quiet_sink(int priority, const char *message, const char *const *fields, void *userdata) {
@@ -136,6 +141,16 @@ static void capture_sink(int priority, const char *message, const char *const *f
         for (size_t i = 0; fields[i]; i++)
                 off += (size_t)snprintf(captured_fields + off, sizeof(captured_fields) - off, "%s;",
                                         fields[i]);
+}
+
+/* Every line at warning or worse, appended. */
+static char warnings[16384];
+
+static void warning_sink(int priority, const char *message, const char *const *fields, void *userdata) {
+        size_t off = strlen(warnings);
+
+        if (priority <= LOG_WARNING && off < sizeof(warnings) - 1)
+                snprintf(warnings + off, sizeof(warnings) - off, "%s\n", message);
 }
 
 static void make_session(struct fixture *f, bool fingerprint_mode) {
@@ -585,6 +600,122 @@ static void test_fingerprint_mode_learns_and_pins(void **state) {
         assert_true(tether_key_equal(site_trust_key(f->trust), f->site_key));
 }
 
+/* Contract 7.6: a PUSH without a signature is a protocol error (GOODBYE and
+ * close), not a forged PUSH answered with ReturnCode 5; the error line
+ * names the peer. */
+static void test_unsigned_push_is_protocol_error(void **state) {
+        struct fixture *f = *state;
+        struct tether_msg *m = push_msg(GUID, 1, "");
+        struct tether_frame_decoder *dec = NULL;
+        struct tether_frame *fr = NULL;
+        char *body = NULL;
+        uint8_t *buf = NULL;
+        size_t body_len, len, used;
+        struct spool_counts c;
+
+        approve(f);
+        assert_int_equal(tether_msg_build(m, &body, &body_len), 0);
+        tether_msg_free(m);
+        assert_int_equal(tether_frame_encode(TETHER_FRAME_PUSH, (const uint8_t *)body, body_len, NULL, 0,
+                                             1024 * 1024, &buf, &len),
+                         0);
+        free(body);
+        assert_int_equal(tether_frame_decoder_new(1024 * 1024, &dec), 0);
+        assert_int_equal(tether_frame_decoder_feed(dec, buf, len, &used, &fr, NULL), 1);
+        tether_frame_decoder_free(dec);
+        free(buf);
+        warnings[0] = 0;
+        log_set_sink(warning_sink, NULL);
+        session_on_frame(f->session, fr);
+        log_set_sink(quiet_sink, NULL);
+
+        assert_int_equal(f->runs, 0);
+        assert_int_equal(f->reconnects, 1);
+        assert_string_equal(f->reconnect_reason, "protocol-error");
+        assert_int_equal(last(f)->type, TETHER_FRAME_GOODBYE);
+        assert_int_equal(last(f)->msg->goodbye.reason, TETHER_GOODBYE_PROTOCOL_ERROR);
+        /* No ReturnCode 5 answer, nothing stored. */
+        for (size_t i = 0; i < f->n_sent; i++)
+                assert_int_not_equal(f->sent[i].type, TETHER_FRAME_RESPONSE);
+        assert_false(spool_has_response(f->spool, "U-" GUID));
+        assert_int_equal(spool_count(f->spool, &c), 0);
+        assert_int_equal(c.unacked, 0);
+        assert_non_null(
+                strstr(warnings, "Protocol error from mp.test.invalid:10123: PUSH without a signature"));
+}
+
+/* Every protocol-error line names the peer on the same line. */
+static void test_protocol_error_names_peer(void **state) {
+        struct fixture *f = *state;
+
+        warnings[0] = 0;
+        log_set_sink(warning_sink, NULL);
+        deliver(f, push_msg(GUID, 1, ""), f->site_key); /* before approval */
+        deliver(f, confirm_msg(TETHER_SIGNIN_APPROVED, NULL), f->other_key);
+        log_set_sink(quiet_sink, NULL);
+        assert_int_equal(f->reconnects, 2);
+        for (char *line = warnings, *nl; (nl = strchr(line, '\n')); line = nl + 1) {
+                *nl = 0;
+                if (strstr(line, "rotocol error"))
+                        assert_non_null(strstr(line, "from mp.test.invalid:10123: "));
+        }
+}
+
+/* GOODBYE's RetryAfterSeconds is capped (and the cap logged). */
+static void test_goodbye_retry_after_capped(void **state) {
+        struct fixture *f = *state;
+        struct tether_msg *m = NULL;
+
+        approve(f);
+        assert_int_equal(tether_msg_new(TETHER_FRAME_GOODBYE, &m), 0);
+        m->goodbye.reason = TETHER_GOODBYE_OVERLOADED;
+        m->goodbye.retry_after_seconds = UINT32_MAX;
+        warnings[0] = 0;
+        log_set_sink(warning_sink, NULL);
+        deliver(f, m, NULL);
+        log_set_sink(quiet_sink, NULL);
+        assert_int_equal(f->reconnects, 1);
+        assert_int_equal(f->reconnect_delay, SESSION_RETRY_AFTER_MAX);
+        assert_non_null(strstr(warnings, "asks to wait 4294967295 s"));
+
+        /* At or under the cap: as asked. */
+        assert_int_equal(tether_msg_new(TETHER_FRAME_GOODBYE, &m), 0);
+        m->goodbye.reason = TETHER_GOODBYE_OVERLOADED;
+        m->goodbye.retry_after_seconds = SESSION_RETRY_AFTER_MAX;
+        deliver(f, m, NULL);
+        assert_int_equal(f->reconnect_delay, SESSION_RETRY_AFTER_MAX);
+}
+
+/* Answers to forged PUSHes are bounded in the spool, oldest dropped first. */
+static void test_unauthorized_answers_bounded(void **state) {
+        struct fixture *f = *state;
+        char guid[TETHER_GUID_LEN], name[64];
+        unsigned kept = 0;
+        const unsigned total = SESSION_UNAUTH_MAX + 6;
+
+        approve(f);
+        f->connected = false; /* stored, not sent: the fixture records 32 frames at most */
+        warnings[0] = 0;
+        log_set_sink(warning_sink, NULL);
+        for (unsigned i = 0; i < total; i++) {
+                snprintf(guid, sizeof(guid), "00000000-0000-4000-8000-%012u", i);
+                deliver(f, push_msg(guid, 1, ""), f->other_key);
+        }
+        log_set_sink(quiet_sink, NULL);
+        assert_int_equal(f->runs, 0);
+        for (unsigned i = 0; i < total; i++) {
+                snprintf(name, sizeof(name), "U-00000000-0000-4000-8000-%012u", i);
+                if (spool_has_response(f->spool, name)) {
+                        kept++;
+                        /* Only the newest survive. */
+                        assert_true(i >= total - SESSION_UNAUTH_MAX);
+                }
+        }
+        assert_int_equal(kept, SESSION_UNAUTH_MAX);
+        assert_non_null(
+                strstr(warnings, "Dropped the 1 oldest stored answer to PUSHes with a bad signature"));
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_signin_is_signed_and_complete, setup, teardown),
@@ -599,6 +730,10 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_acks_goodbye_resend_resume, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_fingerprint_mode_learns_and_pins, setup_fingerprint,
                                                 teardown),
+                cmocka_unit_test_setup_teardown(test_unsigned_push_is_protocol_error, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_protocol_error_names_peer, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_goodbye_retry_after_capped, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_unauthorized_answers_bounded, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

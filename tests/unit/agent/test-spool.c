@@ -392,6 +392,51 @@ static void test_pending_gc_recent(void **state) {
         spool_close(s);
 }
 
+/* spool_make_room: by count and by bytes, oldest (write time) first, only
+ * names with the prefix; the counters follow. */
+static void test_make_room(void **state) {
+        struct tether_spool *s = NULL;
+        struct spool_counts c;
+        uint8_t frame[1000];
+        char name[64];
+        struct timespec times[2] = {{0, UTIME_OMIT}, {0, 0}};
+        char path[400];
+
+        memset(frame, 'f', sizeof(frame));
+        assert_int_equal(spool_open(dir, &s, NULL), 0);
+        assert_int_equal(spool_save_response(s, GUID_A, 1, frame, sizeof(frame)), 0);
+        for (int i = 0; i < 5; i++) {
+                snprintf(name, sizeof(name), "U-%d", i);
+                assert_int_equal(spool_save_response(s, name, 5, frame, sizeof(frame)), 0);
+                /* Write times in the opposite order of the names. */
+                snprintf(path, sizeof(path), "%s/responses/%s", dir, name);
+                times[1].tv_sec = 1700000000 - i;
+                assert_int_equal(utimensat(AT_FDCWD, path, times, 0), 0);
+        }
+        assert_int_equal(spool_count(s, &c), 0);
+        assert_int_equal(c.unacked, 6);
+
+        /* Within both bounds: nothing goes. */
+        assert_int_equal(spool_make_room(s, "U-", 6, 1u << 20, 100), 0);
+        /* Count: room for one more under 4 means keeping 3; the oldest are
+         * U-4 and U-3. */
+        assert_int_equal(spool_make_room(s, "U-", 4, 1u << 20, 100), 2);
+        assert_false(spool_has_response(s, "U-4"));
+        assert_false(spool_has_response(s, "U-3"));
+        assert_true(spool_has_response(s, "U-2"));
+        assert_true(spool_has_response(s, GUID_A)); /* other names untouched */
+        assert_int_equal(spool_count(s, &c), 0);
+        assert_int_equal(c.unacked, 4);
+        /* Bytes: each record is a little over 1000 bytes; 2500 bytes with
+         * 1000 incoming leave room for one. */
+        assert_int_equal(spool_make_room(s, "U-", 100, 2500, 1000), 2);
+        assert_true(spool_has_response(s, "U-0"));
+        assert_false(spool_has_response(s, "U-1"));
+        assert_int_equal(spool_count(s, &c), 0);
+        assert_int_equal(c.unacked, 2);
+        spool_close(s);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
@@ -402,6 +447,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_damaged_record_quarantined, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_pending_gc_recent, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_make_room, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
