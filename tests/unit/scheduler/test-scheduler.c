@@ -603,6 +603,71 @@ static void test_policy_none_and_error(void **state) {
                          -ESRCH);
 }
 
+/* Issue 10: the newest TimeStamp accepted is kept apart from the policy
+ * file, so losing that file does not let an older signed revision back. */
+static void test_rollback_floor(void **state) {
+        struct fx *f = *state;
+        _cleanup_(freep) char *stored_path = path_in(f->state, "policies/machine.xml");
+        _cleanup_(freep) char *sig_path = path_in(f->state, "policies/machine.xml.sig");
+        _cleanup_(freep) char *floor_path = path_in(f->state, "floor/machine");
+        _cleanup_(freep) char *floor = NULL;
+
+        fx_start(f);
+        answer_set(f, &f->machine, TETHER_POLICY_NEW,
+                   make_policy(NULL, PID_B, "2026-11-21T12:00:00Z", NULL));
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        run_until_results(f, 1, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[0].rc, 1);
+        floor = read_text(floor_path);
+        assert_string_equal(floor, "2026-11-21T12:00:00Z\n");
+        assert_int_equal(unlink(stored_path), 0);
+        assert_int_equal(unlink(sig_path), 0);
+
+        answer_set(f, &f->machine, TETHER_POLICY_NEW,
+                   make_policy(NULL, PID_A, "2026-11-21T11:59:59Z", NULL));
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        run_until_results(f, 2, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[1].rc, 2);
+        assert_non_null(strstr(f->results[1].detail, "older than 2026-11-21T12:00:00Z"));
+        assert_int_equal(access(stored_path, F_OK), -1);
+
+        /* The same revision again (a lost ETag) is fine. */
+        answer_set(f, &f->machine, TETHER_POLICY_NEW,
+                   make_policy(NULL, PID_B, "2026-11-21T12:00:00Z", NULL));
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        run_until_results(f, 3, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[2].rc, 1);
+
+        /* An unreadable floor refuses everything rather than nothing. */
+        write_file(floor_path, "garbage\n", 0600);
+        answer_set(f, &f->machine, TETHER_POLICY_NEW,
+                   make_policy(NULL, PID_A, "2027-01-01T00:00:00Z", NULL));
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        run_until_results(f, 4, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[3].rc, 2);
+        assert_non_null(strstr(f->results[3].detail, "rollback floor is unreadable"));
+}
+
+/* Issue 10 (low): the channel process is not trusted to send a bounded
+ * number of requests. */
+static void test_pending_bounded(void **state) {
+        struct fx *f = *state;
+        char param[32];
+
+        f->no_answer = true;
+        fx_start(f);
+        for (unsigned i = 0; i < TETHER_SCHEDULER_PENDING_MAX; i++) {
+                /* Distinct users: distinct runs, which coalescing does not join. */
+                snprintf(param, sizeof(param), "u%u", i % 64);
+                assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, GUID1, param), 0);
+        }
+        assert_int_equal(tether_scheduler_pending(f->s), TETHER_SCHEDULER_PENDING_MAX);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, GUID2, NULL), -ENOBUFS);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, GUID2, "u1"), -ENOBUFS);
+        assert_int_equal(tether_scheduler_pending(f->s), TETHER_SCHEDULER_PENDING_MAX);
+        assert_int_equal(f->n_results, 0);
+}
+
 static void test_run_parts_filtering(void **state) {
         struct fx *f = *state;
         _cleanup_(freep) char *order_path = path_in(f->marks, "order");
@@ -1404,6 +1469,8 @@ int main(void) {
                                                 fx_teardown),
                 cmocka_unit_test_setup_teardown(test_invalid_policies_rejected, fx_setup, fx_teardown),
                 cmocka_unit_test_setup_teardown(test_policy_none_and_error, fx_setup, fx_teardown),
+                cmocka_unit_test_setup_teardown(test_rollback_floor, fx_setup, fx_teardown),
+                cmocka_unit_test_setup_teardown(test_pending_bounded, fx_setup, fx_teardown),
                 cmocka_unit_test_setup_teardown(test_run_parts_filtering, fx_setup, fx_teardown),
                 cmocka_unit_test_setup_teardown(test_coalescing_and_order, fx_setup, fx_teardown),
                 cmocka_unit_test_setup_teardown(test_time_limit_kills_process_group, fx_setup, fx_teardown),
