@@ -82,11 +82,11 @@ static int open_trusted_dir(const char *dir) {
                 if (fstat(fd, &st) < 0)
                         return -errno;
                 if (!dir_trusted(&st))
-                        return log_error_errno(-EPERM,
-                                               "'%s' is in '%s', which another user than root can change "
-                                               "(owner %u, mode %04o): refusing to keep root's state there",
-                                               dir, comp, (unsigned)st.st_uid,
-                                               (unsigned)(st.st_mode & 07777));
+                        return log_error_errno(
+                                -EPERM,
+                                "Refusing to keep root's state under '%s': its component '%s' "
+                                "can be changed by others than root (owner %u, mode %04o)",
+                                dir, comp, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
         }
         return TAKE_FD(fd);
 }
