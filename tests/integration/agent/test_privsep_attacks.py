@@ -16,7 +16,8 @@ effect:
     the channel user cannot even list;
  3. 404 from the MP: the stored policy stays, the hooks still see it;
  4. rollback: an older signed revision is refused, also after the stored
-    policy file is gone (the floor is kept apart from it);
+    policy file is gone (the floor is kept apart from it); the MP's signed
+    empty Policy is what withdraws a policy;
  5. at every start (several restarts): a symlink renamed over the control
     socket as soon as it appears (inotify), a directory in spool/ swapped
     for a symlink to a root directory during the hand-over walk, a hard
@@ -265,6 +266,17 @@ def policy_phase(tmp, user, mp, agent, marks, state_root):
             if os.path.exists(p):
                 os.unlink(p)
     log("ok: rollback refused, also without the stored policy: %s" % detail)
+
+    # 5: only a signed statement takes a policy away: the empty Policy,
+    # published by the MP like any other and signed when served.
+    empty = '<Policy Version="1" Scope="machine" TimeStamp="%s" PolicyID="%s"/>\n' % (
+        utc(now - 60), str(uuid.uuid4()).upper())
+    with open(mp_policy, "w") as f:
+        f.write(empty)
+    rc, detail = push_machine_policy(mp, cid)
+    if rc != 1 or "(empty) stored" not in detail or read(os.path.join(marks, "policy")) != empty:
+        fail("the signed empty policy: %s %r" % (rc, detail))
+    log("ok: the signed empty Policy withdraws the policy: %s" % detail)
 
 
 def restart_phase(tmp, user, agent, marks, logdir):
