@@ -24,8 +24,7 @@
  * /var/log); everything inside it, which the channel user may own, is
  * reached only relative to that descriptor and without following links. */
 struct cmtrace_log {
-        char *path;
-        char *dir;          /* the directory part of path */
+        char *dir;          /* the directory part of the path */
         char *name;         /* the file name in dir */
         char *rotated_name; /* the rotated file's name in dir */
         uint64_t max_bytes;
@@ -123,9 +122,6 @@ int cmtrace_log_open(const char *path, uint64_t max_bytes, cmtrace_log **ret) {
         log->fd = -1;
         log->dir_fd = -1;
         log->max_bytes = max_bytes;
-        log->path = strdup(path);
-        if (!log->path)
-                return -ENOMEM;
         r = split_path(log, path);
         if (r < 0)
                 return r;
@@ -145,7 +141,6 @@ cmtrace_log *cmtrace_log_free(cmtrace_log *log) {
                 close(log->fd);
         if (log->dir_fd >= 0)
                 close(log->dir_fd);
-        free(log->path);
         free(log->dir);
         free(log->name);
         free(log->rotated_name);

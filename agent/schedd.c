@@ -125,6 +125,10 @@ static int scheduler_create(struct schedd *s) {
         r = dirs_root_state_path(s->config, &root_state);
         if (r < 0)
                 return log_error_errno(r, "Cannot start the scheduler: %m");
+        /* Checked again here: a reload may have moved state_dir. */
+        r = geteuid() == 0 ? dirs_prepare_root_state(root_state) : 0;
+        if (r < 0)
+                return r;
         o.state_dir = root_state;
         o.cycles_dir = s->config->cycles_dir;
         o.site_key = s->site_key;

@@ -532,7 +532,8 @@ static int floor_path(const char *state_dir, const char *user, bool create, char
                 return -EINVAL;
         if (asprintf(&dir, "%s/floor", state_dir) < 0)
                 return -ENOMEM;
-        if (create && (r = mkdir_if_missing(dir)) < 0)
+        r = create ? mkdir_if_missing(dir) : 0;
+        if (r < 0)
                 return r;
         if (user) {
                 free(dir);
@@ -540,7 +541,8 @@ static int floor_path(const char *state_dir, const char *user, bool create, char
                         dir = NULL;
                         return -ENOMEM;
                 }
-                if (create && (r = mkdir_if_missing(dir)) < 0)
+                r = create ? mkdir_if_missing(dir) : 0;
+                if (r < 0)
                         return r;
         }
         if (asprintf(ret, "%s/%s", dir, user ? user : "machine") < 0)
