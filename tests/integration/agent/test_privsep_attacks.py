@@ -217,8 +217,9 @@ def policy_phase(tmp, user, mp, agent, marks, state_root):
     seen = read(os.path.join(marks, "policy"))
     if seen != rev1:
         fail("the root hook read %r, not the signed policy %r" % (seen, rev1))
-    if os.path.exists(os.path.join(marks, "pwned-json")):
-        fail("a root hook imported json.py from the state directory")
+    json_file = read(os.path.join(marks, "json")).strip()
+    if os.path.exists(os.path.join(marks, "pwned-json")) or not json_file or json_file.startswith(agent.state):
+        fail("a root hook's python3 imported json from %r" % json_file)
     if read(os.path.join(marks, "pwd")).strip() != "/":
         fail("root hook cwd: %r" % read(os.path.join(marks, "pwd")))
     if read(os.path.join(state_root, "policies", "machine.xml")) != rev1:
@@ -354,7 +355,7 @@ def test_privsep_attacks(tmp):
         state_root = agent.state + "-root"
         write_hook(agent.cycles, "machine-policy", "10-check",
                    'pwd > %(m)s/pwd\n'
-                   'python3 -c "import json" || true\n'
+                   'python3 -c "import json; print(json.__file__)" > %(m)s/json || true\n'
                    'sleep 1\n'
                    '[ -z "$TETHER_POLICY" ] || cat "$TETHER_POLICY" > %(m)s/policy.tmp\n'
                    '[ -z "$TETHER_POLICY" ] || mv %(m)s/policy.tmp %(m)s/policy' % {"m": marks})
