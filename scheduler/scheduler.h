@@ -176,8 +176,8 @@ unsigned tether_scheduler_pending(const struct tether_scheduler *s);
  *
  * Policy answers: NEW is verified (type byte 0x50, site key) before it is
  * parsed, then validated (docs/PROTOCOL.md section 7; a user policy must
- * name that user; a TimeStamp older than the stored policy's is refused
- * as a rollback), then stored. UNCHANGED uses the stored policy, verified
+ * name that user; a TimeStamp older than the newest one accepted for the
+ * scope is refused as a rollback), then stored. UNCHANGED uses the stored policy, verified
  * again; if there is none, the cycle answers Failed. ERROR answers Failed
  * "fetch failed: ...". A rejected policy is never stored and the previous
  * one stays in force. NONE (404) is not signed, so it changes nothing: the
