@@ -20,74 +20,98 @@
  * contains it would end early in every reader, so it is defused. */
 #define CMTRACE_END_MARK "]LOG]!>"
 
+/* The directory is opened by its path (its parents are root's, e.g.
+ * /var/log); everything inside it, which the channel user may own, is
+ * reached only relative to that descriptor and without following links. */
 struct cmtrace_log {
-        char *path;
-        char *rotated_path;
+        char *dir;          /* the directory part of the path */
+        char *name;         /* the file name in dir */
+        char *rotated_name; /* the rotated file's name in dir */
         uint64_t max_bytes;
+        int dir_fd;
         int fd;
         uint64_t dropped;
 };
 
-/* Opens path for appending, creating it if needed. A file that root
- * creates takes the owner and group of its directory: tetherd's two
- * processes share the log, the channel process has dropped to "tether" by
- * the time it may have to reopen the file after a rotation, and in a
- * directory owned by tether (/var/log/tether) it can then still do so. */
-static int open_append(const char *path) {
-        const int flags = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW;
-        int fd = open(path, flags | O_CREAT | O_EXCL, 0640);
+/* Opens the log for appending, creating it if needed: (re)opens the
+ * directory, then the file in it without following a symlink, without
+ * blocking on a FIFO, and refuses anything but a regular file with one
+ * link (a hard link the channel user made to a root file would have two).
+ * A file that root creates takes the owner and group of its directory:
+ * tetherd's two processes share the log, the channel process has dropped
+ * to "tether" by the time it may have to reopen the file after a
+ * rotation, and in a directory owned by tether (/var/log/tether) it can
+ * then still do so. */
+static int open_append(cmtrace_log *log) {
+        const int flags = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK;
+        struct stat st, dst;
+        bool created = true;
+        int dfd, fd;
 
+        dfd = open(log->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return -errno;
+        if (log->dir_fd >= 0)
+                close(log->dir_fd);
+        log->dir_fd = dfd;
+        fd = openat(dfd, log->name, flags | O_CREAT | O_EXCL, 0640);
         if (fd < 0 && errno == EEXIST) {
-                fd = open(path, flags);
-                return fd < 0 ? -errno : fd;
+                created = false;
+                fd = openat(dfd, log->name, flags);
         }
         if (fd < 0)
                 return -errno;
-        if (geteuid() == 0) {
-                _cleanup_(freep) char *dir = strdup(path);
-                struct stat st;
-                char *slash;
-
-                if (!dir) {
-                        close(fd);
-                        return -ENOMEM;
-                }
-                slash = strrchr(dir, '/');
-                if (!slash)
-                        strscpy(dir, strlen(dir) + 1, ".");
-                else if (slash == dir)
-                        slash[1] = '\0';
-                else
-                        *slash = '\0';
-                /* Best effort: a log that keeps root's ownership still works
-                 * for root. */
-                if (stat(dir, &st) == 0 && (st.st_uid != 0 || st.st_gid != 0) &&
-                    fchown(fd, st.st_uid, st.st_gid) < 0) {
-                        /* keep the file as root's */
-                }
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+                close(fd);
+                return -EPERM;
+        }
+        /* Best effort: a log that keeps root's ownership still works for
+         * root. By descriptor, so it is this file that changes. */
+        if (created && geteuid() == 0 && fstat(dfd, &dst) == 0 && (dst.st_uid != 0 || dst.st_gid != 0) &&
+            fchown(fd, dst.st_uid, dst.st_gid) < 0) {
+                /* keep the file as root's */
         }
         return fd;
 }
 
 /* "x.log" -> "x.lo_" (CMTrace's own convention), anything else -> "x.1". */
-static char *rotated_name(const char *path) {
-        size_t len = strlen(path);
-        char *name;
+static char *rotated_name(const char *name) {
+        size_t len = strlen(name);
+        char *r;
 
-        if (len > 4 && strcmp(path + len - 4, ".log") == 0) {
-                name = strdup(path);
-                if (name)
-                        name[len - 1] = '_';
-                return name;
+        if (len > 4 && strcmp(name + len - 4, ".log") == 0) {
+                r = strdup(name);
+                if (r)
+                        r[len - 1] = '_';
+                return r;
         }
-        name = malloc(len + 3);
-        if (name)
-                snprintf(name, len + 3, "%s.1", path);
-        return name;
+        r = malloc(len + 3);
+        if (r)
+                snprintf(r, len + 3, "%s.1", name);
+        return r;
+}
+
+static int split_path(cmtrace_log *log, const char *path) {
+        const char *slash = strrchr(path, '/');
+
+        if (!slash) {
+                log->dir = strdup(".");
+                log->name = strdup(path);
+        } else {
+                log->dir = slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
+                log->name = strdup(slash + 1);
+        }
+        if (!log->dir || !log->name)
+                return -ENOMEM;
+        if (!log->name[0] || strcmp(log->name, ".") == 0 || strcmp(log->name, "..") == 0)
+                return -EINVAL;
+        log->rotated_name = rotated_name(log->name);
+        return log->rotated_name ? 0 : -ENOMEM;
 }
 
 int cmtrace_log_open(const char *path, uint64_t max_bytes, cmtrace_log **ret) {
         _cleanup_(cmtrace_log_freep) cmtrace_log *log = NULL;
+        int r;
 
         if (!path || !*path || !ret)
                 return -EINVAL;
@@ -96,13 +120,13 @@ int cmtrace_log_open(const char *path, uint64_t max_bytes, cmtrace_log **ret) {
         if (!log)
                 return -ENOMEM;
         log->fd = -1;
+        log->dir_fd = -1;
         log->max_bytes = max_bytes;
-        log->path = strdup(path);
-        log->rotated_path = rotated_name(path);
-        if (!log->path || !log->rotated_path)
-                return -ENOMEM;
+        r = split_path(log, path);
+        if (r < 0)
+                return r;
 
-        log->fd = open_append(path);
+        log->fd = open_append(log);
         if (log->fd < 0)
                 return log->fd;
 
@@ -115,8 +139,11 @@ cmtrace_log *cmtrace_log_free(cmtrace_log *log) {
                 return NULL;
         if (log->fd >= 0)
                 close(log->fd);
-        free(log->path);
-        free(log->rotated_path);
+        if (log->dir_fd >= 0)
+                close(log->dir_fd);
+        free(log->dir);
+        free(log->name);
+        free(log->rotated_name);
         free(log);
         return NULL;
 }
@@ -126,7 +153,7 @@ uint64_t cmtrace_log_dropped(const cmtrace_log *log) {
 }
 
 static int reopen(cmtrace_log *log) {
-        int fd = open_append(log->path);
+        int fd = open_append(log);
 
         if (fd < 0)
                 return fd;
@@ -141,7 +168,7 @@ static int reopen(cmtrace_log *log) {
 static bool path_moved(const cmtrace_log *log, const struct stat *ours) {
         struct stat st;
 
-        if (stat(log->path, &st) < 0)
+        if (log->dir_fd < 0 || fstatat(log->dir_fd, log->name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                 return true;
         return st.st_dev != ours->st_dev || st.st_ino != ours->st_ino;
 }
@@ -169,7 +196,7 @@ static int prepare_file(cmtrace_log *log, size_t line_len) {
         if (flock(log->fd, LOCK_EX) < 0)
                 return -errno;
         if (!path_moved(log, &st)) {
-                if (rename(log->path, log->rotated_path) < 0) {
+                if (renameat(log->dir_fd, log->name, log->dir_fd, log->rotated_name) < 0) {
                         /* Cannot rotate (read-only directory...): keep
                          * appending rather than lose lines. */
                         flock(log->fd, LOCK_UN);

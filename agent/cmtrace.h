@@ -33,7 +33,12 @@ typedef struct cmtrace_log cmtrace_log;
 /* Opens (creating with mode 0640, appending) the log file at path. max_bytes
  * is the size that triggers rotation; 0 means never rotate. Returns 0 and a
  * new object that the caller owns (free with cmtrace_log_free()), or a
- * negative errno: -EINVAL for an empty path, or the open(2) error. */
+ * negative errno: -EINVAL for an empty path, -ELOOP for a symlink, -EPERM
+ * for anything but a regular file with one link, or the open(2) error.
+ * The directory may belong to the channel user: inside it, the file is
+ * only ever reached through the directory's descriptor, without following
+ * links (reopen, rotation, the "moved?" check), so root writes to no other
+ * file than the log. */
 int cmtrace_log_open(const char *path, uint64_t max_bytes, cmtrace_log **ret);
 
 /* The log_sink_fn: pass it with the cmtrace_log as userdata to

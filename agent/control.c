@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -178,28 +179,38 @@ struct control_server *control_server_free(struct control_server *c) {
         return NULL;
 }
 
-int control_socket_bind(const char *path, uid_t uid, gid_t gid) {
+int control_socket_bind(const char *path, gid_t gid) {
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
         _cleanup_(closep) int fd = -1;
+        gid_t old_fsgid = (gid_t)-1;
         mode_t old;
-        int r;
+        int r, e;
 
         if (strscpy(sa.sun_path, sizeof(sa.sun_path), path) < 0)
                 return -ENAMETOOLONG;
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 return -errno;
+        /* unlink() never follows the last component: at worst it removes
+         * what another user put in their own directory. */
         (void)unlink(path);
-        /* Never a moment with wider permissions than 0660. */
+        /* bind() creates the inode with the umask's mode and the file
+         * system ids: 0660 and the group asked for, from the first moment. */
+        if (gid != (gid_t)-1) {
+                old_fsgid = (gid_t)setfsgid(gid);
+                if ((gid_t)setfsgid(gid) != gid) {
+                        (void)setfsgid(old_fsgid);
+                        return -EPERM;
+                }
+        }
         old = umask(0117);
         r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+        e = errno;
         umask(old);
+        if (gid != (gid_t)-1)
+                (void)setfsgid(old_fsgid);
         if (r < 0)
-                return -errno;
-        if (chmod(path, 0660) < 0)
-                return -errno;
-        if ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(path, uid, gid) < 0)
-                return -errno;
+                return -e;
         if (listen(fd, 16) < 0)
                 return -errno;
         return TAKE_FD(fd);

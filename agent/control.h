@@ -27,9 +27,12 @@ int control_server_new(sd_event *event, int listen_fd, control_handler_fn handle
                        struct control_server **ret);
 struct control_server *control_server_free(struct control_server *c); /* accepts NULL */
 
-/* Binds and listens at path (removing a stale socket), mode 0660, owned by
- * uid:gid when they are not -1. Returns the fd. */
-int control_socket_bind(const char *path, uid_t uid, gid_t gid);
+/* Binds and listens at path (removing a stale socket). The socket is born
+ * 0660 and, when gid is not -1, in group gid (the caller must be root
+ * then): nothing is chmod-ed or chown-ed by path afterwards, which a
+ * symlink renamed into a directory another user can write would redirect.
+ * Returns the fd. */
+int control_socket_bind(const char *path, gid_t gid);
 
 /* For "status": a JSON array of the names of the users with an active or
  * online login session (sd-login), the users a user-policy cycle without

@@ -107,6 +107,9 @@ int priv_msg_check(enum priv_side side, const uint8_t *buf, size_t len, struct p
                         return -EBADMSG;
                 if (m.policy.result == TETHER_POLICY_NEW && m.policy.sig_len == 0)
                         return -EBADMSG;
+                /* A negative errno, or 0: the root half prints it. */
+                if (m.policy.error > 0 || m.policy.error < -4095)
+                        return -EBADMSG;
                 m.data = buf + H + sizeof(m.policy);
                 m.data_len = m.policy.body_len;
                 m.data2 = m.data + m.data_len;

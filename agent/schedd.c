@@ -11,6 +11,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "agent/config.h"
+#include "agent/dirs.h"
 #include "agent/identity.h"
 #include "agent/privsep.h"
 #include "common/cleanup.h"
@@ -24,6 +25,10 @@
 /* Tasks remembered by TaskGUID, running or done (a ring, oldest replaced):
  * enough for every task a channel process can have in flight when it dies. */
 #define MEMO_MAX 256
+/* RUNs held while the site key is not known yet. The channel process is
+ * not trusted to send a bounded number; the scheduler's own queue has the
+ * same kind of bound (TETHER_SCHEDULER_PENDING_MAX). */
+#define QUEUED_RUNS_MAX 64u
 
 /* A RUN that came before the site key was known. */
 struct queued_run {
@@ -69,6 +74,7 @@ struct schedd {
         bool policy_pending;
         char policy_user[PRIV_USER_MAX];
         bool watchdog_suspended;
+        unsigned n_queued;
 };
 
 static int send_msg(struct schedd *s, int r, uint8_t *buf, size_t len) {
@@ -196,9 +202,18 @@ static uint64_t seed_from_machine(const struct tether_config *c) {
 
 static int scheduler_create(struct schedd *s) {
         struct tether_scheduler_options o = {0};
+        _cleanup_(freep) char *root_state = NULL;
         int r;
 
-        o.state_dir = s->config->state_dir;
+        /* Root's own directory (agent/dirs.h), never the channel's. */
+        r = dirs_root_state_path(s->config, &root_state);
+        if (r < 0)
+                return log_error_errno(r, "Cannot start the scheduler: %m");
+        /* Checked again here: a reload may have moved state_dir. */
+        r = geteuid() == 0 ? dirs_prepare_root_state(root_state) : 0;
+        if (r < 0)
+                return r;
+        o.state_dir = root_state;
         o.cycles_dir = s->config->cycles_dir;
         o.site_key = s->site_key;
         for (int i = 1; i <= TETHER_CYCLE_MAX; i++) {
@@ -215,14 +230,27 @@ static int scheduler_create(struct schedd *s) {
         return 0;
 }
 
+static void refuse(struct schedd *s, uint32_t cycle, const char *task_guid, const char *why) {
+        uint8_t *buf = NULL;
+        size_t len;
+        int r;
+
+        log_warning("Refusing cycle %s for task %s from the channel process: %s",
+                    tether_cycle_name((int)cycle), task_guid[0] ? task_guid : "(local)", why);
+        if (task_guid[0])
+                memo_done(s, task_guid, cycle, 2, why);
+        r = priv_build_done(cycle, task_guid, 2, why, &buf, &len);
+        (void)send_msg(s, r, buf, len);
+}
+
 static void submit(struct schedd *s, uint32_t cycle, const char *task_guid, const char *param) {
         int r = tether_scheduler_submit(s->scheduler, (enum tether_cycle)cycle,
                                         task_guid[0] ? task_guid : NULL, param);
-        if (r < 0) {
+        if (r == -ENOBUFS)
+                refuse(s, cycle, task_guid, "too many requests pending in the scheduler");
+        else if (r < 0) {
                 log_error_errno(r, "Cannot queue cycle %s: %m", tether_cycle_name((int)cycle));
-                if (task_guid[0])
-                        memo_done(s, task_guid, cycle, 2, "the scheduler refused the request");
-                (void)send_done(s, cycle, task_guid, 2, "the scheduler refused the request");
+                refuse(s, cycle, task_guid, "the scheduler refused the request");
         }
 }
 
@@ -244,8 +272,13 @@ static bool run_known(struct schedd *s, const char *task_guid) {
 }
 
 static int queue_run(struct schedd *s, uint32_t cycle, const char *task_guid, const char *param) {
-        struct queued_run *q = calloc(1, sizeof(*q));
+        struct queued_run *q;
 
+        if (s->n_queued >= QUEUED_RUNS_MAX) {
+                refuse(s, cycle, task_guid, "too many requests waiting for the site key");
+                return 0;
+        }
+        q = calloc(1, sizeof(*q));
         if (!q)
                 return -ENOMEM;
         q->cycle = cycle;
@@ -257,6 +290,8 @@ static int queue_run(struct schedd *s, uint32_t cycle, const char *task_guid, co
         }
         *s->queue_tail = q;
         s->queue_tail = &q->next;
+        s->n_queued++;
+        log_info("Cycle %s waits for the site key to be known", tether_cycle_name((int)cycle));
         return 0;
 }
 
@@ -269,6 +304,7 @@ static void flush_queue(struct schedd *s) {
                 free(q);
         }
         s->queue_tail = &s->queue;
+        s->n_queued = 0;
 }
 
 /* The scheduler process decides itself whether to trust a key that the
@@ -364,8 +400,6 @@ static int priv_io(sd_event_source *src, int fd, uint32_t revents, void *userdat
                         r = queue_run(s, m.run.cycle, m.run.task_guid, param);
                         if (r < 0)
                                 return r;
-                        log_info("Cycle %s waits for the site key to be known",
-                                 tether_cycle_name((int)m.run.cycle));
                         break;
                 }
                 submit(s, m.run.cycle, m.run.task_guid, param);

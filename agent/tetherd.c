@@ -18,7 +18,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <grp.h>
 #include <pwd.h>
@@ -37,6 +36,7 @@
 #include "agent/channeld.h"
 #include "agent/config.h"
 #include "agent/control.h"
+#include "agent/dirs.h"
 #include "common/fsutil.h"
 #include "agent/logsink.h"
 #include "agent/privsep.h"
@@ -290,42 +290,6 @@ static int check_config(void) {
 /* Configuration problems that make running pointless. */
 static bool config_fatal(const struct tether_config *c) {
         return !c->mp_host || (!c->site_key && !c->site_key_fingerprint && !c->trust_on_first_use);
-}
-
-static int chown_one(const char *path, const struct stat *st, int flag, struct FTW *ftw);
-static uid_t chown_uid;
-static gid_t chown_gid;
-
-static int chown_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-        return lchown(path, chown_uid, chown_gid) < 0 ? -1 : 0;
-}
-
-/* The channel process's own directories under the state directory; the
- * state directory itself stays root's (the scheduler keeps policies there). */
-static int prepare_dirs(const struct tether_config *c, const struct passwd *pw) {
-        static const char *const own[] = {"identity", "spool", "trust"};
-        int r;
-
-        r = mkdir_p(c->state_dir, 0755);
-        if (r < 0)
-                return log_error_errno(r, "Cannot create the state directory '%s': %m", c->state_dir);
-        r = mkdir_p(c->runtime_dir, 0755);
-        if (r < 0)
-                return log_error_errno(r, "Cannot create the runtime directory '%s': %m", c->runtime_dir);
-        for (size_t i = 0; i < ELEMENTSOF(own); i++) {
-                _cleanup_(freep) char *p = path_join(c->state_dir, own[i]);
-                if (!p)
-                        return -ENOMEM;
-                if (mkdir(p, 0700) < 0 && errno != EEXIST)
-                        return log_error_errno(-errno, "Cannot create '%s': %m", p);
-                if (!pw)
-                        continue;
-                chown_uid = pw->pw_uid;
-                chown_gid = pw->pw_gid;
-                if (nftw(p, chown_one, 16, FTW_PHYS) < 0)
-                        return log_error_errno(-errno, "Cannot give '%s' to user '%s': %m", p, pw->pw_name);
-        }
-        return 0;
 }
 
 static int drop_privileges(const struct passwd *pw) {
@@ -731,13 +695,21 @@ int main(int argc, char **argv) {
         else
                 log_notice("--single-process: running the channel and the scheduler in one process as root");
 
-        r = prepare_dirs(config, pw);
+        r = dirs_prepare_channel(config, pw);
         if (r < 0)
                 return 1;
+        if (geteuid() == 0) {
+                _cleanup_(freep) char *root_state = NULL;
+                r = dirs_root_state_path(config, &root_state);
+                if (r >= 0)
+                        r = dirs_prepare_root_state(root_state);
+                if (r < 0)
+                        return 1;
+        }
         sock_path = path_join(config->runtime_dir, "tetherd.sock");
         if (!sock_path)
                 return 1;
-        control_fd = control_socket_bind(sock_path, split ? 0 : (uid_t)-1, split ? pw->pw_gid : (gid_t)-1);
+        control_fd = control_socket_bind(sock_path, split ? pw->pw_gid : (gid_t)-1);
         if (control_fd < 0) {
                 log_error_errno(control_fd, "Cannot create the control socket '%s': %m", sock_path);
                 return 1;

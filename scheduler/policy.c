@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,7 +24,6 @@
 #include "transport/xml.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(xmlDoc *, xmlFreeDoc);
-DEFINE_TRIVIAL_CLEANUP_FUNC(struct policy *, policy_free);
 
 #define INTERVAL_MIN_SEC 60u
 #define INTERVAL_MAX_SEC 2592000u
@@ -274,8 +274,8 @@ static int parse_applications(xmlNode *root, struct policy *p, char *reason, siz
         return 0;
 }
 
-static int policy_parse(const uint8_t *body, size_t len, const char *user, struct policy **ret, char *reason,
-                        size_t size) {
+int policy_parse(const uint8_t *body, size_t len, const char *user, struct policy **ret, char *reason,
+                 size_t size) {
         _cleanup_(xmlFreeDocp) xmlDoc *doc = NULL;
         _cleanup_(policy_freep) struct policy *p = NULL;
         _cleanup_(freep) char *version = NULL, *scope = NULL;
@@ -326,6 +326,10 @@ static int policy_parse(const uint8_t *body, size_t len, const char *user, struc
         if (!p->policy_id || !tether_guid_valid(p->policy_id))
                 return fail(reason, size, "Policy PolicyID is not a GUID");
 
+        p->empty = true;
+        for (xmlNode *c = root->children; c; c = c->next)
+                if (c->type == XML_ELEMENT_NODE)
+                        p->empty = false;
         r = parse_intervals(root, p, reason, size);
         if (r < 0)
                 return r;
@@ -382,24 +386,6 @@ int policy_path(const char *state_dir, const char *user, char **ret) {
 
 static int mkdir_if_missing(const char *path) {
         if (mkdir(path, 0755) < 0 && errno != EEXIST)
-                return -errno;
-        return 0;
-}
-
-static int fsync_dir_of(const char *path) {
-        _cleanup_(freep) char *dir = strdup(path);
-        _cleanup_(closep) int fd = -1;
-        char *slash;
-
-        if (!dir)
-                return -ENOMEM;
-        slash = strrchr(dir, '/');
-        if (slash)
-                *slash = '\0';
-        fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        if (fsync(fd) < 0)
                 return -errno;
         return 0;
 }
@@ -475,12 +461,38 @@ static int read_file(const char *path, size_t max, uint8_t **ret, size_t *ret_le
         return 0;
 }
 
+int policy_seal(const uint8_t *body, size_t len) {
+        _cleanup_(closep) int fd = -1;
+        size_t off = 0;
+
+        /* A sealed memfd: exactly these bytes for as long as anyone holds
+         * it, whatever happens to the stored file or to the hook that reads
+         * it (no write, no truncate, no new seals). */
+        fd = memfd_create("tether-policy", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (fd < 0)
+                return -errno;
+        while (off < len) {
+                ssize_t n = write(fd, body + off, len - off);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 ? -errno : -EIO;
+                off += (size_t)n;
+        }
+        if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
+                return -errno;
+        if (lseek(fd, 0, SEEK_SET) < 0)
+                return -errno;
+        return TAKE_FD(fd);
+}
+
 int policy_load(const struct tether_key *key, const char *state_dir, const char *user, struct policy **ret,
-                char *reason, size_t reason_size) {
+                int *ret_fd, char *reason, size_t reason_size) {
         _cleanup_(freep) char *path = NULL, *sig_path = NULL;
         _cleanup_(freep) uint8_t *body = NULL, *sig = NULL;
+        _cleanup_(policy_freep) struct policy *p = NULL;
         size_t len = 0, sig_len = 0;
-        int r;
+        int r, fd = -1;
 
         r = policy_path(state_dir, user, &path);
         if (r < 0)
@@ -495,32 +507,89 @@ int policy_load(const struct tether_key *key, const char *state_dir, const char 
         r = read_file(sig_path, 65536, &sig, &sig_len);
         if (r < 0)
                 return fail(reason, reason_size, "stored policy has no signature: %s", strerror(-r));
-        return policy_verify_parse(key, body, len, sig, sig_len, user, ret, reason, reason_size);
-}
-
-int policy_remove(const char *state_dir, const char *user) {
-        _cleanup_(freep) char *path = NULL, *sig_path = NULL;
-        int r;
-
-        r = policy_path(state_dir, user, &path);
+        r = policy_verify_parse(key, body, len, sig, sig_len, user, &p, reason, reason_size);
         if (r < 0)
                 return r;
-        if (asprintf(&sig_path, "%s.sig", path) < 0)
+        /* The hooks get the bytes verified here, not the file again. */
+        if (ret_fd) {
+                fd = policy_seal(body, len);
+                if (fd < 0)
+                        return fail(reason, reason_size, "cannot hand the policy over: %s", strerror(-fd));
+                *ret_fd = fd;
+        }
+        *ret = TAKE_PTR(p);
+        return 0;
+}
+
+/* <dir>/floor/machine or <dir>/floor/user/<name>: the newest TimeStamp
+ * ever accepted for the scope. It outlives the policy file itself, so that
+ * no way of losing that file lets an older signed revision back in. */
+static int floor_path(const char *state_dir, const char *user, bool create, char **ret) {
+        _cleanup_(freep) char *dir = NULL;
+        int r;
+
+        if (user && !policy_user_name_valid(user))
+                return -EINVAL;
+        if (asprintf(&dir, "%s/floor", state_dir) < 0)
                 return -ENOMEM;
-        /* The body first: a lone signature is harmless, a lone body is
-         * refused anyway. */
-        bool removed = false;
-        if (unlink(path) < 0) {
-                if (errno != ENOENT)
-                        return -errno;
-        } else {
-                removed = true;
+        r = create ? mkdir_if_missing(dir) : 0;
+        if (r < 0)
+                return r;
+        if (user) {
+                free(dir);
+                if (asprintf(&dir, "%s/floor/user", state_dir) < 0) {
+                        dir = NULL;
+                        return -ENOMEM;
+                }
+                r = create ? mkdir_if_missing(dir) : 0;
+                if (r < 0)
+                        return r;
         }
-        if (unlink(sig_path) < 0) {
-                if (errno != ENOENT)
-                        return -errno;
-        } else {
-                removed = true;
-        }
-        return removed ? fsync_dir_of(path) : 0;
+        if (asprintf(ret, "%s/%s", dir, user ? user : "machine") < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+int policy_floor_get(const char *state_dir, const char *user, char ret[POLICY_TIMESTAMP_SIZE]) {
+        _cleanup_(freep) char *path = NULL;
+        _cleanup_(freep) uint8_t *buf = NULL;
+        size_t len = 0;
+        time_t t;
+        int r;
+
+        r = floor_path(state_dir, user, false, &path);
+        if (r < 0)
+                return r;
+        r = read_file(path, 64, &buf, &len);
+        if (r < 0)
+                return r;
+        while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' '))
+                len--;
+        buf[len] = 0;
+        /* Unreadable means "refuse everything" rather than "no floor":
+         * only root writes this file. */
+        if (len != POLICY_TIMESTAMP_SIZE - 1 || tether_timestamp_parse((const char *)buf, &t) < 0)
+                return -EBADMSG;
+        memcpy(ret, buf, POLICY_TIMESTAMP_SIZE);
+        return 0;
+}
+
+int policy_floor_raise(const char *state_dir, const char *user, const char *timestamp) {
+        _cleanup_(freep) char *path = NULL, *line = NULL;
+        char cur[POLICY_TIMESTAMP_SIZE];
+        int r;
+
+        if (strlen(timestamp) != POLICY_TIMESTAMP_SIZE - 1)
+                return -EINVAL;
+        r = policy_floor_get(state_dir, user, cur);
+        if (r >= 0 && strcmp(cur, timestamp) >= 0)
+                return 0;
+        if (r < 0 && r != -ENOENT)
+                return r;
+        r = floor_path(state_dir, user, true, &path);
+        if (r < 0)
+                return r;
+        if (asprintf(&line, "%s\n", timestamp) < 0)
+                return -ENOMEM;
+        return write_file_atomic(path, line, strlen(line), 0600, FSUTIL_DURABLE);
 }

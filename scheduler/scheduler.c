@@ -217,7 +217,7 @@ enum app_step {
 struct app_item {
         const struct policy_app *app; /* borrowed from run->policies */
         const char *user;             /* borrowed; NULL for the machine policy */
-        char *policy_path;
+        int policy_fd;                /* borrowed from run->policy_fds: its verified bytes */
 };
 
 enum phase {
@@ -259,8 +259,7 @@ struct run {
         /* policy cycles */
         struct policy_answer *answer;
         const char *awaiting_user; /* NULL for the machine policy */
-        char *hook_policy;         /* TETHER_POLICY for the hooks */
-        int policy_fd;             /* user hooks: the policy on fd 3 */
+        int policy_fd;             /* hooks: the verified policy on fd 3; -1 for none */
         struct user_entry *users;
         size_t n_users, user_index;
         struct user_entry *current_user;
@@ -271,6 +270,7 @@ struct run {
 
         /* app evaluation */
         struct policy **policies;
+        int *policy_fds; /* one per policy: its verified bytes (policy_seal) */
         size_t n_policies;
         struct app_item *apps;
         size_t n_apps, app_index;
@@ -363,7 +363,6 @@ static void run_free(struct run *run) {
         free(run->first_guid);
         free(run->detail.buf);
         policy_answer_free(run->answer);
-        free(run->hook_policy);
         if (run->policy_fd >= 0)
                 close(run->policy_fd);
         for (size_t i = 0; i < run->n_users; i++)
@@ -375,12 +374,14 @@ static void run_free(struct run *run) {
                         close(run->hooks[i].fd);
         }
         free(run->hooks);
-        for (size_t i = 0; i < run->n_apps; i++)
-                free(run->apps[i].policy_path);
         free(run->apps);
-        for (size_t i = 0; i < run->n_policies; i++)
+        for (size_t i = 0; i < run->n_policies; i++) {
                 policy_free(run->policies[i]);
+                if (run->policy_fds[i] >= 0)
+                        close(run->policy_fds[i]);
+        }
         free(run->policies);
+        free(run->policy_fds);
         free(run);
 }
 
@@ -469,102 +470,156 @@ static int request_policy(struct tether_scheduler *s, struct run *run, const cha
 /* Applies the effective machine policy's Intervals (or the options'). */
 static void periodic_update(struct tether_scheduler *s, const struct policy *machine);
 
+/* An errno the channel process sent, as text: it is not trusted to send
+ * one in range (abs(INT_MIN) is undefined). */
+static const char *peer_strerror(int error) {
+        if (error < 0 && error > -4096)
+                return strerror(-error);
+        if (error > 0 && error < 4096)
+                return strerror(error);
+        return "unknown error";
+}
+
+/* Puts the verified policy in force for the hooks: fd 3, or none (-1)
+ * when the scope has no policy. A signed empty Policy is a policy: hooks
+ * read it and find nothing to set up. */
+static void hand_policy(struct run *run, int fd) {
+        if (run->policy_fd >= 0)
+                close(run->policy_fd);
+        run->policy_fd = fd;
+}
+
+/* 304 and 404: the stored policy stays in force. A 404 is not signed, so
+ * it never removes anything (only a signed empty Policy does). */
+static int take_stored(struct tether_scheduler *s, struct run *run, const char *label, bool not_found) {
+        const char *user = run->awaiting_user;
+        _cleanup_(policy_freep) struct policy *stored = NULL;
+        char reason[256] = "";
+        int fd = -1, r;
+
+        r = policy_load(s->site_key, s->state_dir, user, &stored, &fd, reason, sizeof(reason));
+        if (r == -ENOENT && not_found) {
+                detail_add(&run->detail, "%s: no policy", label);
+                hand_policy(run, -1);
+                return 0;
+        }
+        if (r == -ENOENT) {
+                detail_add(&run->detail,
+                           "%s: unchanged, but no stored policy (fetch it again without If-None-Match)",
+                           label);
+                return -EBADMSG;
+        }
+        if (r < 0) {
+                detail_add(&run->detail, "%s: stored policy refused: %s", label,
+                           reason[0] ? reason : strerror(-r));
+                return -EBADMSG;
+        }
+        if (not_found)
+                detail_add(&run->detail, "%s: no policy on the MP (404), policy %s%s kept", label,
+                           stored->policy_id, stored->empty ? " (empty)" : "");
+        else
+                detail_add(&run->detail, "%s: policy %s%s unchanged", label, stored->policy_id,
+                           stored->empty ? " (empty)" : "");
+        if (!user)
+                periodic_update(s, stored);
+        hand_policy(run, TAKE_FD(fd));
+        return 0;
+}
+
+/* The newest TimeStamp the scope ever accepted: the floor file, or the
+ * stored policy's for a state written before the floor existed. */
+static int rollback_floor(struct tether_scheduler *s, const char *user, char floor[POLICY_TIMESTAMP_SIZE]) {
+        _cleanup_(policy_freep) struct policy *stored = NULL;
+        int r;
+
+        floor[0] = 0;
+        r = policy_floor_get(s->state_dir, user, floor);
+        if (r < 0 && r != -ENOENT)
+                return r;
+        if (policy_load(s->site_key, s->state_dir, user, &stored, NULL, NULL, 0) >= 0 &&
+            strcmp(stored->timestamp, floor) > 0)
+                memcpy(floor, stored->timestamp, POLICY_TIMESTAMP_SIZE);
+        return 0;
+}
+
+static int take_new(struct tether_scheduler *s, struct run *run, const char *label,
+                    struct policy_answer *a) {
+        const char *user = run->awaiting_user;
+        _cleanup_(policy_freep) struct policy *fresh = NULL;
+        char reason[256] = "", floor[POLICY_TIMESTAMP_SIZE];
+        int fd, r;
+
+        r = policy_verify_parse(s->site_key, a->body, a->len, a->sig, a->sig_len, user, &fresh, reason,
+                                sizeof(reason));
+        if (r < 0) {
+                detail_add(&run->detail, "%s: policy rejected: %s", label,
+                           reason[0] ? reason : strerror(-r));
+                return -EBADMSG;
+        }
+        r = rollback_floor(s, user, floor);
+        if (r < 0) {
+                detail_add(&run->detail, "%s: policy rejected: the rollback floor is unreadable: %s", label,
+                           strerror(-r));
+                return -EBADMSG;
+        }
+        /* A validly signed but older revision is a replay. */
+        if (strcmp(fresh->timestamp, floor) < 0) {
+                detail_add(&run->detail,
+                           "%s: policy rejected: TimeStamp %s is older than %s, the newest accepted", label,
+                           fresh->timestamp, floor);
+                return -EBADMSG;
+        }
+        /* The floor first: a crash after it leaves the new floor with the
+         * old policy, which only refuses what is older than the new one. */
+        r = policy_floor_raise(s->state_dir, user, fresh->timestamp);
+        if (r >= 0)
+                r = policy_store(s->state_dir, user, a->body, a->len, a->sig, a->sig_len);
+        if (r < 0) {
+                detail_add(&run->detail, "%s: storing the policy failed: %s", label, strerror(-r));
+                return -EBADMSG;
+        }
+        fd = policy_seal(a->body, a->len);
+        if (fd < 0) {
+                detail_add(&run->detail, "%s: cannot hand the policy over: %s", label, strerror(-fd));
+                return -EBADMSG;
+        }
+        detail_add(&run->detail, "%s: policy %s%s stored", label, fresh->policy_id,
+                   fresh->empty ? " (empty)" : "");
+        if (!user)
+                periodic_update(s, fresh);
+        hand_policy(run, fd);
+        return 0;
+}
+
 /* Handles the answer for the policy being fetched. Returns 0 when the
- * policy (or its absence) is in place, with run->hook_policy set; negative
+ * policy (or its absence) is in place, with run->policy_fd set; negative
  * when the cycle's step failed (Detail written). */
 static int take_policy_answer(struct tether_scheduler *s, struct run *run, const char *label) {
         struct policy_answer *a = run->answer;
-        const char *user = run->awaiting_user;
-        _cleanup_(freep) char *path = NULL;
-        struct policy *stored = NULL, *fresh = NULL;
-        char reason[256] = "";
-        int r;
+        int r = -EBADMSG;
 
         run->answer = NULL;
-        r = policy_path(s->state_dir, user, &path);
-        if (r < 0) {
+        if (run->awaiting_user && !policy_user_name_valid(run->awaiting_user)) {
                 detail_add(&run->detail, "%s: bad user name", label);
-                goto fail;
+                goto done;
         }
         switch (a->result) {
         case TETHER_POLICY_ERROR:
-                detail_add(&run->detail, "%s: fetch failed: %s", label,
-                           a->error ? strerror(abs(a->error)) : "unknown error");
-                goto fail;
+                detail_add(&run->detail, "%s: fetch failed: %s", label, peer_strerror(a->error));
+                break;
         case TETHER_POLICY_NONE:
-                r = policy_remove(s->state_dir, user);
-                if (r < 0) {
-                        detail_add(&run->detail, "%s: removing the stored policy failed: %s", label,
-                                   strerror(-r));
-                        goto fail;
-                }
-                detail_add(&run->detail, "%s: no policy", label);
-                if (!user)
-                        periodic_update(s, NULL);
-                free(run->hook_policy);
-                run->hook_policy = strdup("");
+                r = take_stored(s, run, label, true);
                 break;
         case TETHER_POLICY_UNCHANGED:
-                r = policy_load(s->site_key, s->state_dir, user, &stored, reason, sizeof(reason));
-                if (r == -ENOENT) {
-                        detail_add(&run->detail,
-                                   "%s: unchanged, but no stored policy (fetch it again "
-                                   "without If-None-Match)",
-                                   label);
-                        goto fail;
-                }
-                if (r < 0) {
-                        detail_add(&run->detail, "%s: stored policy refused: %s", label,
-                                   reason[0] ? reason : strerror(-r));
-                        goto fail;
-                }
-                detail_add(&run->detail, "%s: policy %s unchanged", label, stored->policy_id);
-                if (!user)
-                        periodic_update(s, stored);
-                free(run->hook_policy);
-                run->hook_policy = strdup(path);
+                r = take_stored(s, run, label, false);
                 break;
         case TETHER_POLICY_NEW:
-                r = policy_verify_parse(s->site_key, a->body, a->len, a->sig, a->sig_len, user, &fresh,
-                                        reason, sizeof(reason));
-                if (r < 0) {
-                        detail_add(&run->detail, "%s: policy rejected: %s", label,
-                                   reason[0] ? reason : strerror(-r));
-                        goto fail;
-                }
-                /* A validly signed but older revision is a replay. */
-                if (policy_load(s->site_key, s->state_dir, user, &stored, NULL, 0) >= 0 &&
-                    strcmp(fresh->timestamp, stored->timestamp) < 0) {
-                        detail_add(&run->detail,
-                                   "%s: policy rejected: TimeStamp %s is older than the "
-                                   "stored policy's %s",
-                                   label, fresh->timestamp, stored->timestamp);
-                        goto fail;
-                }
-                r = policy_store(s->state_dir, user, a->body, a->len, a->sig, a->sig_len);
-                if (r < 0) {
-                        detail_add(&run->detail, "%s: storing the policy failed: %s", label, strerror(-r));
-                        goto fail;
-                }
-                detail_add(&run->detail, "%s: policy %s stored", label, fresh->policy_id);
-                if (!user)
-                        periodic_update(s, fresh);
-                free(run->hook_policy);
-                run->hook_policy = strdup(path);
+                r = take_new(s, run, label, a);
                 break;
         }
-        policy_free(stored);
-        policy_free(fresh);
+done:
         policy_answer_free(a);
-        if (!run->hook_policy)
-                return -ENOMEM;
-        return 0;
-
-fail:
-        policy_free(stored);
-        policy_free(fresh);
-        policy_answer_free(a);
-        return -EBADMSG;
+        return r;
 }
 
 /* ---- Hooks ---------------------------------------------------------------- */
@@ -694,14 +749,16 @@ static int spawn_hook(struct tether_scheduler *s, struct run *run, const struct 
         char *argv[2];
         struct child_spec spec = {
                 .exec_fd = hook->fd,
-                .policy_fd = -1,
-                .cwd = s->state_dir,
+                .policy_fd = run->policy_fd,
+                .cwd = "/", /* never a directory another user can write (python's sys.path[0]...) */
                 .deadline_usec = run->deadline,
                 .grace_usec = s->grace,
                 .output_cap = s->output_cap,
         };
         int r;
 
+        if (run->policy_fd >= 0 && lseek(run->policy_fd, 0, SEEK_SET) < 0)
+                return -errno;
         if (asprintf(&step, "%s%shook %s", u ? u->name : "", u ? ": " : "", hook->name) < 0)
                 return -ENOMEM;
         if (asprintf(&argv0, "%s/%s/%s", s->cycles_dir, cycle_name(run->cycle), hook->name) < 0)
@@ -710,8 +767,10 @@ static int spawn_hook(struct tether_scheduler *s, struct run *run, const struct 
         argv[1] = NULL;
 
         env_common(s, run, &env);
+        /* The verified bytes themselves, never a path that could be
+         * swapped after the check. Each hook reads from the start. */
+        strv_addf(&env, "TETHER_POLICY=%s", run->policy_fd >= 0 ? "/dev/fd/3" : "");
         if (u) {
-                strv_addf(&env, "TETHER_POLICY=%s", run->policy_fd >= 0 ? "/dev/fd/3" : "");
                 strv_addf(&env, "TETHER_USER=%s", u->name);
                 strv_addf(&env, "HOME=%s", u->home);
                 strv_addf(&env, "USER=%s", u->name);
@@ -724,9 +783,6 @@ static int spawn_hook(struct tether_scheduler *s, struct run *run, const struct 
                 };
                 spec.cred = &cred;
                 spec.cwd = u->home;
-                spec.policy_fd = run->policy_fd;
-        } else {
-                strv_addf(&env, "TETHER_POLICY=%s", run->hook_policy ? run->hook_policy : "");
         }
         if (env.oom) {
                 strv_clear(&env);
@@ -935,14 +991,23 @@ static int app_cmp_name(const void *a, const void *b) {
         return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int add_policy_apps(struct run *run, struct policy *p, const char *path) {
+/* Takes p and fd (closed on failure too). */
+static int add_policy_apps(struct run *run, struct policy *p, int fd) {
         struct policy **np = realloc(run->policies, (run->n_policies + 1) * sizeof(*np));
+        int *nf = np ? realloc(run->policy_fds, (run->n_policies + 1) * sizeof(*nf)) : NULL;
         struct app_item *na;
 
-        if (!np)
+        if (np)
+                run->policies = np;
+        if (nf)
+                run->policy_fds = nf;
+        if (!np || !nf) {
+                policy_free(p);
+                close(fd);
                 return -ENOMEM;
-        run->policies = np;
-        run->policies[run->n_policies++] = p;
+        }
+        run->policies[run->n_policies] = p;
+        run->policy_fds[run->n_policies++] = fd;
         if (p->n_apps == 0)
                 return 0;
         na = realloc(run->apps, (run->n_apps + p->n_apps) * sizeof(*na));
@@ -953,24 +1018,18 @@ static int add_policy_apps(struct run *run, struct policy *p, const char *path) 
                 struct app_item *it = &run->apps[run->n_apps];
                 it->app = &p->apps[i];
                 it->user = p->user;
-                it->policy_path = strdup(path);
-                if (!it->policy_path)
-                        return -ENOMEM;
+                it->policy_fd = fd;
                 run->n_apps++;
         }
         return 0;
 }
 
 static int load_one_policy(struct tether_scheduler *s, struct run *run, const char *user) {
-        _cleanup_(freep) char *path = NULL;
         struct policy *p = NULL;
         char reason[256] = "";
-        int r;
+        int r, fd = -1;
 
-        r = policy_path(s->state_dir, user, &path);
-        if (r < 0)
-                return r;
-        r = policy_load(s->site_key, s->state_dir, user, &p, reason, sizeof(reason));
+        r = policy_load(s->site_key, s->state_dir, user, &p, &fd, reason, sizeof(reason));
         if (r == -ENOENT)
                 return 0;
         if (r < 0) {
@@ -980,16 +1039,15 @@ static int load_one_policy(struct tether_scheduler *s, struct run *run, const ch
                 run->app_failed = true;
                 return 0;
         }
-        r = add_policy_apps(run, p, path);
-        if (r < 0 && !(run->n_policies > 0 && run->policies[run->n_policies - 1] == p))
-                policy_free(p);
+        r = add_policy_apps(run, p, fd);
         if (r >= 0 && !user) {
-                /* The app-evaluation hooks get the machine policy, as the
-                 * machine-policy hooks do. */
-                free(run->hook_policy);
-                run->hook_policy = strdup(path);
-                if (!run->hook_policy)
-                        r = -ENOMEM;
+                /* The app-evaluation hooks get the machine policy's
+                 * verified bytes, as the machine-policy hooks do. */
+                int hook_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+
+                if (hook_fd < 0)
+                        return -errno;
+                hand_policy(run, hook_fd);
         }
         return r;
 }
@@ -1068,12 +1126,14 @@ static int spawn_app_step(struct tether_scheduler *s, struct run *run) {
                      it->user ? ")" : "", app_step_name(run->app_step, app)) < 0)
                 return -ENOMEM;
 
+        if (lseek(it->policy_fd, 0, SEEK_SET) < 0)
+                return -errno;
         deadline = now + app->timeout_sec * USEC_PER_SEC;
         if (deadline > run->deadline)
                 deadline = run->deadline;
 
         env_common(s, run, &env);
-        strv_addf(&env, "TETHER_POLICY=%s", it->policy_path);
+        strv_addf(&env, "TETHER_POLICY=/dev/fd/3");
         strv_addf(&env, "TETHER_APP_ID=%s", app->id);
         strv_addf(&env, "TETHER_APP_VERSION=%s", app->version ? app->version : "");
         if (it->user)
@@ -1091,8 +1151,8 @@ static int spawn_app_step(struct tether_scheduler *s, struct run *run) {
                 .exec_fd = -1,
                 .argv = argv,
                 .envp = env.v,
-                .cwd = s->state_dir,
-                .policy_fd = -1,
+                .cwd = "/",
+                .policy_fd = it->policy_fd,
                 .deadline_usec = deadline,
                 .grace_usec = s->grace,
                 .output_cap = s->output_cap,
@@ -1236,16 +1296,6 @@ static enum step_result after_policy(struct tether_scheduler *s, struct run *run
                                 detail_add(&run->detail, "listing hooks failed: %s", strerror(-r));
                         run_finish(s, run, 2);
                         return STEP_AGAIN;
-                }
-        }
-        if (run->current_user && run->hook_policy && run->hook_policy[0]) {
-                /* The user gets its policy on fd 3, opened here as root. */
-                run->policy_fd = open(run->hook_policy, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-                if (run->policy_fd < 0) {
-                        detail_add(&run->detail, "%s: opening the policy failed: %s",
-                                   run->current_user->name, strerror(errno));
-                        run->return_code = 2;
-                        return hooks_done(s, run);
                 }
         }
         run->hook_index = 0;
@@ -1446,6 +1496,10 @@ static int enqueue(struct tether_scheduler *s, enum tether_cycle cycle, const ch
         }
         if (run && periodic && run->has_periodic)
                 return 0;
+        /* The channel process is not trusted to send a bounded number of
+         * requests; coalescing already bounds the useful work. */
+        if (!periodic && tether_scheduler_pending(s) >= TETHER_SCHEDULER_PENDING_MAX)
+                return -ENOBUFS;
 
         w = calloc(1, sizeof(*w));
         if (!w)
@@ -1631,7 +1685,7 @@ int tether_scheduler_new(sd_event *event, const struct tether_scheduler_options 
                 goto fail;
         /* The stored machine policy's Intervals apply from the start, if it
          * still verifies. */
-        (void)policy_load(s->site_key, s->state_dir, NULL, &machine, NULL, 0);
+        (void)policy_load(s->site_key, s->state_dir, NULL, &machine, NULL, NULL, 0);
         periodic_update(s, machine);
         policy_free(machine);
 

@@ -30,9 +30,11 @@ enum tether_cycle {
 #define TETHER_CYCLE_MAX 3
 
 struct tether_scheduler_options {
-        const char *state_dir;  /* policies/ and hook working directory live here */
-        const char *cycles_dir; /* "/etc/tether/cycles.d": machine-policy/, user-policy/, app-evaluation/ */
-        const struct tether_key *site_key;              /* verifies policies; borrowed */
+        const char *state_dir;             /* policies/ and floor/: root's own, 0700, that no
+                                            * other user can write or rename (agent/dirs.h) */
+        const char *cycles_dir;            /* "/etc/tether/cycles.d": machine-policy/, user-policy/,
+                                            * app-evaluation/ */
+        const struct tether_key *site_key; /* verifies policies; borrowed */
         uint64_t time_limit_usec[TETHER_CYCLE_MAX + 1]; /* per cycle, index by enum */
         uint64_t interval_usec[TETHER_CYCLE_MAX + 1];   /* 0: no periodic run */
         uint64_t kill_grace_usec;                       /* SIGTERM to SIGKILL; default 5 s when 0 */
@@ -57,11 +59,17 @@ int tether_scheduler_new(sd_event *event, const struct tether_scheduler_options 
                          struct tether_scheduler **ret);
 struct tether_scheduler *tether_scheduler_free(struct tether_scheduler *s); /* accepts NULL */
 
+/* Requests pending at once (queued, joined or running) beyond which
+ * tether_scheduler_submit() refuses. */
+#define TETHER_SCHEDULER_PENDING_MAX 256u
+
 /*
  * Requests a run. task_guid may be NULL (a local trigger). param is the
  * push's TaskParam ("" or NULL for none). Returns 0 when accepted (queued,
  * joined to a queued run, or scheduled after the running one), -EINVAL for
- * an unknown cycle.
+ * an unknown cycle, -ENOBUFS when TETHER_SCHEDULER_PENDING_MAX requests
+ * are already pending (the request is not queued; periodic ticks are never
+ * refused).
  */
 int tether_scheduler_submit(struct tether_scheduler *s, enum tether_cycle cycle, const char *task_guid,
                             const char *param);
@@ -131,7 +139,8 @@ unsigned tether_scheduler_pending(const struct tether_scheduler *s);
  *
  * Children: fork into their own process group; stdin /dev/null;
  * stdout+stderr into one pipe, output_cap bytes kept, the rest read and
- * dropped; cwd the state directory; umask 022; signal mask and dispositions
+ * dropped; cwd "/" (never a directory another user can write, where an
+ * interpreter would pick up modules); umask 022; signal mask and dispositions
  * reset; only fds 0-2 (and 3/4 below) open. When the child exits, what
  * it left running in its process group is killed (SIGKILL): a hook that
  * wants a lasting process starts it through systemd. Environment, nothing
@@ -139,13 +148,13 @@ unsigned tether_scheduler_pending(const struct tether_scheduler *s);
  *   PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
  *   TETHER_CYCLE=machine-policy|user-policy|app-evaluation
  *   TETHER_TASK_GUID (the run's first request, "" for periodic/local)
- *   TETHER_TASK_PARAM, TETHER_STATE_DIR
- *   TETHER_POLICY: machine hooks: <state>/policies/machine.xml, or "" when
- *     the MP has no policy (404), so hooks can undo what they set up;
- *     user hooks: "/dev/fd/3", the user's verified policy opened by the
- *     scheduler (the state directory need not be reachable by the user),
- *     or "" when there is none; application commands: the policy file the
- *     application came from.
+ *   TETHER_TASK_PARAM, TETHER_STATE_DIR (options.state_dir)
+ *   TETHER_POLICY: "/dev/fd/3", a sealed read-only memfd holding exactly
+ *     the bytes the scheduler verified (never a path that could be swapped
+ *     after the check), positioned at 0 for each child: for machine and
+ *     user hooks the policy in force for the scope, for application
+ *     commands the policy the application came from. "" for hooks when the
+ *     scope has no policy at all (never had one, or only 404s).
  *   TETHER_USER (user hooks, and commands from a user policy)
  *   HOME, USER, LOGNAME (user hooks only, from the passwd entry)
  *   TETHER_APP_ID, TETHER_APP_VERSION (application commands)
@@ -169,12 +178,19 @@ unsigned tether_scheduler_pending(const struct tether_scheduler *s);
  *
  * Policy answers: NEW is verified (type byte 0x50, site key) before it is
  * parsed, then validated (docs/PROTOCOL.md section 7; a user policy must
- * name that user; a TimeStamp older than the stored policy's is refused
- * as a rollback), then stored. UNCHANGED uses the stored policy, verified
- * again; if there is none, the cycle answers Failed. NONE removes the
- * stored policy (the MP is the source of truth) and runs the hooks with
- * TETHER_POLICY="". ERROR answers Failed "fetch failed: ...". A rejected
- * policy is never stored and the previous one stays in force.
+ * name that user; a TimeStamp older than the newest one accepted for the
+ * scope is refused as a rollback), then stored. UNCHANGED uses the stored policy, verified
+ * again; if there is none, the cycle answers Failed. ERROR answers Failed
+ * "fetch failed: ...". A rejected policy is never stored and the previous
+ * one stays in force. NONE (404) is not signed, so it changes nothing: the
+ * stored policy, if any, stays in force and the hooks run with it (with
+ * TETHER_POLICY="" when there is none), and the cycle succeeds. Only a
+ * signed Policy can replace a policy: to withdraw one, the MP serves a
+ * signed empty Policy (no child element), stored and handed to the hooks
+ * like any other, which then find nothing to set up.
+ * Rollback: a NEW policy whose TimeStamp is older than the newest one ever
+ * accepted for its scope (kept in state_dir/floor/, also when the policy
+ * file is gone) is refused.
  *
  * App evaluation hooks run as root after every application has been
  * evaluated, with TETHER_POLICY the stored machine policy ("" when there is

@@ -93,7 +93,9 @@ echo "ok: user tether (uid $uid)"
 [ "$(stat -c '%a %u' "$root/run/tether")" = "750 $uid" ] || fail "/run/tether: $(stat -c '%a %u:%g' "$root/run/tether")"
 [ "$(stat -c '%a %u' "$root/var/log/tether")" = "750 $uid" ] ||
         fail "/var/log/tether: $(stat -c '%a %u:%g' "$root/var/log/tether")"
-echo "ok: /var/lib/tether, /run/tether and /var/log/tether 0750 tether"
+[ "$(stat -c '%a %u' "$root/var/lib/tether-root")" = "700 0" ] ||
+        fail "/var/lib/tether-root: $(stat -c '%a %u:%g' "$root/var/lib/tether-root")"
+echo "ok: /var/lib/tether, /run/tether and /var/log/tether 0750 tether; /var/lib/tether-root 0700 root"
 
 # No identity at install time, and the service is not enabled.
 [ -z "$(ls -A "$root/var/lib/tether")" ] || fail "install made state: $(ls -A "$root/var/lib/tether")"
@@ -124,6 +126,7 @@ dpkg_root -r tether-agent >/dev/null || fail "dpkg -r"
 dpkg_root -P tether-agent >/dev/null || fail "dpkg -P"
 [ ! -e "$root/etc/tether/tether.conf" ] || fail "purge left the conffile"
 [ ! -e "$root/var/lib/tether" ] || fail "purge left /var/lib/tether"
+[ ! -e "$root/var/lib/tether-root" ] || fail "purge left /var/lib/tether-root"
 [ ! -e "$root/var/log/tether" ] || fail "purge left /var/log/tether"
 echo "ok: remove keeps configuration and identity, purge deletes them"
 

@@ -331,6 +331,42 @@ static void test_open_fails(void **state) {
         assert_int_equal(cmtrace_log_dropped(NULL), 0);
 }
 
+/* Issue 10: the log's directory may belong to the channel user, who could
+ * plant a hard link to a root file or a FIFO under the log's name: root
+ * must write to neither. */
+static void test_refuses_planted_files(void **state) {
+        struct fixture *f = *state;
+        cmtrace_log *log = NULL;
+        char victim[PATH_MAX];
+        struct stat st;
+        int fd;
+
+        snprintf(victim, sizeof(victim), "%s/victim", f->dir);
+        fd = open(victim, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, "root\n", 5), 5);
+        close(fd);
+        assert_int_equal(link(victim, f->path), 0);
+        assert_int_equal(cmtrace_log_open(f->path, 0, &log), -EPERM);
+        assert_null(log);
+        assert_int_equal(stat(victim, &st), 0);
+        assert_int_equal(st.st_size, 5);
+        assert_int_equal(unlink(f->path), 0);
+        assert_int_equal(mkfifo(f->path, 0600), 0);
+        assert_true(cmtrace_log_open(f->path, 0, &log) < 0); /* no reader: ENXIO, never a hang */
+        assert_null(log);
+        assert_int_equal(unlink(f->path), 0);
+        /* Replaced by a hard link after the open: the line is dropped. */
+        assert_int_equal(cmtrace_log_open(f->path, 0, &log), 0);
+        assert_int_equal(unlink(f->path), 0);
+        assert_int_equal(link(victim, f->path), 0);
+        cmtrace_log_sink(LOG_INFO, "not into the victim", NULL, log);
+        assert_int_equal(cmtrace_log_dropped(log), 1);
+        assert_int_equal(stat(victim, &st), 0);
+        assert_int_equal(st.st_size, 5);
+        cmtrace_log_free(log);
+}
+
 /* When the file cannot be written any more, lines are counted as dropped
  * (the sink has nowhere to report them). */
 static void test_dropped_when_unwritable(void **state) {
@@ -394,6 +430,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_reopen_after_external_move, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_two_writers, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_open_fails, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_refuses_planted_files, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_dropped_when_unwritable, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_owner_follows_directory, setup, teardown),
         };

@@ -136,6 +136,18 @@ static void test_policy(void **state) {
         assert_int_equal(priv_build_policy("", 9, 0, NULL, 0, NULL, 0, &buf, &len), 0);
         assert_int_equal(priv_msg_check(PRIV_SIDE_SCHEDULER, buf, len, &m), -EBADMSG);
         free(buf);
+        /* The error is a negative errno: INT32_MIN (whose abs() is
+         * undefined in the root half) and positive values are refused. */
+        const int32_t errors[] = {INT32_MIN, -4096, 1, INT32_MAX};
+        for (size_t i = 0; i < sizeof(errors) / sizeof(errors[0]); i++) {
+                assert_int_equal(priv_build_policy("", 3, errors[i], NULL, 0, NULL, 0, &buf, &len), 0);
+                assert_int_equal(priv_msg_check(PRIV_SIDE_SCHEDULER, buf, len, &m), -EBADMSG);
+                free(buf);
+        }
+        assert_int_equal(priv_build_policy("", 3, -ECONNREFUSED, NULL, 0, NULL, 0, &buf, &len), 0);
+        assert_int_equal(priv_msg_check(PRIV_SIDE_SCHEDULER, buf, len, &m), 0);
+        assert_int_equal(m.policy.error, -ECONNREFUSED);
+        free(buf);
         /* POLICY_REQUEST goes the other way. */
         assert_int_equal(priv_build_policy_request("alice", &buf, &len), 0);
         assert_int_equal(priv_msg_check(PRIV_SIDE_CHANNEL, buf, len, &m), 0);

@@ -332,14 +332,13 @@ static void test_machine_policy_env_scrubbed(void **state) {
         assert_non_null(strstr(env, copy));
         free(copy);
         stored_path = path_in(f->state, "policies/machine.xml");
-        assert_true(asprintf(&copy, "TETHER_POLICY=%s\n", stored_path) > 0);
-        assert_non_null(strstr(env, copy));
-        free(copy);
+        /* The verified bytes on fd 3, never a path that could be swapped. */
+        assert_non_null(strstr(env, "TETHER_POLICY=/dev/fd/3\n"));
         assert_null(strstr(env, "TETHER_USER="));
-        /* cwd is the state dir; stdin is /dev/null (EOF at once) */
-        assert_true(asprintf(&copy, "\n%s\n", f->state) > 0);
-        assert_non_null(strstr(env, copy));
-        assert_non_null(strstr(env, "stdin-eof=0"));
+        /* cwd is "/", never a directory another user can write; stdin is
+         * /dev/null (EOF at once) */
+        assert_non_null(strstr(env, "\n/\nstdin-eof=0"));
+        copy = NULL;
 
         stored = read_text(stored_path);
         assert_non_null(stored);
@@ -523,44 +522,150 @@ static void test_policy_none_and_error(void **state) {
         struct fx *f = *state;
         _cleanup_(freep) char *stored_path = path_in(f->state, "policies/machine.xml");
         _cleanup_(freep) char *seen_path = path_in(f->marks, "seen");
-        _cleanup_(freep) char *seen = NULL;
+        _cleanup_(freep) char *seen = NULL, *stored = NULL, *both = NULL;
 
-        hook(f, "machine-policy", "10-seen", "echo \"[$TETHER_POLICY]\" >> \"$M/seen\"", 0755);
-        answer_set(f, &f->machine, TETHER_POLICY_NEW,
-                   make_policy(NULL, PID_A, "2026-11-21T10:00:00Z", NULL));
+        /* Both hooks read fd 3 itself (not /dev/fd/3): each one must get
+         * the whole policy from the start. */
+        hook(f, "machine-policy", "10-seen",
+             "echo \"[$TETHER_POLICY]\" >> \"$M/seen\"; [ -z \"$TETHER_POLICY\" ] || "
+             "grep -o 'PolicyID=\"[^\"]*\"' <&3 >> \"$M/seen\"",
+             0755);
+        hook(f, "machine-policy", "20-again", "[ -z \"$TETHER_POLICY\" ] || cat <&3 | wc -c >> \"$M/seen\"",
+             0755);
         fx_start(f);
+
+        /* 404 with nothing stored: the cycle succeeds without a policy. */
+        answer_set(f, &f->machine, TETHER_POLICY_NONE, NULL);
         assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 1, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[0].rc, 1);
-        assert_int_equal(access(stored_path, F_OK), 0);
-
-        answer_set(f, &f->machine, TETHER_POLICY_NONE, NULL);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
-        run_until_results(f, 2, 10 * USEC_PER_SEC);
-        assert_int_equal(f->results[1].rc, 1);
-        assert_non_null(strstr(f->results[1].detail, "no policy"));
-        assert_int_equal(access(stored_path, F_OK), -1);
+        assert_non_null(strstr(f->results[0].detail, "no policy"));
         seen = read_text(seen_path);
-        assert_non_null(strstr(seen, "\n[]\n"));
-
-        answer_set(f, &f->machine, TETHER_POLICY_ERROR, NULL);
-        f->machine.error = -ECONNREFUSED;
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
-        run_until_results(f, 3, 10 * USEC_PER_SEC);
-        assert_int_equal(f->results[2].rc, 2);
-        assert_non_null(strstr(f->results[2].detail, "fetch failed: Connection refused"));
-        assert_int_equal(count_lines(seen_path), 2);
+        assert_string_equal(seen, "[]\n");
+        free(seen);
 
         /* UNCHANGED with nothing stored cannot succeed. */
         answer_set(f, &f->machine, TETHER_POLICY_UNCHANGED, NULL);
         assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        run_until_results(f, 2, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[1].rc, 2);
+        assert_non_null(strstr(f->results[1].detail, "no stored policy"));
+
+        answer_set(f, &f->machine, TETHER_POLICY_NEW,
+                   make_policy(NULL, PID_A, "2026-11-21T10:00:00Z",
+                               "<Settings><Setting Name=\"k\">v</Setting></Settings>"));
+        assert_true(asprintf(&both, "\"\n%zu\n[/dev/fd/3]", strlen(f->machine.body)) > 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        run_until_results(f, 3, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[2].rc, 1);
+        assert_int_equal(access(stored_path, F_OK), 0);
+
+        /* A 404 is not signed: it removes nothing, and the hooks run with
+         * the policy still in force. */
+        answer_set(f, &f->machine, TETHER_POLICY_NONE, NULL);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 4, 10 * USEC_PER_SEC);
-        assert_int_equal(f->results[3].rc, 2);
-        assert_non_null(strstr(f->results[3].detail, "no stored policy"));
+        assert_int_equal(f->results[3].rc, 1);
+        assert_non_null(strstr(f->results[3].detail, "no policy on the MP (404), policy "
+                                                     "AAAAAAAA-0000-4000-8000-000000000001 kept"));
+        assert_int_equal(access(stored_path, F_OK), 0);
+        seen = read_text(seen_path);
+        assert_non_null(strstr(seen, "[/dev/fd/3]\nPolicyID=\"AAAAAAAA-0000-4000-8000-000000000001\"\n"));
+        /* The second hook read all of it too. */
+        assert_non_null(strstr(seen, both));
+
+        /* A signed empty Policy withdraws it. */
+        answer_set(f, &f->machine, TETHER_POLICY_NEW,
+                   make_policy(NULL, PID_B, "2026-11-21T11:00:00Z", NULL));
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        run_until_results(f, 5, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[4].rc, 1);
+        assert_non_null(strstr(f->results[4].detail, "(empty) stored"));
+        stored = read_text(stored_path);
+        assert_string_equal(stored, f->machine.body);
+
+        /* An error code out of range from the channel process (abs(INT_MIN)
+         * would be undefined) is just an unknown error. */
+        answer_set(f, &f->machine, TETHER_POLICY_ERROR, NULL);
+        f->machine.error = INT32_MIN;
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        run_until_results(f, 6, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[5].rc, 2);
+        assert_non_null(strstr(f->results[5].detail, "fetch failed: unknown error"));
+        f->machine.error = -ECONNREFUSED;
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        run_until_results(f, 7, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[6].rc, 2);
+        assert_non_null(strstr(f->results[6].detail, "fetch failed: Connection refused"));
 
         /* An answer nobody asked for is refused. */
         assert_int_equal(tether_scheduler_policy(f->s, NULL, TETHER_POLICY_NONE, NULL, 0, NULL, 0, 0),
                          -ESRCH);
+}
+
+/* Issue 10: the newest TimeStamp accepted is kept apart from the policy
+ * file, so losing that file does not let an older signed revision back. */
+static void test_rollback_floor(void **state) {
+        struct fx *f = *state;
+        _cleanup_(freep) char *stored_path = path_in(f->state, "policies/machine.xml");
+        _cleanup_(freep) char *sig_path = path_in(f->state, "policies/machine.xml.sig");
+        _cleanup_(freep) char *floor_path = path_in(f->state, "floor/machine");
+        _cleanup_(freep) char *floor = NULL;
+
+        fx_start(f);
+        answer_set(f, &f->machine, TETHER_POLICY_NEW,
+                   make_policy(NULL, PID_B, "2026-11-21T12:00:00Z", NULL));
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        run_until_results(f, 1, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[0].rc, 1);
+        floor = read_text(floor_path);
+        assert_string_equal(floor, "2026-11-21T12:00:00Z\n");
+        assert_int_equal(unlink(stored_path), 0);
+        assert_int_equal(unlink(sig_path), 0);
+
+        answer_set(f, &f->machine, TETHER_POLICY_NEW,
+                   make_policy(NULL, PID_A, "2026-11-21T11:59:59Z", NULL));
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        run_until_results(f, 2, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[1].rc, 2);
+        assert_non_null(strstr(f->results[1].detail, "older than 2026-11-21T12:00:00Z"));
+        assert_int_equal(access(stored_path, F_OK), -1);
+
+        /* The same revision again (a lost ETag) is fine. */
+        answer_set(f, &f->machine, TETHER_POLICY_NEW,
+                   make_policy(NULL, PID_B, "2026-11-21T12:00:00Z", NULL));
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        run_until_results(f, 3, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[2].rc, 1);
+
+        /* An unreadable floor refuses everything rather than nothing. */
+        write_file(floor_path, "garbage\n", 0600);
+        answer_set(f, &f->machine, TETHER_POLICY_NEW,
+                   make_policy(NULL, PID_A, "2027-01-01T00:00:00Z", NULL));
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        run_until_results(f, 4, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[3].rc, 2);
+        assert_non_null(strstr(f->results[3].detail, "rollback floor is unreadable"));
+}
+
+/* Issue 10 (low): the channel process is not trusted to send a bounded
+ * number of requests. */
+static void test_pending_bounded(void **state) {
+        struct fx *f = *state;
+        char param[32];
+
+        f->no_answer = true;
+        fx_start(f);
+        for (unsigned i = 0; i < TETHER_SCHEDULER_PENDING_MAX; i++) {
+                /* Distinct users: distinct runs, which coalescing does not join. */
+                snprintf(param, sizeof(param), "u%u", i % 64);
+                assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, GUID1, param), 0);
+        }
+        assert_int_equal(tether_scheduler_pending(f->s), TETHER_SCHEDULER_PENDING_MAX);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, GUID2, NULL), -ENOBUFS);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, GUID2, "u1"), -ENOBUFS);
+        assert_int_equal(tether_scheduler_pending(f->s), TETHER_SCHEDULER_PENDING_MAX);
+        assert_int_equal(f->n_results, 0);
 }
 
 static void test_run_parts_filtering(void **state) {
@@ -1214,7 +1319,9 @@ static void test_user_policy_applications(void **state) {
         assert_non_null(strstr(env, "TETHER_USER=nobody\n"));
         assert_non_null(strstr(env, "TETHER_APP_ID=tool\n"));
         assert_non_null(strstr(env, "TETHER_CYCLE=app-evaluation\n"));
-        assert_non_null(strstr(env, "/policies/user/nobody.xml\n"));
+        /* The user policy's verified bytes, not its path; cwd "/". */
+        assert_non_null(strstr(env, "TETHER_POLICY=/dev/fd/3\n"));
+        assert_non_null(strstr(env, "PWD=/\n"));
 }
 
 /* cycles.d/app-evaluation/ runs after the applications, like the policy
@@ -1332,20 +1439,29 @@ static void test_shipped_examples(void **state) {
         free(src);
         assert_true(asprintf(&src, "%s/conf/policies/machine.xml", TETHER_SOURCE_DIR) > 0);
         body = read_text(src);
-        answer_set(f, &f->machine, TETHER_POLICY_NEW, strdup(body));
         fx_start(f);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, GUID1, NULL), 0);
-        run_until_results(f, 1, 10 * USEC_PER_SEC);
-        assert_int_equal(f->results[0].rc, 1);
-        assert_string_equal(f->last_output, "machine policy 6B1E2C4A-3F5D-4E7A-9C8B-1D2E3F4A5B6C in effect "
-                                            "(task 11111111-1111-4111-8111-111111111111)\n");
-
         /* With no policy, the hook says so and succeeds. */
         answer_set(f, &f->machine, TETHER_POLICY_NONE, NULL);
         assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        run_until_results(f, 1, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[0].rc, 1);
+        assert_string_equal(f->last_output, "machine policy: none for this device\n");
+
+        answer_set(f, &f->machine, TETHER_POLICY_NEW, strdup(body));
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, GUID1, NULL), 0);
         run_until_results(f, 2, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[1].rc, 1);
-        assert_string_equal(f->last_output, "machine policy: none for this device\n");
+        assert_string_equal(f->last_output, "machine policy 6B1E2C4A-3F5D-4E7A-9C8B-1D2E3F4A5B6C in effect "
+                                            "(task 11111111-1111-4111-8111-111111111111)\n");
+
+        /* A 404 leaves it in effect. */
+        answer_set(f, &f->machine, TETHER_POLICY_NONE, NULL);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        run_until_results(f, 3, 10 * USEC_PER_SEC);
+        assert_int_equal(f->results[2].rc, 1);
+        assert_string_equal(
+                f->last_output,
+                "machine policy 6B1E2C4A-3F5D-4E7A-9C8B-1D2E3F4A5B6C in effect (task periodic)\n");
 }
 
 static void test_user_hook_without_policy(void **state) {
@@ -1406,6 +1522,8 @@ int main(void) {
                                                 fx_teardown),
                 cmocka_unit_test_setup_teardown(test_invalid_policies_rejected, fx_setup, fx_teardown),
                 cmocka_unit_test_setup_teardown(test_policy_none_and_error, fx_setup, fx_teardown),
+                cmocka_unit_test_setup_teardown(test_rollback_floor, fx_setup, fx_teardown),
+                cmocka_unit_test_setup_teardown(test_pending_bounded, fx_setup, fx_teardown),
                 cmocka_unit_test_setup_teardown(test_run_parts_filtering, fx_setup, fx_teardown),
                 cmocka_unit_test_setup_teardown(test_coalescing_and_order, fx_setup, fx_teardown),
                 cmocka_unit_test_setup_teardown(test_time_limit_kills_process_group, fx_setup, fx_teardown),
