@@ -1329,12 +1329,15 @@ static void test_user_policy_applications(void **state) {
  * Detail; a failing hook fails the cycle, an unsafe one is skipped. */
 static void test_app_evaluation_hooks(void **state) {
         struct fx *f = *state;
-        _cleanup_(freep) char *order_path = path_in(f->marks, "order"), *env_path = path_in(f->marks, "env");
+        _cleanup_(freep) char *order_path = path_in(f->marks, "order"), *env_path = path_in(f->marks, "env"),
+                              *policy_path = path_in(f->marks, "policy");
         _cleanup_(freep) char *order = NULL, *env = NULL, *policy = NULL;
         char path[PATH_MAX * 2];
 
         /* Before any machine policy: no deployments, the hook still runs. */
-        hook(f, "app-evaluation", "10-first", "echo \"10 $TETHER_CYCLE\" >> \"$M/order\"; env > \"$M/env\"",
+        hook(f, "app-evaluation", "10-first",
+             "echo \"10 $TETHER_CYCLE\" >> \"$M/order\"; env > \"$M/env\"; "
+             "if [ -n \"$TETHER_POLICY\" ]; then cat \"$TETHER_POLICY\" > \"$M/policy\"; fi",
              0755);
         fx_start(f);
         assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_APP_EVALUATION, GUID1, "p1"), 0);
@@ -1373,8 +1376,11 @@ static void test_app_evaluation_hooks(void **state) {
                                                   "or others); hook 20-fails failed (exit 4): no licence");
         env = read_text(env_path);
         assert_non_null(env);
-        assert_true(asprintf(&policy, "TETHER_POLICY=%s/policies/machine.xml\n", f->state) > 0);
-        assert_non_null(strstr(env, policy));
+        /* The verified bytes of the machine policy, on fd 3. */
+        assert_non_null(strstr(env, "TETHER_POLICY=/dev/fd/3\n"));
+        policy = read_text(policy_path);
+        assert_non_null(policy);
+        assert_non_null(strstr(policy, "<Application ID=\"base\">"));
 }
 
 static void copy_file(const char *from, const char *to, mode_t mode) {
