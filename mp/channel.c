@@ -7,8 +7,11 @@
 #include "common/log.h"
 #include "common/strutil.h"
 #include "mp/mp.h"
+#include "transport/rotation.h"
 #include "transport/sign.h"
 #include "transport/tls.h"
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct tether_key *, tether_key_free);
 
 static int session_cmp(const void *a, const void *b) {
         return strcmp(((const struct mp_session *)a)->client_id, ((const struct mp_session *)b)->client_id);
@@ -81,27 +84,40 @@ static int seal(const struct tether_msg *msg, const struct tether_key *signer, u
         return *ret ? 0 : -ENOMEM;
 }
 
-int mp_channel_confirm(struct mp_server *srv, enum tether_signin_status status, struct mp_buf **ret) {
+int mp_channel_confirm(struct mp_server *srv, enum tether_signin_status status, bool with_chain,
+                       struct mp_buf **ret) {
         struct tether_msg msg = {.type = TETHER_FRAME_SIGNIN_CONFIRM};
+        _cleanup_(freep) struct tether_endorsement *chain = NULL;
+        size_t n_chain = 0;
         time_t now = time(NULL);
+        unsigned k = with_chain ? 1 : 0;
         int r;
 
-        if (status == TETHER_SIGNIN_APPROVED && srv->confirm_cache && srv->confirm_cache_time == now) {
-                *ret = mp_buf_ref(srv->confirm_cache);
+        if (status == TETHER_SIGNIN_APPROVED && srv->confirm_cache[k] && srv->confirm_cache_time[k] == now) {
+                *ret = mp_buf_ref(srv->confirm_cache[k]);
                 return 0;
+        }
+        /* The chain goes only to agents that list 1.1 (section 7); the
+         * SitePublicKey stays serial 1, the root an agent pins. */
+        if (with_chain && srv->site_chain) {
+                r = tether_site_chain_endorsements(srv->site_chain, &chain, &n_chain);
+                if (r < 0)
+                        return r;
         }
         msg.signin_confirm.timestamp = now;
         msg.signin_confirm.message_version = 1;
         msg.signin_confirm.status = status;
         msg.signin_confirm.keepalive_seconds = srv->cfg->keepalive;
         msg.signin_confirm.site_public_key = srv->site_key_b64;
-        r = seal(&msg, srv->site_key, srv->cfg->max_frame, ret);
+        msg.signin_confirm.endorsements = chain;
+        msg.signin_confirm.n_endorsements = (unsigned)n_chain;
+        r = seal(&msg, mp_site_signer(srv), srv->cfg->max_frame, ret);
         if (r < 0)
                 return r;
         if (status == TETHER_SIGNIN_APPROVED) {
-                mp_buf_unref(srv->confirm_cache);
-                srv->confirm_cache = mp_buf_ref(*ret);
-                srv->confirm_cache_time = now;
+                mp_buf_unref(srv->confirm_cache[k]);
+                srv->confirm_cache[k] = mp_buf_ref(*ret);
+                srv->confirm_cache_time[k] = now;
         }
         return 0;
 }
@@ -211,6 +227,54 @@ static int check_duplicate(struct mp_conn *c, struct mp_session *s, const struct
         return 1;
 }
 
+/* A SIGNIN with KeyRollover (section 7.3): the ClientID moves from
+ * PreviousPublicKey to the key of this connection when the proof verifies
+ * and PreviousPublicKey is the bound key. Returns 0 (rebound, or already
+ * rebound by an earlier try of the same rollover), 1 when refused as a
+ * conflict (logged and recorded), or < 0. */
+static int mp_rollover(struct mp_conn *c, const struct tether_signin *m,
+                       const struct mp_signin_request *req) {
+        struct mp_server *srv = c->srv;
+        _cleanup_(tether_key_freep) struct tether_key *old = NULL;
+        _cleanup_(freep) char *bound = NULL;
+        char old_fpr[TETHER_FINGERPRINT_LEN] = "?";
+        enum mp_device_status status;
+        const char *why = NULL;
+        int r;
+
+        r = mp_registry_device(srv->reg, req->client_id, &status, &bound);
+        if (r < 0 && r != -ENOENT)
+                return r;
+        if (r == 0 && strcmp(bound, req->public_key) == 0)
+                return 0; /* rebound already; the agent had no confirm yet */
+        if (tether_key_from_spki_base64(m->rollover.previous_public_key, &old) < 0)
+                why = "PreviousPublicKey is not a usable key";
+        else if (r == -ENOENT)
+                why = "the ClientID is not known here (an unknown old key)";
+        else if (strcmp(bound, m->rollover.previous_public_key) != 0)
+                why = "the ClientID is bound to another key than PreviousPublicKey";
+        else if (tether_rollover_verify(old, req->client_id, c->peer_key, m->rollover.signature) < 0)
+                why = "the rollover is not signed by the bound key";
+        if (old)
+                (void)tether_key_fingerprint(old, old_fpr);
+        if (why) {
+                log_warning("Conflict: key rollover of ClientID '%s' ('%s') from %s to key %s refused: %s; "
+                            "the binding stays as it was",
+                            req->client_id, req->hostname ? req->hostname : "", c->peer, req->fingerprint,
+                            why);
+                r = mp_registry_key_event(srv->reg, req, old_fpr, "rollover-refused", why);
+                return r < 0 ? r : 1;
+        }
+        r = mp_registry_rebind(srv->reg, req, m->rollover.previous_public_key, old_fpr);
+        if (r < 0)
+                return log_error_errno(r, "Failed to rebind '%s' to its new key: %m", req->client_id);
+        log_notice(
+                "Key rotation: ClientID '%s' ('%s') from %s moved from key %s to key %s (proof by the old "
+                "key verified); recorded",
+                req->client_id, req->hostname ? req->hostname : "", c->peer, old_fpr, req->fingerprint);
+        return 0;
+}
+
 int mp_signin(struct mp_conn *c, const struct tether_frame *frame, enum mp_signin_via via,
               enum mp_signin_outcome *ret, struct mp_session **ret_session) {
         struct mp_server *srv = c->srv;
@@ -281,10 +345,28 @@ int mp_signin(struct mp_conn *c, const struct tether_frame *frame, enum mp_signi
                 .address = c->address,
                 .now = time(NULL),
         };
+        if (msg->signin.rollover.previous_public_key) {
+                r = mp_rollover(c, &msg->signin, &req);
+                if (r < 0)
+                        goto done;
+                if (r > 0) {
+                        *ret = MP_OUTCOME_CONFLICT;
+                        r = 0;
+                        goto done;
+                }
+        }
         r = mp_registry_signin(srv->reg, &srv->approval, &req, &verdict, &is_new);
         if (r < 0) {
                 log_error_errno(r, "Failed to record the sign-in of '%s': %m", req.client_id);
                 goto done;
+        }
+        if (verdict != MP_SIGNIN_CONFLICT && msg->signin.feature_1_1) {
+                /* Signing in after a confirm by key N says the agent took
+                 * N: record it for site-key status (section 7.2). */
+                r = mp_registry_site_key_seen(srv->reg, req.client_id, mp_site_serial(srv), req.now);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to record the site key seen by '%s', ignoring: %m",
+                                          req.client_id);
         }
 
         if (verdict == MP_SIGNIN_CONFLICT) {
@@ -361,6 +443,7 @@ int mp_signin(struct mp_conn *c, const struct tether_frame *frame, enum mp_signi
                     : verdict == MP_SIGNIN_PENDING ? MP_DEVICE_PENDING
                                                    : MP_DEVICE_REJECTED;
         s->https = https;
+        s->feature_1_1 = msg->signin.feature_1_1;
         s->last_seen_usec = mp_now_usec();
         strscpy(s->address, sizeof(s->address), c->address);
 
@@ -567,7 +650,7 @@ void mp_session_decided(struct mp_server *srv, const char *client_id, enum mp_de
                 (void)mp_https_finish_poll(s->conn);
                 return;
         }
-        r = mp_channel_confirm(srv, status_to_wire(status), &confirm);
+        r = mp_channel_confirm(srv, status_to_wire(status), s->feature_1_1, &confirm);
         if (r >= 0)
                 r = mp_conn_send(s->conn, confirm);
         if (r < 0) {
@@ -628,7 +711,7 @@ static int channel_frame(struct mp_conn *c, const struct tether_frame *frame) {
                 }
                 c->session = s;
                 s->conn = c;
-                r = mp_channel_confirm(srv, status_to_wire(s->status), &confirm);
+                r = mp_channel_confirm(srv, status_to_wire(s->status), s->feature_1_1, &confirm);
                 if (r >= 0)
                         r = mp_conn_send(c, confirm);
                 if (r < 0) {

@@ -43,6 +43,7 @@
 #include "transport/message.h"
 
 struct tether_key;
+struct tether_site_chain;
 struct tether_tls_ctx;
 struct tether_tls_conn;
 
@@ -150,6 +151,7 @@ struct mp_session {
         enum mp_device_status status;
         struct mp_conn *conn; /* TCP channel, or the held HTTPS poll; NULL between polls */
         bool https;
+        bool feature_1_1; /* listed <Feature>1.1</Feature>: gets the site key chain */
         uint64_t last_seen_usec;
         char address[64];
 };
@@ -188,9 +190,14 @@ struct mp_server {
         struct mp_registry *reg;
         struct mp_dupguard *dupguard; /* live replacements per ClientID */
         struct mp_approval_policy approval;
-        struct tether_key *site_key;
+        struct tether_key *site_key; /* serial 1, the root of the chain */
         char *site_key_b64;
         char site_fingerprint[65];
+        /* Site key rotation (state.c): the chain from site_key, and the
+         * private key of every link (index as in the chain; [0] borrows
+         * site_key). The signer is the newest whose NotBefore has come. */
+        struct tether_site_chain *site_chain;
+        struct tether_key **site_privs;
         struct tether_key *tls_key;
         struct tether_tls_ctx *tls;
 
@@ -215,8 +222,8 @@ struct mp_server {
 
         /* SIGNIN_CONFIRM(Approved) is the same bytes for everyone within one
          * second: sign it once. */
-        struct mp_buf *confirm_cache;
-        time_t confirm_cache_time;
+        struct mp_buf *confirm_cache[2]; /* [1]: with the site key chain (1.1) */
+        time_t confirm_cache_time[2];
 
         bool shutting_down;
         /* True while mp_server_flush writes out what was queued before its
@@ -261,8 +268,10 @@ int mp_channel_goodbye_frame(struct mp_server *srv, enum tether_goodbye_reason r
                              struct mp_buf **ret);
 /* Sends a GOODBYE frame (nothing else follows). */
 int mp_channel_goodbye(struct mp_conn *c, enum tether_goodbye_reason reason, uint32_t retry_after);
-/* Builds a SIGNIN_CONFIRM for a status. */
-int mp_channel_confirm(struct mp_server *srv, enum tether_signin_status status, struct mp_buf **ret);
+/* Builds a SIGNIN_CONFIRM for a status, signed by the current site key;
+ * with_chain (an agent that lists 1.1) adds the site key chain. */
+int mp_channel_confirm(struct mp_server *srv, enum tether_signin_status status, bool with_chain,
+                       struct mp_buf **ret);
 
 /* The outcome of a verified SIGNIN, shared by both transports. */
 enum mp_signin_outcome {
@@ -342,6 +351,18 @@ void mp_admin_conn_closed(struct mp_server *srv, struct mp_conn *c);
 /* state.c */
 int mp_state_load(const struct mp_config *cfg, bool create, struct tether_key **ret_site_key,
                   struct tether_key **ret_tls_key, char **ret_tls_cert_pem);
+
+/* state.c: site key rotation. Files in the state directory, never the
+ * database: site-chain (the endorsements, transport/rotation.h text form)
+ * and site-<serial>.key for serial 2 on (site.key is serial 1). */
+int mp_site_chain_load(struct mp_server *srv);
+void mp_site_chain_free(struct mp_server *srv);
+/* Makes the next key, endorses it with the newest, writes its key file then
+ * the chain (atomically), and adopts it. */
+int mp_site_key_rotate(struct mp_server *srv, time_t not_before, char err[256]);
+/* The key that signs now, and its serial. */
+const struct tether_key *mp_site_signer(struct mp_server *srv);
+uint32_t mp_site_serial(struct mp_server *srv);
 
 /* cli.c */
 int mp_cli_main(const char *command, int argc, char **argv);
