@@ -396,9 +396,8 @@ static void handle_confirm(struct session *s, struct tether_frame *frame) {
         if (learned) {
                 char fp[TETHER_FINGERPRINT_LEN] = "";
                 (void)tether_key_fingerprint(site_trust_root(s->trust), fp);
-                log_notice("Trusting site key %s from SIGNIN_CONFIRM (pinned; %zu key%s in its chain)", fp,
-                           tether_site_chain_len(site_trust_chain(s->trust)),
-                           tether_site_chain_len(site_trust_chain(s->trust)) == 1 ? "" : "s");
+                log_notice("Site keys trusted from SIGNIN_CONFIRM: serial 1 %s and %zu endorsed after it",
+                           fp, tether_site_chain_len(site_trust_chain(s->trust)) - 1);
                 /* The root and the chain: the scheduler half checks both
                  * from its own configuration. */
                 if (s->ops.site_key)

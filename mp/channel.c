@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
+#include <inttypes.h>
 #include <search.h>
 #include <stdlib.h>
 #include <string.h>
@@ -363,7 +364,7 @@ int mp_signin(struct mp_conn *c, const struct tether_frame *frame, enum mp_signi
         if (verdict != MP_SIGNIN_CONFLICT && msg->signin.feature_1_1) {
                 /* Signing in after a confirm by key N says the agent took
                  * N: record it for site-key status (section 7.2). */
-                r = mp_registry_site_key_seen(srv->reg, req.client_id, mp_site_serial(srv), req.now);
+                r = mp_registry_site_key_sent(srv->reg, req.client_id, mp_site_serial(srv), req.now);
                 if (r < 0)
                         log_warning_errno(r, "Failed to record the site key seen by '%s', ignoring: %m",
                                           req.client_id);
@@ -444,6 +445,7 @@ int mp_signin(struct mp_conn *c, const struct tether_frame *frame, enum mp_signi
                                                    : MP_DEVICE_REJECTED;
         s->https = https;
         s->feature_1_1 = msg->signin.feature_1_1;
+        s->site_serial_unacked = s->feature_1_1 ? mp_site_serial(srv) : 0;
         s->last_seen_usec = mp_now_usec();
         strscpy(s->address, sizeof(s->address), c->address);
 
@@ -564,6 +566,15 @@ int mp_session_frame(struct mp_session *s, struct mp_conn *c, const struct tethe
         int r;
 
         s->last_seen_usec = mp_now_usec();
+        if (s->site_serial_unacked && frame->type != TETHER_FRAME_GOODBYE) {
+                /* An agent that refused the confirm would have said GOODBYE. */
+                r = mp_registry_site_key_confirmed(srv->reg, s->client_id, s->site_serial_unacked,
+                                                   time(NULL));
+                if (r < 0)
+                        log_warning_errno(r, "Failed to record the site key confirmed by '%s', ignoring: %m",
+                                          s->client_id);
+                s->site_serial_unacked = 0;
+        }
         switch (frame->type) {
         case TETHER_FRAME_KEEPALIVE: {
                 _cleanup_(mp_buf_unrefp) struct mp_buf *ka = NULL;
@@ -628,6 +639,39 @@ static int backlog_cb(uint64_t push_id, const uint8_t *frame, size_t len, void *
                  (unsigned long long)push_id, s->client_id);
         return mp_registry_target_advance(c->srv->reg, push_id, s->client_id, MP_TARGET_DELIVERED,
                                           time(NULL));
+}
+
+struct broadcast {
+        struct mp_server *srv;
+        struct mp_buf *confirm;
+        size_t sent;
+};
+
+static void broadcast_one(struct mp_session *s, void *userdata) {
+        struct broadcast *b = userdata;
+
+        if (!s->feature_1_1 || s->status != MP_DEVICE_APPROVED || !s->conn || s->conn->dead ||
+            s->conn->kind != MP_CONN_CHANNEL)
+                return;
+        if (mp_conn_send(s->conn, b->confirm) < 0)
+                return;
+        s->site_serial_unacked = mp_site_serial(b->srv);
+        b->sent++;
+}
+
+void mp_site_key_broadcast(struct mp_server *srv) {
+        struct broadcast b = {.srv = srv};
+        int r;
+
+        r = mp_channel_confirm(srv, TETHER_SIGNIN_APPROVED, true, &b.confirm);
+        if (r < 0) {
+                log_error_errno(r, "Failed to build the SIGNIN_CONFIRM with the site key chain: %m");
+                return;
+        }
+        mp_sessions_walk(srv, broadcast_one, &b);
+        mp_buf_unref(b.confirm);
+        log_info("Sent the site key chain (signed by serial %" PRIu32 ") to %zu connected agents",
+                 mp_site_serial(srv), b.sent);
 }
 
 int mp_session_deliver_backlog(struct mp_server *srv, struct mp_session *s) {

@@ -152,6 +152,10 @@ struct mp_session {
         struct mp_conn *conn; /* TCP channel, or the held HTTPS poll; NULL between polls */
         bool https;
         bool feature_1_1; /* listed <Feature>1.1</Feature>: gets the site key chain */
+        /* The serial of a SIGNIN_CONFIRM sent on this connection that no
+         * frame has answered yet (0: none): the next frame other than
+         * GOODBYE says the agent accepted that key. */
+        uint32_t site_serial_unacked;
         uint64_t last_seen_usec;
         char address[64];
 };
@@ -198,6 +202,7 @@ struct mp_server {
          * site_key). The signer is the newest whose NotBefore has come. */
         struct tether_site_chain *site_chain;
         struct tether_key **site_privs;
+        sd_event_source *site_key_timer; /* at the newest key's NotBefore */
         struct tether_key *tls_key;
         struct tether_tls_ctx *tls;
 
@@ -312,6 +317,10 @@ void mp_session_drop(struct mp_server *srv, struct mp_session *s);
 bool mp_session_online(struct mp_server *srv, const struct mp_session *s, uint64_t now);
 /* An administrator approved or rejected the device: tell it if online. */
 void mp_session_decided(struct mp_server *srv, const char *client_id, enum mp_device_status status);
+/* Sends a fresh SIGNIN_CONFIRM, with the site key chain, to every approved
+ * 1.1 agent on a TCP channel (after a rotation, and at the new key's
+ * NotBefore); HTTPS agents get it with their next poll. */
+void mp_site_key_broadcast(struct mp_server *srv);
 /* Sends every undelivered push to the session's connection (TCP). */
 int mp_session_deliver_backlog(struct mp_server *srv, struct mp_session *s);
 void mp_sessions_walk(struct mp_server *srv, void (*fn)(struct mp_session *s, void *u), void *u);

@@ -1067,11 +1067,12 @@ static int keys_write(struct mp_registry *reg, const char *sql, const char *kind
         return r;
 }
 
-int mp_registry_site_key_seen(struct mp_registry *reg, const char *client_id, uint32_t serial, time_t now) {
+static int site_key_row(struct mp_registry *reg, const char *client_id, bool *found, int64_t *sent,
+                        int64_t *confirmed) {
         sqlite3_stmt *q = NULL;
-        int64_t sent = 0, confirmed = 0;
-        bool found = false;
 
+        *found = false;
+        *sent = *confirmed = 0;
         if (sqlite3_prepare_v2(
                     reg->db,
                     "SELECT sent_serial, confirmed_serial FROM device_site_keys WHERE client_id = ?1", -1,
@@ -1082,20 +1083,50 @@ int mp_registry_site_key_seen(struct mp_registry *reg, const char *client_id, ui
                 return -EIO;
         }
         if (sqlite3_step(q) == SQLITE_ROW) {
-                found = true;
-                sent = sqlite3_column_int64(q, 0);
-                confirmed = sqlite3_column_int64(q, 1);
+                *found = true;
+                *sent = sqlite3_column_int64(q, 0);
+                *confirmed = sqlite3_column_int64(q, 1);
         }
         sqlite3_finalize(q);
-        if (found && sent == (int64_t)serial && confirmed == sent)
-                return 0;
-        if (found && sent > confirmed)
-                confirmed = sent;
+        return 0;
+}
+
+static int site_key_put(struct mp_registry *reg, const char *client_id, int64_t sent, int64_t confirmed,
+                        time_t now) {
         return keys_write(reg,
                           "INSERT INTO device_site_keys (client_id, sent_serial, confirmed_serial, updated) "
                           "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (client_id) DO UPDATE SET "
                           "sent_serial = ?2, confirmed_serial = ?3, updated = ?4",
-                          "tiii", client_id, (int64_t)serial, confirmed, (int64_t)now);
+                          "tiii", client_id, sent, confirmed, (int64_t)now);
+}
+
+int mp_registry_site_key_confirmed(struct mp_registry *reg, const char *client_id, uint32_t serial,
+                                   time_t now) {
+        int64_t sent, confirmed;
+        bool found;
+        int r;
+
+        r = site_key_row(reg, client_id, &found, &sent, &confirmed);
+        if (r < 0)
+                return r;
+        if (found && confirmed == (int64_t)serial)
+                return 0;
+        return site_key_put(reg, client_id, sent > serial ? sent : serial, serial, now);
+}
+
+int mp_registry_site_key_sent(struct mp_registry *reg, const char *client_id, uint32_t serial, time_t now) {
+        int64_t sent = 0, confirmed = 0;
+        bool found = false;
+        int r;
+
+        r = site_key_row(reg, client_id, &found, &sent, &confirmed);
+        if (r < 0)
+                return r;
+        if (found && sent == (int64_t)serial && confirmed == sent)
+                return 0;
+        if (found && sent > confirmed)
+                confirmed = sent;
+        return site_key_put(reg, client_id, serial, confirmed, now);
 }
 
 int mp_registry_site_key_counts(struct mp_registry *reg, uint64_t *counts, size_t n) {

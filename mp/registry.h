@@ -188,9 +188,11 @@ int mp_registry_responses_json(struct mp_registry *reg, unsigned limit, json_obj
 /* Creates the rotation tables (called by mp_registry_open). */
 int mp_registry_keys_schema(struct mp_registry *reg);
 /* A 1.1 agent signed in: the serial of the last SIGNIN_CONFIRM it was sent
- * becomes the key it confirmed, and the confirm about to be sent is signed
- * by serial. Writes only when something changes. */
-int mp_registry_site_key_seen(struct mp_registry *reg, const char *client_id, uint32_t serial, time_t now);
+ * becomes the key it confirmed (it signed in again after it), and the
+ * confirm about to be sent is signed by serial. */
+int mp_registry_site_key_sent(struct mp_registry *reg, const char *client_id, uint32_t serial, time_t now);
+/* The agent answered a confirm signed by serial on the same connection. */
+int mp_registry_site_key_confirmed(struct mp_registry *reg, const char *client_id, uint32_t serial, time_t now);
 /* counts[i] = devices whose last confirmed site key is serial i + 1. */
 int mp_registry_site_key_counts(struct mp_registry *reg, uint64_t *counts, size_t n);
 /* Moves req's ClientID from old_key (base64, must be the bound one) to

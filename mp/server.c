@@ -508,9 +508,6 @@ int mp_server_new(struct mp_config *cfg, struct mp_server **ret) {
                 log_error_errno(r, "Failed to encode the site key: %m");
                 goto fail;
         }
-        r = mp_site_chain_load(srv);
-        if (r < 0)
-                goto fail;
         r = tether_tls_server_new(cert, srv->tls_key, &srv->tls);
         if (r < 0) {
                 log_error_errno(r, "Failed to set up TLS: %m");
@@ -531,6 +528,9 @@ int mp_server_new(struct mp_config *cfg, struct mp_server **ret) {
                 goto fail;
         /* Pings systemd's watchdog from the loop itself when WatchdogSec= is set. */
         (void)sd_event_set_watchdog(srv->event, true);
+        r = mp_site_chain_load(srv);
+        if (r < 0)
+                goto fail;
         r = listen_tcp(cfg->listen, &srv->channel_fd, &srv->channel_port);
         if (r < 0) {
                 log_error_errno(r, "Failed to listen on %s: %m", cfg->listen);

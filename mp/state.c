@@ -140,6 +140,7 @@ static int link_key_path(const struct mp_server *srv, size_t serial, char *buf, 
 }
 
 void mp_site_chain_free(struct mp_server *srv) {
+        srv->site_key_timer = sd_event_source_disable_unref(srv->site_key_timer);
         if (srv->site_privs && srv->site_chain)
                 for (size_t i = 1; i < tether_site_chain_len(srv->site_chain); i++)
                         tether_key_free(srv->site_privs[i]);
@@ -180,6 +181,32 @@ static int load_link_keys(struct mp_server *srv, struct tether_site_chain *chain
         return 0;
 }
 
+static int site_key_due(sd_event_source *src, uint64_t usec, void *userdata) {
+        struct mp_server *srv = userdata;
+
+        for (size_t i = 0; i < ELEMENTSOF(srv->confirm_cache); i++) {
+                mp_buf_unref(srv->confirm_cache[i]);
+                srv->confirm_cache[i] = NULL;
+        }
+        log_notice("Site key serial %" PRIu32 " signs pushes, confirms and policies from now on",
+                   mp_site_serial(srv));
+        mp_site_key_broadcast(srv);
+        return 0;
+}
+
+/* A timer at the newest key's NotBefore, when it is still ahead: then the
+ * agents get a confirm signed by it at once. */
+static int arm_site_key_timer(struct mp_server *srv) {
+        size_t n = tether_site_chain_len(srv->site_chain);
+        time_t nb = tether_site_chain_not_before(srv->site_chain, n - 1);
+
+        srv->site_key_timer = sd_event_source_disable_unref(srv->site_key_timer);
+        if (n < 2 || nb <= time(NULL) || !srv->event)
+                return 0;
+        return sd_event_add_time(srv->event, &srv->site_key_timer, CLOCK_REALTIME, (uint64_t)nb * 1000000ULL,
+                                 100000, site_key_due, srv);
+}
+
 int mp_site_chain_load(struct mp_server *srv) {
         _cleanup_(tether_site_chain_freep) struct tether_site_chain *chain = NULL;
         char path[4096], why[256] = "";
@@ -200,6 +227,9 @@ int mp_site_chain_load(struct mp_server *srv) {
         if (r < 0)
                 return r;
         srv->site_chain = TAKE_PTR(chain);
+        r = arm_site_key_timer(srv);
+        if (r < 0)
+                return log_error_errno(r, "Failed to arm the timer at the new key's NotBefore: %m");
         if (tether_site_chain_len(srv->site_chain) > 1)
                 log_info("Site key chain: %zu keys; serial %" PRIu32 " signs now",
                          tether_site_chain_len(srv->site_chain), mp_site_serial(srv));
@@ -271,5 +301,9 @@ int mp_site_key_rotate(struct mp_server *srv, time_t not_before, char err[256]) 
                 mp_buf_unref(srv->confirm_cache[i]);
                 srv->confirm_cache[i] = NULL;
         }
+        r = arm_site_key_timer(srv);
+        if (r < 0)
+                log_warning_errno(r, "Failed to arm the timer at the new key's NotBefore, ignoring: %m");
+        mp_site_key_broadcast(srv);
         return 0;
 }
