@@ -19,7 +19,9 @@
  *   http.c     HTTP/1.1 over a connection with http-parser; the HTTPS
  *              endpoints (fallback channel, policies)
  *   admin.c    the admin API (HTTP+JSON on a unix socket)
- *   state.c    the state directory: site key, TLS key and certificate
+ *   state.c    the state directory: site key, TLS key and certificate,
+ *              the site key chain's files
+ *   keys.c     key rotation: device key rollovers, the chain sent to agents
  *   config.c   defaults, the INI file, the command line
  *   cli.c      the admin commands (libcurl client)
  */
@@ -317,7 +319,13 @@ void mp_session_drop(struct mp_server *srv, struct mp_session *s);
 bool mp_session_online(struct mp_server *srv, const struct mp_session *s, uint64_t now);
 /* An administrator approved or rejected the device: tell it if online. */
 void mp_session_decided(struct mp_server *srv, const char *client_id, enum mp_device_status status);
-/* Sends a fresh SIGNIN_CONFIRM, with the site key chain, to every approved
+/* keys.c: a SIGNIN's KeyRollover (section 7.3). The ClientID moves from
+ * PreviousPublicKey to the connection's key when the proof verifies and
+ * PreviousPublicKey is the bound key. Returns 0 (rebound, or rebound
+ * already), 1 when refused as a conflict (logged and recorded), or < 0. */
+struct mp_signin_request;
+int mp_rollover(struct mp_conn *c, const struct tether_signin *m, const struct mp_signin_request *req);
+/* keys.c: sends a fresh SIGNIN_CONFIRM, with the site key chain, to every approved
  * 1.1 agent on a TCP channel (after a rotation, and at the new key's
  * NotBefore); HTTPS agents get it with their next poll. */
 void mp_site_key_broadcast(struct mp_server *srv);

@@ -192,7 +192,8 @@ int mp_registry_keys_schema(struct mp_registry *reg);
  * confirm about to be sent is signed by serial. */
 int mp_registry_site_key_sent(struct mp_registry *reg, const char *client_id, uint32_t serial, time_t now);
 /* The agent answered a confirm signed by serial on the same connection. */
-int mp_registry_site_key_confirmed(struct mp_registry *reg, const char *client_id, uint32_t serial, time_t now);
+int mp_registry_site_key_confirmed(struct mp_registry *reg, const char *client_id, uint32_t serial,
+                                   time_t now);
 /* counts[i] = devices whose last confirmed site key is serial i + 1. */
 int mp_registry_site_key_counts(struct mp_registry *reg, uint64_t *counts, size_t n);
 /* Moves req's ClientID from old_key (base64, must be the bound one) to

@@ -34,8 +34,6 @@ struct tether_site_chain {
         size_t n;
 };
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(struct tether_key *, tether_key_free);
-
 /* ---- signature inputs ---- */
 
 static int endorsement_body(uint32_t serial, const char *not_before, const uint8_t *der, size_t der_len,
