@@ -680,7 +680,7 @@ static int parse_endorsements(xmlNode *root, struct tether_signin_confirm *m, st
                 r = req_attr(c, "Serial", &serial, diag);
                 if (r < 0)
                         return r;
-                r = check_number("attribute", "Serial", serial, 2, UINT32_MAX, &v, diag);
+                r = check_number("attribute", "Serial", serial, 0, UINT32_MAX, &v, diag);
                 if (r < 0)
                         return r;
                 e->serial = (uint32_t)v;
