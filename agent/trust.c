@@ -213,9 +213,13 @@ static int take_chain(struct site_trust *t, const struct tether_signin_confirm *
         if (added == 0)
                 return 0;
         r = persist_chain(t, next);
-        if (r < 0)
-                return log_error_errno(r, "Cannot persist the site key chain to '%s'; not using it: %m",
-                                       t->chain_path);
+        if (r < 0) {
+                /* Never used before it is on disk; the next confirm brings
+                 * it again. */
+                log_error_errno(r, "Cannot persist the site key chain to '%s'; not using it: %m",
+                                t->chain_path);
+                return 0;
+        }
         for (size_t i = tether_site_chain_len(t->chain); i < tether_site_chain_len(next); i++) {
                 char fp[TETHER_FINGERPRINT_LEN] = "", nb[TETHER_TIMESTAMP_LEN] = "";
                 (void)tether_key_fingerprint(tether_site_chain_key(next, i), fp);
