@@ -311,14 +311,8 @@ int mp_signin(struct mp_conn *c, const struct tether_frame *frame, enum mp_signi
                 log_error_errno(r, "Failed to record the sign-in of '%s': %m", req.client_id);
                 goto done;
         }
-        if (verdict != MP_SIGNIN_CONFLICT && msg->signin.feature_1_1) {
-                /* Signing in after a confirm by key N says the agent took
-                 * N: record it for site-key status (section 7.2). */
-                r = mp_registry_site_key_sent(srv->reg, req.client_id, mp_site_serial(srv), req.now);
-                if (r < 0)
-                        log_warning_errno(r, "Failed to record the site key seen by '%s', ignoring: %m",
-                                          req.client_id);
-        }
+        if (verdict != MP_SIGNIN_CONFLICT && msg->signin.feature_1_1)
+                mp_site_key_signin(srv, req.client_id, req.now);
 
         if (verdict == MP_SIGNIN_CONFLICT) {
                 log_warning(

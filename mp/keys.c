@@ -63,6 +63,16 @@ int mp_rollover(struct mp_conn *c, const struct tether_signin *m, const struct m
         return 0;
 }
 
+void mp_site_key_signin(struct mp_server *srv, const char *client_id, time_t now) {
+        int r;
+
+        /* Signing in again after a confirm by key N says the agent took N:
+         * recorded for site-key status (section 7.2). */
+        r = mp_registry_site_key_sent(srv->reg, client_id, mp_site_serial(srv), now);
+        if (r < 0)
+                log_warning_errno(r, "Failed to record the site key seen by '%s', ignoring: %m", client_id);
+}
+
 struct broadcast {
         struct mp_server *srv;
         struct mp_buf *confirm;

@@ -325,6 +325,9 @@ void mp_session_decided(struct mp_server *srv, const char *client_id, enum mp_de
  * already), 1 when refused as a conflict (logged and recorded), or < 0. */
 struct mp_signin_request;
 int mp_rollover(struct mp_conn *c, const struct tether_signin *m, const struct mp_signin_request *req);
+/* keys.c: a 1.1 agent signed in (and is about to get a confirm by the
+ * current key): recorded for site-key status. */
+void mp_site_key_signin(struct mp_server *srv, const char *client_id, time_t now);
 /* keys.c: sends a fresh SIGNIN_CONFIRM, with the site key chain, to every approved
  * 1.1 agent on a TCP channel (after a rotation, and at the new key's
  * NotBefore); HTTPS agents get it with their next poll. */
