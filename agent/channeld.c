@@ -22,6 +22,7 @@
 #include "agent/session.h"
 #include "agent/spool.h"
 #include "agent/trust.h"
+#include "transport/rotation.h"
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "common/strutil.h"
@@ -320,8 +321,43 @@ static void send_site_key(struct channeld *c, const struct tether_key *key) {
                 log_error_errno(r, "Cannot pass the site key to the scheduler process: %m");
 }
 
+/* The chain goes as text; the scheduler process verifies it from its own
+ * key (agent/schedd.c) and keeps its own copy. */
+static void send_site_chain(struct channeld *c) {
+        _cleanup_(freep) char *text = NULL;
+        uint8_t *buf = NULL;
+        size_t len = 0, blen = 0;
+        int r;
+
+        r = site_trust_chain_text(c->trust, &text, &len);
+        if (r < 0 || len == 0)
+                return;
+        r = priv_build_site_chain(text, len, &buf, &blen);
+        r = priv_send_buf(c, r, buf, blen);
+        if (r < 0)
+                log_error_errno(r, "Cannot pass the site key chain to the scheduler process: %m");
+}
+
 static void op_site_key(void *userdata, const struct tether_key *key) {
         send_site_key(userdata, key);
+        send_site_chain(userdata);
+}
+
+static void op_rollover_done(void *userdata) {
+        struct channeld *c = userdata;
+        _cleanup_(freep) char *dir = path_join(c->config->state_dir, "identity");
+        char fp[TETHER_FINGERPRINT_LEN] = "";
+        int r;
+
+        (void)tether_key_fingerprint(c->identity->key, fp);
+        r = dir ? identity_rollover_done(dir, c->identity) : -ENOMEM;
+        if (r < 0)
+                log_error_errno(r, "The MP confirmed the device key rotation, but the old key could not be "
+                                   "removed: %m");
+        else
+                log_notice(
+                        "The MP confirmed the device key rotation of %s to key %s; the old key is destroyed",
+                        c->identity->client_id, fp);
 }
 
 static void op_changed(void *userdata) {
@@ -339,6 +375,7 @@ static const struct session_ops session_ops = {
         .reconnect = op_reconnect,
         .run = op_run,
         .site_key = op_site_key,
+        .rollover_done = op_rollover_done,
         .changed = op_changed,
         .peer = op_peer,
 };
@@ -528,6 +565,40 @@ static void add_str(struct json_object *o, const char *k, const char *v) {
         json_object_object_add(o, k, json_object_new_string(v ? v : ""));
 }
 
+/* The trusted site keys with their serials (tetherctl status). */
+static void add_site_keys(struct channeld *c, struct json_object *o) {
+        const struct tether_site_chain *chain = site_trust_chain(c->trust);
+        struct json_object *arr = json_object_new_array();
+        time_t now = time(NULL);
+
+        if (!arr)
+                return;
+        json_object_object_add(o, "site_keys", arr);
+        if (!chain)
+                return;
+        for (size_t i = 0; i < tether_site_chain_len(chain); i++) {
+                struct json_object *k = json_object_new_object();
+                char fp[TETHER_FINGERPRINT_LEN] = "", nb[TETHER_TIMESTAMP_LEN] = "";
+                size_t cur = tether_site_chain_current(chain, now);
+
+                if (!k)
+                        return;
+                (void)tether_key_fingerprint(tether_site_chain_key(chain, i), fp);
+                if (i > 0)
+                        (void)tether_timestamp_format(tether_site_chain_not_before(chain, i), nb);
+                json_object_object_add(k, "serial", json_object_new_int64((int64_t)i + 1));
+                add_str(k, "fingerprint", fp);
+                add_str(k, "not_before", nb);
+                add_str(k, "state",
+                        i == cur  ? "current"
+                        : i > cur ? "waiting for NotBefore"
+                        : tether_site_chain_accepts(chain, i, now, TETHER_SITE_KEY_OVERLAP_SECONDS)
+                                ? "previous (overlap)"
+                                : "retired");
+                json_object_array_add(arr, k);
+        }
+}
+
 static struct json_object *ctl_status(struct channeld *c) {
         struct json_object *o = answer_ok();
         struct spool_counts counts = {0};
@@ -550,6 +621,9 @@ static struct json_object *ctl_status(struct channeld *c) {
         add_str(o, "mp", mp);
         add_str(o, "client_id", c->identity->client_id);
         add_str(o, "site_key_fingerprint", fp[0] ? fp : "(not known yet)");
+        add_site_keys(c, o);
+        json_object_object_add(o, "device_key_rollover_pending",
+                               json_object_new_boolean(c->identity->previous_key != NULL));
         json_object_object_add(o, "pending_tasks", json_object_new_int((int)counts.pending_tasks));
         json_object_object_add(o, "queued_responses", json_object_new_int((int)counts.unacked));
         json_object_object_add(o, "remembered_tasks", json_object_new_int((int)counts.tasks));
@@ -607,6 +681,8 @@ static struct json_object *ctl_identity(struct channeld *c) {
         add_str(o, "device_key_fingerprint", fp);
         add_str(o, "machine_id_sha256", c->identity->machine_hash);
         add_str(o, "certificate", c->identity->cert_pem);
+        json_object_object_add(o, "rollover_pending",
+                               json_object_new_boolean(c->identity->previous_key != NULL));
         return o;
 }
 
@@ -678,6 +754,64 @@ static struct json_object *ctl_identity_reset(struct channeld *c) {
         return ctl_identity(c);
 }
 
+/* A new device key for the same ClientID (PROTOCOL-v1 7.3): the link
+ * restarts with the new certificate, and SIGNIN carries the rollover until
+ * the MP confirms it. */
+static int identity_rotate_now(struct channeld *c, const char *why) {
+        struct tether_identity *id = NULL;
+        _cleanup_(freep) char *dir = path_join(c->config->state_dir, "identity");
+        char fp[TETHER_FINGERPRINT_LEN] = "";
+        int r;
+
+        if (!dir)
+                return -ENOMEM;
+        r = identity_rotate(dir, c->identity, &id);
+        if (r < 0)
+                return r;
+        (void)tether_key_fingerprint(id->key, fp);
+        log_notice("Device key rotated (%s): ClientID %s now has key %s; the old key is kept until the MP "
+                   "confirms",
+                   why, id->client_id, fp);
+        /* The link borrows the key: it goes first. */
+        c->spread_timer = sd_event_source_disable_unref(c->spread_timer);
+        c->reconnect_timer = sd_event_source_disable_unref(c->reconnect_timer);
+        c->channel = tether_channel_free(c->channel);
+        identity_free(c->identity);
+        c->identity = id;
+        (void)session_set_identity(c->session, id->client_id, id->key);
+        session_set_rollover(c->session, id->previous_key);
+        session_on_disconnect(c->session);
+        r = channel_create(c);
+        if (r >= 0)
+                r = tether_channel_start(c->channel);
+        return r;
+}
+
+static struct json_object *ctl_identity_rotate(struct channeld *c) {
+        int r = identity_rotate_now(c, "on request");
+
+        if (r == -EBUSY)
+                return answer_error("an earlier key rotation still waits for the MP's confirm");
+        if (r < 0)
+                return answer_error("cannot rotate the device key: %s", strerror(-r));
+        return ctl_identity(c);
+}
+
+/* [agent] key_rotation_days: rotate when the key is older (checked at
+ * start and with the daily spool collection). */
+static void rotate_if_due(struct channeld *c) {
+        uint32_t days = c->config->key_rotation_days;
+        time_t now = time(NULL);
+        int r;
+
+        if (days == 0 || c->identity->previous_key || c->identity->key_created == 0 ||
+            now - c->identity->key_created < (time_t)days * 86400)
+                return;
+        r = identity_rotate_now(c, "key_rotation_days");
+        if (r < 0)
+                log_error_errno(r, "Periodic device key rotation failed; trying again tomorrow: %m");
+}
+
 static struct json_object *ctl_handler(void *userdata, const char *command, const char *argument,
                                        uid_t peer_uid) {
         struct channeld *c = userdata;
@@ -698,7 +832,12 @@ static struct json_object *ctl_handler(void *userdata, const char *command, cons
                                 return answer_error("identity reset needs root");
                         return ctl_identity_reset(c);
                 }
-                return answer_error("unknown identity command '%s' (show, reset)", argument);
+                if (strcmp(argument, "rotate") == 0) {
+                        if (peer_uid != 0 && peer_uid != getuid())
+                                return answer_error("identity rotate needs root");
+                        return ctl_identity_rotate(c);
+                }
+                return answer_error("unknown identity command '%s' (show, reset, rotate)", argument);
         }
         if (strcmp(command, "trigger") == 0) {
                 int cycle = tether_cycle_from_string(argument);
@@ -765,6 +904,7 @@ static int gc_tick(sd_event_source *s, uint64_t usec, void *userdata) {
         struct channeld *c = userdata;
         int n = spool_gc(c->spool, time(NULL));
 
+        rotate_if_due(c);
         if (n > 0)
                 log_info("Forgot %d tasks more than 7 days past their expiry", n);
         else if (n < 0)
@@ -867,6 +1007,11 @@ int channeld_new(sd_event *event, struct tether_config *config, int priv_fd, int
         r = session_create(c);
         if (r < 0)
                 goto fail;
+        if (c->identity->previous_key) {
+                log_notice("Device key rotation of %s waits for the MP's confirm; the old key is kept",
+                           c->identity->client_id);
+                session_set_rollover(c->session, c->identity->previous_key);
+        }
         r = channel_create(c);
         if (r < 0) {
                 log_error_errno(r, "Cannot set up the channel to the MP: %m");
@@ -923,14 +1068,19 @@ struct channeld *channeld_free(struct channeld *c) {
 int channeld_start(struct channeld *c) {
         int r;
 
-        if (site_trust_key(c->trust))
-                send_site_key(c, site_trust_key(c->trust));
+        if (site_trust_root(c->trust)) {
+                send_site_key(c, site_trust_root(c->trust));
+                send_site_chain(c);
+        }
         r = session_resume(c->session);
         if (r < 0)
                 log_warning_errno(r, "Cannot resume unanswered tasks, ignoring: %m");
         (void)spool_gc(c->spool, time(NULL));
         update_status(c);
-        return tether_channel_start(c->channel);
+        r = tether_channel_start(c->channel);
+        if (r >= 0)
+                rotate_if_due(c);
+        return r;
 }
 
 void channeld_stop(struct channeld *c) {

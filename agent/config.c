@@ -258,6 +258,7 @@ static const struct config_key config_keys[] = {
         {"agent", "boot_start_delay_max_seconds", parse_u32, OFF(boot_start_delay_max_seconds), 0, 86400},
         {"agent", "machine_id_file", parse_path, OFF(machine_id_file), 1, 0},
         {"agent", "respawn_delay_max_seconds", parse_u32, OFF(respawn_delay_max_seconds), 1, 3600},
+        {"agent", "key_rotation_days", parse_u32, OFF(key_rotation_days), 0, 3650},
         {"cycles", "cycles_dir", parse_path, OFF(cycles_dir), 1, 0},
         {"cycles", "machine_policy_timeout", parse_seconds, OFF(timeout_usec[1]), 1, DAY},
         {"cycles", "machine_policy_interval", parse_seconds, OFF(interval_usec[1]), 0, 30 * DAY},

@@ -49,6 +49,7 @@ struct tether_config {
         uint32_t boot_start_delay_max_seconds; /* only soon after boot */
         uint32_t respawn_delay_max_seconds;    /* cap of the channel process's respawn backoff */
         char *machine_id_file;
+        uint32_t key_rotation_days; /* 0: no periodic device key rotation */
         /* [cycles] indexed by enum tether_cycle */
         char *cycles_dir;
         uint64_t timeout_usec[TETHER_CONFIG_CYCLES];

@@ -43,6 +43,7 @@ struct tether_identity *identity_free(struct tether_identity *id) {
         if (!id)
                 return NULL;
         tether_key_free(id->key);
+        tether_key_free(id->previous_key);
         free(id->cert_pem);
         free(id);
         return NULL;
@@ -116,6 +117,41 @@ static void describe_rejected_key(const char *key_path, char reason[256]) {
         EVP_PKEY_free(pkey);
 }
 
+/* A rotation cut short after device.key was replaced and before
+ * device.crt was: the new certificate is waiting in device.next.crt. */
+static int finish_rotation(int dfd) {
+        if (renameat(dfd, "device.next.crt", dfd, "device.crt") < 0)
+                return -errno;
+        return fsync(dfd) < 0 ? -errno : 0;
+}
+
+/* previous.key (a rollover the MP has not confirmed yet), and the leftovers
+ * of a rotation cut short before its commit. */
+static int load_rotation(int dfd, const char *dir, struct tether_identity *id) {
+        _cleanup_(freep) char *prev = path_join(dir, "previous.key");
+        struct stat st;
+        int r;
+
+        if (!prev)
+                return -ENOMEM;
+        (void)unlinkat(dfd, "device.next.key", 0);
+        (void)unlinkat(dfd, "device.next.crt", 0);
+        if (fstatat(dfd, "device.key", &st, 0) >= 0)
+                id->key_created = st.st_mtime;
+        r = tether_key_load_private(prev, &id->previous_key);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        if (tether_key_equal(id->previous_key, id->key)) {
+                /* The rotation never replaced device.key: nothing to roll. */
+                id->previous_key = tether_key_free(id->previous_key);
+                if (unlinkat(dfd, "previous.key", 0) < 0)
+                        return -errno;
+        }
+        return 0;
+}
+
 static int identity_load(int dfd, const char *dir, const char *want_hash, struct tether_identity **ret,
                          char reason[256]) {
         _cleanup_(freep) uint8_t *hash = NULL, *cid = NULL, *cert = NULL;
@@ -160,6 +196,11 @@ static int identity_load(int dfd, const char *dir, const char *want_hash, struct
                 goto bad;
         }
         r = read_file_at(dfd, "device.crt", 64 * 1024, &cert, &len);
+        if (r >= 0 && cert_matches_key((char *)cert, id->key) < 0 && finish_rotation(dfd) >= 0) {
+                free(cert);
+                cert = NULL;
+                r = read_file_at(dfd, "device.crt", 64 * 1024, &cert, &len);
+        }
         if (r < 0 || cert_matches_key((char *)cert, id->key) < 0) {
                 snprintf(reason, 256, "the device certificate is missing or does not match the key");
                 goto bad;
@@ -174,6 +215,11 @@ static int identity_load(int dfd, const char *dir, const char *want_hash, struct
         memcpy(id->client_id, cid, TETHER_GUID_LEN);
         id->cert_pem = (char *)TAKE_PTR(cert);
         memcpy(id->machine_hash, want_hash, 65);
+        r = load_rotation(dfd, dir, id);
+        if (r < 0) {
+                snprintf(reason, 256, "cannot read the pending key rotation: %s", strerror(-r));
+                goto bad;
+        }
         *ret = id;
         return 0;
 bad:
@@ -191,6 +237,11 @@ static int identity_create(int dfd, const char *dir, const char *hash, struct te
                 return -ENOMEM;
         /* The commit marker goes first, so that a crash mid-way is seen as damage. */
         if (unlinkat(dfd, "machine-id.sha256", 0) < 0 && errno != ENOENT) {
+                r = -errno;
+                goto fail;
+        }
+        /* A new identity has nothing to roll over from. */
+        if (unlinkat(dfd, "previous.key", 0) < 0 && errno != ENOENT) {
                 r = -errno;
                 goto fail;
         }
@@ -289,4 +340,74 @@ int identity_reset(const char *dir, const char *machine_id_file, struct tether_i
         if (dfd < 0)
                 return dfd;
         return identity_create(dfd, dir, hash, ret);
+}
+
+static int copy_identity(const struct tether_identity *cur, struct tether_identity **ret) {
+        struct tether_identity *id = calloc(1, sizeof(*id));
+
+        if (!id)
+                return -ENOMEM;
+        memcpy(id->client_id, cur->client_id, TETHER_GUID_LEN);
+        memcpy(id->machine_hash, cur->machine_hash, sizeof(id->machine_hash));
+        *ret = id;
+        return 0;
+}
+
+int identity_rotate(const char *dir, const struct tether_identity *cur, struct tether_identity **ret) {
+        _cleanup_(closep) int dfd = -1;
+        _cleanup_(freep) char *prev = path_join(dir, "previous.key"),
+                              *next = path_join(dir, "device.next.key");
+        struct tether_identity *id = NULL;
+        int r;
+
+        if (!prev || !next)
+                return -ENOMEM;
+        if (cur->previous_key)
+                return -EBUSY;
+        dfd = open_dir(dir);
+        if (dfd < 0)
+                return dfd;
+        r = copy_identity(cur, &id);
+        if (r < 0)
+                return r;
+        /* 1. The old key, kept until the MP confirms. */
+        r = tether_key_save_private(cur->key, prev);
+        if (r >= 0)
+                r = tether_key_load_private(prev, &id->previous_key);
+        /* 2. The new key and certificate, beside the current ones. */
+        if (r >= 0)
+                r = tether_key_generate(TETHER_KEY_EC_P256, &id->key);
+        if (r >= 0)
+                r = tether_cert_self_signed(id->key, id->client_id, NULL, CERT_DAYS, &id->cert_pem);
+        if (r >= 0)
+                r = tether_key_save_private(id->key, next);
+        if (r >= 0)
+                r = write_file_atomic_at(dfd, "device.next.crt", id->cert_pem, strlen(id->cert_pem), 0644,
+                                         FSUTIL_DURABLE);
+        /* 3. The commit: the key, then the certificate (a crash between the
+         * two is finished at the next load). */
+        if (r >= 0 && renameat(dfd, "device.next.key", dfd, "device.key") < 0)
+                r = -errno;
+        if (r >= 0)
+                r = finish_rotation(dfd);
+        if (r < 0) {
+                identity_free(id);
+                return r;
+        }
+        id->key_created = time(NULL);
+        *ret = id;
+        return 0;
+}
+
+int identity_rollover_done(const char *dir, struct tether_identity *id) {
+        _cleanup_(closep) int dfd = open_dir(dir);
+
+        if (dfd < 0)
+                return dfd;
+        if (unlinkat(dfd, "previous.key", 0) < 0 && errno != ENOENT)
+                return -errno;
+        if (fsync(dfd) < 0)
+                return -errno;
+        id->previous_key = tether_key_free(id->previous_key);
+        return 0;
 }

@@ -9,6 +9,10 @@
  *   device.crt          certificate, PEM
  *   client-id           the ClientID
  *   machine-id.sha256   SHA-256 of the machine-id file the identity is bound to
+ *   previous.key        during a key rotation (PROTOCOL-v1 7.3): the old
+ *                       device key, kept until the MP confirms the rollover
+ *   device.next.*       a rotation's new key and certificate before they
+ *                       replace device.key and device.crt
  * The hash file is written last, so an identity is complete only once it
  * exists. When the machine-id hash differs (a cloned golden image), or the
  * identity is incomplete or inconsistent, a new identity is made and the
@@ -16,6 +20,7 @@
  */
 
 #include <stdbool.h>
+#include <time.h>
 
 #include "transport/guid.h"
 
@@ -26,6 +31,10 @@ struct tether_identity {
         struct tether_key *key; /* owned */
         char *cert_pem;         /* owned */
         char machine_hash[65];
+        /* The key being rotated away, until a SIGNIN_CONFIRM answers the
+         * rollover (owned), or NULL. */
+        struct tether_key *previous_key;
+        time_t key_created; /* device.key's modification time */
 };
 
 /* Why load_or_create made a new identity. */
@@ -48,6 +57,16 @@ int identity_load_or_create(const char *dir, const char *machine_id_file, struct
 
 /* Makes a new identity on purpose (tetherctl identity reset). */
 int identity_reset(const char *dir, const char *machine_id_file, struct tether_identity **ret);
+
+/* Rotates the device key (same ClientID): the old key is kept as
+ * previous.key, then the new key and certificate replace device.key and
+ * device.crt, so that a crash at any point leaves either the old identity
+ * or the new one with its rollover pending. *ret is the new identity, with
+ * previous_key set. -EBUSY while an earlier rotation is unconfirmed. */
+int identity_rotate(const char *dir, const struct tether_identity *cur, struct tether_identity **ret);
+
+/* The MP confirmed the rollover: destroys previous.key. */
+int identity_rollover_done(const char *dir, struct tether_identity *id);
 
 struct tether_identity *identity_free(struct tether_identity *id); /* accepts NULL */
 

@@ -16,6 +16,7 @@ static bool allowed(enum priv_side side, uint32_t type) {
         case PRIV_POLICY:
         case PRIV_SITE_KEY:
         case PRIV_STATUS:
+        case PRIV_SITE_CHAIN:
                 return side == PRIV_SIDE_SCHEDULER;
         case PRIV_DONE:
         case PRIV_POLICY_REQUEST:
@@ -143,6 +144,19 @@ int priv_msg_check(enum priv_side side, const uint8_t *buf, size_t len, struct p
                 if (memchr(m.data, 0, tail) || memchr(m.data, '\n', tail))
                         return -EBADMSG;
                 break;
+        case PRIV_SITE_CHAIN:
+                if (len < H + sizeof(m.site_chain))
+                        return -EBADMSG;
+                memcpy(&m.site_chain, buf + H, sizeof(m.site_chain));
+                tail = m.site_chain.text_len;
+                if (tail == 0 || tail > PRIV_CHAIN_MAX ||
+                    fixed(buf, len, sizeof(m.site_chain), &m.site_chain, tail) < 0)
+                        return -EBADMSG;
+                m.data = buf + H + sizeof(m.site_chain);
+                m.data_len = tail;
+                if (memchr(m.data, 0, tail))
+                        return -EBADMSG;
+                break;
         default:
                 return -EBADMSG;
         }
@@ -225,6 +239,14 @@ int priv_build_site_key(const uint8_t *der, size_t len, uint8_t **ret, size_t *r
         if (len == 0 || len > PRIV_KEY_MAX)
                 return -EMSGSIZE;
         return build(PRIV_SITE_KEY, &k, sizeof(k), der, len, NULL, 0, ret, ret_len);
+}
+
+int priv_build_site_chain(const char *text, size_t len, uint8_t **ret, size_t *ret_len) {
+        struct priv_site_chain ch = {.text_len = (uint32_t)len};
+
+        if (len == 0 || len > PRIV_CHAIN_MAX)
+                return -EMSGSIZE;
+        return build(PRIV_SITE_CHAIN, &ch, sizeof(ch), text, len, NULL, 0, ret, ret_len);
 }
 
 int priv_build_ping(enum priv_type type, uint64_t seq, uint8_t **ret, size_t *ret_len) {

@@ -8,7 +8,7 @@
  * receipt, and for some types a variable tail whose length the fixed part
  * announces, also checked exactly.
  *
- *  channel -> scheduler: RUN, POLICY, SITE_KEY, PING, PONG, STATUS
+ *  channel -> scheduler: RUN, POLICY, SITE_KEY, SITE_CHAIN, PING, PONG, STATUS
  *  scheduler -> channel: DONE, POLICY_REQUEST, PING, PONG
  *
  * The scheduler process (root) accepts nothing else; it is the reason for
@@ -29,7 +29,9 @@ enum priv_type {
         PRIV_SITE_KEY,       /* the trusted site key (DER SPKI) */
         PRIV_PING,
         PRIV_PONG,
-        PRIV_STATUS, /* a status line for sd_notify STATUS= */
+        PRIV_STATUS,     /* a status line for sd_notify STATUS= */
+        PRIV_SITE_CHAIN, /* the site key chain's text (transport/rotation.h), which
+                          * the scheduler verifies from its own key */
         PRIV_TYPE_MAX,
 };
 
@@ -40,6 +42,7 @@ enum priv_type {
 #define PRIV_SIG_MAX 1024u
 #define PRIV_KEY_MAX 4096u
 #define PRIV_STATUS_MAX 512u
+#define PRIV_CHAIN_MAX (64u * 1024u)
 /* The largest packet either side ever sends. */
 #define PRIV_MSG_MAX (sizeof(struct priv_hdr) + sizeof(struct priv_policy) + PRIV_POLICY_MAX + PRIV_SIG_MAX)
 
@@ -85,6 +88,10 @@ struct priv_status {
         uint32_t text_len;
 };
 
+struct priv_site_chain {
+        uint32_t text_len;
+};
+
 /* A received, checked message. Pointers borrow from the packet buffer. */
 struct priv_msg {
         enum priv_type type;
@@ -96,6 +103,7 @@ struct priv_msg {
                 struct priv_site_key site_key;
                 struct priv_ping ping;
                 struct priv_status status;
+                struct priv_site_chain site_chain;
         };
         const uint8_t *data; /* param, detail, body, DER or text */
         size_t data_len;
@@ -127,6 +135,7 @@ int priv_build_policy(const char *user, uint32_t result, int32_t error, const ui
 int priv_build_site_key(const uint8_t *der, size_t len, uint8_t **ret, size_t *ret_len);
 int priv_build_ping(enum priv_type type, uint64_t seq, uint8_t **ret, size_t *ret_len); /* PING or PONG */
 int priv_build_status(const char *text, uint8_t **ret, size_t *ret_len);
+int priv_build_site_chain(const char *text, size_t len, uint8_t **ret, size_t *ret_len);
 
 /* Sends one packet (blocking for at most the socket's send timeout). */
 int priv_send(int fd, const uint8_t *buf, size_t len);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -15,10 +16,12 @@
 #include "agent/identity.h"
 #include "agent/privsep.h"
 #include "common/cleanup.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "common/strutil.h"
 #include "scheduler/scheduler.h"
 #include "transport/message.h"
+#include "transport/rotation.h"
 #include "transport/sign.h"
 
 #define USEC_PER_SEC 1000000ULL
@@ -51,7 +54,13 @@ struct schedd {
         sd_event *event;
         const struct tether_config *config;
         struct tether_scheduler *scheduler;
-        struct tether_key *site_key;
+        struct tether_key *site_key; /* serial 1 */
+        /* Site key rotation: the chain verified from site_key by this
+         * process (never taken on the channel process's word), its own
+         * copy at <state_dir>-root/site-chain, and the key that verifies now. */
+        struct tether_site_chain *chain;
+        struct tether_key *verifier;
+        char *chain_path;
 
         int fd;
         sd_event_source *io;
@@ -200,6 +209,86 @@ static uint64_t seed_from_machine(const struct tether_config *c) {
         return seed ? seed : 1;
 }
 
+/* The verifying key for now: rebuilt when the current key or the overlap
+ * changes; the first time a new key is current starts the overlap of the
+ * ones before it (as the channel process counts from its first confirm). */
+static const struct tether_key *site_verifier(struct schedd *s) {
+        time_t now = time(NULL);
+        struct tether_key *v = NULL;
+        size_t cur;
+
+        if (!s->chain)
+                return s->site_key;
+        cur = tether_site_chain_current(s->chain, now);
+        if (tether_site_chain_mark_confirm(s->chain, cur, now) && cur > 0 &&
+            tether_site_chain_save(s->chain, s->chain_path) < 0)
+                log_warning("Cannot record the start of site key serial %zu in '%s'", cur + 1,
+                            s->chain_path);
+        if (tether_site_chain_verifier(s->chain, now, TETHER_SITE_KEY_OVERLAP_SECONDS, &v) < 0)
+                return s->verifier ? s->verifier : s->site_key;
+        tether_key_free(s->verifier);
+        s->verifier = v;
+        if (s->scheduler)
+                tether_scheduler_set_site_key(s->scheduler, v);
+        return v;
+}
+
+/* site_key became known: the chain this process stored for it, each link
+ * verified again. */
+static void load_chain(struct schedd *s) {
+        struct tether_site_chain *chain = NULL;
+        char why[256] = "";
+        int r;
+
+        r = tether_site_chain_new(s->site_key, &chain);
+        if (r < 0) {
+                log_error_errno(r, "Cannot hold the site key chain: %m");
+                return;
+        }
+        r = tether_site_chain_load(chain, s->chain_path, time(NULL), why);
+        if (r < 0 && r != -ENOENT)
+                log_warning("Site key chain '%s': %s; keeping the %zu keys before it", s->chain_path,
+                            why[0] ? why : strerror(-r), tether_site_chain_len(chain));
+        tether_site_chain_free(s->chain);
+        s->chain = chain;
+}
+
+/* The channel process passed the chain it took from a SIGNIN_CONFIRM. */
+static void handle_site_chain(struct schedd *s, const uint8_t *text, size_t len) {
+        struct tether_site_chain *next = NULL;
+        char why[256] = "";
+        size_t before;
+        int r;
+
+        if (!s->chain) {
+                log_warning("The channel process sent a site key chain before any site key; ignoring it");
+                return;
+        }
+        before = tether_site_chain_len(s->chain);
+        r = tether_site_chain_copy(s->chain, &next);
+        if (r >= 0)
+                r = tether_site_chain_parse(next, (const char *)text, len, false, time(NULL), why);
+        if (r == -EBADMSG)
+                log_error("The site key chain from the channel process is refused from serial %zu on: %s",
+                          tether_site_chain_len(next) + 1, why);
+        else if (r < 0)
+                log_error_errno(r, "Cannot take the site key chain: %m");
+        if (next && tether_site_chain_len(next) > before) {
+                r = tether_site_chain_save(next, s->chain_path);
+                if (r < 0) {
+                        log_error_errno(r, "Cannot store the site key chain in '%s'; not using it: %m",
+                                        s->chain_path);
+                } else {
+                        log_info("Scheduler trusts the site key chain up to serial %zu",
+                                 tether_site_chain_len(next));
+                        tether_site_chain_free(s->chain);
+                        s->chain = TAKE_PTR(next);
+                        (void)site_verifier(s);
+                }
+        }
+        tether_site_chain_free(next);
+}
+
 static int scheduler_create(struct schedd *s) {
         struct tether_scheduler_options o = {0};
         _cleanup_(freep) char *root_state = NULL;
@@ -215,7 +304,7 @@ static int scheduler_create(struct schedd *s) {
                 return r;
         o.state_dir = root_state;
         o.cycles_dir = s->config->cycles_dir;
-        o.site_key = s->site_key;
+        o.site_key = site_verifier(s);
         for (int i = 1; i <= TETHER_CYCLE_MAX; i++) {
                 o.time_limit_usec[i] = s->config->timeout_usec[i];
                 o.interval_usec[i] = s->config->enabled[i] ? s->config->interval_usec[i] : 0;
@@ -341,6 +430,7 @@ static void handle_site_key(struct schedd *s, const uint8_t *der, size_t len) {
         }
         s->site_key = key;
         log_info("Scheduler trusts site key %s", fp);
+        load_chain(s);
         if (scheduler_create(s) >= 0)
                 flush_queue(s);
 }
@@ -410,6 +500,7 @@ static int priv_io(sd_event_source *src, int fd, uint32_t revents, void *userdat
                         s->policy_pending = false;
                 if (!s->scheduler)
                         break;
+                (void)site_verifier(s);
                 r = tether_scheduler_policy(s->scheduler, m.policy.user[0] ? m.policy.user : NULL,
                                             (enum tether_policy_result)m.policy.result, m.data, m.data_len,
                                             m.data2, m.data2_len, m.policy.error);
@@ -418,6 +509,9 @@ static int priv_io(sd_event_source *src, int fd, uint32_t revents, void *userdat
                 break;
         case PRIV_SITE_KEY:
                 handle_site_key(s, m.data, m.data_len);
+                break;
+        case PRIV_SITE_CHAIN:
+                handle_site_chain(s, m.data, m.data_len);
                 break;
         case PRIV_PING: {
                 uint8_t *buf = NULL;
@@ -471,6 +565,7 @@ static int ping_tick(sd_event_source *src, uint64_t usec, void *userdata) {
 }
 
 int schedd_new(sd_event *event, const struct tether_config *config, int priv_fd, struct schedd **ret) {
+        _cleanup_(freep) char *root_state = NULL;
         struct schedd *s;
         uint64_t wd = 0;
         int r;
@@ -485,7 +580,13 @@ int schedd_new(sd_event *event, const struct tether_config *config, int priv_fd,
         s->fd = -1;
         s->queue_tail = &s->queue;
         s->buf = malloc(PRIV_MSG_MAX);
-        if (!s->buf) {
+        /* Root's own directory: the channel user must not be able to
+         * remove or replace what root trusts (agent/dirs.h). */
+        r = dirs_root_state_path(config, &root_state);
+        if (r < 0)
+                goto fail;
+        s->chain_path = path_join(root_state, "site-chain");
+        if (!s->buf || !s->chain_path) {
                 r = -ENOMEM;
                 goto fail;
         }
@@ -495,6 +596,7 @@ int schedd_new(sd_event *event, const struct tether_config *config, int priv_fd,
                         log_error_errno(r, "Cannot load the site key '%s': %m", config->site_key);
                         goto fail;
                 }
+                load_chain(s);
                 r = scheduler_create(s);
                 if (r < 0)
                         goto fail;
@@ -532,6 +634,9 @@ struct schedd *schedd_free(struct schedd *s) {
                 return NULL;
         s->scheduler = tether_scheduler_free(s->scheduler);
         tether_key_free(s->site_key);
+        tether_site_chain_free(s->chain);
+        tether_key_free(s->verifier);
+        free(s->chain_path);
         sd_event_source_disable_unref(s->io);
         sd_event_source_disable_unref(s->ping_timer);
         if (s->fd >= 0)

@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/strutil.h"
 #include "transport/message.h"
+#include "transport/rotation.h"
 #include "transport/sign.h"
 
 /* How far ahead of our clock a PUSH TimeStamp may be (section 5). */
@@ -44,6 +45,8 @@ struct recent_task {
 struct session {
         char client_id[TETHER_GUID_LEN];
         const struct tether_key *device_key;
+        const struct tether_key *rollover_key; /* the old device key, while rotating */
+        bool rollover_sent;                    /* the SIGNIN on this link carried it */
         char *hostname;
         char *enrolment_token;
         uint32_t max_frame;
@@ -129,6 +132,25 @@ int session_set_identity(struct session *s, const char *client_id, const struct 
         return 0;
 }
 
+void session_set_rollover(struct session *s, const struct tether_key *old_key) {
+        s->rollover_key = old_key;
+        s->rollover_sent = false;
+}
+
+/* SIGNIN's KeyRollover: the old key's proof for the new key. */
+static int add_rollover(struct session *s, struct tether_signin *m) {
+        int r;
+
+        r = tether_key_spki_base64(s->rollover_key, &m->rollover.previous_public_key);
+        if (r < 0)
+                return r;
+        r = tether_rollover_sign(s->rollover_key, s->client_id, s->device_key, &m->rollover.signature);
+        if (r < 0)
+                return r;
+        s->rollover_sent = true;
+        return 0;
+}
+
 void session_set_enabled(struct session *s, const bool enabled[4]) {
         memcpy(s->enabled, enabled, sizeof(s->enabled));
 }
@@ -164,6 +186,12 @@ int session_make_signin(struct session *s, uint8_t **ret_frame, size_t *ret_len)
         m->signin.n_task_types = 3;
         for (unsigned i = 0; i < 3; i++)
                 m->signin.task_types[i] = i + 1;
+        m->signin.feature_1_1 = true;
+        if (s->rollover_key) {
+                r = add_rollover(s, &m->signin);
+                if (r < 0)
+                        return r;
+        }
         if (s->enrolment_token) {
                 m->signin.enrolment_token = strdup(s->enrolment_token);
                 if (!m->signin.enrolment_token)
@@ -337,10 +365,13 @@ static void handle_confirm(struct session *s, struct tether_frame *frame) {
         }
         if (learned) {
                 char fp[TETHER_FINGERPRINT_LEN] = "";
-                (void)tether_key_fingerprint(site_trust_key(s->trust), fp);
-                log_notice("Trusting site key %s from SIGNIN_CONFIRM (pinned)", fp);
+                (void)tether_key_fingerprint(site_trust_root(s->trust), fp);
+                log_notice("Site keys trusted from SIGNIN_CONFIRM: serial 1 %s and %zu endorsed after it",
+                           fp, tether_site_chain_len(site_trust_chain(s->trust)) - 1);
+                /* The root and the chain: the scheduler half checks both
+                 * from its own configuration. */
                 if (s->ops.site_key)
-                        s->ops.site_key(s->userdata, site_trust_key(s->trust));
+                        s->ops.site_key(s->userdata, site_trust_root(s->trust));
         }
         skew = (long long)m->signin_confirm.timestamp - (long long)time(NULL);
         if (skew > SKEW_WARN_SECONDS || skew < -SKEW_WARN_SECONDS)
@@ -351,6 +382,12 @@ static void handle_confirm(struct session *s, struct tether_frame *frame) {
         case TETHER_SIGNIN_APPROVED:
                 s->approved = true;
                 s->last_error[0] = 0;
+                if (s->rollover_key && s->rollover_sent) {
+                        s->rollover_key = NULL;
+                        s->rollover_sent = false;
+                        if (s->ops.rollover_done)
+                                s->ops.rollover_done(s->userdata);
+                }
                 s->ops.confirmed(s->userdata, m->signin_confirm.keepalive_seconds);
                 if (!was_approved) {
                         log_info("Signed in to the MP as %s (keepalive %u s)", s->client_id,

@@ -44,8 +44,12 @@ struct session_ops {
         void (*reconnect)(void *userdata, uint32_t min_delay_seconds, const char *reason);
         /* Hand an accepted task to the scheduler half. */
         int (*run)(void *userdata, uint32_t cycle, const char *task_guid, const char *param);
-        /* A site key became trusted (learned): forward it to the scheduler half. */
+        /* A site key became trusted (learned), or the site key chain grew:
+         * forward the root (serial 1) and the chain to the scheduler half. */
         void (*site_key)(void *userdata, const struct tether_key *key);
+        /* A SIGNIN_CONFIRM Approved answered a SIGNIN with KeyRollover: the
+         * old device key may go (may be NULL). */
+        void (*rollover_done)(void *userdata);
         /* Queue depths or state changed (for STATUS= lines). */
         void (*changed)(void *userdata);
         /* The MP's address and port as the link names it ("host:port"), for
@@ -68,6 +72,11 @@ struct session *session_free(struct session *s); /* accepts NULL */
 
 /* Replaces the identity (after tetherctl identity reset); strings copied. */
 int session_set_identity(struct session *s, const char *client_id, const struct tether_key *device_key);
+
+/* A device key rotation waiting for the MP (PROTOCOL-v1 7.3): every SIGNIN
+ * carries KeyRollover signed by old_key (borrowed) until an Approved
+ * SIGNIN_CONFIRM answers one. NULL: none. */
+void session_set_rollover(struct session *s, const struct tether_key *old_key);
 
 /* Which cycles are enabled (index 1..3), after a reload. */
 void session_set_enabled(struct session *s, const bool enabled[4]);

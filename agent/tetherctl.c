@@ -39,6 +39,9 @@ static void help(void) {
                "                             count, median, p99 and max in microseconds\n"
                "  identity show              the ClientID and device key fingerprint\n"
                "  identity reset             make a new device identity (new ClientID and key)\n"
+               "  identity rotate            a new device key for the same ClientID; the old\n"
+               "                             key proves it to the MP, and is destroyed once\n"
+               "                             the MP confirms\n"
                "\n"
                "Options:\n"
                "  -s, --socket PATH          control socket (default: <runtime_dir>/tetherd.sock\n"
@@ -77,13 +80,32 @@ static void print_users(struct json_object *o) {
         printf("%s\n", n ? "" : "(no active sessions)");
 }
 
+/* The trusted site keys with their serials (section 7.2). */
+static void print_site_keys(struct json_object *o) {
+        struct json_object *arr;
+
+        if (!json_object_object_get_ex(o, "site_keys", &arr) || !json_object_is_type(arr, json_type_array))
+                return;
+        for (size_t i = 0; i < json_object_array_length(arr); i++) {
+                struct json_object *k = json_object_array_get_idx(arr, i);
+                printf("  serial %-4lld       %s %s%s%s\n", (long long)num(k, "serial"),
+                       str(k, "fingerprint"), str(k, "state"), str(k, "not_before")[0] ? ", from " : "",
+                       str(k, "not_before"));
+        }
+}
+
 static void print_status(struct json_object *o) {
+        struct json_object *v;
+
         printf("State:               %s\n", str(o, "state"));
         printf("Transport:           %s (mode %s)\n", str(o, "transport")[0] ? str(o, "transport") : "-",
                str(o, "transport_mode"));
         printf("MP:                  %s\n", str(o, "mp"));
         printf("ClientID:            %s\n", str(o, "client_id"));
         printf("Site key:            %s\n", str(o, "site_key_fingerprint"));
+        print_site_keys(o);
+        if (json_object_object_get_ex(o, "device_key_rollover_pending", &v) && json_object_get_boolean(v))
+                printf("Device key:          rotated, waiting for the MP's confirm\n");
         printf("Pending tasks:       %lld\n", (long long)num(o, "pending_tasks"));
         printf("Queued responses:    %lld\n", (long long)num(o, "queued_responses"));
         printf("Remembered tasks:    %lld\n", (long long)num(o, "remembered_tasks"));
@@ -185,8 +207,8 @@ int main(int argc, char **argv) {
                 return 2;
         }
         if (strcmp(command, "identity") == 0 && strcmp(argument, "show") != 0 &&
-            strcmp(argument, "reset") != 0) {
-                fprintf(stderr, "tetherctl: identity show|reset\n");
+            strcmp(argument, "reset") != 0 && strcmp(argument, "rotate") != 0) {
+                fprintf(stderr, "tetherctl: identity show|reset|rotate\n");
                 return 2;
         }
         if (!arg.socket_path) {

@@ -23,6 +23,7 @@
 #include "common/log.h"
 #include "common/strutil.h"
 #include "mp/mp.h"
+#include "transport/rotation.h"
 #include "transport/sign.h"
 
 static int respond_json(struct mp_conn *c, unsigned status, json_object *obj) {
@@ -378,6 +379,8 @@ static int admin_status(struct mp_conn *c) {
         return respond_json(c, 200, o);
 }
 
+static int site_key_chain_json(struct mp_conn *c, json_object *o);
+
 static int admin_site_key(struct mp_conn *c) {
         struct mp_server *srv = c->srv;
         _cleanup_(json_object_putp) json_object *o = json_object_new_object();
@@ -390,7 +393,68 @@ static int admin_site_key(struct mp_conn *c) {
         json_object_object_add(o, "fingerprint", json_object_new_string(srv->site_fingerprint));
         json_object_object_add(o, "public_key_pem", json_object_new_string(pem));
         json_object_object_add(o, "public_key", json_object_new_string(srv->site_key_b64));
-        return respond_json(c, 200, o);
+        return site_key_chain_json(c, o) < 0 ? respond_error(c, 500, "cannot read the site key chain")
+                                             : respond_json(c, 200, o);
+}
+
+/* Each key of the chain: serial, fingerprint, NotBefore, whether it signs
+ * now, and how many devices confirmed it last (section 7.2). */
+static int site_key_chain_json(struct mp_conn *c, json_object *o) {
+        struct mp_server *srv = c->srv;
+        size_t n = tether_site_chain_len(srv->site_chain);
+        _cleanup_(freep) uint64_t *counts = calloc(n, sizeof(*counts));
+        json_object *arr = json_object_new_array();
+        int r;
+
+        if (!counts || !arr) {
+                json_object_put(arr);
+                return -ENOMEM;
+        }
+        json_object_object_add(o, "chain", arr);
+        r = mp_registry_site_key_counts(srv->reg, counts, n);
+        if (r < 0)
+                return r;
+        json_object_object_add(o, "current_serial", json_object_new_int64(mp_site_serial(srv)));
+        for (size_t i = 0; i < n; i++) {
+                json_object *k = json_object_new_object();
+                char fp[TETHER_FINGERPRINT_LEN] = "", nb[TETHER_TIMESTAMP_LEN] = "";
+
+                if (!k)
+                        return -ENOMEM;
+                (void)tether_key_fingerprint(tether_site_chain_key(srv->site_chain, i), fp);
+                if (i > 0)
+                        (void)tether_timestamp_format(tether_site_chain_not_before(srv->site_chain, i), nb);
+                json_object_object_add(k, "serial", json_object_new_int64((int64_t)i + 1));
+                json_object_object_add(k, "fingerprint", json_object_new_string(fp));
+                json_object_object_add(k, "not_before", json_object_new_string(nb));
+                json_object_object_add(k, "signing", json_object_new_boolean(i + 1 == mp_site_serial(srv)));
+                json_object_object_add(k, "devices_confirmed", json_object_new_int64((int64_t)counts[i]));
+                json_object_array_add(arr, k);
+        }
+        return 0;
+}
+
+static int admin_site_key_rotate(struct mp_conn *c, const char *query) {
+        struct mp_server *srv = c->srv;
+        time_t not_before = time(NULL);
+        char err[256] = "", fp[TETHER_FINGERPRINT_LEN] = "", ts[TETHER_TIMESTAMP_LEN] = "", nb[64];
+        size_t n;
+        int r;
+
+        if (query_get(query, "not_before", nb, sizeof(nb)) && tether_timestamp_parse(nb, &not_before) < 0)
+                return respond_error(c, 400, "not_before '%s' is not YYYY-MM-DDTHH:MM:SSZ", nb);
+        r = mp_site_key_rotate(srv, not_before, err);
+        if (r < 0) {
+                log_warning("Site key rotation refused: %s", err);
+                return respond_error(c, r == -EINVAL ? 400 : 500, "%s", err);
+        }
+        n = tether_site_chain_len(srv->site_chain);
+        (void)tether_key_fingerprint(tether_site_chain_key(srv->site_chain, n - 1), fp);
+        (void)tether_timestamp_format(not_before, ts);
+        log_notice("Site key rotated: serial %zu (%s) endorsed by serial %zu, signs from %s; the chain goes "
+                   "to every 1.1 agent in SIGNIN_CONFIRM",
+                   n, fp, n - 1, ts);
+        return admin_site_key(c);
 }
 
 int mp_admin_request(struct mp_conn *c, int method, const char *path, const char *query, const uint8_t *body,
@@ -428,5 +492,9 @@ int mp_admin_request(struct mp_conn *c, int method, const char *path, const char
                 return admin_responses(c, query);
         if (strcmp(path, "/v1/site-key") == 0 && method == HTTP_GET)
                 return admin_site_key(c);
+        if (strcmp(path, "/v1/site-key/rotate") == 0 && method == HTTP_POST)
+                return admin_site_key_rotate(c, query);
+        if (strcmp(path, "/v1/key-events") == 0 && method == HTTP_GET)
+                return admin_simple(c, mp_registry_key_events_json, "key_events");
         return respond_error(c, 404, "no such endpoint: %s %s", http_method_str(method), path);
 }

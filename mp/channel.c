@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
+#include <inttypes.h>
 #include <search.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +8,7 @@
 #include "common/log.h"
 #include "common/strutil.h"
 #include "mp/mp.h"
+#include "transport/rotation.h"
 #include "transport/sign.h"
 #include "transport/tls.h"
 
@@ -81,27 +83,40 @@ static int seal(const struct tether_msg *msg, const struct tether_key *signer, u
         return *ret ? 0 : -ENOMEM;
 }
 
-int mp_channel_confirm(struct mp_server *srv, enum tether_signin_status status, struct mp_buf **ret) {
+int mp_channel_confirm(struct mp_server *srv, enum tether_signin_status status, bool with_chain,
+                       struct mp_buf **ret) {
         struct tether_msg msg = {.type = TETHER_FRAME_SIGNIN_CONFIRM};
+        _cleanup_(freep) struct tether_endorsement *chain = NULL;
+        size_t n_chain = 0;
         time_t now = time(NULL);
+        unsigned k = with_chain ? 1 : 0;
         int r;
 
-        if (status == TETHER_SIGNIN_APPROVED && srv->confirm_cache && srv->confirm_cache_time == now) {
-                *ret = mp_buf_ref(srv->confirm_cache);
+        if (status == TETHER_SIGNIN_APPROVED && srv->confirm_cache[k] && srv->confirm_cache_time[k] == now) {
+                *ret = mp_buf_ref(srv->confirm_cache[k]);
                 return 0;
+        }
+        /* The chain goes only to agents that list 1.1 (section 7); the
+         * SitePublicKey stays serial 1, the root an agent pins. */
+        if (with_chain && srv->site_chain) {
+                r = tether_site_chain_endorsements(srv->site_chain, &chain, &n_chain);
+                if (r < 0)
+                        return r;
         }
         msg.signin_confirm.timestamp = now;
         msg.signin_confirm.message_version = 1;
         msg.signin_confirm.status = status;
         msg.signin_confirm.keepalive_seconds = srv->cfg->keepalive;
         msg.signin_confirm.site_public_key = srv->site_key_b64;
-        r = seal(&msg, srv->site_key, srv->cfg->max_frame, ret);
+        msg.signin_confirm.endorsements = chain;
+        msg.signin_confirm.n_endorsements = (unsigned)n_chain;
+        r = seal(&msg, mp_site_signer(srv), srv->cfg->max_frame, ret);
         if (r < 0)
                 return r;
         if (status == TETHER_SIGNIN_APPROVED) {
-                mp_buf_unref(srv->confirm_cache);
-                srv->confirm_cache = mp_buf_ref(*ret);
-                srv->confirm_cache_time = now;
+                mp_buf_unref(srv->confirm_cache[k]);
+                srv->confirm_cache[k] = mp_buf_ref(*ret);
+                srv->confirm_cache_time[k] = now;
         }
         return 0;
 }
@@ -281,11 +296,23 @@ int mp_signin(struct mp_conn *c, const struct tether_frame *frame, enum mp_signi
                 .address = c->address,
                 .now = time(NULL),
         };
+        if (msg->signin.rollover.previous_public_key) {
+                r = mp_rollover(c, &msg->signin, &req);
+                if (r < 0)
+                        goto done;
+                if (r > 0) {
+                        *ret = MP_OUTCOME_CONFLICT;
+                        r = 0;
+                        goto done;
+                }
+        }
         r = mp_registry_signin(srv->reg, &srv->approval, &req, &verdict, &is_new);
         if (r < 0) {
                 log_error_errno(r, "Failed to record the sign-in of '%s': %m", req.client_id);
                 goto done;
         }
+        if (verdict != MP_SIGNIN_CONFLICT && msg->signin.feature_1_1)
+                mp_site_key_signin(srv, req.client_id, req.now);
 
         if (verdict == MP_SIGNIN_CONFLICT) {
                 log_warning(
@@ -361,6 +388,8 @@ int mp_signin(struct mp_conn *c, const struct tether_frame *frame, enum mp_signi
                     : verdict == MP_SIGNIN_PENDING ? MP_DEVICE_PENDING
                                                    : MP_DEVICE_REJECTED;
         s->https = https;
+        s->feature_1_1 = msg->signin.feature_1_1;
+        s->site_serial_unacked = s->feature_1_1 ? mp_site_serial(srv) : 0;
         s->last_seen_usec = mp_now_usec();
         strscpy(s->address, sizeof(s->address), c->address);
 
@@ -481,6 +510,15 @@ int mp_session_frame(struct mp_session *s, struct mp_conn *c, const struct tethe
         int r;
 
         s->last_seen_usec = mp_now_usec();
+        if (s->site_serial_unacked && frame->type != TETHER_FRAME_GOODBYE) {
+                /* An agent that refused the confirm would have said GOODBYE. */
+                r = mp_registry_site_key_confirmed(srv->reg, s->client_id, s->site_serial_unacked,
+                                                   time(NULL));
+                if (r < 0)
+                        log_warning_errno(r, "Failed to record the site key confirmed by '%s', ignoring: %m",
+                                          s->client_id);
+                s->site_serial_unacked = 0;
+        }
         switch (frame->type) {
         case TETHER_FRAME_KEEPALIVE: {
                 _cleanup_(mp_buf_unrefp) struct mp_buf *ka = NULL;
@@ -567,7 +605,7 @@ void mp_session_decided(struct mp_server *srv, const char *client_id, enum mp_de
                 (void)mp_https_finish_poll(s->conn);
                 return;
         }
-        r = mp_channel_confirm(srv, status_to_wire(status), &confirm);
+        r = mp_channel_confirm(srv, status_to_wire(status), s->feature_1_1, &confirm);
         if (r >= 0)
                 r = mp_conn_send(s->conn, confirm);
         if (r < 0) {
@@ -628,7 +666,7 @@ static int channel_frame(struct mp_conn *c, const struct tether_frame *frame) {
                 }
                 c->session = s;
                 s->conn = c;
-                r = mp_channel_confirm(srv, status_to_wire(s->status), &confirm);
+                r = mp_channel_confirm(srv, status_to_wire(s->status), s->feature_1_1, &confirm);
                 if (r >= 0)
                         r = mp_conn_send(c, confirm);
                 if (r < 0) {

@@ -336,6 +336,52 @@ static int cmd_status(struct cli *cli) {
         return 0;
 }
 
+/* site-key status / rotate: the chain, which key signs, and how many
+ * devices confirmed each key. */
+static int cmd_site_key(struct cli *cli, bool rotate, const char *not_before) {
+        char path[256];
+        json_object *arr;
+
+        snprintf(path, sizeof(path), "/v1/site-key%s%s", rotate ? "/rotate" : "",
+                 rotate && not_before ? "?not_before=" : "");
+        if (rotate && not_before)
+                strscpy(path + strlen(path), sizeof(path) - strlen(path), not_before);
+        if (request(cli, rotate ? "POST" : "GET", path, NULL, 60) < 0)
+                return 1;
+        if (cli->json) {
+                print_json(cli->reply);
+                return 0;
+        }
+        printf("%-7s %-64s %-20s %-8s %s\n", "SERIAL", "FINGERPRINT", "NOT-BEFORE", "SIGNING", "DEVICES");
+        if (json_object_object_get_ex(cli->reply, "chain", &arr))
+                for (size_t i = 0; i < json_object_array_length(arr); i++) {
+                        json_object *k = json_object_array_get_idx(arr, i);
+                        printf("%-7s %-64s %-20s %-8s %s\n", str(k, "serial"), str(k, "fingerprint"),
+                               str(k, "not_before")[0] ? str(k, "not_before") : "-",
+                               !strcmp(str(k, "signing"), "true") ? "yes" : "no",
+                               str(k, "devices_confirmed"));
+                }
+        return 0;
+}
+
+static int cmd_key_events(struct cli *cli) {
+        json_object *arr;
+
+        if (request(cli, "GET", "/v1/key-events", NULL, 30) < 0)
+                return 1;
+        if (cli->json) {
+                print_json(cli->reply);
+                return 0;
+        }
+        if (json_object_object_get_ex(cli->reply, "key_events", &arr))
+                for (size_t i = 0; i < json_object_array_length(arr); i++) {
+                        json_object *e = json_object_array_get_idx(arr, i);
+                        printf("%s %s %.16s... -> %.16s... %s\n", str(e, "client_id"), str(e, "kind"),
+                               str(e, "old_fingerprint"), str(e, "new_fingerprint"), str(e, "reason"));
+                }
+        return 0;
+}
+
 static const char *command_usage(const char *cmd) {
         if (!strcmp(cmd, "devices"))
                 return "[--json]\n\nLists devices: ClientID, hostname, status (approved|pending|rejected),\n"
@@ -364,6 +410,15 @@ static const char *command_usage(const char *cmd) {
                 return "[--limit N] [--json]\n\nRecent responses, newest first, with the raw signed XML.";
         if (!strcmp(cmd, "status"))
                 return "[--json]\n\nConnections held, online sessions, ports, approval mode.";
+        if (!strcmp(cmd, "site-key-status"))
+                return "[--json]\n\n(tether-mp site-key status) The site key chain: serial, fingerprint,\n"
+                       "NotBefore, which key signs now, and how many devices confirmed each key.";
+        if (!strcmp(cmd, "site-key-rotate"))
+                return "[--not-before YYYY-MM-DDTHH:MM:SSZ] [--json]\n\n(tether-mp site-key rotate) Makes "
+                       "the next site key,\nendorses it with the newest one, and sends the chain to every "
+                       "agent;\nfrom NotBefore (default now) the new key signs. At most 90 days ahead.";
+        if (!strcmp(cmd, "key-events"))
+                return "[--json]\n\nDevice key rotations and refused rollovers, newest first.";
         return NULL;
 }
 
@@ -377,7 +432,8 @@ int mp_cli_main(const char *cmd, int argc, char **argv) {
                 ARG_EXPIRES,
                 ARG_ALL,
                 ARG_WAIT,
-                ARG_LIMIT
+                ARG_LIMIT,
+                ARG_NOT_BEFORE
         };
         static const struct option opts[] = {
                 {"help", no_argument, NULL, 'h'},
@@ -390,11 +446,12 @@ int mp_cli_main(const char *cmd, int argc, char **argv) {
                 {"all", no_argument, NULL, ARG_ALL},
                 {"wait", required_argument, NULL, ARG_WAIT},
                 {"limit", required_argument, NULL, ARG_LIMIT},
+                {"not-before", required_argument, NULL, ARG_NOT_BEFORE},
                 {},
         };
         struct cli cli = {0};
         const char *usage_text = command_usage(cmd);
-        const char *param = NULL;
+        const char *param = NULL, *not_before = NULL;
         uint32_t type = 0;
         uint64_t expires = 0, wait = 0, limit = 20;
         bool all = false, have_type = false;
@@ -444,6 +501,9 @@ int mp_cli_main(const char *cmd, int argc, char **argv) {
                                 return 2;
                         }
                         break;
+                case ARG_NOT_BEFORE:
+                        not_before = optarg;
+                        break;
                 case ARG_LIMIT:
                         if (parse_u64(optarg, 1, 100000, &limit) < 0) {
                                 fprintf(stderr, "tether-mp: bad --limit '%s'\n", optarg);
@@ -472,6 +532,10 @@ int mp_cli_main(const char *cmd, int argc, char **argv) {
                 ret = cmd_responses(&cli, limit);
         else if (!strcmp(cmd, "status") && nargs == 0)
                 ret = cmd_status(&cli);
+        else if ((!strcmp(cmd, "site-key-status") || !strcmp(cmd, "site-key-rotate")) && nargs == 0)
+                ret = cmd_site_key(&cli, !strcmp(cmd, "site-key-rotate"), not_before);
+        else if (!strcmp(cmd, "key-events") && nargs == 0)
+                ret = cmd_key_events(&cli);
         else
                 fprintf(stderr, "Usage: tether-mp %s %.*s\n", cmd, (int)strcspn(usage_text, "\n"),
                         usage_text);

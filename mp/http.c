@@ -9,6 +9,7 @@
  * request waits its turn.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -353,7 +354,7 @@ static int poll_answer(struct mp_conn *c, struct mp_session *s, struct mp_buf **
         struct poll_ctx ctx = {.srv = srv, .client_id = s->client_id, .body = &body};
         int r;
 
-        r = mp_channel_confirm(srv, wire_status(s->status), &confirm);
+        r = mp_channel_confirm(srv, wire_status(s->status), s->feature_1_1, &confirm);
         if (r < 0)
                 return r;
         r = poll_append(&body, confirm->data, confirm->len);
@@ -642,7 +643,13 @@ static int https_policy(struct mp_conn *c, const char *path) {
         if (EVP_Digest(body, body_len, digest, NULL, EVP_sha256(), NULL) != 1)
                 return mp_http_respond_text(c, 500, "digest failed\n");
         hex_encode(digest, sizeof(digest), hex);
-        snprintf(etag, sizeof(etag), "\"%s\"", hex);
+        /* The signing key's serial is part of the tag: after a site key
+         * rotation the agent fetches the policy signed by the new key (serial 1
+         * keeps the plain tag of older versions). */
+        if (mp_site_serial(srv) > 1)
+                snprintf(etag, sizeof(etag), "\"%s-%" PRIu32 "\"", hex, mp_site_serial(srv));
+        else
+                snprintf(etag, sizeof(etag), "\"%s\"", hex);
 
         if (h->if_none_match[0] &&
             (strcmp(h->if_none_match, etag) == 0 || strcmp(h->if_none_match, "*") == 0)) {
@@ -651,7 +658,7 @@ static int https_policy(struct mp_conn *c, const char *path) {
                 return mp_http_respond(c, 304, NULL, headers, NULL);
         }
 
-        r = tether_sign(srv->site_key, TETHER_SIG_TYPE_POLICY, body, body_len, &sig, &sig_len);
+        r = tether_sign(mp_site_signer(srv), TETHER_SIG_TYPE_POLICY, body, body_len, &sig, &sig_len);
         if (r >= 0)
                 r = tether_base64_encode(sig, sig_len, &sig_b64);
         if (r < 0)

@@ -37,6 +37,9 @@ static void help_main(void) {
                "  push           push a task to devices\n"
                "  push-status ID per-device state of a push\n"
                "  responses      recent responses, newest first\n"
+               "  site-key status the site key chain and the devices that follow each key\n"
+               "  site-key rotate [--not-before TIME] make, endorse and start the next site key\n"
+               "  key-events     device key rotations and refused rollovers\n"
                "\n"
                "Run 'tether-mp COMMAND --help' for a command's options.\n");
 }
@@ -343,6 +346,10 @@ int main(int argc, char **argv) {
         }
         if (!strcmp(cmd, "serve"))
                 return cmd_serve(argc - 1, argv + 1);
+        if (!strcmp(cmd, "site-key") && argc >= 3 && !strcmp(argv[2], "rotate"))
+                return mp_cli_main("site-key-rotate", argc - 2, argv + 2);
+        if (!strcmp(cmd, "site-key") && argc >= 3 && !strcmp(argv[2], "status"))
+                return mp_cli_main("site-key-status", argc - 2, argv + 2);
         if (!strcmp(cmd, "site-key"))
                 return cmd_site_key(argc - 1, argv + 1, false);
         if (!strcmp(cmd, "tls-fingerprint"))

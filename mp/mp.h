@@ -19,7 +19,9 @@
  *   http.c     HTTP/1.1 over a connection with http-parser; the HTTPS
  *              endpoints (fallback channel, policies)
  *   admin.c    the admin API (HTTP+JSON on a unix socket)
- *   state.c    the state directory: site key, TLS key and certificate
+ *   state.c    the state directory: site key, TLS key and certificate,
+ *              the site key chain's files
+ *   keys.c     key rotation: device key rollovers, the chain sent to agents
  *   config.c   defaults, the INI file, the command line
  *   cli.c      the admin commands (libcurl client)
  */
@@ -43,6 +45,7 @@
 #include "transport/message.h"
 
 struct tether_key;
+struct tether_site_chain;
 struct tether_tls_ctx;
 struct tether_tls_conn;
 
@@ -152,6 +155,11 @@ struct mp_session {
         enum mp_device_status status;
         struct mp_conn *conn; /* TCP channel, or the held HTTPS poll; NULL between polls */
         bool https;
+        bool feature_1_1; /* listed <Feature>1.1</Feature>: gets the site key chain */
+        /* The serial of a SIGNIN_CONFIRM sent on this connection that no
+         * frame has answered yet (0: none): the next frame other than
+         * GOODBYE says the agent accepted that key. */
+        uint32_t site_serial_unacked;
         uint64_t last_seen_usec;
         char address[64];
 };
@@ -190,9 +198,15 @@ struct mp_server {
         struct mp_registry *reg;
         struct mp_dupguard *dupguard; /* live replacements per ClientID */
         struct mp_approval_policy approval;
-        struct tether_key *site_key;
+        struct tether_key *site_key; /* serial 1, the root of the chain */
         char *site_key_b64;
         char site_fingerprint[65];
+        /* Site key rotation (state.c): the chain from site_key, and the
+         * private key of every link (index as in the chain; [0] borrows
+         * site_key). The signer is the newest whose NotBefore has come. */
+        struct tether_site_chain *site_chain;
+        struct tether_key **site_privs;
+        sd_event_source *site_key_timer; /* at the newest key's NotBefore */
         struct tether_key *tls_key;
         struct tether_tls_ctx *tls;
 
@@ -222,8 +236,8 @@ struct mp_server {
 
         /* SIGNIN_CONFIRM(Approved) is the same bytes for everyone within one
          * second: sign it once. */
-        struct mp_buf *confirm_cache;
-        time_t confirm_cache_time;
+        struct mp_buf *confirm_cache[2]; /* [1]: with the site key chain (1.1) */
+        time_t confirm_cache_time[2];
 
         bool shutting_down;
         /* True while mp_server_flush writes out what was queued before its
@@ -268,8 +282,10 @@ int mp_channel_goodbye_frame(struct mp_server *srv, enum tether_goodbye_reason r
                              struct mp_buf **ret);
 /* Sends a GOODBYE frame (nothing else follows). */
 int mp_channel_goodbye(struct mp_conn *c, enum tether_goodbye_reason reason, uint32_t retry_after);
-/* Builds a SIGNIN_CONFIRM for a status. */
-int mp_channel_confirm(struct mp_server *srv, enum tether_signin_status status, struct mp_buf **ret);
+/* Builds a SIGNIN_CONFIRM for a status, signed by the current site key;
+ * with_chain (an agent that lists 1.1) adds the site key chain. */
+int mp_channel_confirm(struct mp_server *srv, enum tether_signin_status status, bool with_chain,
+                       struct mp_buf **ret);
 
 /* The outcome of a verified SIGNIN, shared by both transports. */
 enum mp_signin_outcome {
@@ -310,6 +326,19 @@ void mp_session_drop(struct mp_server *srv, struct mp_session *s);
 bool mp_session_online(struct mp_server *srv, const struct mp_session *s, uint64_t now);
 /* An administrator approved or rejected the device: tell it if online. */
 void mp_session_decided(struct mp_server *srv, const char *client_id, enum mp_device_status status);
+/* keys.c: a SIGNIN's KeyRollover (section 7.3). The ClientID moves from
+ * PreviousPublicKey to the connection's key when the proof verifies and
+ * PreviousPublicKey is the bound key. Returns 0 (rebound, or rebound
+ * already), 1 when refused as a conflict (logged and recorded), or < 0. */
+struct mp_signin_request;
+int mp_rollover(struct mp_conn *c, const struct tether_signin *m, const struct mp_signin_request *req);
+/* keys.c: a 1.1 agent signed in (and is about to get a confirm by the
+ * current key): recorded for site-key status. */
+void mp_site_key_signin(struct mp_server *srv, const char *client_id, time_t now);
+/* keys.c: sends a fresh SIGNIN_CONFIRM, with the site key chain, to every approved
+ * 1.1 agent on a TCP channel (after a rotation, and at the new key's
+ * NotBefore); HTTPS agents get it with their next poll. */
+void mp_site_key_broadcast(struct mp_server *srv);
 /* Sends every undelivered push to the session's connection (TCP). */
 int mp_session_deliver_backlog(struct mp_server *srv, struct mp_session *s);
 void mp_sessions_walk(struct mp_server *srv, void (*fn)(struct mp_session *s, void *u), void *u);
@@ -349,6 +378,18 @@ void mp_admin_conn_closed(struct mp_server *srv, struct mp_conn *c);
 /* state.c */
 int mp_state_load(const struct mp_config *cfg, bool create, struct tether_key **ret_site_key,
                   struct tether_key **ret_tls_key, char **ret_tls_cert_pem);
+
+/* state.c: site key rotation. Files in the state directory, never the
+ * database: site-chain (the endorsements, transport/rotation.h text form)
+ * and site-<serial>.key for serial 2 on (site.key is serial 1). */
+int mp_site_chain_load(struct mp_server *srv);
+void mp_site_chain_free(struct mp_server *srv);
+/* Makes the next key, endorses it with the newest, writes its key file then
+ * the chain (atomically), and adopts it. */
+int mp_site_key_rotate(struct mp_server *srv, time_t not_before, char err[256]);
+/* The key that signs now, and its serial. */
+const struct tether_key *mp_site_signer(struct mp_server *srv);
+uint32_t mp_site_serial(struct mp_server *srv);
 
 /* cli.c */
 int mp_cli_main(const char *command, int argc, char **argv);

@@ -193,7 +193,7 @@ int mp_push_start(struct mp_server *srv, const struct mp_push_request *req, uint
         msg.push.task_type = p->task_type;
         msg.push.task_param = p->task_param;
         msg.push.expires = p->expires;
-        r = tether_msg_seal(&msg, srv->site_key, srv->cfg->max_frame, &frame, &frame_len);
+        r = tether_msg_seal(&msg, mp_site_signer(srv), srv->cfg->max_frame, &frame, &frame_len);
         if (r < 0)
                 goto fail;
         p->frame = mp_buf_take(frame, frame_len);

@@ -2,6 +2,7 @@
 #include "mp/registry.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -297,6 +298,9 @@ int mp_registry_open(const char *path, struct mp_registry **ret) {
         if (r < 0)
                 goto fail;
         r = upgrade_conflicts(reg);
+        if (r < 0)
+                goto fail;
+        r = mp_registry_keys_schema(reg);
         if (r < 0)
                 goto fail;
 
@@ -1022,4 +1026,162 @@ int mp_registry_responses_json(struct mp_registry *reg, unsigned limit, json_obj
                 "CAST(body AS TEXT) AS response_xml, hex(signature) AS signature_hex, address, received "
                 "FROM responses ORDER BY received DESC, rowid DESC LIMIT ?1",
                 1, limit ? limit : 20, 0, response_fixup, ret);
+}
+
+/* ---- Key rotation (issue #15) -------------------------------------------
+ * Two tables of their own, and nothing else of the registry changed but the
+ * schema call in mp_registry_open() and the rebind of devices.public_key,
+ * so that this block moves behind the store interface as one piece. */
+
+static const char keys_schema[] =
+        "CREATE TABLE IF NOT EXISTS device_site_keys ("
+        " client_id TEXT PRIMARY KEY, sent_serial INTEGER NOT NULL, confirmed_serial INTEGER NOT NULL,"
+        " updated INTEGER);"
+        "CREATE TABLE IF NOT EXISTS key_events ("
+        " id INTEGER PRIMARY KEY, client_id TEXT NOT NULL, kind TEXT NOT NULL, old_fingerprint TEXT,"
+        " new_fingerprint TEXT, reason TEXT, hostname TEXT, address TEXT, at INTEGER);";
+
+int mp_registry_keys_schema(struct mp_registry *reg) {
+        return exec_sql(reg, keys_schema);
+}
+
+/* Runs one write statement with text/integer arguments ("t"/"i" in kinds). */
+static int keys_write(struct mp_registry *reg, const char *sql, const char *kinds, ...) {
+        sqlite3_stmt *s = NULL;
+        va_list ap;
+        int r;
+
+        r = begin_write(reg);
+        if (r < 0)
+                return r;
+        if (sqlite3_prepare_v2(reg->db, sql, -1, &s, NULL) != SQLITE_OK)
+                return sql_error(reg, "prepare");
+        va_start(ap, kinds);
+        for (int i = 0; kinds[i] && r >= 0; i++)
+                r = kinds[i] == 't' ? bind_text(s, i + 1, va_arg(ap, const char *))
+                                    : bind_i64(s, i + 1, va_arg(ap, int64_t));
+        va_end(ap);
+        if (r >= 0 && sqlite3_step(s) != SQLITE_DONE)
+                r = sql_error(reg, "step");
+        sqlite3_finalize(s);
+        return r;
+}
+
+static int site_key_row(struct mp_registry *reg, const char *client_id, bool *found, int64_t *sent,
+                        int64_t *confirmed) {
+        sqlite3_stmt *q = NULL;
+
+        *found = false;
+        *sent = *confirmed = 0;
+        if (sqlite3_prepare_v2(
+                    reg->db,
+                    "SELECT sent_serial, confirmed_serial FROM device_site_keys WHERE client_id = ?1", -1,
+                    &q, NULL) != SQLITE_OK)
+                return sql_error(reg, "prepare");
+        if (bind_text(q, 1, client_id) < 0) {
+                sqlite3_finalize(q);
+                return -EIO;
+        }
+        if (sqlite3_step(q) == SQLITE_ROW) {
+                *found = true;
+                *sent = sqlite3_column_int64(q, 0);
+                *confirmed = sqlite3_column_int64(q, 1);
+        }
+        sqlite3_finalize(q);
+        return 0;
+}
+
+static int site_key_put(struct mp_registry *reg, const char *client_id, int64_t sent, int64_t confirmed,
+                        time_t now) {
+        return keys_write(reg,
+                          "INSERT INTO device_site_keys (client_id, sent_serial, confirmed_serial, updated) "
+                          "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (client_id) DO UPDATE SET "
+                          "sent_serial = ?2, confirmed_serial = ?3, updated = ?4",
+                          "tiii", client_id, sent, confirmed, (int64_t)now);
+}
+
+int mp_registry_site_key_confirmed(struct mp_registry *reg, const char *client_id, uint32_t serial,
+                                   time_t now) {
+        int64_t sent, confirmed;
+        bool found;
+        int r;
+
+        r = site_key_row(reg, client_id, &found, &sent, &confirmed);
+        if (r < 0)
+                return r;
+        if (found && confirmed == (int64_t)serial)
+                return 0;
+        return site_key_put(reg, client_id, sent > serial ? sent : serial, serial, now);
+}
+
+int mp_registry_site_key_sent(struct mp_registry *reg, const char *client_id, uint32_t serial, time_t now) {
+        int64_t sent = 0, confirmed = 0;
+        bool found = false;
+        int r;
+
+        r = site_key_row(reg, client_id, &found, &sent, &confirmed);
+        if (r < 0)
+                return r;
+        if (found && sent == (int64_t)serial && confirmed == sent)
+                return 0;
+        if (found && sent > confirmed)
+                confirmed = sent;
+        return site_key_put(reg, client_id, serial, confirmed, now);
+}
+
+int mp_registry_site_key_counts(struct mp_registry *reg, uint64_t *counts, size_t n) {
+        sqlite3_stmt *q = NULL;
+        int rc;
+
+        memset(counts, 0, n * sizeof(*counts));
+        if (sqlite3_prepare_v2(
+                    reg->db,
+                    "SELECT confirmed_serial, count(*) FROM device_site_keys GROUP BY confirmed_serial", -1,
+                    &q, NULL) != SQLITE_OK)
+                return sql_error(reg, "prepare");
+        while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+                int64_t serial = sqlite3_column_int64(q, 0);
+                if (serial >= 1 && (uint64_t)serial <= n)
+                        counts[serial - 1] = (uint64_t)sqlite3_column_int64(q, 1);
+        }
+        sqlite3_finalize(q);
+        return rc == SQLITE_DONE ? 0 : sql_error(reg, "site key counts");
+}
+
+int mp_registry_rebind(struct mp_registry *reg, const struct mp_signin_request *req, const char *old_key,
+                       const char *old_fingerprint) {
+        int r;
+
+        r = keys_write(reg,
+                       "UPDATE devices SET public_key = ?2, fingerprint = ?3 WHERE client_id = ?1 AND "
+                       "public_key = ?4",
+                       "tttt", req->client_id, req->public_key, req->fingerprint, old_key);
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(reg->db) != 1)
+                return -ESTALE;
+        return keys_write(
+                reg,
+                "INSERT INTO key_events (client_id, kind, old_fingerprint, new_fingerprint, reason, "
+                "hostname, address, at) VALUES (?1, 'rotation', ?2, ?3, NULL, ?4, ?5, ?6)",
+                "ttttti", req->client_id, old_fingerprint, req->fingerprint, req->hostname, req->address,
+                (int64_t)req->now);
+}
+
+int mp_registry_key_event(struct mp_registry *reg, const struct mp_signin_request *req,
+                          const char *old_fingerprint, const char *kind, const char *why) {
+        return keys_write(
+                reg,
+                "INSERT INTO key_events (client_id, kind, old_fingerprint, new_fingerprint, reason, "
+                "hostname, address, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "ttttttti", req->client_id, kind, old_fingerprint, req->fingerprint, why, req->hostname,
+                req->address, (int64_t)req->now);
+}
+
+int mp_registry_key_events_json(struct mp_registry *reg, json_object **ret) {
+        return query_json(
+                reg,
+                "SELECT client_id, kind, old_fingerprint, new_fingerprint, reason, hostname, address, "
+                "at FROM key_events ORDER BY id DESC",
+                0, 0, 0, NULL, ret);
 }

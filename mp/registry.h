@@ -180,3 +180,29 @@ int mp_registry_response_store(struct mp_registry *reg, const struct mp_response
 int mp_registry_push_json(struct mp_registry *reg, uint64_t push_id, time_t now, json_object **ret,
                           bool *ret_done);
 int mp_registry_responses_json(struct mp_registry *reg, unsigned limit, json_object **ret);
+
+/* ---- Key rotation (issue #15; PROTOCOL-v1 7.2, 7.3) -------------------
+ * Kept together, with their own tables (device_site_keys, key_events), so
+ * that they move behind the store interface as one piece. */
+
+/* Creates the rotation tables (called by mp_registry_open). */
+int mp_registry_keys_schema(struct mp_registry *reg);
+/* A 1.1 agent signed in: the serial of the last SIGNIN_CONFIRM it was sent
+ * becomes the key it confirmed (it signed in again after it), and the
+ * confirm about to be sent is signed by serial. */
+int mp_registry_site_key_sent(struct mp_registry *reg, const char *client_id, uint32_t serial, time_t now);
+/* The agent answered a confirm signed by serial on the same connection. */
+int mp_registry_site_key_confirmed(struct mp_registry *reg, const char *client_id, uint32_t serial,
+                                   time_t now);
+/* counts[i] = devices whose last confirmed site key is serial i + 1. */
+int mp_registry_site_key_counts(struct mp_registry *reg, uint64_t *counts, size_t n);
+/* Moves req's ClientID from old_key (base64, must be the bound one) to
+ * req->public_key/fingerprint, and records the rotation. -ESTALE when the
+ * binding is not old_key any more. */
+int mp_registry_rebind(struct mp_registry *reg, const struct mp_signin_request *req, const char *old_key,
+                       const char *old_fingerprint);
+/* Records a refused rollover (kind) and why. */
+int mp_registry_key_event(struct mp_registry *reg, const struct mp_signin_request *req,
+                          const char *old_fingerprint, const char *kind, const char *why);
+/* The recorded rotations and refusals, newest first. */
+int mp_registry_key_events_json(struct mp_registry *reg, json_object **ret);

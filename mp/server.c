@@ -588,6 +588,9 @@ int mp_server_new(struct mp_config *cfg, struct mp_server **ret) {
                 goto fail;
         /* Pings systemd's watchdog from the loop itself when WatchdogSec= is set. */
         (void)sd_event_set_watchdog(srv->event, true);
+        r = mp_site_chain_load(srv);
+        if (r < 0)
+                goto fail;
         r = listen_tcp(cfg->listen, &srv->channel_fd, &srv->channel_port);
         if (r < 0) {
                 log_error_errno(r, "Failed to listen on %s: %m", cfg->listen);
@@ -687,7 +690,8 @@ struct mp_server *mp_server_free(struct mp_server *srv) {
                 struct mp_session *s = *(struct mp_session **)srv->sessions;
                 mp_session_drop(srv, s);
         }
-        mp_buf_unref(srv->confirm_cache);
+        for (size_t i = 0; i < ELEMENTSOF(srv->confirm_cache); i++)
+                mp_buf_unref(srv->confirm_cache[i]);
         sd_event_source_disable_unref(srv->channel_src);
         sd_event_source_disable_unref(srv->https_src);
         sd_event_source_disable_unref(srv->admin_src);
@@ -710,6 +714,7 @@ struct mp_server *mp_server_free(struct mp_server *srv) {
         mp_registry_free(srv->reg);
         mp_dupguard_free(srv->dupguard);
         tether_tls_ctx_free(srv->tls);
+        mp_site_chain_free(srv);
         tether_key_free(srv->site_key);
         tether_key_free(srv->tls_key);
         free(srv->site_key_b64);

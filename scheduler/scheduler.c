@@ -1811,6 +1811,10 @@ unsigned tether_scheduler_pending(const struct tether_scheduler *s) {
         return n;
 }
 
+void tether_scheduler_set_site_key(struct tether_scheduler *s, const struct tether_key *key) {
+        s->site_key = key;
+}
+
 void tether_scheduler_set_output_handler(struct tether_scheduler *s, tether_child_output_fn fn,
                                          void *userdata) {
         s->output_fn = fn;

@@ -240,6 +240,11 @@ unsigned tether_scheduler_pending(const struct tether_scheduler *s);
 typedef void (*tether_child_output_fn)(struct tether_scheduler *s, enum tether_cycle cycle, const char *step,
                                        int status, const char *output, size_t len, uint64_t total,
                                        void *userdata);
+/* Replaces the key that verifies policies (borrowed; after a site key
+ * rotation, a key that accepts the current key and its predecessors in
+ * their overlap: transport/rotation.h). */
+void tether_scheduler_set_site_key(struct tether_scheduler *s, const struct tether_key *key);
+
 void tether_scheduler_set_output_handler(struct tether_scheduler *s, tether_child_output_fn fn,
                                          void *userdata);
 

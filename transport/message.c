@@ -156,9 +156,16 @@ struct tether_msg *tether_msg_free(struct tether_msg *msg) {
                 free(msg->signin.hostname);
                 free(msg->signin.public_key);
                 free(msg->signin.enrolment_token);
+                free(msg->signin.rollover.previous_public_key);
+                free(msg->signin.rollover.signature);
                 break;
         case TETHER_FRAME_SIGNIN_CONFIRM:
                 free(msg->signin_confirm.site_public_key);
+                for (unsigned i = 0; i < msg->signin_confirm.n_endorsements; i++) {
+                        free(msg->signin_confirm.endorsements[i].public_key);
+                        free(msg->signin_confirm.endorsements[i].signature);
+                }
+                free(msg->signin_confirm.endorsements);
                 break;
         case TETHER_FRAME_PUSH:
                 free(msg->push.task_param);
@@ -365,16 +372,26 @@ static void build_signin(struct out *o, const struct tether_signin *m) {
         out_str(o, ">");
         out_elem_text(o, "Hostname", m->hostname);
         out_elem_text(o, "PublicKey", m->public_key);
-        if (m->n_task_types == 0)
+        if (m->n_task_types == 0 && !m->feature_1_1)
                 out_str(o, "<Capabilities/>");
         else {
                 out_str(o, "<Capabilities>");
                 for (unsigned i = 0; i < m->n_task_types; i++)
                         out_elem_u64(o, "TaskType", m->task_types[i]);
+                if (m->feature_1_1)
+                        out_elem_text(o, "Feature", "1.1");
                 out_str(o, "</Capabilities>");
         }
         if (m->enrolment_token)
                 out_elem_text(o, "EnrolmentToken", m->enrolment_token);
+        if (m->rollover.previous_public_key || m->rollover.signature) {
+                if (!m->rollover.previous_public_key || !m->rollover.signature)
+                        return out_fail(o);
+                out_str(o, "<KeyRollover>");
+                out_elem_text(o, "PreviousPublicKey", m->rollover.previous_public_key);
+                out_elem_text(o, "Signature", m->rollover.signature);
+                out_str(o, "</KeyRollover>");
+        }
         out_str(o, "</BgbSignInMessage>");
 }
 
@@ -390,6 +407,18 @@ static void build_signin_confirm(struct out *o, const struct tether_signin_confi
         out_elem_u64(o, "KeepAliveSeconds", m->keepalive_seconds);
         if (m->site_public_key)
                 out_elem_text(o, "SitePublicKey", m->site_public_key);
+        for (unsigned i = 0; i < m->n_endorsements; i++) {
+                const struct tether_endorsement *e = &m->endorsements[i];
+
+                if (strlen(e->not_before) != TETHER_TIMESTAMP_LEN - 1 || !e->public_key || !e->signature)
+                        return out_fail(o);
+                out_fmt(o, "<SiteKeyEndorsement Serial=\"%" PRIu32 "\"", e->serial);
+                out_attr(o, "NotBefore", e->not_before);
+                out_str(o, ">");
+                out_elem_text(o, "PublicKey", e->public_key);
+                out_elem_text(o, "Signature", e->signature);
+                out_str(o, "</SiteKeyEndorsement>");
+        }
         out_str(o, "</BgbSignInConfirmMessage>");
 }
 
@@ -612,6 +641,66 @@ static int req_attr_timestamp(xmlNode *node, const char *name, time_t *ret, stru
         return check_timestamp("attribute", name, t, ret, diag);
 }
 
+/* Version 1.1: the optional KeyRollover of SIGNIN (section 7.3). */
+static int parse_rollover(xmlNode *root, struct tether_key_rollover *m, struct tether_diag *diag) {
+        xmlNode *n = NULL;
+        int r;
+
+        r = tether_xml_child(root, "KeyRollover", &n, diag);
+        if (r <= 0)
+                return r;
+        r = req_text(n, "PreviousPublicKey", &m->previous_public_key, diag);
+        if (r < 0)
+                return r;
+        return req_text(n, "Signature", &m->signature, diag);
+}
+
+/* Version 1.1: the SiteKeyEndorsement chain of SIGNIN_CONFIRM (section 7.2),
+ * kept in document order. */
+static int parse_endorsements(xmlNode *root, struct tether_signin_confirm *m, struct tether_diag *diag) {
+        for (xmlNode *c = root->children; c; c = c->next) {
+                _cleanup_(freep) char *serial = NULL, *not_before = NULL;
+                struct tether_endorsement *e, *grown;
+                uint64_t v;
+                int r;
+
+                if (c->type != XML_ELEMENT_NODE || c->ns ||
+                    !xmlStrEqual(c->name, BAD_CAST "SiteKeyEndorsement"))
+                        continue;
+                if (m->n_endorsements >= TETHER_MAX_ENDORSEMENTS)
+                        return tether_diag_set(diag, TETHER_DIAG_TOO_LONG,
+                                               "more than %u SiteKeyEndorsement elements",
+                                               TETHER_MAX_ENDORSEMENTS);
+                grown = realloc(m->endorsements, (m->n_endorsements + 1) * sizeof(*grown));
+                if (!grown)
+                        return -ENOMEM;
+                m->endorsements = grown;
+                e = &grown[m->n_endorsements++];
+                *e = (struct tether_endorsement){0};
+                r = req_attr(c, "Serial", &serial, diag);
+                if (r < 0)
+                        return r;
+                r = check_number("attribute", "Serial", serial, 0, UINT32_MAX, &v, diag);
+                if (r < 0)
+                        return r;
+                e->serial = (uint32_t)v;
+                r = req_attr(c, "NotBefore", &not_before, diag);
+                if (r < 0)
+                        return r;
+                r = check_timestamp("attribute", "NotBefore", not_before, &e->not_before_time, diag);
+                if (r < 0)
+                        return r;
+                memcpy(e->not_before, not_before, TETHER_TIMESTAMP_LEN);
+                r = req_text(c, "PublicKey", &e->public_key, diag);
+                if (r < 0)
+                        return r;
+                r = req_text(c, "Signature", &e->signature, diag);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 static int parse_signin(xmlNode *root, struct tether_signin *m, struct tether_diag *diag) {
         _cleanup_(freep) char *client_id = NULL;
         xmlNode *caps = NULL;
@@ -643,8 +732,17 @@ static int parse_signin(xmlNode *root, struct tether_signin *m, struct tether_di
                         _cleanup_(freep) char *t = NULL;
                         uint64_t v;
 
-                        if (c->type != XML_ELEMENT_NODE || c->ns ||
-                            !xmlStrEqual(c->name, BAD_CAST "TaskType"))
+                        if (c->type != XML_ELEMENT_NODE || c->ns)
+                                continue;
+                        if (xmlStrEqual(c->name, BAD_CAST "Feature")) {
+                                r = tether_xml_text(c, &t);
+                                if (r < 0)
+                                        return r;
+                                if (strcmp(t, "1.1") == 0)
+                                        m->feature_1_1 = true;
+                                continue;
+                        }
+                        if (!xmlStrEqual(c->name, BAD_CAST "TaskType"))
                                 continue;
                         if (m->n_task_types >= TETHER_MAX_TASK_TYPES)
                                 return tether_diag_set(diag, TETHER_DIAG_TOO_LONG,
@@ -658,7 +756,10 @@ static int parse_signin(xmlNode *root, struct tether_signin *m, struct tether_di
                                 return r;
                         m->task_types[m->n_task_types++] = (uint32_t)v;
                 }
-        return opt_text(root, "EnrolmentToken", &m->enrolment_token, diag);
+        r = opt_text(root, "EnrolmentToken", &m->enrolment_token, diag);
+        if (r < 0)
+                return r;
+        return parse_rollover(root, &m->rollover, diag);
 }
 
 static int parse_signin_confirm(xmlNode *root, struct tether_signin_confirm *m, struct tether_diag *diag) {
@@ -688,7 +789,10 @@ static int parse_signin_confirm(xmlNode *root, struct tether_signin_confirm *m, 
         if (r < 0)
                 return r;
         m->keepalive_seconds = (uint32_t)v;
-        return opt_text(root, "SitePublicKey", &m->site_public_key, diag);
+        r = opt_text(root, "SitePublicKey", &m->site_public_key, diag);
+        if (r < 0)
+                return r;
+        return parse_endorsements(root, m, diag);
 }
 
 static int parse_push(xmlNode *root, struct tether_push *m, struct tether_diag *diag) {

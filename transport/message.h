@@ -54,6 +54,24 @@ enum tether_goodbye_reason {
 
 #define TETHER_DETAIL_MAX 4096u
 #define TETHER_MAX_TASK_TYPES 16u
+/* The most SiteKeyEndorsement elements a SIGNIN_CONFIRM may carry. */
+#define TETHER_MAX_ENDORSEMENTS 64u
+
+/* Version 1.1 (contract section 7.3): SIGNIN's KeyRollover. Both strings
+ * NULL when absent. */
+struct tether_key_rollover {
+        char *previous_public_key; /* base64 DER SubjectPublicKeyInfo of the old key */
+        char *signature;           /* base64, by the old key (transport/rotation.h) */
+};
+
+/* Version 1.1 (section 7.2): one SiteKeyEndorsement of SIGNIN_CONFIRM. */
+struct tether_endorsement {
+        uint32_t serial;
+        char not_before[TETHER_TIMESTAMP_LEN]; /* the exact 20 characters signed */
+        time_t not_before_time;
+        char *public_key; /* base64 DER SubjectPublicKeyInfo of the new key */
+        char *signature;  /* base64, by the previous key of the chain */
+};
 
 struct tether_signin {
         time_t timestamp;
@@ -66,6 +84,9 @@ struct tether_signin {
         /* Extension (docs/PROTOCOL.md): the enrolment token for the MP's
          * "token" approval mode, or NULL. Old peers ignore it. */
         char *enrolment_token;
+        /* Version 1.1: <Feature>1.1</Feature> in Capabilities. */
+        bool feature_1_1;
+        struct tether_key_rollover rollover;
 };
 
 struct tether_signin_confirm {
@@ -74,6 +95,9 @@ struct tether_signin_confirm {
         enum tether_signin_status status;
         uint32_t keepalive_seconds;
         char *site_public_key; /* optional, NULL when absent */
+        /* Version 1.1: the site key chain, oldest first (owned). */
+        struct tether_endorsement *endorsements;
+        unsigned n_endorsements;
 };
 
 struct tether_push {

@@ -41,6 +41,9 @@ struct tether_key {
         EVP_PKEY *pkey;
         enum tether_key_kind kind;
         bool has_private;
+        /* A verifier made by tether_key_verifier_of(): the next key to try
+         * when this one does not verify (owned), or NULL. */
+        struct tether_key *also;
 };
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_PKEY *, EVP_PKEY_free);
@@ -55,6 +58,7 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(X509_EXTENSION *, X509_EXTENSION_free);
 struct tether_key *tether_key_free(struct tether_key *key) {
         if (!key)
                 return NULL;
+        tether_key_free(key->also);
         EVP_PKEY_free(key->pkey);
         free(key);
         return NULL;
@@ -579,7 +583,28 @@ int tether_verify(const struct tether_key *key, uint8_t type, const uint8_t *bod
          * caller both mean the same, the frame is not authentic. */
         r = EVP_DigestVerify(ctx, sig, sig_len, input, input_len);
         ERR_clear_error();
+        if (r != 1 && key->also)
+                return tether_verify(key->also, type, body, body_len, sig, sig_len);
         return r == 1 ? 0 : -EBADMSG;
+}
+
+int tether_key_verifier_of(const struct tether_key *const *keys, size_t n, struct tether_key **ret) {
+        struct tether_key *head = NULL, **tail = &head;
+
+        if (!ret || n == 0)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++) {
+                int r = tether_key_from_evp(keys[i]->pkey, tail);
+                if (r < 0) {
+                        tether_key_free(head);
+                        return r;
+                }
+                /* Public halves only: a verifier never signs. */
+                (*tail)->has_private = false;
+                tail = &(*tail)->also;
+        }
+        *ret = head;
+        return 0;
 }
 
 /* ---- certificates ---- */

@@ -79,6 +79,11 @@ int tether_sign(const struct tether_key *key, uint8_t type, const uint8_t *body,
 int tether_verify(const struct tether_key *key, uint8_t type, const uint8_t *body, size_t body_len,
                   const uint8_t *sig, size_t sig_len);
 
+/* A key for tether_verify() that accepts a signature by any of keys[0..n)
+ * (tried in order), for a site key and its predecessors during a rotation
+ * (transport/rotation.h). It cannot sign. Owned by the caller. */
+int tether_key_verifier_of(const struct tether_key *const *keys, size_t n, struct tether_key **ret);
+
 /* Writes the exact signature input into a new buffer (for vectors and the
  * openssl CLI). */
 int tether_signature_input(uint8_t type, const uint8_t *body, size_t body_len, uint8_t **ret,

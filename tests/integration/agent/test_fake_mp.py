@@ -58,7 +58,8 @@ def test_fake_mp(tmp):
     client_id = re.search(rb'ClientID="([0-9A-F-]+)"', body).group(1).decode()
     if b"<EnrolmentToken>s3cret-token</EnrolmentToken>" not in body:
         fail("SIGNIN without the EnrolmentToken: %r" % body)
-    if b"<Capabilities><TaskType>1</TaskType><TaskType>2</TaskType><TaskType>3</TaskType></Capabilities>" not in body:
+    if b"<Capabilities><TaskType>1</TaskType><TaskType>2</TaskType><TaskType>3</TaskType>" \
+            b"<Feature>1.1</Feature></Capabilities>" not in body:
         fail("SIGNIN without the three capabilities: %r" % body)
     fake.confirm(skew=120)
     agent.wait_signed_in()

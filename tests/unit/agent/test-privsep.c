@@ -182,6 +182,20 @@ static void test_ping_status_key_and_junk(void **state) {
         free(buf);
         assert_int_equal(priv_build_site_key(NULL, 0, &buf, &len), -EMSGSIZE);
 
+        /* SITE_CHAIN: channel to scheduler only, exact length, no NUL. */
+        assert_int_equal(priv_build_site_chain("2 x y z 0\n", 10, &buf, &len), 0);
+        assert_int_equal(priv_msg_check(PRIV_SIDE_SCHEDULER, buf, len, &m), 0);
+        assert_int_equal(m.type, PRIV_SITE_CHAIN);
+        assert_int_equal(m.data_len, 10);
+        assert_memory_equal(m.data, "2 x y z 0\n", 10);
+        assert_int_equal(priv_msg_check(PRIV_SIDE_CHANNEL, buf, len, &m), -EBADMSG);
+        assert_int_equal(priv_msg_check(PRIV_SIDE_SCHEDULER, buf, len - 1, &m), -EBADMSG);
+        buf[len - 1] = 0;
+        assert_int_equal(priv_msg_check(PRIV_SIDE_SCHEDULER, buf, len, &m), -EBADMSG);
+        free(buf);
+        assert_int_equal(priv_build_site_chain("", 0, &buf, &len), -EMSGSIZE);
+        assert_int_equal(priv_build_site_chain("x", PRIV_CHAIN_MAX + 1, &buf, &len), -EMSGSIZE);
+
         /* Unknown types and short headers. */
         memset(junk, 0, sizeof(junk));
         hdr.type = 99;
