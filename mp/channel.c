@@ -588,6 +588,23 @@ static void protocol_error(struct mp_conn *c, const struct tether_diag *diag) {
         mp_conn_close_after_flush(c);
 }
 
+/* After a verified SIGNIN: frames up to MaxFrameBytes. The decoder sits
+ * between two frames here (it just returned the SIGNIN), so nothing of the
+ * stream is lost by replacing it. */
+static int channel_widen_decoder(struct mp_conn *c) {
+        struct tether_frame_decoder *dec = NULL;
+        int r;
+
+        if (c->srv->cfg->max_signin >= c->srv->cfg->max_frame)
+                return 0;
+        r = tether_frame_decoder_new(c->srv->cfg->max_frame, &dec);
+        if (r < 0)
+                return r;
+        tether_frame_decoder_free(c->dec);
+        c->dec = dec;
+        return 0;
+}
+
 static int channel_frame(struct mp_conn *c, const struct tether_frame *frame) {
         struct mp_server *srv = c->srv;
         struct tether_diag diag = {0};
@@ -628,7 +645,10 @@ static int channel_frame(struct mp_conn *c, const struct tether_frame *frame) {
                 }
                 c->session = s;
                 s->conn = c;
-                r = mp_channel_confirm(srv, status_to_wire(s->status), &confirm);
+                mp_conn_authenticated(c);
+                r = channel_widen_decoder(c);
+                if (r >= 0)
+                        r = mp_channel_confirm(srv, status_to_wire(s->status), &confirm);
                 if (r >= 0)
                         r = mp_conn_send(c, confirm);
                 if (r < 0) {

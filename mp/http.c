@@ -6,7 +6,16 @@
  *
  * One request at a time per connection: the parser is paused at the end of
  * each message and resumed after its response is queued, so a pipelined
- * request waits its turn.
+ * request waits its turn. Input not yet parsed waits in a bounded backlog;
+ * http_drain parses it in a loop (never by recursion from a response: ten
+ * thousand pipelined requests in one read once took one stack frame each),
+ * at most MP_HTTP_REQUESTS_PER_ROUND requests a round, and stops while the
+ * backlog or the queued output is full: the connection then stops reading
+ * its socket until a deferred round (mp_conn_want_input) continues.
+ *
+ * Before a verified SIGNIN, a fallback poll's body is buffered one frame at
+ * a time: the first frame, at most MaxSignInBytes, must be a SIGNIN signed
+ * by the TLS client key before anything more of the body is kept.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +37,20 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct tether_frame_decoder *, tether_frame_decoder_
 #define MAX_URL 2048
 #define MAX_HEADER 1024
 #define POLICY_MAX (4u * 1024u * 1024u)
+
+/* Parsing stops while this much input waits unparsed (the socket is then
+ * left unread), or while this much output waits to be written. */
+#define MP_HTTP_BACKLOG_MAX (64u * 1024u)
+#define MP_HTTP_OUT_MAX (1024u * 1024u)
+#define MP_HTTP_REQUESTS_PER_ROUND 64u
+
+/* What a request's body may be, known once its headers are in. */
+enum body_mode {
+        BODY_NONE,   /* HTTPS requests other than the poll: no body */
+        BODY_FRAMES, /* the fallback poll: SIGNIN first, verified before more */
+        BODY_ANY,    /* the admin socket: up to MP_HTTP_MAX_BODY */
+        BODY_DISCARD /* a refused (overloaded) connection */
+};
 
 enum header_state {
         HDR_NONE,
@@ -52,9 +75,25 @@ struct mp_http {
         bool body_too_large;
         bool complete; /* a whole request is parsed and not yet answered */
         bool keep_alive;
-        /* bytes that arrived after the current request */
-        uint8_t *rest;
-        size_t rest_len;
+        enum body_mode body_mode;
+        /* The poll's first frame before it is verified (BODY_FRAMES). */
+        struct tether_frame_decoder *signin_dec;
+        bool signin_checked;
+        /* The body was refused before it was kept: answered with this GOODBYE. */
+        bool refused;
+        enum tether_goodbye_reason refused_reason;
+        struct tether_diag refused_diag;
+
+        /* input received and not yet parsed: in[in_off..in_len) */
+        uint8_t *in;
+        size_t in_len, in_off;
+        bool draining;
+
+        /* deadlines: a request must arrive whole within RequestTimeoutSeconds
+         * of its first byte; an idle keep-alive connection is closed */
+        bool in_request;
+        uint64_t request_start_usec;
+        uint64_t idle_since_usec;
 
         /* a held fallback poll */
         bool held;
@@ -87,6 +126,12 @@ static int on_message_begin(http_parser *p) {
         h->expect_continue = false;
         h->hstate = HDR_NONE;
         h->field_len = h->value_len = 0;
+        h->body_mode = BODY_NONE;
+        h->signin_checked = false;
+        h->refused = false;
+        h->signin_dec = tether_frame_decoder_free(h->signin_dec);
+        h->in_request = true;
+        h->request_start_usec = mp_now_usec();
         return 0;
 }
 
@@ -129,6 +174,32 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
         return 0;
 }
 
+/* The path of the request's URL into path ("" when it does not parse). */
+static void url_path(const struct mp_http *h, char *path, size_t size) {
+        struct http_parser_url u;
+
+        path[0] = 0;
+        if (h->url_too_long)
+                return;
+        http_parser_url_init(&u);
+        if (http_parser_parse_url(h->url, h->url_len, 0, &u) != 0 || !(u.field_set & (1 << UF_PATH)))
+                return;
+        snprintf(path, size, "%.*s", (int)u.field_data[UF_PATH].len, h->url + u.field_data[UF_PATH].off);
+}
+
+static enum body_mode body_mode_of(struct mp_conn *c, unsigned method) {
+        char path[MAX_URL];
+
+        if (c->overloaded)
+                return BODY_DISCARD;
+        if (c->kind == MP_CONN_ADMIN)
+                return BODY_ANY;
+        url_path(c->http, path, sizeof(path));
+        if (method == HTTP_POST && strcmp(path, "/tether/v1/channel") == 0)
+                return BODY_FRAMES;
+        return BODY_NONE;
+}
+
 static int on_headers_complete(http_parser *p) {
         struct mp_conn *c = p->data;
         struct mp_http *h = c->http;
@@ -137,16 +208,21 @@ static int on_headers_complete(http_parser *p) {
         if (h->hstate == HDR_VALUE)
                 header_done(h);
         h->hstate = HDR_NONE;
+        h->body_mode = body_mode_of(c, p->method);
+        if (h->body_mode == BODY_FRAMES) {
+                /* the first frame may be no larger than a SIGNIN may be */
+                if (tether_frame_decoder_new(c->srv->cfg->max_signin, &h->signin_dec) < 0)
+                        return -1;
+        }
         /* libcurl asks before sending a larger POST body; without this it
          * waits a second for nothing. */
-        if (h->expect_continue && p->content_length > 0 && (uint64_t)p->content_length <= MP_HTTP_MAX_BODY)
+        if (h->expect_continue && p->content_length > 0 && (uint64_t)p->content_length <= MP_HTTP_MAX_BODY &&
+            (h->body_mode == BODY_FRAMES || h->body_mode == BODY_ANY))
                 (void)mp_conn_send_bytes(c, cont, sizeof(cont) - 1);
         return 0;
 }
 
-static int on_body(http_parser *p, const char *at, size_t len) {
-        struct mp_http *h = ((struct mp_conn *)p->data)->http;
-
+static int body_append(struct mp_http *h, const char *at, size_t len) {
         if (h->body_too_large || h->body_len + len > MP_HTTP_MAX_BODY) {
                 h->body_too_large = true;
                 return 0;
@@ -159,7 +235,7 @@ static int on_body(http_parser *p, const char *at, size_t len) {
                         cap *= 2;
                 t = realloc(h->body, cap);
                 if (!t)
-                        return -1;
+                        return -ENOMEM;
                 h->body = t;
                 h->body_cap = cap;
         }
@@ -168,10 +244,105 @@ static int on_body(http_parser *p, const char *at, size_t len) {
         return 0;
 }
 
+static void body_refuse(struct mp_http *h, enum tether_goodbye_reason reason,
+                        const struct tether_diag *diag) {
+        h->refused = true;
+        h->refused_reason = reason;
+        h->refused_diag = *diag;
+        h->signin_dec = tether_frame_decoder_free(h->signin_dec);
+}
+
+/* The poll's first frame, complete: a SIGNIN signed by the key of the TLS
+ * client certificate (mp_signin checks the rest once the body is whole). */
+static void signin_check(struct mp_conn *c, const struct tether_frame *frame) {
+        struct mp_http *h = c->http;
+        struct tether_diag diag = {0};
+        int r;
+
+        if (frame->type != TETHER_FRAME_SIGNIN) {
+                (void)tether_diag_set(&diag, TETHER_DIAG_BAD_TYPE, "the poll starts with %s, not SIGNIN",
+                                      tether_frame_type_name(frame->type));
+                body_refuse(h, TETHER_GOODBYE_PROTOCOL_ERROR, &diag);
+                return;
+        }
+        if (!c->peer_key) {
+                (void)tether_diag_set(&diag, TETHER_DIAG_BAD_SIGNATURE, "no client certificate");
+                body_refuse(h, TETHER_GOODBYE_UNAUTHORIZED, &diag);
+                return;
+        }
+        r = tether_msg_verify(frame, c->peer_key, &diag);
+        if (r < 0) {
+                if (r != -EBADMSG)
+                        (void)tether_diag_set(&diag, TETHER_DIAG_BAD_SIGNATURE, "cannot verify: %s",
+                                              strerror(-r));
+                body_refuse(h,
+                            diag.kind == TETHER_DIAG_BAD_SIGNATURE && r == -EBADMSG
+                                    ? TETHER_GOODBYE_UNAUTHORIZED
+                                    : TETHER_GOODBYE_PROTOCOL_ERROR,
+                            &diag);
+                return;
+        }
+        h->signin_checked = true;
+        h->signin_dec = tether_frame_decoder_free(h->signin_dec);
+        mp_conn_authenticated(c);
+}
+
+/* BODY_FRAMES before the SIGNIN is verified: keeps at most that one frame. */
+static int body_signin(struct mp_conn *c, const char *at, size_t len, size_t *ret_used) {
+        struct mp_http *h = c->http;
+        struct tether_frame *frame = NULL;
+        struct tether_diag diag = {0};
+        size_t used = 0;
+        int r;
+
+        r = tether_frame_decoder_feed(h->signin_dec, (const uint8_t *)at, len, &used, &frame, &diag);
+        *ret_used = used;
+        if (r == -EBADMSG) {
+                body_refuse(h, TETHER_GOODBYE_PROTOCOL_ERROR, &diag);
+                return 0;
+        }
+        if (r < 0)
+                return r;
+        r = body_append(h, at, used);
+        if (r >= 0 && frame)
+                signin_check(c, frame);
+        tether_frame_free(frame);
+        return r;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len) {
+        struct mp_conn *c = p->data;
+        struct mp_http *h = c->http;
+
+        switch (h->body_mode) {
+        case BODY_DISCARD:
+                return 0;
+        case BODY_NONE:
+                h->body_too_large = true;
+                return 0;
+        case BODY_ANY:
+                return body_append(h, at, len) < 0 ? -1 : 0;
+        case BODY_FRAMES:
+                break;
+        }
+        while (len > 0 && !h->refused && !h->signin_checked) {
+                size_t used = 0;
+
+                if (body_signin(c, at, len, &used) < 0)
+                        return -1;
+                at += used;
+                len -= used;
+        }
+        if (h->refused || len == 0)
+                return 0;
+        return body_append(h, at, len) < 0 ? -1 : 0;
+}
+
 static int on_message_complete(http_parser *p) {
         struct mp_http *h = ((struct mp_conn *)p->data)->http;
 
         h->complete = true;
+        h->in_request = false;
         h->keep_alive = http_should_keep_alive(p);
         http_parser_pause(p, 1);
         return 0;
@@ -193,6 +364,7 @@ int mp_http_attach(struct mp_conn *c) {
                 return -ENOMEM;
         http_parser_init(&c->http->parser, HTTP_REQUEST);
         c->http->parser.data = c;
+        c->http->idle_since_usec = mp_now_usec();
         return 0;
 }
 
@@ -210,7 +382,8 @@ void mp_http_free(struct mp_conn *c) {
         if (!h)
                 return;
         free(h->body);
-        free(h->rest);
+        free(h->in);
+        tether_frame_decoder_free(h->signin_dec);
         free_acks(h);
         free(h);
         c->http = NULL;
@@ -252,8 +425,6 @@ static const char *status_text(unsigned status) {
         return "Status";
 }
 
-static int http_resume(struct mp_conn *c);
-
 int mp_http_respond(struct mp_conn *c, unsigned status, const char *content_type, const char *extra_headers,
                     struct mp_buf *body) {
         struct mp_http *h = c->http;
@@ -276,11 +447,17 @@ int mp_http_respond(struct mp_conn *c, unsigned status, const char *content_type
                 return r;
         h->complete = false;
         h->held = false;
+        h->idle_since_usec = mp_now_usec();
         if (!h->keep_alive) {
                 mp_conn_close_after_flush(c);
                 return 0;
         }
-        return http_resume(c);
+        http_parser_pause(&h->parser, 0);
+        /* Inside http_drain its loop goes on; otherwise (a held poll
+         * answered, an admin waiter) a deferred round parses what waits. */
+        if (!h->draining)
+                mp_conn_want_input(c);
+        return 0;
 }
 
 int mp_http_respond_text(struct mp_conn *c, unsigned status, const char *text) {
@@ -429,6 +606,23 @@ static int respond_goodbye(struct mp_conn *c, enum tether_goodbye_reason reason,
         return mp_http_respond(c, 200, "application/x-tether-frames", NULL, b);
 }
 
+/* A connection over the caps (mp_conn_new): a poll gets GOODBYE(overloaded)
+ * as the contract's refusal, anything else 503; then it closes. */
+static int respond_overloaded(struct mp_conn *c) {
+        char path[MAX_URL], headers[64];
+        uint32_t retry = c->srv->cfg->overload_retry_after;
+
+        c->http->keep_alive = false;
+        url_path(c->http, path, sizeof(path));
+        if (c->http->parser.method == HTTP_POST && strcmp(path, "/tether/v1/channel") == 0)
+                return respond_goodbye(c, TETHER_GOODBYE_OVERLOADED, retry);
+        snprintf(headers, sizeof(headers), "Retry-After: %u\r\n", retry);
+        _cleanup_(mp_buf_unrefp) struct mp_buf *b = mp_buf_new("overloaded\n", 11);
+        if (!b)
+                return -ENOMEM;
+        return mp_http_respond(c, 503, "text/plain; charset=utf-8", headers, b);
+}
+
 static int https_channel(struct mp_conn *c, const char *query) {
         struct mp_server *srv = c->srv;
         struct mp_http *h = c->http;
@@ -441,6 +635,11 @@ static int https_channel(struct mp_conn *c, const char *query) {
         unsigned hold = query_hold(query);
         int r;
 
+        if (h->refused) {
+                log_warning("Protocol error in the HTTPS poll from %s: %s (%s)", c->peer,
+                            h->refused_diag.text, tether_diag_kind_name(h->refused_diag.kind));
+                return respond_goodbye(c, h->refused_reason, 0);
+        }
         r = tether_frame_decoder_new(srv->cfg->max_frame, &dec);
         if (r < 0)
                 return r;
@@ -610,6 +809,7 @@ static int https_policy(struct mp_conn *c, const char *path) {
                          c->peer);
                 return mp_http_respond_text(c, 403, "sign in first\n");
         }
+        mp_conn_authenticated(c);
 
         const char *user = NULL;
         if (strcmp(path, "/tether/v1/policy/machine") == 0) {
@@ -665,6 +865,23 @@ static int https_policy(struct mp_conn *c, const char *path) {
         return mp_http_respond(c, 200, "application/xml", headers, b);
 }
 
+/* ---- deadlines ---- */
+
+void mp_http_sweep(struct mp_conn *c, uint64_t now) {
+        struct mp_http *h = c->http;
+        const struct mp_config *cfg = c->srv->cfg;
+        uint64_t request_usec = (uint64_t)cfg->request_timeout * 1000000ULL;
+        uint64_t idle_usec =
+                c->authenticated ? 2ULL * cfg->keepalive * 1000000ULL + 60000000ULL : request_usec;
+
+        if (!h || h->complete)
+                return; /* being answered, or a held poll (its own deadline) */
+        if (h->in_request && now - h->request_start_usec > request_usec)
+                mp_conn_close(c, "request not complete within RequestTimeoutSeconds");
+        else if (!h->in_request && c->kind == MP_CONN_HTTPS && now - h->idle_since_usec > idle_usec)
+                mp_conn_close(c, c->authenticated ? NULL : "idle without a request");
+}
+
 /* ---- dispatch ---- */
 
 static int http_request(struct mp_conn *c) {
@@ -673,6 +890,8 @@ static int http_request(struct mp_conn *c) {
         char path[MAX_URL], query[MAX_URL];
         int method = h->parser.method;
 
+        if (c->overloaded)
+                return respond_overloaded(c);
         if (h->url_too_long)
                 return mp_http_respond_text(c, 400, "URL too long\n");
         if (h->body_too_large)
@@ -703,71 +922,82 @@ static int http_request(struct mp_conn *c) {
         return mp_http_respond_text(c, 404, "not found\n");
 }
 
-static int http_feed(struct mp_conn *c, const uint8_t *data, size_t len) {
+/* Parses what waits in the backlog, one request after another, in a loop:
+ * until a request is held (a fallback poll), the connection closes, the
+ * input runs out, or this round's share is used up (then a deferred round
+ * goes on, so that one connection cannot starve the others). */
+static int http_drain(struct mp_conn *c) {
         struct mp_http *h = c->http;
-        size_t n;
-        int r;
+        unsigned served = 0;
+        int r = 0;
 
-        n = http_parser_execute(&h->parser, &parser_settings, (const char *)data, len);
-        if (HTTP_PARSER_ERRNO(&h->parser) == HPE_PAUSED) {
-                /* A whole request: keep what follows for later. */
-                if (n < len) {
-                        uint8_t *t = realloc(h->rest, h->rest_len + len - n);
-                        if (!t)
-                                return -ENOMEM;
-                        memcpy(t + h->rest_len, data + n, len - n);
-                        h->rest = t;
-                        h->rest_len += len - n;
+        h->draining = true;
+        while (!c->dead && !c->close_after_flush && !h->complete && h->in_off < h->in_len) {
+                size_t n;
+
+                if (served >= MP_HTTP_REQUESTS_PER_ROUND) {
+                        mp_conn_want_input(c);
+                        break;
                 }
-                r = http_request(c);
-                if (r < 0 && !c->dead)
+                if (c->out_bytes >= MP_HTTP_OUT_MAX)
+                        break; /* mp_conn_flush resumes once the peer reads */
+                n = http_parser_execute(&h->parser, &parser_settings, (const char *)h->in + h->in_off,
+                                        h->in_len - h->in_off);
+                h->in_off += n;
+                if (HTTP_PARSER_ERRNO(&h->parser) == HPE_PAUSED) {
+                        served++;
+                        r = http_request(c);
+                        if (r < 0) {
+                                if (!c->dead)
+                                        mp_conn_close(c, NULL);
+                                break;
+                        }
+                        continue;
+                }
+                if (HTTP_PARSER_ERRNO(&h->parser) != HPE_OK) {
+                        log_info("Bad HTTP request from %s: %s", c->peer,
+                                 http_errno_description(HTTP_PARSER_ERRNO(&h->parser)));
                         mp_conn_close(c, NULL);
-                return r;
+                        r = -EBADMSG;
+                        break;
+                }
         }
-        if (HTTP_PARSER_ERRNO(&h->parser) != HPE_OK) {
-                log_info("Bad HTTP request from %s: %s", c->peer,
-                         http_errno_description(HTTP_PARSER_ERRNO(&h->parser)));
-                mp_conn_close(c, NULL);
-                return -EBADMSG;
+        if (c->http == h) {
+                h->draining = false;
+                if (h->in_off == h->in_len) {
+                        h->in_off = h->in_len = 0;
+                } else if (h->in_off > 0) {
+                        memmove(h->in, h->in + h->in_off, h->in_len - h->in_off);
+                        h->in_len -= h->in_off;
+                        h->in_off = 0;
+                }
         }
-        return 0;
+        return r;
 }
 
-/* After a response: parse whatever was already received. */
-static int http_resume(struct mp_conn *c) {
-        struct mp_http *h = c->http;
-        uint8_t *rest;
-        size_t len;
+bool mp_http_input_full(const struct mp_conn *c) {
+        const struct mp_http *h = c->http;
 
-        http_parser_pause(&h->parser, 0);
-        if (h->rest_len == 0)
-                return 0;
-        rest = TAKE_PTR(h->rest);
-        len = h->rest_len;
-        h->rest_len = 0;
-        int r = http_feed(c, rest, len);
-        free(rest);
-        return r;
+        return h && (h->in_len - h->in_off >= MP_HTTP_BACKLOG_MAX || c->out_bytes >= MP_HTTP_OUT_MAX);
 }
 
 int mp_http_input(struct mp_conn *c, const uint8_t *data, size_t len) {
         struct mp_http *h = c->http;
 
-        if (h->complete) {
-                /* Still answering (or holding) the previous request. */
-                uint8_t *t;
+        if (len > 0) {
+                /* the caller stops reading while the backlog is full, so it
+                 * holds at most MP_HTTP_BACKLOG_MAX and one read more */
+                uint8_t *t = realloc(h->in, h->in_len + len);
 
-                if (h->rest_len + len > MP_HTTP_MAX_BODY) {
-                        mp_conn_close(c, "too much pipelined input");
-                        return -ENOBUFS;
-                }
-                t = realloc(h->rest, h->rest_len + len);
-                if (!t)
+                if (!t) {
+                        mp_conn_close(c, "out of memory");
                         return -ENOMEM;
-                memcpy(t + h->rest_len, data, len);
-                h->rest = t;
-                h->rest_len += len;
-                return 0;
+                }
+                memcpy(t + h->in_len, data, len);
+                h->in = t;
+                h->in_len += len;
         }
-        return http_feed(c, data, len);
+        if (h->draining)
+                return 0;
+        return http_drain(c);
 }
