@@ -200,12 +200,12 @@ static int check_duplicate(struct mp_conn *c, struct mp_session *s, const struct
         r = mp_registry_record_duplicate(srv->reg, &rec);
         if (r < 0)
                 return r;
+        _cleanup_(freep) char *host = mp_esc(req->hostname), *old_host = mp_esc(s->hostname);
         log_warning("Conflict: ClientID '%s' ('%s') signed in from %s with its bound key while its live "
                     "connection from %s ('%s') %s: two devices share this identity (a clone of an image "
                     "taken after the agent ran?); refused with GOODBYE(conflict), retry after %u s, and "
                     "recorded (duplicate identity)",
-                    req->client_id, req->hostname ? req->hostname : "", c->peer, old->peer,
-                    s->hostname ? s->hostname : "",
+                    req->client_id, LOGSTR(host), c->peer, old->peer, LOGSTR(old_host),
                     count > 0 ? "was replaced too often" : "is already known to be shared",
                     MP_DUPGUARD_RETRY_AFTER);
         return 1;
@@ -217,7 +217,7 @@ int mp_signin(struct mp_conn *c, const struct tether_frame *frame, enum mp_signi
         bool https = via != MP_VIA_CHANNEL;
         struct tether_msg *msg = NULL;
         struct tether_key *offered = NULL;
-        _cleanup_(freep) char *key_b64 = NULL;
+        _cleanup_(freep) char *key_b64 = NULL, *host = NULL, *version = NULL;
         char fpr[TETHER_FINGERPRINT_LEN];
         struct tether_diag diag = {0};
         enum mp_signin_verdict verdict;
@@ -241,12 +241,14 @@ int mp_signin(struct mp_conn *c, const struct tether_frame *frame, enum mp_signi
          * TLS client certificate, which is the device key. */
         r = tether_msg_open(frame, c->peer_key, &msg, &diag);
         if (r == -EBADMSG) {
+                _cleanup_(freep) char *why = mp_esc(diag.text);
+
                 if (diag.kind == TETHER_DIAG_BAD_SIGNATURE) {
                         log_warning("SIGNIN from %s refused: not signed by its TLS client key (%s)", c->peer,
-                                    diag.text);
+                                    LOGSTR(why));
                         *ret = MP_OUTCOME_UNAUTHORIZED;
                 } else {
-                        log_warning("Protocol error from %s: SIGNIN: %s (%s)", c->peer, diag.text,
+                        log_warning("Protocol error from %s: SIGNIN: %s (%s)", c->peer, LOGSTR(why),
                                     tether_diag_kind_name(diag.kind));
                         *ret = MP_OUTCOME_PROTOCOL_ERROR;
                 }
@@ -270,6 +272,9 @@ int mp_signin(struct mp_conn *c, const struct tether_frame *frame, enum mp_signi
                 r = tether_key_fingerprint(c->peer_key, fpr);
         if (r < 0)
                 goto done;
+        /* what the peer wrote, for the log lines only */
+        host = mp_esc(msg->signin.hostname);
+        version = mp_esc(msg->signin.version ? msg->signin.version : "?");
 
         struct mp_signin_request req = {
                 .client_id = msg->signin.client_id,
@@ -291,7 +296,7 @@ int mp_signin(struct mp_conn *c, const struct tether_frame *frame, enum mp_signi
                 log_warning(
                         "Conflict: ClientID '%s' ('%s') signed in from %s with key %s, but it is bound to "
                         "another key (cloned image?); refused and recorded",
-                        req.client_id, req.hostname ? req.hostname : "", c->peer, fpr);
+                        req.client_id, LOGSTR(host), c->peer, fpr);
                 *ret = MP_OUTCOME_CONFLICT;
                 goto done;
         }
@@ -366,9 +371,8 @@ int mp_signin(struct mp_conn *c, const struct tether_frame *frame, enum mp_signi
 
         if (!https || is_new || s->status != MP_DEVICE_APPROVED)
                 log_info("Client '%s' ('%s', version %s) signed in from %s%s: %s%s", s->client_id,
-                         req.hostname ? req.hostname : "", req.version ? req.version : "?", c->peer,
-                         https ? " over HTTPS" : "", mp_signin_verdict_name(verdict),
-                         is_new ? " (new device)" : "");
+                         LOGSTR(host), LOGSTR(version), c->peer, https ? " over HTTPS" : "",
+                         mp_signin_verdict_name(verdict), is_new ? " (new device)" : "");
         *ret = verdict == MP_SIGNIN_APPROVED  ? MP_OUTCOME_APPROVED
                : verdict == MP_SIGNIN_PENDING ? MP_OUTCOME_PENDING
                                               : MP_OUTCOME_REJECTED;
@@ -404,8 +408,10 @@ static int handle_response(struct mp_session *s, struct mp_conn *c, const struct
                 /* Not the device's registered key: refuse the record, send
                  * no RESPONSE_ACK (the agent keeps it spooled), but keep the
                  * channel, which itself is authenticated. */
+                _cleanup_(freep) char *why = mp_esc(diag->text);
+
                 log_warning("Rejected RESPONSE from client '%s' at %s: %s; not recorded, not acknowledged",
-                            s->client_id, c->peer, diag->text);
+                            s->client_id, c->peer, LOGSTR(why));
                 return 0;
         }
         if (r < 0)
@@ -443,6 +449,9 @@ static int handle_response(struct mp_session *s, struct mp_conn *c, const struct
         {
                 char push_id[32], guid[64], rc[32];
                 const char *fields[] = {push_id, guid, rc, NULL};
+                /* the seed's line shows the message; a Detail with a line
+                 * break must not start a line of its own */
+                _cleanup_(freep) char *body = str_escape_log((const char *)frame->body, frame->body_len);
 
                 snprintf(push_id, sizeof(push_id), "PUSH_ID=%llu", (unsigned long long)resp->push_id);
                 snprintf(guid, sizeof(guid), "TASK_GUID=%s", resp->task_guid);
@@ -455,10 +464,10 @@ static int handle_response(struct mp_session *s, struct mp_conn *c, const struct
                                 resp->task_guid, s->client_id);
                 else
                         log_struct(LOG_INFO, fields,
-                                   "Receive task response message %.*s from client '%s' successfully "
+                                   "Receive task response message %s from client '%s' successfully "
                                    "(ReturnCode: %u %s)",
-                                   (int)frame->body_len, (const char *)frame->body, s->client_id,
-                                   resp->return_code, tether_return_code_name(resp->return_code));
+                                   LOGSTR(body), s->client_id, resp->return_code,
+                                   tether_return_code_name(resp->return_code));
         }
         if (!duplicate)
                 mp_server_push_progress(srv, resp->push_id);
@@ -581,8 +590,10 @@ void mp_session_decided(struct mp_server *srv, const char *client_id, enum mp_de
 }
 
 static void protocol_error(struct mp_conn *c, const struct tether_diag *diag) {
+        _cleanup_(freep) char *why = mp_esc(diag->text);
+
         log_warning("Protocol error from %s%s%s%s: %s (%s)", c->peer, c->session ? " (client '" : "",
-                    c->session ? c->session->client_id : "", c->session ? "')" : "", diag->text,
+                    c->session ? c->session->client_id : "", c->session ? "')" : "", LOGSTR(why),
                     tether_diag_kind_name(diag->kind));
         (void)mp_channel_goodbye(c, TETHER_GOODBYE_PROTOCOL_ERROR, 0);
         mp_conn_close_after_flush(c);

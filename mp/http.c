@@ -636,8 +636,10 @@ static int https_channel(struct mp_conn *c, const char *query) {
         int r;
 
         if (h->refused) {
-                log_warning("Protocol error in the HTTPS poll from %s: %s (%s)", c->peer,
-                            h->refused_diag.text, tether_diag_kind_name(h->refused_diag.kind));
+                _cleanup_(freep) char *why = mp_esc(h->refused_diag.text);
+
+                log_warning("Protocol error in the HTTPS poll from %s: %s (%s)", c->peer, LOGSTR(why),
+                            tether_diag_kind_name(h->refused_diag.kind));
                 return respond_goodbye(c, h->refused_reason, 0);
         }
         r = tether_frame_decoder_new(srv->cfg->max_frame, &dec);
@@ -701,7 +703,9 @@ static int https_channel(struct mp_conn *c, const char *query) {
                 r = tether_diag_set(&diag, TETHER_DIAG_MISSING_ELEMENT,
                                     "the poll does not start with SIGNIN");
         if (r < 0) {
-                log_warning("Protocol error in the HTTPS poll from %s: %s (%s)", c->peer, diag.text,
+                _cleanup_(freep) char *why = mp_esc(diag.text);
+
+                log_warning("Protocol error in the HTTPS poll from %s: %s (%s)", c->peer, LOGSTR(why),
                             tether_diag_kind_name(diag.kind));
                 if (c->session == s && s) {
                         c->session = NULL;
@@ -805,8 +809,10 @@ static int https_policy(struct mp_conn *c, const char *path) {
 
         if (!c->peer_key || tether_key_fingerprint(c->peer_key, fpr) < 0 ||
             mp_registry_device_by_fingerprint(srv->reg, fpr, &client_id) < 0) {
-                log_info("Policy request %s from %s refused: no approved device has this client key", path,
-                         c->peer);
+                _cleanup_(freep) char *what = mp_esc(path);
+
+                log_info("Policy request %s from %s refused: no approved device has this client key",
+                         LOGSTR(what), c->peer);
                 return mp_http_respond_text(c, 403, "sign in first\n");
         }
         mp_conn_authenticated(c);
