@@ -30,6 +30,7 @@ void mp_config_init(struct mp_config *c) {
         c->max_unauth = 2048;
         c->max_unauth_per_addr = 256;
         c->overload_retry_after = 60;
+        c->max_body_total = 128u * 1024u * 1024u;
 }
 
 void mp_config_done(struct mp_config *c) {
@@ -139,6 +140,8 @@ static const struct config_key {
         {"MaxUnauthenticated", parse_uint, offsetof(struct mp_config, max_unauth), 1, 10000000},
         {"MaxUnauthenticatedPerAddress", parse_uint, offsetof(struct mp_config, max_unauth_per_addr), 1,
          10000000},
+        {"MaxBufferedBodyBytes", parse_uint, offsetof(struct mp_config, max_body_total), 1024 * 1024,
+         UINT32_MAX},
         {"OverloadRetryAfterSeconds", parse_uint, offsetof(struct mp_config, overload_retry_after), 1,
          86400},
 };

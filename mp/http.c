@@ -18,6 +18,7 @@
  * by the TLS client key before anything more of the body is kept.
  */
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +74,9 @@ struct mp_http {
         uint8_t *body;
         size_t body_len, body_cap;
         bool body_too_large;
+        /* the body would pass MaxBufferedBodyBytes, the budget of all HTTPS
+         * bodies together: refused as overloaded */
+        bool body_over_budget;
         bool complete; /* a whole request is parsed and not yet answered */
         bool keep_alive;
         enum body_mode body_mode;
@@ -114,14 +118,30 @@ static void header_done(struct mp_http *h) {
         h->field[0] = h->value[0] = 0;
 }
 
+/* Gives the previous request's body back to the budget; a large buffer is
+ * not kept for the next request. */
+static void body_release(struct mp_conn *c) {
+        struct mp_http *h = c->http;
+
+        if (c->kind == MP_CONN_HTTPS)
+                c->srv->body_bytes -= h->body_len;
+        h->body_len = 0;
+        if (h->body_cap > 64 * 1024) {
+                free(h->body);
+                h->body = NULL;
+                h->body_cap = 0;
+        }
+}
+
 static int on_message_begin(http_parser *p) {
         struct mp_conn *c = p->data;
         struct mp_http *h = c->http;
 
         h->url_len = 0;
         h->url_too_long = false;
-        h->body_len = 0;
+        body_release(c);
         h->body_too_large = false;
+        h->body_over_budget = false;
         h->if_none_match[0] = 0;
         h->expect_continue = false;
         h->hstate = HDR_NONE;
@@ -187,7 +207,22 @@ static void url_path(const struct mp_http *h, char *path, size_t size) {
         snprintf(path, size, "%.*s", (int)u.field_data[UF_PATH].len, h->url + u.field_data[UF_PATH].off);
 }
 
-static enum body_mode body_mode_of(struct mp_conn *c, unsigned method) {
+/* Whether the client certificate's key is an approved device's (as for a
+ * policy request): such a connection counts as authenticated. */
+static bool peer_is_device(struct mp_conn *c) {
+        _cleanup_(freep) char *client_id = NULL;
+        char fpr[TETHER_FINGERPRINT_LEN];
+
+        if (c->authenticated)
+                return true;
+        if (!c->peer_key || tether_key_fingerprint(c->peer_key, fpr) < 0 ||
+            mp_registry_device_by_fingerprint(c->srv->reg, fpr, &client_id) < 0)
+                return false;
+        mp_conn_authenticated(c);
+        return true;
+}
+
+static enum body_mode body_mode_of(struct mp_conn *c, const http_parser *p) {
         char path[MAX_URL];
 
         if (c->overloaded)
@@ -195,8 +230,13 @@ static enum body_mode body_mode_of(struct mp_conn *c, unsigned method) {
         if (c->kind == MP_CONN_ADMIN)
                 return BODY_ANY;
         url_path(c->http, path, sizeof(path));
-        if (method == HTTP_POST && strcmp(path, "/tether/v1/channel") == 0)
+        if (p->method == HTTP_POST && strcmp(path, "/tether/v1/channel") == 0)
                 return BODY_FRAMES;
+        /* Other endpoints take a body (a signed upload) only from an
+         * approved device's key: a stranger's body is never kept. */
+        if (((p->content_length > 0 && p->content_length != ULLONG_MAX) || (p->flags & F_CHUNKED)) &&
+            peer_is_device(c))
+                return BODY_ANY;
         return BODY_NONE;
 }
 
@@ -208,7 +248,7 @@ static int on_headers_complete(http_parser *p) {
         if (h->hstate == HDR_VALUE)
                 header_done(h);
         h->hstate = HDR_NONE;
-        h->body_mode = body_mode_of(c, p->method);
+        h->body_mode = body_mode_of(c, p);
         if (h->body_mode == BODY_FRAMES) {
                 /* the first frame may be no larger than a SIGNIN may be */
                 if (tether_frame_decoder_new(c->srv->cfg->max_signin, &h->signin_dec) < 0)
@@ -222,10 +262,19 @@ static int on_headers_complete(http_parser *p) {
         return 0;
 }
 
-static int body_append(struct mp_http *h, const char *at, size_t len) {
-        if (h->body_too_large || h->body_len + len > MP_HTTP_MAX_BODY) {
-                h->body_too_large = true;
+static int body_append(struct mp_conn *c, const char *at, size_t len) {
+        struct mp_http *h = c->http;
+
+        if (h->body_too_large || h->body_over_budget || h->body_len + len > MP_HTTP_MAX_BODY) {
+                h->body_too_large = !h->body_over_budget;
                 return 0;
+        }
+        if (c->kind == MP_CONN_HTTPS) {
+                if (c->srv->body_bytes + len > c->srv->cfg->max_body_total) {
+                        h->body_over_budget = true;
+                        return 0;
+                }
+                c->srv->body_bytes += len;
         }
         if (h->body_len + len > h->body_cap) {
                 size_t cap = h->body_cap ? h->body_cap : 4096;
@@ -303,7 +352,7 @@ static int body_signin(struct mp_conn *c, const char *at, size_t len, size_t *re
         }
         if (r < 0)
                 return r;
-        r = body_append(h, at, used);
+        r = body_append(c, at, used);
         if (r >= 0 && frame)
                 signin_check(c, frame);
         tether_frame_free(frame);
@@ -321,7 +370,7 @@ static int on_body(http_parser *p, const char *at, size_t len) {
                 h->body_too_large = true;
                 return 0;
         case BODY_ANY:
-                return body_append(h, at, len) < 0 ? -1 : 0;
+                return body_append(c, at, len) < 0 ? -1 : 0;
         case BODY_FRAMES:
                 break;
         }
@@ -335,7 +384,7 @@ static int on_body(http_parser *p, const char *at, size_t len) {
         }
         if (h->refused || len == 0)
                 return 0;
-        return body_append(h, at, len) < 0 ? -1 : 0;
+        return body_append(c, at, len) < 0 ? -1 : 0;
 }
 
 static int on_message_complete(http_parser *p) {
@@ -381,6 +430,7 @@ void mp_http_free(struct mp_conn *c) {
 
         if (!h)
                 return;
+        body_release(c);
         free(h->body);
         free(h->in);
         tether_frame_decoder_free(h->signin_dec);
@@ -896,7 +946,7 @@ static int http_request(struct mp_conn *c) {
         char path[MAX_URL], query[MAX_URL];
         int method = h->parser.method;
 
-        if (c->overloaded)
+        if (c->overloaded || h->body_over_budget)
                 return respond_overloaded(c);
         if (h->url_too_long)
                 return mp_http_respond_text(c, 400, "URL too long\n");

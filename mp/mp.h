@@ -77,6 +77,7 @@ struct mp_config {
         uint32_t max_unauth;           /* of which not yet signed in */
         uint32_t max_unauth_per_addr;  /* of which from one address */
         uint32_t overload_retry_after; /* RetryAfterSeconds of GOODBYE(overloaded) */
+        uint32_t max_body_total;       /* bytes of all HTTPS request bodies held at once */
         bool verbose;
 };
 
@@ -223,6 +224,7 @@ struct mp_server {
         size_t n_net_conns;   /* channel + HTTPS, the overloaded ones aside */
         size_t n_unauth;      /* of those, not yet authenticated */
         size_t n_overloaded;  /* being refused */
+        size_t body_bytes;    /* HTTPS request bodies held (MaxBufferedBodyBytes) */
         void *unauth_by_addr; /* tsearch tree: unauthenticated connections per address */
         uint64_t overload_log_usec;
         unsigned overload_unlogged;

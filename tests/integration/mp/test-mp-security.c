@@ -465,7 +465,7 @@ static int setup_caps(void **state) {
 }
 
 /* Reads an HTTP response until the server closes; returns it (owned). */
-static char *https_exchange(struct fixture *f, const char *req, size_t *ret_len) {
+static char *https_exchange_n(struct fixture *f, const void *req, size_t req_len, size_t *ret_len) {
         struct chan c;
         char *out = NULL;
         size_t len = 0;
@@ -473,7 +473,7 @@ static char *https_exchange(struct fixture *f, const char *req, size_t *ret_len)
         int64_t deadline = now_ms() + 10000;
 
         assert_int_equal(chan_open_port(&c, &f->p, &f->d, f->p.https_port), 0);
-        assert_int_equal(chan_send_raw(&c, req, strlen(req)), 0);
+        assert_int_equal(chan_send_raw(&c, req, req_len), 0);
         while (now_ms() < deadline) {
                 char buf[4096];
                 enum tether_tls_want want = TETHER_TLS_WANT_NONE;
@@ -492,6 +492,10 @@ static char *https_exchange(struct fixture *f, const char *req, size_t *ret_len)
         chan_close(&c);
         *ret_len = len;
         return out;
+}
+
+static char *https_exchange(struct fixture *f, const char *req, size_t *ret_len) {
+        return https_exchange_n(f, req, strlen(req), ret_len);
 }
 
 /* The GOODBYE frame in the body of an HTTP response. */
@@ -563,6 +567,40 @@ static void test_caps(void **state) {
         for (unsigned i = 0; i < 4; i++)
                 chan_close(&c[i]);
         assert_alive(&f->p);
+}
+
+static uint8_t *signin_frame(struct fixture *f, const char *hostname, bool signed_, size_t *ret_len);
+
+static int setup_budget(void **state) {
+        return start_with_config(state, "MaxBufferedBodyBytes=1048576\nOverloadRetryAfterSeconds=77\n");
+}
+
+/* Item 4: past a verified SIGNIN a poll's body is kept, but all bodies
+ * together stay within MaxBufferedBodyBytes: a device key (anyone can make
+ * one) does not buy unbounded memory. Over it: GOODBYE(overloaded). */
+static void test_body_budget(void **state) {
+        struct fixture *f = *state;
+        size_t flen = 0, len = 0;
+        _cleanup_(freep) uint8_t *frame = signin_frame(f, "host-budget", true, &flen);
+        size_t body = flen + 1536 * 1024;
+        _cleanup_(freep) char *req = malloc(256 + body), *resp = NULL;
+        struct tether_msg *m = NULL;
+
+        assert_non_null(req);
+        int n = snprintf(
+                req, 256,
+                "POST /tether/v1/channel?hold=0 HTTP/1.1\r\nHost: mp\r\nContent-Length: %zu\r\n\r\n", body);
+        memcpy(req + n, frame, flen);
+        memset(req + n + flen, 'A', body - flen);
+        resp = https_exchange_n(f, req, (size_t)n + body, &len);
+        assert_non_null(resp);
+        assert_non_null(strstr(resp, "HTTP/1.1 200 "));
+        m = goodbye_in(f, resp, len);
+        assert_int_equal(m->goodbye.reason, TETHER_GOODBYE_OVERLOADED);
+        assert_int_equal(m->goodbye.retry_after_seconds, 77);
+        tether_msg_free(m);
+        assert_alive(&f->p);
+        assert_https_answers(f);
 }
 
 /* ---- TLS cipher policy ---- */
@@ -777,6 +815,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_huge_bodies, setup_memory, teardown),
                 cmocka_unit_test_setup_teardown(test_trickle, setup_memory, teardown),
                 cmocka_unit_test_setup_teardown(test_caps, setup_caps, teardown),
+                cmocka_unit_test_setup_teardown(test_body_budget, setup_budget, teardown),
                 cmocka_unit_test_setup_teardown(test_tls_ciphers, setup_default, teardown),
                 cmocka_unit_test_setup_teardown(test_hostname_escaped, setup_default, teardown),
                 cmocka_unit_test_setup_teardown(test_unsigned_signin, setup_default, teardown),
