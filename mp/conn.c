@@ -191,6 +191,13 @@ static void conn_unadmit(struct mp_conn *c) {
                 unauth_remove(c);
 }
 
+/* A peer that sends and never reads (pipelined requests, keepalives) gets
+ * no more answers queued than this: its socket is left unread until the
+ * output drains. */
+static bool conn_input_full(const struct mp_conn *c) {
+        return c->out_bytes >= MP_CONN_OUT_MAX || mp_http_input_full(c);
+}
+
 static void conn_update_events(struct mp_conn *c) {
         uint32_t ev = EPOLLIN | EPOLLET;
 
@@ -278,7 +285,7 @@ int mp_conn_flush(struct mp_conn *c) {
                 return 0;
         }
         /* The peer read its answers: parse and read what it sent meanwhile. */
-        if (c->input_stalled && !mp_http_input_full(c)) {
+        if (c->input_stalled && !conn_input_full(c)) {
                 c->input_stalled = false;
                 mp_conn_want_input(c);
         }
@@ -447,7 +454,7 @@ static void conn_process(struct mp_conn *c) {
 
                 if (c->dead || c->close_after_flush)
                         return;
-                if (mp_http_input_full(c)) {
+                if (conn_input_full(c)) {
                         /* Edge-triggered: the socket is left readable and
                          * unread; mp_conn_want_input comes back to it. */
                         c->input_stalled = true;

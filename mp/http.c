@@ -42,7 +42,6 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct tether_frame_decoder *, tether_frame_decoder_
 /* Parsing stops while this much input waits unparsed (the socket is then
  * left unread), or while this much output waits to be written. */
 #define MP_HTTP_BACKLOG_MAX (64u * 1024u)
-#define MP_HTTP_OUT_MAX (1024u * 1024u)
 #define MP_HTTP_REQUESTS_PER_ROUND 64u
 
 /* What a request's body may be, known once its headers are in. */
@@ -995,7 +994,7 @@ static int http_drain(struct mp_conn *c) {
                         mp_conn_want_input(c);
                         break;
                 }
-                if (c->out_bytes >= MP_HTTP_OUT_MAX)
+                if (c->out_bytes >= MP_CONN_OUT_MAX)
                         break; /* mp_conn_flush resumes once the peer reads */
                 n = http_parser_execute(&h->parser, &parser_settings, (const char *)h->in + h->in_off,
                                         h->in_len - h->in_off);
@@ -1034,7 +1033,7 @@ static int http_drain(struct mp_conn *c) {
 bool mp_http_input_full(const struct mp_conn *c) {
         const struct mp_http *h = c->http;
 
-        return h && (h->in_len - h->in_off >= MP_HTTP_BACKLOG_MAX || c->out_bytes >= MP_HTTP_OUT_MAX);
+        return h && (h->in_len - h->in_off >= MP_HTTP_BACKLOG_MAX || c->out_bytes >= MP_CONN_OUT_MAX);
 }
 
 int mp_http_input(struct mp_conn *c, const uint8_t *data, size_t len) {

@@ -267,6 +267,8 @@ void mp_server_push_progress(struct mp_server *srv, uint64_t push_id);
 /* At most this many connections over the caps are being refused at once;
  * beyond it a connection is closed at accept, without a word. */
 #define MP_MAX_OVERLOADED 64
+/* A connection reads no more while this much output waits for its peer. */
+#define MP_CONN_OUT_MAX (1024u * 1024u)
 /* Sets up a connection. A channel or HTTPS connection over the caps
  * (MaxConnections, MaxUnauthenticated...) is set up to be refused
  * (c->overloaded); -EBUSY when even that is over MP_MAX_OVERLOADED. */
