@@ -27,8 +27,8 @@ void mp_config_init(struct mp_config *c) {
         c->max_signin = 64 * 1024;
         c->request_timeout = 30;
         c->max_conns = 20000;
-        c->max_unauth = 2048;
-        c->max_unauth_per_addr = 256;
+        c->max_unauth = 4096;
+        c->max_unauth_per_addr = 1024;
         c->overload_retry_after = 60;
         c->max_body_total = 128u * 1024u * 1024u;
 }
