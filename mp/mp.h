@@ -16,8 +16,9 @@
  *   push.c     creating pushes and their throttled fan-out
  *   dupguard.c counting live replacements per ClientID: two devices
  *              behind one identity (mp/dupguard.h)
- *   http.c     HTTP/1.1 over a connection with http-parser; the HTTPS
- *              endpoints (fallback channel, policies)
+ *   http.c     HTTP/1.1 over a connection with http-parser: pipelining,
+ *              bodies, deadlines (mp/http-internal.h)
+ *   https.c    the HTTPS endpoints (fallback channel, policies)
  *   admin.c    the admin API (HTTP+JSON on a unix socket)
  *   state.c    the state directory: site key, TLS key and certificate
  *   config.c   defaults, the INI file, the command line
