@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <curl/curl.h>
 
 #include "common/cleanup.h"
 #include "common/strutil.h"
@@ -646,6 +647,153 @@ static void test_tls_ciphers(void **state) {
         assert_alive(&f->p);
 }
 
+/* A TLS 1.2 server (openssl s_server) with an RSA certificate that offers
+ * only `cipher`, on a free port; -www, which serves one connection after
+ * another (the interactive mode ends at the first EOF of its stdin). */
+struct s_server {
+        pid_t pid;
+        uint16_t port;
+};
+
+static void s_server_start(struct fixture *f, const char *cipher, struct s_server *ret) {
+        char cert[200], key[200], port[16];
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t sl = sizeof(sa);
+        int fd, r;
+
+        snprintf(cert, sizeof(cert), "%s/rsa.crt", f->p.dir);
+        snprintf(key, sizeof(key), "%s/rsa.key", f->p.dir);
+        if (access(cert, R_OK) != 0) {
+                char cmd[600];
+                snprintf(cmd, sizeof(cmd),
+                         "openssl req -x509 -newkey rsa:2048 -nodes -keyout '%s' -out '%s' -subj "
+                         "/CN=localhost "
+                         "-days 1 >/dev/null 2>&1",
+                         key, cert);
+                assert_int_equal(system(cmd), 0);
+        }
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_true(fd >= 0);
+        assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+        ret->port = ntohs(sa.sin_port);
+        close(fd);
+        snprintf(port, sizeof(port), "%u", ret->port);
+        ret->pid = fork();
+        assert_true(ret->pid >= 0);
+        if (ret->pid == 0) {
+                int null = open("/dev/null", O_RDWR);
+                dup2(null, 0);
+                dup2(null, 1);
+                dup2(null, 2);
+                execlp("openssl", "openssl", "s_server", "-accept", port, "-cert", cert, "-key", key,
+                       "-tls1_2", "-cipher", cipher, "-www", (char *)NULL);
+                _exit(127);
+        }
+        /* listening? (s_server takes the probe and goes on) */
+        for (int64_t deadline = now_ms() + 10000; now_ms() < deadline; sleep_ms(50)) {
+                fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                sa.sin_port = htons(ret->port);
+                r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+                close(fd);
+                if (r == 0)
+                        return;
+        }
+        fail_msg("openssl s_server did not listen on %u", ret->port);
+}
+
+static void s_server_stop(struct s_server *s) {
+        if (s->pid > 0) {
+                kill(s->pid, SIGTERM);
+                waitpid(s->pid, NULL, 0);
+        }
+        s->pid = 0;
+}
+
+/* The agent's TCP link (transport/tls.c, client side) against a server. */
+static int agent_link_handshake(struct fixture *f, const struct s_server *srv) {
+        char key_path[200], fpr[65];
+        struct tether_key *server_key = NULL;
+        struct tether_tls_ctx *ctx = NULL;
+        struct tether_tls_conn *tls = NULL;
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons(srv->port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int fd, r;
+
+        snprintf(key_path, sizeof(key_path), "%s/rsa.key", f->p.dir);
+        assert_int_equal(tether_key_load_private(key_path, &server_key), 0);
+        assert_int_equal(tether_key_fingerprint(server_key, fpr), 0);
+        tether_key_free(server_key);
+        assert_int_equal(tether_tls_client_new(f->d.cert_pem, f->d.key, NULL, fpr, &ctx), 0);
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        assert_int_equal(tether_tls_conn_new(ctx, fd, "localhost", &tls), 0);
+        for (int64_t deadline = now_ms() + 10000;;) {
+                enum tether_tls_want want = TETHER_TLS_WANT_NONE;
+
+                r = tether_tls_handshake(tls, &want);
+                if (r < 0)
+                        fprintf(stderr, "agent link handshake: %s\n", tether_tls_conn_error(tls));
+                if (r != 0 || now_ms() > deadline)
+                        break;
+                struct pollfd pfd = {.fd = fd, .events = want == TETHER_TLS_WANT_WRITE ? POLLOUT : POLLIN};
+                poll(&pfd, 1, 200);
+        }
+        tether_tls_conn_free(tls);
+        tether_tls_ctx_free(ctx);
+        close(fd);
+        return r;
+}
+
+static size_t discard(char *data, size_t size, size_t n, void *userdata) {
+        (void)data;
+        (void)userdata;
+        return size * n;
+}
+
+/* The agent's HTTPS channel hands TETHER_TLS12_CIPHERS to libcurl. */
+static CURLcode curl_handshake(const struct s_server *srv) {
+        char url[64];
+        CURL *curl = curl_easy_init();
+        CURLcode rc;
+
+        assert_non_null(curl);
+        snprintf(url, sizeof(url), "https://127.0.0.1:%u/", srv->port);
+        curl_easy_setopt(curl, CURLOPT_URL, url);
+        curl_easy_setopt(curl, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+        curl_easy_setopt(curl, CURLOPT_SSL_CIPHER_LIST, TETHER_TLS12_CIPHERS);
+        curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
+        curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, discard);
+        curl_easy_setopt(curl, CURLOPT_TIMEOUT, 10L);
+        rc = curl_easy_perform(curl);
+        curl_easy_cleanup(curl);
+        return rc;
+}
+
+/* Low item, the agent's side: a server that offers only AES128-SHA (RSA key
+ * exchange) is refused by the TCP link and by libcurl with our list; the
+ * control, ECDHE-RSA-AES128-GCM-SHA256, is taken. */
+static void test_agent_tls_ciphers(void **state) {
+        struct fixture *f = *state;
+        struct s_server srv;
+
+        s_server_start(f, "AES128-SHA", &srv);
+        assert_true(agent_link_handshake(f, &srv) < 0);
+        s_server_stop(&srv);
+        s_server_start(f, "ECDHE-RSA-AES128-GCM-SHA256", &srv);
+        assert_int_equal(agent_link_handshake(f, &srv), 1);
+        s_server_stop(&srv);
+
+        s_server_start(f, "AES128-SHA", &srv);
+        assert_int_not_equal(curl_handshake(&srv), CURLE_OK);
+        s_server_stop(&srv);
+        s_server_start(f, "ECDHE-RSA-AES128-GCM-SHA256", &srv);
+        assert_int_equal(curl_handshake(&srv), CURLE_OK);
+        s_server_stop(&srv);
+}
+
 /* ---- log forging, unsigned frames ---- */
 
 /* A SIGNIN for d with this Hostname, signed (or not: signer NULL). */
@@ -817,6 +965,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_caps, setup_caps, teardown),
                 cmocka_unit_test_setup_teardown(test_body_budget, setup_budget, teardown),
                 cmocka_unit_test_setup_teardown(test_tls_ciphers, setup_default, teardown),
+                cmocka_unit_test_setup_teardown(test_agent_tls_ciphers, setup_default, teardown),
                 cmocka_unit_test_setup_teardown(test_hostname_escaped, setup_default, teardown),
                 cmocka_unit_test_setup_teardown(test_unsigned_signin, setup_default, teardown),
                 cmocka_unit_test_setup_teardown(test_unsigned_response, setup_default, teardown),
