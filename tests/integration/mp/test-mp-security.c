@@ -570,6 +570,40 @@ static void test_caps(void **state) {
         assert_alive(&f->p);
 }
 
+static int setup_global_cap(void **state) {
+        return start_with_config(state, "MaxConnections=2\nOverloadRetryAfterSeconds=33\n");
+}
+
+/* Item 4: the global cap counts signed-in channels too. */
+static void test_global_cap(void **state) {
+        struct fixture *f = *state;
+        struct chan a, b, extra;
+        struct tether_msg *m = NULL;
+        _cleanup_(freep) char *line = NULL;
+
+        assert_int_equal(chan_open(&a, &f->p, &f->d), 0);
+        assert_int_equal(chan_signin(&a, &f->p, &f->d, NULL, NULL, NULL, &m), 0);
+        assert_int_equal(m->type, TETHER_FRAME_SIGNIN_CONFIRM);
+        tether_msg_free(m);
+        assert_int_equal(chan_open(&b, &f->p, &f->d), 0);
+        assert_int_equal(chan_open(&extra, &f->p, &f->d), 0);
+        assert_int_equal(chan_recv_msg(&extra, &f->p, 10000, &m), 0);
+        assert_int_equal(m->type, TETHER_FRAME_GOODBYE);
+        assert_int_equal(m->goodbye.reason, TETHER_GOODBYE_OVERLOADED);
+        assert_int_equal(m->goodbye.retry_after_seconds, 33);
+        tether_msg_free(m);
+        chan_close(&extra);
+        line = wait_log_line(&f->p, "refused: over MaxConnections", 5000);
+        assert_non_null(line);
+        /* room again once one leaves */
+        chan_close(&b);
+        sleep_ms(300);
+        assert_int_equal(chan_open(&extra, &f->p, &f->d), 0);
+        assert_int_equal(chan_recv(&extra, 1500, &(struct tether_frame *){NULL}), -ETIMEDOUT);
+        chan_close(&extra);
+        chan_close(&a);
+}
+
 static uint8_t *signin_frame(struct fixture *f, const char *hostname, bool signed_, size_t *ret_len);
 
 static int setup_budget(void **state) {
@@ -963,6 +997,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_huge_bodies, setup_memory, teardown),
                 cmocka_unit_test_setup_teardown(test_trickle, setup_memory, teardown),
                 cmocka_unit_test_setup_teardown(test_caps, setup_caps, teardown),
+                cmocka_unit_test_setup_teardown(test_global_cap, setup_global_cap, teardown),
                 cmocka_unit_test_setup_teardown(test_body_budget, setup_budget, teardown),
                 cmocka_unit_test_setup_teardown(test_tls_ciphers, setup_default, teardown),
                 cmocka_unit_test_setup_teardown(test_agent_tls_ciphers, setup_default, teardown),
