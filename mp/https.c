@@ -159,6 +159,9 @@ static int respond_goodbye(struct mp_conn *c, enum tether_goodbye_reason reason,
         b = mp_buf_take(frame, len);
         if (!b)
                 return -ENOMEM;
+        /* A protocol error ends the connection, as on the channel (7.6). */
+        if (reason == TETHER_GOODBYE_PROTOCOL_ERROR)
+                c->http->keep_alive = false;
         return mp_http_respond(c, 200, "application/x-tether-frames", NULL, b);
 }
 

@@ -951,6 +951,11 @@ static void test_unsigned_signin(void **state) {
         m = goodbye_in(f, buf, rlen);
         assert_int_equal(m->goodbye.reason, TETHER_GOODBYE_PROTOCOL_ERROR);
         tether_msg_free(m);
+        assert_non_null(strstr(resp, "Connection: close\r\n"));
+        free(line);
+        line = wait_log_line(&f->p, "Protocol error in the HTTPS poll from 127.0.0.1:", 5000);
+        assert_non_null(line);
+        assert_non_null(strstr(line, "SIGNIN frame is not signed"));
         assert_alive(&f->p);
 }
 
