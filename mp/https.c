@@ -182,6 +182,51 @@ int mp_https_overloaded(struct mp_conn *c) {
         return mp_http_respond(c, 503, "text/plain; charset=utf-8", headers, b);
 }
 
+/* A SIGNIN refused: its GOODBYE, as on the channel. */
+static int respond_refused_signin(struct mp_conn *c, enum mp_signin_outcome outcome) {
+        switch (outcome) {
+        case MP_OUTCOME_UNAUTHORIZED:
+                return respond_goodbye(c, TETHER_GOODBYE_UNAUTHORIZED, 0);
+        case MP_OUTCOME_CONFLICT:
+                return respond_goodbye(c, TETHER_GOODBYE_CONFLICT, 0);
+        case MP_OUTCOME_DUPLICATE:
+                return respond_goodbye(c, TETHER_GOODBYE_CONFLICT, MP_DUPGUARD_RETRY_AFTER);
+        default:
+                return respond_goodbye(c, TETHER_GOODBYE_PROTOCOL_ERROR, 0);
+        }
+}
+
+/* After the poll's frames: answer at once when there is more than the
+ * SIGNIN_CONFIRM to say, or the device is rejected; otherwise hold the
+ * request up to `hold` seconds. */
+static int poll_reply(struct mp_conn *c, struct mp_session *s, unsigned hold) {
+        struct mp_http *h = c->http;
+        int r;
+
+        if (s->status == MP_DEVICE_REJECTED || h->n_acks > 0 || hold == 0 || c->srv->shutting_down)
+                return mp_https_finish_poll(c);
+        if (s->status == MP_DEVICE_APPROVED) {
+                _cleanup_(mp_buf_unrefp) struct mp_buf *answer = NULL;
+                size_t n_more = 0;
+
+                /* Cheap check for queued pushes: build the answer; if it
+                 * carries pushes, send it. */
+                r = poll_answer(c, s, &answer, &n_more);
+                if (r < 0)
+                        return mp_http_respond_text(c, 500, "internal error\n");
+                if (n_more > 0) {
+                        c->session = NULL;
+                        if (s->conn == c)
+                                s->conn = NULL;
+                        s->last_seen_usec = mp_now_usec();
+                        return mp_http_respond(c, 200, "application/x-tether-frames", NULL, answer);
+                }
+        }
+        h->held = true;
+        h->hold_deadline_usec = mp_now_usec() + (uint64_t)hold * 1000000ULL;
+        return 0;
+}
+
 int mp_https_channel(struct mp_conn *c, const char *query) {
         struct mp_server *srv = c->srv;
         struct mp_http *h = c->http;
@@ -225,18 +270,9 @@ int mp_https_channel(struct mp_conn *c, const char *query) {
                         tether_frame_free(frame);
                         if (r < 0)
                                 return mp_http_respond_text(c, 500, "internal error\n");
-                        switch (outcome) {
-                        case MP_OUTCOME_PROTOCOL_ERROR:
-                                return respond_goodbye(c, TETHER_GOODBYE_PROTOCOL_ERROR, 0);
-                        case MP_OUTCOME_UNAUTHORIZED:
-                                return respond_goodbye(c, TETHER_GOODBYE_UNAUTHORIZED, 0);
-                        case MP_OUTCOME_CONFLICT:
-                                return respond_goodbye(c, TETHER_GOODBYE_CONFLICT, 0);
-                        case MP_OUTCOME_DUPLICATE:
-                                return respond_goodbye(c, TETHER_GOODBYE_CONFLICT, MP_DUPGUARD_RETRY_AFTER);
-                        default:
-                                break;
-                        }
+                        if (outcome != MP_OUTCOME_APPROVED && outcome != MP_OUTCOME_PENDING &&
+                            outcome != MP_OUTCOME_REJECTED)
+                                return respond_refused_signin(c, outcome);
                         c->session = s;
                         if (mp_signin_takes_over(s, hold > 0 ? MP_VIA_LONG_POLL : MP_VIA_QUICK_POLL))
                                 s->conn = c;
@@ -274,30 +310,7 @@ int mp_https_channel(struct mp_conn *c, const char *query) {
                 return respond_goodbye(c, TETHER_GOODBYE_PROTOCOL_ERROR, 0);
         }
 
-        /* Answer at once when there is more than the SIGNIN_CONFIRM to say,
-         * or the device is rejected; otherwise hold the request. */
-        if (s->status == MP_DEVICE_REJECTED || h->n_acks > 0 || hold == 0 || srv->shutting_down)
-                return mp_https_finish_poll(c);
-        if (s->status == MP_DEVICE_APPROVED) {
-                _cleanup_(mp_buf_unrefp) struct mp_buf *answer = NULL;
-                size_t n_more = 0;
-
-                /* Cheap check for queued pushes: build the answer; if it
-                 * carries pushes, send it. */
-                r = poll_answer(c, s, &answer, &n_more);
-                if (r < 0)
-                        return mp_http_respond_text(c, 500, "internal error\n");
-                if (n_more > 0) {
-                        c->session = NULL;
-                        if (s->conn == c)
-                                s->conn = NULL;
-                        s->last_seen_usec = mp_now_usec();
-                        return mp_http_respond(c, 200, "application/x-tether-frames", NULL, answer);
-                }
-        }
-        h->held = true;
-        h->hold_deadline_usec = mp_now_usec() + (uint64_t)hold * 1000000ULL;
-        return 0;
+        return poll_reply(c, s, hold);
 }
 
 /* ---- policies ---- */
