@@ -182,6 +182,17 @@ int mp_https_overloaded(struct mp_conn *c) {
         return mp_http_respond(c, 503, "text/plain; charset=utf-8", headers, b);
 }
 
+/* The body was refused while it arrived (http.c: its first frame was not a
+ * SIGNIN signed by the TLS client key). */
+static int respond_refused_body(struct mp_conn *c) {
+        struct mp_http *h = c->http;
+        _cleanup_(freep) char *why = mp_esc(h->refused_diag.text);
+
+        log_warning("Protocol error in the HTTPS poll from %s: %s (%s)", c->peer, LOGSTR(why),
+                    tether_diag_kind_name(h->refused_diag.kind));
+        return respond_goodbye(c, h->refused_reason, 0);
+}
+
 /* A SIGNIN refused: its GOODBYE, as on the channel. */
 static int respond_refused_signin(struct mp_conn *c, enum mp_signin_outcome outcome) {
         switch (outcome) {
@@ -239,13 +250,8 @@ int mp_https_channel(struct mp_conn *c, const char *query) {
         unsigned hold = query_hold(query);
         int r;
 
-        if (h->refused) {
-                _cleanup_(freep) char *why = mp_esc(h->refused_diag.text);
-
-                log_warning("Protocol error in the HTTPS poll from %s: %s (%s)", c->peer, LOGSTR(why),
-                            tether_diag_kind_name(h->refused_diag.kind));
-                return respond_goodbye(c, h->refused_reason, 0);
-        }
+        if (h->refused)
+                return respond_refused_body(c);
         r = tether_frame_decoder_new(srv->cfg->max_frame, &dec);
         if (r < 0)
                 return r;
