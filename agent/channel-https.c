@@ -31,6 +31,7 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "transport/frame.h"
+#include "transport/tls.h"
 
 #define USEC_PER_SEC 1000000ULL
 /* A policy document larger than this is refused (-EMSGSIZE). */
@@ -364,6 +365,7 @@ static int setup_common(struct https_req *req, const char *url, long timeout_sec
         SET(CURLOPT_REDIR_PROTOCOLS_STR, "https");
         SET(CURLOPT_FOLLOWLOCATION, 0L);
         SET(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+        SET(CURLOPT_SSL_CIPHER_LIST, TETHER_TLS12_CIPHERS);
         SET(CURLOPT_SSLCERTTYPE, "PEM");
         SET(CURLOPT_SSLCERT_BLOB, &cert);
         SET(CURLOPT_SSLKEYTYPE, "PEM");

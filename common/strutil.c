@@ -100,3 +100,39 @@ bool startswith(const char *s, const char *prefix) {
 char *strdup_or_null(const char *s) {
         return s ? strdup(s) : NULL;
 }
+
+char *str_escape_log(const char *s, size_t len) {
+        static const char hex[] = "0123456789abcdef";
+        bool raw_high = s && utf8_is_valid((const uint8_t *)s, len);
+        char *out, *o;
+
+        if (!s)
+                len = 0;
+        /* at most 4 output bytes per input byte */
+        if (len > (SIZE_MAX - 1) / 4)
+                return NULL;
+        out = malloc(len * 4 + 1);
+        if (!out)
+                return NULL;
+        o = out;
+        for (size_t i = 0; i < len; i++) {
+                unsigned char ch = (unsigned char)s[i];
+
+                if (ch == '\\') {
+                        *o++ = '\\';
+                        *o++ = '\\';
+                } else if (ch == '\n' || ch == '\r' || ch == '\t') {
+                        *o++ = '\\';
+                        *o++ = ch == '\n' ? 'n' : ch == '\r' ? 'r' : 't';
+                } else if (ch < 0x20 || ch == 0x7f || (ch >= 0x80 && !raw_high)) {
+                        *o++ = '\\';
+                        *o++ = 'x';
+                        *o++ = hex[ch >> 4];
+                        *o++ = hex[ch & 0xf];
+                } else {
+                        *o++ = (char)ch;
+                }
+        }
+        *o = 0;
+        return out;
+}

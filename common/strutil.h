@@ -28,3 +28,11 @@ bool startswith(const char *s, const char *prefix);
 
 /* Duplicates a string, or returns NULL for NULL or on allocation failure. */
 char *strdup_or_null(const char *s);
+
+/* A copy of len bytes that is safe to put in one log line: control bytes
+ * (below 0x20, and 0x7f) become \n, \r, \t or \xHH, a backslash becomes
+ * "\\", and when the bytes are not valid UTF-8 every byte above 0x7f becomes
+ * \xHH too. A peer's string can then never forge a log line of its own.
+ * NULL s gives "". Returns a new string owned by the caller, or NULL when
+ * out of memory. */
+char *str_escape_log(const char *s, size_t len);

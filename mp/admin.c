@@ -370,6 +370,10 @@ static int admin_status(struct mp_conn *c) {
         json_object_object_add(o, "channel_connections",
                                json_object_new_int64((int64_t)srv->n_channel_conns));
         json_object_object_add(o, "sessions", json_object_new_int64((int64_t)sessions));
+        json_object_object_add(o, "unauthenticated_connections",
+                               json_object_new_int64((int64_t)srv->n_unauth));
+        json_object_object_add(o, "refusing_connections", json_object_new_int64((int64_t)srv->n_overloaded));
+        json_object_object_add(o, "https_body_bytes", json_object_new_int64((int64_t)srv->body_bytes));
         json_object_object_add(o, "tcp_port", json_object_new_int(srv->channel_port));
         json_object_object_add(o, "https_port", json_object_new_int(srv->https_port));
         json_object_object_add(o, "site_fingerprint", json_object_new_string(srv->site_fingerprint));

@@ -215,12 +215,12 @@ static int check_duplicate(struct mp_conn *c, struct mp_session *s, const struct
         r = mp_registry_record_duplicate(srv->reg, &rec);
         if (r < 0)
                 return r;
+        _cleanup_(freep) char *host = mp_esc(req->hostname), *old_host = mp_esc(s->hostname);
         log_warning("Conflict: ClientID '%s' ('%s') signed in from %s with its bound key while its live "
                     "connection from %s ('%s') %s: two devices share this identity (a clone of an image "
                     "taken after the agent ran?); refused with GOODBYE(conflict), retry after %u s, and "
                     "recorded (duplicate identity)",
-                    req->client_id, req->hostname ? req->hostname : "", c->peer, old->peer,
-                    s->hostname ? s->hostname : "",
+                    req->client_id, LOGSTR(host), c->peer, old->peer, LOGSTR(old_host),
                     count > 0 ? "was replaced too often" : "is already known to be shared",
                     MP_DUPGUARD_RETRY_AFTER);
         return 1;
@@ -232,7 +232,7 @@ int mp_signin(struct mp_conn *c, const struct tether_frame *frame, enum mp_signi
         bool https = via != MP_VIA_CHANNEL;
         struct tether_msg *msg = NULL;
         struct tether_key *offered = NULL;
-        _cleanup_(freep) char *key_b64 = NULL;
+        _cleanup_(freep) char *key_b64 = NULL, *host = NULL, *version = NULL;
         char fpr[TETHER_FINGERPRINT_LEN];
         struct tether_diag diag = {0};
         enum mp_signin_verdict verdict;
@@ -256,12 +256,14 @@ int mp_signin(struct mp_conn *c, const struct tether_frame *frame, enum mp_signi
          * TLS client certificate, which is the device key. */
         r = tether_msg_open(frame, c->peer_key, &msg, &diag);
         if (r == -EBADMSG) {
+                _cleanup_(freep) char *why = mp_esc(diag.text);
+
                 if (diag.kind == TETHER_DIAG_BAD_SIGNATURE) {
                         log_warning("SIGNIN from %s refused: not signed by its TLS client key (%s)", c->peer,
-                                    diag.text);
+                                    LOGSTR(why));
                         *ret = MP_OUTCOME_UNAUTHORIZED;
                 } else {
-                        log_warning("Protocol error from %s: SIGNIN: %s (%s)", c->peer, diag.text,
+                        log_warning("Protocol error from %s: SIGNIN: %s (%s)", c->peer, LOGSTR(why),
                                     tether_diag_kind_name(diag.kind));
                         *ret = MP_OUTCOME_PROTOCOL_ERROR;
                 }
@@ -285,6 +287,9 @@ int mp_signin(struct mp_conn *c, const struct tether_frame *frame, enum mp_signi
                 r = tether_key_fingerprint(c->peer_key, fpr);
         if (r < 0)
                 goto done;
+        /* what the peer wrote, for the log lines only */
+        host = mp_esc(msg->signin.hostname);
+        version = mp_esc(msg->signin.version ? msg->signin.version : "?");
 
         struct mp_signin_request req = {
                 .client_id = msg->signin.client_id,
@@ -318,7 +323,7 @@ int mp_signin(struct mp_conn *c, const struct tether_frame *frame, enum mp_signi
                 log_warning(
                         "Conflict: ClientID '%s' ('%s') signed in from %s with key %s, but it is bound to "
                         "another key (cloned image?); refused and recorded",
-                        req.client_id, req.hostname ? req.hostname : "", c->peer, fpr);
+                        req.client_id, LOGSTR(host), c->peer, fpr);
                 *ret = MP_OUTCOME_CONFLICT;
                 goto done;
         }
@@ -395,9 +400,8 @@ int mp_signin(struct mp_conn *c, const struct tether_frame *frame, enum mp_signi
 
         if (!https || is_new || s->status != MP_DEVICE_APPROVED)
                 log_info("Client '%s' ('%s', version %s) signed in from %s%s: %s%s", s->client_id,
-                         req.hostname ? req.hostname : "", req.version ? req.version : "?", c->peer,
-                         https ? " over HTTPS" : "", mp_signin_verdict_name(verdict),
-                         is_new ? " (new device)" : "");
+                         LOGSTR(host), LOGSTR(version), c->peer, https ? " over HTTPS" : "",
+                         mp_signin_verdict_name(verdict), is_new ? " (new device)" : "");
         *ret = verdict == MP_SIGNIN_APPROVED  ? MP_OUTCOME_APPROVED
                : verdict == MP_SIGNIN_PENDING ? MP_OUTCOME_PENDING
                                               : MP_OUTCOME_REJECTED;
@@ -433,8 +437,10 @@ static int handle_response(struct mp_session *s, struct mp_conn *c, const struct
                 /* Not the device's registered key: refuse the record, send
                  * no RESPONSE_ACK (the agent keeps it spooled), but keep the
                  * channel, which itself is authenticated. */
+                _cleanup_(freep) char *why = mp_esc(diag->text);
+
                 log_warning("Rejected RESPONSE from client '%s' at %s: %s; not recorded, not acknowledged",
-                            s->client_id, c->peer, diag->text);
+                            s->client_id, c->peer, LOGSTR(why));
                 return 0;
         }
         if (r < 0)
@@ -472,6 +478,9 @@ static int handle_response(struct mp_session *s, struct mp_conn *c, const struct
         {
                 char push_id[32], guid[64], rc[32];
                 const char *fields[] = {push_id, guid, rc, NULL};
+                /* the seed's line shows the message; a Detail with a line
+                 * break must not start a line of its own */
+                _cleanup_(freep) char *body = str_escape_log((const char *)frame->body, frame->body_len);
 
                 snprintf(push_id, sizeof(push_id), "PUSH_ID=%llu", (unsigned long long)resp->push_id);
                 snprintf(guid, sizeof(guid), "TASK_GUID=%s", resp->task_guid);
@@ -484,10 +493,10 @@ static int handle_response(struct mp_session *s, struct mp_conn *c, const struct
                                 resp->task_guid, s->client_id);
                 else
                         log_struct(LOG_INFO, fields,
-                                   "Receive task response message %.*s from client '%s' successfully "
+                                   "Receive task response message %s from client '%s' successfully "
                                    "(ReturnCode: %u %s)",
-                                   (int)frame->body_len, (const char *)frame->body, s->client_id,
-                                   resp->return_code, tether_return_code_name(resp->return_code));
+                                   LOGSTR(body), s->client_id, resp->return_code,
+                                   tether_return_code_name(resp->return_code));
         }
         if (!duplicate)
                 mp_server_push_progress(srv, resp->push_id);
@@ -619,11 +628,30 @@ void mp_session_decided(struct mp_server *srv, const char *client_id, enum mp_de
 }
 
 static void protocol_error(struct mp_conn *c, const struct tether_diag *diag) {
+        _cleanup_(freep) char *why = mp_esc(diag->text);
+
         log_warning("Protocol error from %s%s%s%s: %s (%s)", c->peer, c->session ? " (client '" : "",
-                    c->session ? c->session->client_id : "", c->session ? "')" : "", diag->text,
+                    c->session ? c->session->client_id : "", c->session ? "')" : "", LOGSTR(why),
                     tether_diag_kind_name(diag->kind));
         (void)mp_channel_goodbye(c, TETHER_GOODBYE_PROTOCOL_ERROR, 0);
         mp_conn_close_after_flush(c);
+}
+
+/* After a verified SIGNIN: frames up to MaxFrameBytes. The decoder sits
+ * between two frames here (it just returned the SIGNIN), so nothing of the
+ * stream is lost by replacing it. */
+static int channel_widen_decoder(struct mp_conn *c) {
+        struct tether_frame_decoder *dec = NULL;
+        int r;
+
+        if (c->srv->cfg->max_signin >= c->srv->cfg->max_frame)
+                return 0;
+        r = tether_frame_decoder_new(c->srv->cfg->max_frame, &dec);
+        if (r < 0)
+                return r;
+        tether_frame_decoder_free(c->dec);
+        c->dec = dec;
+        return 0;
 }
 
 static int channel_frame(struct mp_conn *c, const struct tether_frame *frame) {
@@ -666,7 +694,10 @@ static int channel_frame(struct mp_conn *c, const struct tether_frame *frame) {
                 }
                 c->session = s;
                 s->conn = c;
-                r = mp_channel_confirm(srv, status_to_wire(s->status), s->feature_1_1, &confirm);
+                mp_conn_authenticated(c);
+                r = channel_widen_decoder(c);
+                if (r >= 0)
+                        r = mp_channel_confirm(srv, status_to_wire(s->status), s->feature_1_1, &confirm);
                 if (r >= 0)
                         r = mp_conn_send(c, confirm);
                 if (r < 0) {

@@ -25,6 +25,13 @@ void mp_config_init(struct mp_config *c) {
         c->push_expires = 3600;
         c->max_frame = 1024 * 1024;
         c->shutdown_reconnect_rate = 200;
+        c->max_signin = 64 * 1024;
+        c->request_timeout = 30;
+        c->max_conns = 20000;
+        c->max_unauth = 4096;
+        c->max_unauth_per_addr = 1024;
+        c->overload_retry_after = 60;
+        c->max_body_total = 128u * 1024u * 1024u;
 }
 
 void mp_config_done(struct mp_config *c) {
@@ -169,6 +176,16 @@ static const struct config_key {
         {"ShutdownReconnectRate", parse_uint, offsetof(struct mp_config, shutdown_reconnect_rate), 1,
          1000000},
         {"Verbose", parse_bool, offsetof(struct mp_config, verbose), 0, 0},
+        {"MaxSignInBytes", parse_uint, offsetof(struct mp_config, max_signin), 4096, 1024 * 1024},
+        {"RequestTimeoutSeconds", parse_uint, offsetof(struct mp_config, request_timeout), 1, 3600},
+        {"MaxConnections", parse_uint, offsetof(struct mp_config, max_conns), 1, 10000000},
+        {"MaxUnauthenticated", parse_uint, offsetof(struct mp_config, max_unauth), 1, 10000000},
+        {"MaxUnauthenticatedPerAddress", parse_uint, offsetof(struct mp_config, max_unauth_per_addr), 1,
+         10000000},
+        {"MaxBufferedBodyBytes", parse_uint, offsetof(struct mp_config, max_body_total), 1024 * 1024,
+         UINT32_MAX},
+        {"OverloadRetryAfterSeconds", parse_uint, offsetof(struct mp_config, overload_retry_after), 1,
+         86400},
 };
 
 int mp_config_set(struct mp_config *c, const char *key, const char *value) {

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <search.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +68,134 @@ static void format_peer(struct mp_conn *c, const struct sockaddr *sa) {
                 snprintf(c->peer, sizeof(c->peer), "%s:%u", host, port);
         else
                 strscpy(c->peer, sizeof(c->peer), host);
+}
+
+/* ---- the caps on connections ---- */
+
+struct addr_count {
+        char address[64];
+        unsigned n;
+};
+
+static int addr_cmp(const void *a, const void *b) {
+        return strcmp(((const struct addr_count *)a)->address, ((const struct addr_count *)b)->address);
+}
+
+static unsigned unauth_at(struct mp_server *srv, const char *address) {
+        struct addr_count key;
+        void *node;
+
+        strscpy(key.address, sizeof(key.address), address);
+        node = tfind(&key, &srv->unauth_by_addr, addr_cmp);
+        return node ? (*(struct addr_count **)node)->n : 0;
+}
+
+static int unauth_add(struct mp_conn *c) {
+        struct mp_server *srv = c->srv;
+        struct addr_count *a = calloc(1, sizeof(*a)), **node;
+
+        if (!a)
+                return -ENOMEM;
+        strscpy(a->address, sizeof(a->address), c->address);
+        node = tsearch(a, &srv->unauth_by_addr, addr_cmp);
+        if (!node) {
+                free(a);
+                return -ENOMEM;
+        }
+        if (*node != a)
+                free(a);
+        (*node)->n++;
+        srv->n_unauth++;
+        return 0;
+}
+
+static void unauth_remove(struct mp_conn *c) {
+        struct mp_server *srv = c->srv;
+        struct addr_count key, *a;
+        void *node;
+
+        strscpy(key.address, sizeof(key.address), c->address);
+        node = tfind(&key, &srv->unauth_by_addr, addr_cmp);
+        if (!node)
+                return;
+        a = *(struct addr_count **)node;
+        srv->n_unauth--;
+        if (--a->n == 0) {
+                tdelete(a, &srv->unauth_by_addr, addr_cmp);
+                free(a);
+        }
+}
+
+/* NULL when a new connection from c->address fits, else the cap it hits. */
+static const char *over_cap(struct mp_conn *c) {
+        const struct mp_config *cfg = c->srv->cfg;
+
+        if (c->srv->n_net_conns >= cfg->max_conns)
+                return "MaxConnections";
+        if (c->srv->n_unauth >= cfg->max_unauth)
+                return "MaxUnauthenticated";
+        if (unauth_at(c->srv, c->address) >= cfg->max_unauth_per_addr)
+                return "MaxUnauthenticatedPerAddress";
+        return NULL;
+}
+
+/* Under a flood, one line a second, with the count since the last. */
+static void log_refusal(struct mp_conn *c, const char *cap) {
+        struct mp_server *srv = c->srv;
+        uint64_t now = mp_now_usec();
+
+        if (now - srv->overload_log_usec < 1000000ULL && srv->overload_log_usec) {
+                srv->overload_unlogged++;
+                return;
+        }
+        log_warning("Connection from %s refused: over %s (%zu connections, %zu not signed in; %u more "
+                    "refused since the last such line)",
+                    c->peer, cap, srv->n_net_conns, srv->n_unauth, srv->overload_unlogged);
+        srv->overload_log_usec = now;
+        srv->overload_unlogged = 0;
+}
+
+void mp_conn_authenticated(struct mp_conn *c) {
+        if (c->authenticated || c->overloaded || c->kind == MP_CONN_ADMIN)
+                return;
+        c->authenticated = true;
+        unauth_remove(c);
+}
+
+/* Counts a new connection in the caps, or marks it to be refused. */
+static int conn_admit(struct mp_conn *c) {
+        const char *cap;
+
+        if (c->kind == MP_CONN_ADMIN)
+                return 0;
+        cap = over_cap(c);
+        if (cap) {
+                if (c->srv->n_overloaded >= MP_MAX_OVERLOADED)
+                        return -EBUSY;
+                log_refusal(c, cap);
+                c->overloaded = true;
+                c->srv->n_overloaded++;
+                return 0;
+        }
+        return unauth_add(c);
+}
+
+static void conn_unadmit(struct mp_conn *c) {
+        if (c->kind == MP_CONN_ADMIN)
+                return;
+        if (c->overloaded) {
+                c->srv->n_overloaded--;
+                return;
+        }
+        if (!c->authenticated)
+                unauth_remove(c);
+}
+
+/* A peer that sends and never reads (pipelined requests, keepalives) gets
+ * no more answers queued than this: its socket is left unread until the
+ * output drains. */
+static bool conn_input_full(const struct mp_conn *c) {
+        return c->out_bytes >= MP_CONN_OUT_MAX || mp_http_input_full(c);
 }
 
 static void conn_update_events(struct mp_conn *c) {
@@ -155,6 +284,11 @@ int mp_conn_flush(struct mp_conn *c) {
                 mp_conn_close(c, NULL);
                 return 0;
         }
+        /* The peer read its answers: parse and read what it sent meanwhile. */
+        if (c->input_stalled && !conn_input_full(c)) {
+                c->input_stalled = false;
+                mp_conn_want_input(c);
+        }
         conn_update_events(c);
         return 0;
 }
@@ -212,6 +346,8 @@ void mp_conn_close(struct mp_conn *c, const char *why) {
         mp_http_free(c);
 
         c->io = sd_event_source_disable_unref(c->io);
+        c->resume_src = sd_event_source_disable_unref(c->resume_src);
+        conn_unadmit(c);
         if (c->tls) {
                 if (c->handshake_done)
                         tether_tls_shutdown(c->tls);
@@ -241,6 +377,8 @@ void mp_conn_close(struct mp_conn *c, const char *why) {
         srv->n_conns--;
         if (c->kind == MP_CONN_CHANNEL)
                 srv->n_channel_conns--;
+        if (c->kind != MP_CONN_ADMIN && !c->overloaded)
+                srv->n_net_conns--;
         mp_conn_unref(c);
 }
 
@@ -276,6 +414,12 @@ static int conn_handshake(struct mp_conn *c) {
         r = tether_tls_peer_key(c->tls, &c->peer_key);
         if (r < 0)
                 log_debug("%s: no client certificate key", c->peer);
+        if (c->overloaded && c->kind == MP_CONN_CHANNEL) {
+                /* The contract's refusal: come back later, or elsewhere. */
+                (void)mp_channel_goodbye(c, TETHER_GOODBYE_OVERLOADED, c->srv->cfg->overload_retry_after);
+                mp_conn_close_after_flush(c);
+                return 0;
+        }
         return 1;
 }
 
@@ -299,11 +443,23 @@ static void conn_process(struct mp_conn *c) {
                 if (r < 0 || c->dead)
                         return;
         }
+        if (c->http) {
+                /* what a previous round left unparsed goes first */
+                r = mp_http_input(c, NULL, 0);
+                if (r < 0 || c->dead)
+                        return;
+        }
         for (;;) {
                 ssize_t n;
 
-                if (c->dead)
+                if (c->dead || c->close_after_flush)
                         return;
+                if (conn_input_full(c)) {
+                        /* Edge-triggered: the socket is left readable and
+                         * unread; mp_conn_want_input comes back to it. */
+                        c->input_stalled = true;
+                        break;
+                }
                 n = conn_read(c, buf, sizeof(buf));
                 if (n == -EAGAIN)
                         break;
@@ -324,6 +480,14 @@ static void conn_process(struct mp_conn *c) {
         conn_update_events(c);
 }
 
+/* Group commit under load: do not let acknowledgements wait behind a long
+ * queue of readable connections. */
+static void conn_maybe_flush(struct mp_server *srv) {
+        if (srv->flush_count >= 256 ||
+            (srv->flush_count > 0 && mp_now_usec() - srv->flush_first_usec > 20000))
+                mp_server_flush(srv);
+}
+
 static int conn_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         struct mp_conn *c = userdata;
         struct mp_server *srv = c->srv;
@@ -334,13 +498,36 @@ static int conn_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
         else
                 conn_process(c);
         mp_conn_unref(c);
-
-        /* Group commit under load: do not let acknowledgements wait behind
-         * a long queue of readable connections. */
-        if (srv->flush_count >= 256 ||
-            (srv->flush_count > 0 && mp_now_usec() - srv->flush_first_usec > 20000))
-                mp_server_flush(srv);
+        conn_maybe_flush(srv);
         return 0;
+}
+
+static int conn_resume(sd_event_source *s, void *userdata) {
+        struct mp_conn *c = userdata;
+        struct mp_server *srv = c->srv;
+
+        (void)s;
+        mp_conn_ref(c);
+        if (!c->dead)
+                conn_process(c);
+        mp_conn_unref(c);
+        conn_maybe_flush(srv);
+        return 0;
+}
+
+void mp_conn_want_input(struct mp_conn *c) {
+        if (c->dead)
+                return;
+        if (!c->resume_src) {
+                if (sd_event_add_defer(c->srv->event, &c->resume_src, conn_resume, c) < 0) {
+                        mp_conn_close(c, "out of memory");
+                        return;
+                }
+                /* after the sockets that are ready now: a pipelining peer
+                 * takes its turn with the others */
+                (void)sd_event_source_set_priority(c->resume_src, SD_EVENT_PRIORITY_NORMAL + 10);
+        }
+        (void)sd_event_source_set_enabled(c->resume_src, SD_EVENT_ONESHOT);
 }
 
 int mp_conn_new(struct mp_server *srv, enum mp_conn_kind kind, int fd, const struct sockaddr *sa,
@@ -358,6 +545,11 @@ int mp_conn_new(struct mp_server *srv, enum mp_conn_kind kind, int fd, const str
         c->fd = fd;
         c->created_usec = c->last_rx_usec = mp_now_usec();
         format_peer(c, sa);
+        r = conn_admit(c);
+        if (r < 0) {
+                free(c);
+                return r;
+        }
 
         if (kind != MP_CONN_ADMIN) {
                 r = tether_tls_conn_new(srv->tls, fd, NULL, &c->tls);
@@ -367,7 +559,12 @@ int mp_conn_new(struct mp_server *srv, enum mp_conn_kind kind, int fd, const str
                 c->handshake_done = true;
         }
         if (kind == MP_CONN_CHANNEL) {
-                r = tether_frame_decoder_new(srv->cfg->max_frame, &c->dec);
+                /* Before a verified SIGNIN, one frame of a SIGNIN's size at
+                 * most (channel.c widens it after). */
+                r = tether_frame_decoder_new(srv->cfg->max_signin < srv->cfg->max_frame
+                                                     ? srv->cfg->max_signin
+                                                     : srv->cfg->max_frame,
+                                             &c->dec);
                 if (r < 0)
                         goto fail;
         } else {
@@ -390,9 +587,12 @@ int mp_conn_new(struct mp_server *srv, enum mp_conn_kind kind, int fd, const str
         srv->n_conns++;
         if (kind == MP_CONN_CHANNEL)
                 srv->n_channel_conns++;
+        if (kind != MP_CONN_ADMIN && !c->overloaded)
+                srv->n_net_conns++;
         *ret = c;
         return 0;
 fail:
+        conn_unadmit(c);
         c->io = sd_event_source_disable_unref(c->io);
         mp_http_free(c);
         tether_frame_decoder_free(c->dec);

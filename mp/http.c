@@ -1,68 +1,31 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * HTTP/1.1 over one connection, parsed by http-parser; the HTTPS endpoints
- * (the fallback channel and the policies). The admin socket uses the same
- * parsing and hands requests to admin.c.
+ * HTTP/1.1 over one connection, parsed by http-parser, for both the HTTPS
+ * listener (whose endpoints are in https.c) and the admin socket (admin.c).
  *
  * One request at a time per connection: the parser is paused at the end of
  * each message and resumed after its response is queued, so a pipelined
- * request waits its turn.
+ * request waits its turn. Input not yet parsed waits in a bounded backlog;
+ * http_drain parses it in a loop (never by recursion from a response: ten
+ * thousand pipelined requests in one read once took one stack frame each),
+ * at most MP_HTTP_REQUESTS_PER_ROUND requests a round, and stops while the
+ * backlog or the queued output is full: the connection then stops reading
+ * its socket until a deferred round (mp_conn_want_input) continues.
+ *
+ * Before a verified SIGNIN, a fallback poll's body is buffered one frame at
+ * a time: the first frame, at most MaxSignInBytes, must be a SIGNIN signed
+ * by the TLS client key before anything more of the body is kept.
  */
 #include <errno.h>
-#include <inttypes.h>
-#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <openssl/evp.h>
 
 #include "common/log.h"
 #include "common/strutil.h"
-#include "mp/mp.h"
+#include "mp/http-internal.h"
 #include "transport/sign.h"
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(struct tether_frame_decoder *, tether_frame_decoder_free)
-
-#define MAX_URL 2048
-#define MAX_HEADER 1024
-#define POLICY_MAX (4u * 1024u * 1024u)
-
-enum header_state {
-        HDR_NONE,
-        HDR_FIELD,
-        HDR_VALUE,
-};
-
-struct mp_http {
-        http_parser parser;
-        char url[MAX_URL];
-        size_t url_len;
-        bool url_too_long;
-        char field[64];
-        size_t field_len;
-        char value[MAX_HEADER];
-        size_t value_len;
-        enum header_state hstate;
-        char if_none_match[160];
-        bool expect_continue;
-        uint8_t *body;
-        size_t body_len, body_cap;
-        bool body_too_large;
-        bool complete; /* a whole request is parsed and not yet answered */
-        bool keep_alive;
-        /* bytes that arrived after the current request */
-        uint8_t *rest;
-        size_t rest_len;
-
-        /* a held fallback poll */
-        bool held;
-        uint64_t hold_deadline_usec;
-        struct mp_buf **acks;
-        size_t n_acks;
-};
 
 static void header_done(struct mp_http *h) {
         if (h->hstate == HDR_VALUE && strcasecmp(h->field, "If-None-Match") == 0) {
@@ -76,18 +39,40 @@ static void header_done(struct mp_http *h) {
         h->field[0] = h->value[0] = 0;
 }
 
+/* Gives the previous request's body back to the budget; a large buffer is
+ * not kept for the next request. */
+static void body_release(struct mp_conn *c) {
+        struct mp_http *h = c->http;
+
+        if (c->kind == MP_CONN_HTTPS)
+                c->srv->body_bytes -= h->body_len;
+        h->body_len = 0;
+        if (h->body_cap > 64 * 1024) {
+                free(h->body);
+                h->body = NULL;
+                h->body_cap = 0;
+        }
+}
+
 static int on_message_begin(http_parser *p) {
         struct mp_conn *c = p->data;
         struct mp_http *h = c->http;
 
         h->url_len = 0;
         h->url_too_long = false;
-        h->body_len = 0;
+        body_release(c);
         h->body_too_large = false;
+        h->body_over_budget = false;
         h->if_none_match[0] = 0;
         h->expect_continue = false;
         h->hstate = HDR_NONE;
         h->field_len = h->value_len = 0;
+        h->body_mode = BODY_NONE;
+        h->signin_checked = false;
+        h->refused = false;
+        h->signin_dec = tether_frame_decoder_free(h->signin_dec);
+        h->in_request = true;
+        h->request_start_usec = mp_now_usec();
         return 0;
 }
 
@@ -130,6 +115,51 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
         return 0;
 }
 
+void mp_http_url_path(const struct mp_http *h, char *path, size_t size) {
+        struct http_parser_url u;
+
+        path[0] = 0;
+        if (h->url_too_long)
+                return;
+        http_parser_url_init(&u);
+        if (http_parser_parse_url(h->url, h->url_len, 0, &u) != 0 || !(u.field_set & (1 << UF_PATH)))
+                return;
+        snprintf(path, size, "%.*s", (int)u.field_data[UF_PATH].len, h->url + u.field_data[UF_PATH].off);
+}
+
+/* Whether the client certificate's key is an approved device's (as for a
+ * policy request): such a connection counts as authenticated. */
+static bool peer_is_device(struct mp_conn *c) {
+        _cleanup_(freep) char *client_id = NULL;
+        char fpr[TETHER_FINGERPRINT_LEN];
+
+        if (c->authenticated)
+                return true;
+        if (!c->peer_key || tether_key_fingerprint(c->peer_key, fpr) < 0 ||
+            mp_registry_device_by_fingerprint(c->srv->reg, fpr, &client_id) < 0)
+                return false;
+        mp_conn_authenticated(c);
+        return true;
+}
+
+static enum body_mode body_mode_of(struct mp_conn *c, const http_parser *p) {
+        char path[MAX_URL];
+
+        if (c->overloaded)
+                return BODY_DISCARD;
+        if (c->kind == MP_CONN_ADMIN)
+                return BODY_ANY;
+        mp_http_url_path(c->http, path, sizeof(path));
+        if (p->method == HTTP_POST && strcmp(path, "/tether/v1/channel") == 0)
+                return BODY_FRAMES;
+        /* Other endpoints take a body (a signed upload) only from an
+         * approved device's key: a stranger's body is never kept. */
+        if (((p->content_length > 0 && p->content_length != ULLONG_MAX) || (p->flags & F_CHUNKED)) &&
+            peer_is_device(c))
+                return BODY_ANY;
+        return BODY_NONE;
+}
+
 static int on_headers_complete(http_parser *p) {
         struct mp_conn *c = p->data;
         struct mp_http *h = c->http;
@@ -138,19 +168,33 @@ static int on_headers_complete(http_parser *p) {
         if (h->hstate == HDR_VALUE)
                 header_done(h);
         h->hstate = HDR_NONE;
+        h->body_mode = body_mode_of(c, p);
+        if (h->body_mode == BODY_FRAMES) {
+                /* the first frame may be no larger than a SIGNIN may be */
+                if (tether_frame_decoder_new(c->srv->cfg->max_signin, &h->signin_dec) < 0)
+                        return -1;
+        }
         /* libcurl asks before sending a larger POST body; without this it
          * waits a second for nothing. */
-        if (h->expect_continue && p->content_length > 0 && (uint64_t)p->content_length <= MP_HTTP_MAX_BODY)
+        if (h->expect_continue && p->content_length > 0 && (uint64_t)p->content_length <= MP_HTTP_MAX_BODY &&
+            (h->body_mode == BODY_FRAMES || h->body_mode == BODY_ANY))
                 (void)mp_conn_send_bytes(c, cont, sizeof(cont) - 1);
         return 0;
 }
 
-static int on_body(http_parser *p, const char *at, size_t len) {
-        struct mp_http *h = ((struct mp_conn *)p->data)->http;
+static int body_append(struct mp_conn *c, const char *at, size_t len) {
+        struct mp_http *h = c->http;
 
-        if (h->body_too_large || h->body_len + len > MP_HTTP_MAX_BODY) {
-                h->body_too_large = true;
+        if (h->body_too_large || h->body_over_budget || h->body_len + len > MP_HTTP_MAX_BODY) {
+                h->body_too_large = !h->body_over_budget;
                 return 0;
+        }
+        if (c->kind == MP_CONN_HTTPS) {
+                if (c->srv->body_bytes + len > c->srv->cfg->max_body_total) {
+                        h->body_over_budget = true;
+                        return 0;
+                }
+                c->srv->body_bytes += len;
         }
         if (h->body_len + len > h->body_cap) {
                 size_t cap = h->body_cap ? h->body_cap : 4096;
@@ -160,7 +204,7 @@ static int on_body(http_parser *p, const char *at, size_t len) {
                         cap *= 2;
                 t = realloc(h->body, cap);
                 if (!t)
-                        return -1;
+                        return -ENOMEM;
                 h->body = t;
                 h->body_cap = cap;
         }
@@ -169,10 +213,105 @@ static int on_body(http_parser *p, const char *at, size_t len) {
         return 0;
 }
 
+static void body_refuse(struct mp_http *h, enum tether_goodbye_reason reason,
+                        const struct tether_diag *diag) {
+        h->refused = true;
+        h->refused_reason = reason;
+        h->refused_diag = *diag;
+        h->signin_dec = tether_frame_decoder_free(h->signin_dec);
+}
+
+/* The poll's first frame, complete: a SIGNIN signed by the key of the TLS
+ * client certificate (mp_signin checks the rest once the body is whole). */
+static void signin_check(struct mp_conn *c, const struct tether_frame *frame) {
+        struct mp_http *h = c->http;
+        struct tether_diag diag = {0};
+        int r;
+
+        if (frame->type != TETHER_FRAME_SIGNIN) {
+                (void)tether_diag_set(&diag, TETHER_DIAG_BAD_TYPE, "the poll starts with %s, not SIGNIN",
+                                      tether_frame_type_name(frame->type));
+                body_refuse(h, TETHER_GOODBYE_PROTOCOL_ERROR, &diag);
+                return;
+        }
+        if (!c->peer_key) {
+                (void)tether_diag_set(&diag, TETHER_DIAG_BAD_SIGNATURE, "no client certificate");
+                body_refuse(h, TETHER_GOODBYE_UNAUTHORIZED, &diag);
+                return;
+        }
+        r = tether_msg_verify(frame, c->peer_key, &diag);
+        if (r < 0) {
+                if (r != -EBADMSG)
+                        (void)tether_diag_set(&diag, TETHER_DIAG_BAD_SIGNATURE, "cannot verify: %s",
+                                              strerror(-r));
+                body_refuse(h,
+                            diag.kind == TETHER_DIAG_BAD_SIGNATURE && r == -EBADMSG
+                                    ? TETHER_GOODBYE_UNAUTHORIZED
+                                    : TETHER_GOODBYE_PROTOCOL_ERROR,
+                            &diag);
+                return;
+        }
+        h->signin_checked = true;
+        h->signin_dec = tether_frame_decoder_free(h->signin_dec);
+        mp_conn_authenticated(c);
+}
+
+/* BODY_FRAMES before the SIGNIN is verified: keeps at most that one frame. */
+static int body_signin(struct mp_conn *c, const char *at, size_t len, size_t *ret_used) {
+        struct mp_http *h = c->http;
+        struct tether_frame *frame = NULL;
+        struct tether_diag diag = {0};
+        size_t used = 0;
+        int r;
+
+        r = tether_frame_decoder_feed(h->signin_dec, (const uint8_t *)at, len, &used, &frame, &diag);
+        *ret_used = used;
+        if (r == -EBADMSG) {
+                body_refuse(h, TETHER_GOODBYE_PROTOCOL_ERROR, &diag);
+                return 0;
+        }
+        if (r < 0)
+                return r;
+        r = body_append(c, at, used);
+        if (r >= 0 && frame)
+                signin_check(c, frame);
+        tether_frame_free(frame);
+        return r;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len) {
+        struct mp_conn *c = p->data;
+        struct mp_http *h = c->http;
+
+        switch (h->body_mode) {
+        case BODY_DISCARD:
+                return 0;
+        case BODY_NONE:
+                h->body_too_large = true;
+                return 0;
+        case BODY_ANY:
+                return body_append(c, at, len) < 0 ? -1 : 0;
+        case BODY_FRAMES:
+                break;
+        }
+        while (len > 0 && !h->refused && !h->signin_checked) {
+                size_t used = 0;
+
+                if (body_signin(c, at, len, &used) < 0)
+                        return -1;
+                at += used;
+                len -= used;
+        }
+        if (h->refused || len == 0)
+                return 0;
+        return body_append(c, at, len) < 0 ? -1 : 0;
+}
+
 static int on_message_complete(http_parser *p) {
         struct mp_http *h = ((struct mp_conn *)p->data)->http;
 
         h->complete = true;
+        h->in_request = false;
         h->keep_alive = http_should_keep_alive(p);
         http_parser_pause(p, 1);
         return 0;
@@ -194,10 +333,11 @@ int mp_http_attach(struct mp_conn *c) {
                 return -ENOMEM;
         http_parser_init(&c->http->parser, HTTP_REQUEST);
         c->http->parser.data = c;
+        c->http->idle_since_usec = mp_now_usec();
         return 0;
 }
 
-static void free_acks(struct mp_http *h) {
+void mp_http_free_acks(struct mp_http *h) {
         for (size_t i = 0; i < h->n_acks; i++)
                 mp_buf_unref(h->acks[i]);
         free(h->acks);
@@ -210,9 +350,11 @@ void mp_http_free(struct mp_conn *c) {
 
         if (!h)
                 return;
+        body_release(c);
         free(h->body);
-        free(h->rest);
-        free_acks(h);
+        free(h->in);
+        tether_frame_decoder_free(h->signin_dec);
+        mp_http_free_acks(h);
         free(h);
         c->http = NULL;
 }
@@ -253,8 +395,6 @@ static const char *status_text(unsigned status) {
         return "Status";
 }
 
-static int http_resume(struct mp_conn *c);
-
 int mp_http_respond(struct mp_conn *c, unsigned status, const char *content_type, const char *extra_headers,
                     struct mp_buf *body) {
         struct mp_http *h = c->http;
@@ -277,11 +417,17 @@ int mp_http_respond(struct mp_conn *c, unsigned status, const char *content_type
                 return r;
         h->complete = false;
         h->held = false;
+        h->idle_since_usec = mp_now_usec();
         if (!h->keep_alive) {
                 mp_conn_close_after_flush(c);
                 return 0;
         }
-        return http_resume(c);
+        http_parser_pause(&h->parser, 0);
+        /* Inside http_drain its loop goes on; otherwise (a held poll
+         * answered, an admin waiter) a deferred round parses what waits. */
+        if (!h->draining)
+                mp_conn_want_input(c);
+        return 0;
 }
 
 int mp_http_respond_text(struct mp_conn *c, unsigned status, const char *text) {
@@ -292,384 +438,21 @@ int mp_http_respond_text(struct mp_conn *c, unsigned status, const char *text) {
         return mp_http_respond(c, status, "text/plain; charset=utf-8", NULL, b);
 }
 
-/* ---- the fallback channel ---- */
+/* ---- deadlines ---- */
 
-struct poll_body {
-        uint8_t *data;
-        size_t len, cap;
-};
-
-static int poll_append(struct poll_body *b, const uint8_t *data, size_t len) {
-        if (b->len + len > b->cap) {
-                size_t cap = b->cap ? b->cap : 4096;
-                uint8_t *t;
-
-                while (cap < b->len + len)
-                        cap *= 2;
-                t = realloc(b->data, cap);
-                if (!t)
-                        return -ENOMEM;
-                b->data = t;
-                b->cap = cap;
-        }
-        memcpy(b->data + b->len, data, len);
-        b->len += len;
-        return 0;
-}
-
-struct poll_ctx {
-        struct mp_server *srv;
-        const char *client_id;
-        struct poll_body *body;
-        size_t n;
-};
-
-static int poll_push_cb(uint64_t push_id, const uint8_t *frame, size_t len, void *userdata) {
-        struct poll_ctx *p = userdata;
-        int r;
-
-        r = poll_append(p->body, frame, len);
-        if (r < 0)
-                return r;
-        p->n++;
-        log_info("Send push task (PushID: %llu) to client '%s' over HTTPS", (unsigned long long)push_id,
-                 p->client_id);
-        return mp_registry_target_advance(p->srv->reg, push_id, p->client_id, MP_TARGET_DELIVERED,
-                                          time(NULL));
-}
-
-static enum tether_signin_status wire_status(enum mp_device_status s) {
-        return s == MP_DEVICE_APPROVED  ? TETHER_SIGNIN_APPROVED
-               : s == MP_DEVICE_PENDING ? TETHER_SIGNIN_PENDING
-                                        : TETHER_SIGNIN_REJECTED;
-}
-
-/* Builds SIGNIN_CONFIRM + undelivered PUSHes + RESPONSE_ACKs. *ret_n_more
- * counts the frames after the SIGNIN_CONFIRM. */
-static int poll_answer(struct mp_conn *c, struct mp_session *s, struct mp_buf **ret, size_t *ret_n_more) {
-        struct mp_server *srv = c->srv;
+void mp_http_sweep(struct mp_conn *c, uint64_t now) {
         struct mp_http *h = c->http;
-        _cleanup_(mp_buf_unrefp) struct mp_buf *confirm = NULL;
-        struct poll_body body = {0};
-        struct poll_ctx ctx = {.srv = srv, .client_id = s->client_id, .body = &body};
-        int r;
+        const struct mp_config *cfg = c->srv->cfg;
+        uint64_t request_usec = (uint64_t)cfg->request_timeout * 1000000ULL;
+        uint64_t idle_usec =
+                c->authenticated ? 2ULL * cfg->keepalive * 1000000ULL + 60000000ULL : request_usec;
 
-        r = mp_channel_confirm(srv, wire_status(s->status), s->feature_1_1, &confirm);
-        if (r < 0)
-                return r;
-        r = poll_append(&body, confirm->data, confirm->len);
-        if (r >= 0 && s->status == MP_DEVICE_APPROVED)
-                r = mp_registry_undelivered(srv->reg, s->client_id, time(NULL), poll_push_cb, &ctx);
-        for (size_t i = 0; r >= 0 && i < h->n_acks; i++)
-                r = poll_append(&body, h->acks[i]->data, h->acks[i]->len);
-        if (r < 0) {
-                free(body.data);
-                return r;
-        }
-        *ret_n_more = ctx.n + h->n_acks;
-        *ret = mp_buf_take(body.data, body.len);
-        return *ret ? 0 : -ENOMEM;
-}
-
-int mp_https_finish_poll(struct mp_conn *c) {
-        struct mp_http *h = c->http;
-        struct mp_session *s = c->session;
-        _cleanup_(mp_buf_unrefp) struct mp_buf *answer = NULL;
-        size_t n_more = 0;
-        int r;
-
-        if (!h || !h->complete || !s)
-                return -EINVAL;
-        r = poll_answer(c, s, &answer, &n_more);
-        if (r < 0) {
-                log_warning_errno(r, "Failed to answer the poll of '%s': %m", s->client_id);
-                return r;
-        }
-        free_acks(h);
-        c->session = NULL;
-        if (s->conn == c)
-                s->conn = NULL;
-        s->last_seen_usec = mp_now_usec();
-        return mp_http_respond(c, 200, "application/x-tether-frames", NULL, answer);
-}
-
-static unsigned query_hold(const char *query) {
-        uint64_t v = MP_HOLD_DEFAULT;
-
-        /* "hold=N" among '&'-separated pairs; anything else is ignored. */
-        for (const char *q = query; q && *q;) {
-                const char *end = strchrnul(q, '&');
-
-                if (startswith(q, "hold=")) {
-                        if (parse_u64_n(q + 5, (size_t)(end - q - 5), 0, UINT64_MAX, &v) < 0)
-                                v = MP_HOLD_DEFAULT;
-                }
-                q = *end ? end + 1 : end;
-        }
-        return v > MP_HOLD_MAX ? MP_HOLD_MAX : (unsigned)v;
-}
-
-/* A refused poll. The contract says the fallback always answers 200: the
- * refusal travels as one GOODBYE frame, which the agent handles exactly as
- * on the TCP channel (conflict, unauthorized, protocol-error). */
-static int respond_goodbye(struct mp_conn *c, enum tether_goodbye_reason reason, uint32_t retry_after) {
-        struct tether_msg msg = {.type = TETHER_FRAME_GOODBYE};
-        _cleanup_(mp_buf_unrefp) struct mp_buf *b = NULL;
-        uint8_t *frame = NULL;
-        size_t len = 0;
-        int r;
-
-        msg.goodbye.reason = reason;
-        msg.goodbye.retry_after_seconds = retry_after;
-        r = tether_msg_seal(&msg, NULL, c->srv->cfg->max_frame, &frame, &len);
-        if (r < 0)
-                return mp_http_respond_text(c, 500, "refused\n");
-        b = mp_buf_take(frame, len);
-        if (!b)
-                return -ENOMEM;
-        return mp_http_respond(c, 200, "application/x-tether-frames", NULL, b);
-}
-
-static int https_channel(struct mp_conn *c, const char *query) {
-        struct mp_server *srv = c->srv;
-        struct mp_http *h = c->http;
-        _cleanup_(tether_frame_decoder_freep) struct tether_frame_decoder *dec = NULL;
-        struct tether_diag diag = {0};
-        struct mp_session *s = NULL;
-        const uint8_t *p = h->body;
-        size_t left = h->body_len;
-        bool first = true;
-        unsigned hold = query_hold(query);
-        int r;
-
-        r = tether_frame_decoder_new(srv->cfg->max_frame, &dec);
-        if (r < 0)
-                return r;
-        free_acks(h);
-        while (left > 0) {
-                struct tether_frame *frame = NULL;
-                size_t used = 0;
-
-                r = tether_frame_decoder_feed(dec, p, left, &used, &frame, &diag);
-                if (r < 0)
-                        break;
-                p += used;
-                left -= used;
-                if (r == 0)
-                        continue;
-                if (first) {
-                        enum mp_signin_outcome outcome;
-
-                        first = false;
-                        r = mp_signin(c, frame, hold > 0 ? MP_VIA_LONG_POLL : MP_VIA_QUICK_POLL, &outcome,
-                                      &s);
-                        tether_frame_free(frame);
-                        if (r < 0)
-                                return mp_http_respond_text(c, 500, "internal error\n");
-                        switch (outcome) {
-                        case MP_OUTCOME_PROTOCOL_ERROR:
-                                return respond_goodbye(c, TETHER_GOODBYE_PROTOCOL_ERROR, 0);
-                        case MP_OUTCOME_UNAUTHORIZED:
-                                return respond_goodbye(c, TETHER_GOODBYE_UNAUTHORIZED, 0);
-                        case MP_OUTCOME_CONFLICT:
-                                return respond_goodbye(c, TETHER_GOODBYE_CONFLICT, 0);
-                        case MP_OUTCOME_DUPLICATE:
-                                return respond_goodbye(c, TETHER_GOODBYE_CONFLICT, MP_DUPGUARD_RETRY_AFTER);
-                        default:
-                                break;
-                        }
-                        c->session = s;
-                        if (mp_signin_takes_over(s, hold > 0 ? MP_VIA_LONG_POLL : MP_VIA_QUICK_POLL))
-                                s->conn = c;
-                        continue;
-                }
-                if (frame->type == TETHER_FRAME_SIGNIN) {
-                        r = tether_diag_set(&diag, TETHER_DIAG_BAD_TYPE, "a second SIGNIN in one poll");
-                } else {
-                        r = mp_session_frame(s, c, frame, &h->acks, &h->n_acks, &diag);
-                        if (r < 0 && r != -EBADMSG) {
-                                log_warning_errno(r, "Failed to handle %s from '%s', ignoring: %m",
-                                                  tether_frame_type_name(frame->type), s->client_id);
-                                r = 0;
-                        }
-                }
-                tether_frame_free(frame);
-                if (r < 0)
-                        break;
-        }
-        if (r >= 0 && tether_frame_decoder_partial(dec))
-                r = tether_diag_set(&diag, TETHER_DIAG_TRUNCATED, "the poll body ends inside a frame");
-        if (r >= 0 && first)
-                r = tether_diag_set(&diag, TETHER_DIAG_MISSING_ELEMENT,
-                                    "the poll does not start with SIGNIN");
-        if (r < 0) {
-                log_warning("Protocol error in the HTTPS poll from %s: %s (%s)", c->peer, diag.text,
-                            tether_diag_kind_name(diag.kind));
-                if (c->session == s && s) {
-                        c->session = NULL;
-                        if (s->conn == c)
-                                s->conn = NULL;
-                }
-                return respond_goodbye(c, TETHER_GOODBYE_PROTOCOL_ERROR, 0);
-        }
-
-        /* Answer at once when there is more than the SIGNIN_CONFIRM to say,
-         * or the device is rejected; otherwise hold the request. */
-        if (s->status == MP_DEVICE_REJECTED || h->n_acks > 0 || hold == 0 || srv->shutting_down)
-                return mp_https_finish_poll(c);
-        if (s->status == MP_DEVICE_APPROVED) {
-                _cleanup_(mp_buf_unrefp) struct mp_buf *answer = NULL;
-                size_t n_more = 0;
-
-                /* Cheap check for queued pushes: build the answer; if it
-                 * carries pushes, send it. */
-                r = poll_answer(c, s, &answer, &n_more);
-                if (r < 0)
-                        return mp_http_respond_text(c, 500, "internal error\n");
-                if (n_more > 0) {
-                        c->session = NULL;
-                        if (s->conn == c)
-                                s->conn = NULL;
-                        s->last_seen_usec = mp_now_usec();
-                        return mp_http_respond(c, 200, "application/x-tether-frames", NULL, answer);
-                }
-        }
-        h->held = true;
-        h->hold_deadline_usec = mp_now_usec() + (uint64_t)hold * 1000000ULL;
-        return 0;
-}
-
-/* ---- policies ---- */
-
-static bool policy_name_valid(const char *name) {
-        size_t n = strlen(name);
-
-        if (n == 0 || n > 64 || name[0] == '.' || name[0] == '-')
-                return false;
-        for (size_t i = 0; i < n; i++) {
-                char ch = name[i];
-                if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-                      ch == '.' || ch == '_' || ch == '-'))
-                        return false;
-        }
-        return true;
-}
-
-static int read_file(const char *path, uint8_t **ret, size_t *ret_len) {
-        _cleanup_(closep) int fd = -1;
-        uint8_t *buf = NULL;
-        size_t len = 0, cap = 0;
-        struct stat st;
-
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (fd < 0)
-                return -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (!S_ISREG(st.st_mode))
-                return -ENOENT;
-        if ((uint64_t)st.st_size > POLICY_MAX)
-                return -EFBIG;
-        cap = (size_t)st.st_size + 1;
-        buf = malloc(cap);
-        if (!buf)
-                return -ENOMEM;
-        for (;;) {
-                ssize_t n = read(fd, buf + len, cap - len);
-                if (n < 0) {
-                        free(buf);
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                len += (size_t)n;
-                if (len == cap) {
-                        free(buf);
-                        return -EFBIG; /* grew while reading */
-                }
-        }
-        *ret = buf;
-        *ret_len = len;
-        return 0;
-}
-
-static int https_policy(struct mp_conn *c, const char *path) {
-        struct mp_server *srv = c->srv;
-        struct mp_http *h = c->http;
-        _cleanup_(freep) char *client_id = NULL, *sig_b64 = NULL;
-        _cleanup_(freep) uint8_t *body = NULL, *sig = NULL;
-        _cleanup_(mp_buf_unrefp) struct mp_buf *b = NULL;
-        char fpr[TETHER_FINGERPRINT_LEN], file[4096], etag[80], headers[2048];
-        uint8_t digest[32];
-        char hex[65];
-        size_t body_len = 0, sig_len = 0;
-        int r;
-
-        if (!c->peer_key || tether_key_fingerprint(c->peer_key, fpr) < 0 ||
-            mp_registry_device_by_fingerprint(srv->reg, fpr, &client_id) < 0) {
-                log_info("Policy request %s from %s refused: no approved device has this client key", path,
-                         c->peer);
-                return mp_http_respond_text(c, 403, "sign in first\n");
-        }
-
-        const char *user = NULL;
-        if (strcmp(path, "/tether/v1/policy/machine") == 0) {
-                /* A per-device override wins over the site-wide policy. */
-                snprintf(file, sizeof(file), "%s/devices/%s/machine.xml", srv->cfg->policy_dir, client_id);
-                r = read_file(file, &body, &body_len);
-                if (r == -ENOENT) {
-                        snprintf(file, sizeof(file), "%s/machine.xml", srv->cfg->policy_dir);
-                        r = read_file(file, &body, &body_len);
-                }
-        } else {
-                user = path + strlen("/tether/v1/policy/user/");
-                if (!policy_name_valid(user))
-                        return mp_http_respond_text(c, 404, "no such policy\n");
-                snprintf(file, sizeof(file), "%s/devices/%s/users/%s.xml", srv->cfg->policy_dir, client_id,
-                         user);
-                r = read_file(file, &body, &body_len);
-                if (r == -ENOENT) {
-                        snprintf(file, sizeof(file), "%s/users/%s.xml", srv->cfg->policy_dir, user);
-                        r = read_file(file, &body, &body_len);
-                }
-        }
-        if (r == -ENOENT || r == -ELOOP)
-                return mp_http_respond_text(c, 404, "no such policy\n");
-        if (r < 0) {
-                log_warning_errno(r, "Failed to read policy '%s': %m", file);
-                return mp_http_respond_text(c, 500, "policy unreadable\n");
-        }
-
-        if (EVP_Digest(body, body_len, digest, NULL, EVP_sha256(), NULL) != 1)
-                return mp_http_respond_text(c, 500, "digest failed\n");
-        hex_encode(digest, sizeof(digest), hex);
-        /* The signing key's serial is part of the tag: after a site key
-         * rotation the agent fetches the policy signed by the new key (serial 1
-         * keeps the plain tag of older versions). */
-        if (mp_site_serial(srv) > 1)
-                snprintf(etag, sizeof(etag), "\"%s-%" PRIu32 "\"", hex, mp_site_serial(srv));
-        else
-                snprintf(etag, sizeof(etag), "\"%s\"", hex);
-
-        if (h->if_none_match[0] &&
-            (strcmp(h->if_none_match, etag) == 0 || strcmp(h->if_none_match, "*") == 0)) {
-                snprintf(headers, sizeof(headers), "ETag: %s\r\n", etag);
-                log_debug("Policy %s for '%s': not modified", path, client_id);
-                return mp_http_respond(c, 304, NULL, headers, NULL);
-        }
-
-        r = tether_sign(mp_site_signer(srv), TETHER_SIG_TYPE_POLICY, body, body_len, &sig, &sig_len);
-        if (r >= 0)
-                r = tether_base64_encode(sig, sig_len, &sig_b64);
-        if (r < 0)
-                return mp_http_respond_text(c, 500, "signing failed\n");
-        snprintf(headers, sizeof(headers), "ETag: %s\r\nTether-Signature: %s\r\nCache-Control: no-cache\r\n",
-                 etag, sig_b64);
-        b = mp_buf_new(body, body_len);
-        if (!b)
-                return -ENOMEM;
-        log_info("Served policy %s (%s) to client '%s' at %s", path, etag, client_id, c->peer);
-        return mp_http_respond(c, 200, "application/xml", headers, b);
+        if (!h || h->complete)
+                return; /* being answered, or a held poll (its own deadline) */
+        if (h->in_request && now - h->request_start_usec > request_usec)
+                mp_conn_close(c, "request not complete within RequestTimeoutSeconds");
+        else if (!h->in_request && c->kind == MP_CONN_HTTPS && now - h->idle_since_usec > idle_usec)
+                mp_conn_close(c, c->authenticated ? NULL : "idle without a request");
 }
 
 /* ---- dispatch ---- */
@@ -680,6 +463,8 @@ static int http_request(struct mp_conn *c) {
         char path[MAX_URL], query[MAX_URL];
         int method = h->parser.method;
 
+        if (c->overloaded || h->body_over_budget)
+                return mp_https_overloaded(c);
         if (h->url_too_long)
                 return mp_http_respond_text(c, 400, "URL too long\n");
         if (h->body_too_large)
@@ -700,81 +485,92 @@ static int http_request(struct mp_conn *c) {
         if (strcmp(path, "/tether/v1/channel") == 0) {
                 if (method != HTTP_POST)
                         return mp_http_respond_text(c, 405, "POST only\n");
-                return https_channel(c, query);
+                return mp_https_channel(c, query);
         }
         if (strcmp(path, "/tether/v1/policy/machine") == 0 || startswith(path, "/tether/v1/policy/user/")) {
                 if (method != HTTP_GET)
                         return mp_http_respond_text(c, 405, "GET only\n");
-                return https_policy(c, path);
+                return mp_https_policy(c, path);
         }
         return mp_http_respond_text(c, 404, "not found\n");
 }
 
-static int http_feed(struct mp_conn *c, const uint8_t *data, size_t len) {
+/* Parses what waits in the backlog, one request after another, in a loop:
+ * until a request is held (a fallback poll), the connection closes, the
+ * input runs out, or this round's share is used up (then a deferred round
+ * goes on, so that one connection cannot starve the others). */
+static int http_drain(struct mp_conn *c) {
         struct mp_http *h = c->http;
-        size_t n;
-        int r;
+        unsigned served = 0;
+        int r = 0;
 
-        n = http_parser_execute(&h->parser, &parser_settings, (const char *)data, len);
-        if (HTTP_PARSER_ERRNO(&h->parser) == HPE_PAUSED) {
-                /* A whole request: keep what follows for later. */
-                if (n < len) {
-                        uint8_t *t = realloc(h->rest, h->rest_len + len - n);
-                        if (!t)
-                                return -ENOMEM;
-                        memcpy(t + h->rest_len, data + n, len - n);
-                        h->rest = t;
-                        h->rest_len += len - n;
+        h->draining = true;
+        while (!c->dead && !c->close_after_flush && !h->complete && h->in_off < h->in_len) {
+                size_t n;
+
+                if (served >= MP_HTTP_REQUESTS_PER_ROUND) {
+                        mp_conn_want_input(c);
+                        break;
                 }
-                r = http_request(c);
-                if (r < 0 && !c->dead)
+                if (c->out_bytes >= MP_CONN_OUT_MAX)
+                        break; /* mp_conn_flush resumes once the peer reads */
+                n = http_parser_execute(&h->parser, &parser_settings, (const char *)h->in + h->in_off,
+                                        h->in_len - h->in_off);
+                h->in_off += n;
+                if (HTTP_PARSER_ERRNO(&h->parser) == HPE_PAUSED) {
+                        served++;
+                        r = http_request(c);
+                        if (r < 0) {
+                                if (!c->dead)
+                                        mp_conn_close(c, NULL);
+                                break;
+                        }
+                        continue;
+                }
+                if (HTTP_PARSER_ERRNO(&h->parser) != HPE_OK) {
+                        log_info("Bad HTTP request from %s: %s", c->peer,
+                                 http_errno_description(HTTP_PARSER_ERRNO(&h->parser)));
                         mp_conn_close(c, NULL);
-                return r;
+                        r = -EBADMSG;
+                        break;
+                }
         }
-        if (HTTP_PARSER_ERRNO(&h->parser) != HPE_OK) {
-                log_info("Bad HTTP request from %s: %s", c->peer,
-                         http_errno_description(HTTP_PARSER_ERRNO(&h->parser)));
-                mp_conn_close(c, NULL);
-                return -EBADMSG;
+        if (c->http == h) {
+                h->draining = false;
+                if (h->in_off == h->in_len) {
+                        h->in_off = h->in_len = 0;
+                } else if (h->in_off > 0) {
+                        memmove(h->in, h->in + h->in_off, h->in_len - h->in_off);
+                        h->in_len -= h->in_off;
+                        h->in_off = 0;
+                }
         }
-        return 0;
+        return r;
 }
 
-/* After a response: parse whatever was already received. */
-static int http_resume(struct mp_conn *c) {
-        struct mp_http *h = c->http;
-        uint8_t *rest;
-        size_t len;
+bool mp_http_input_full(const struct mp_conn *c) {
+        const struct mp_http *h = c->http;
 
-        http_parser_pause(&h->parser, 0);
-        if (h->rest_len == 0)
-                return 0;
-        rest = TAKE_PTR(h->rest);
-        len = h->rest_len;
-        h->rest_len = 0;
-        int r = http_feed(c, rest, len);
-        free(rest);
-        return r;
+        return h && (h->in_len - h->in_off >= MP_HTTP_BACKLOG_MAX || c->out_bytes >= MP_CONN_OUT_MAX);
 }
 
 int mp_http_input(struct mp_conn *c, const uint8_t *data, size_t len) {
         struct mp_http *h = c->http;
 
-        if (h->complete) {
-                /* Still answering (or holding) the previous request. */
-                uint8_t *t;
+        if (len > 0) {
+                /* the caller stops reading while the backlog is full, so it
+                 * holds at most MP_HTTP_BACKLOG_MAX and one read more */
+                uint8_t *t = realloc(h->in, h->in_len + len);
 
-                if (h->rest_len + len > MP_HTTP_MAX_BODY) {
-                        mp_conn_close(c, "too much pipelined input");
-                        return -ENOBUFS;
-                }
-                t = realloc(h->rest, h->rest_len + len);
-                if (!t)
+                if (!t) {
+                        mp_conn_close(c, "out of memory");
                         return -ENOMEM;
-                memcpy(t + h->rest_len, data, len);
-                h->rest = t;
-                h->rest_len += len;
-                return 0;
+                }
+                memcpy(t + h->in_len, data, len);
+                h->in = t;
+                h->in_len += len;
         }
-        return http_feed(c, data, len);
+        if (h->draining)
+                return 0;
+        return http_drain(c);
 }

@@ -16,8 +16,9 @@
  *   push.c     creating pushes and their throttled fan-out
  *   dupguard.c counting live replacements per ClientID: two devices
  *              behind one identity (mp/dupguard.h)
- *   http.c     HTTP/1.1 over a connection with http-parser; the HTTPS
- *              endpoints (fallback channel, policies)
+ *   http.c     HTTP/1.1 over a connection with http-parser: pipelining,
+ *              bodies, deadlines (mp/http-internal.h)
+ *   https.c    the HTTPS endpoints (fallback channel, policies)
  *   admin.c    the admin API (HTTP+JSON on a unix socket)
  *   state.c    the state directory: site key, TLS key and certificate,
  *              the site key chain's files
@@ -74,6 +75,15 @@ struct mp_config {
         uint32_t push_expires;
         uint32_t max_frame;
         uint32_t shutdown_reconnect_rate; /* sign-ins a second the fleet may come back at */
+        /* Limits on what a host that reaches the listeners can make the MP
+         * hold (docs/tether-mp.md, "Limits"). */
+        uint32_t max_signin;           /* bytes of the first frame, before it is verified */
+        uint32_t request_timeout;      /* seconds for a frame or HTTP request to arrive whole */
+        uint32_t max_conns;            /* channel + HTTPS connections */
+        uint32_t max_unauth;           /* of which not yet signed in */
+        uint32_t max_unauth_per_addr;  /* of which from one address */
+        uint32_t overload_retry_after; /* RetryAfterSeconds of GOODBYE(overloaded) */
+        uint32_t max_body_total;       /* bytes of all HTTPS request bodies held at once */
         bool verbose;
 };
 
@@ -134,6 +144,15 @@ struct mp_conn {
 
         struct mp_out *out_head, *out_tail;
         size_t out_bytes;
+
+        /* Over a cap at accept: answered GOODBYE(overloaded) (channel) or
+         * 503 / a GOODBYE poll (HTTPS) after the handshake, then closed. */
+        bool overloaded;
+        /* A verified SIGNIN (or an approved device's policy request) came
+         * over it; until then it counts in the unauthenticated caps. */
+        bool authenticated;
+        bool input_stalled;          /* reading paused until the output drains */
+        sd_event_source *resume_src; /* a deferred read/parse round */
 
         struct mp_conn *prev, *next; /* srv->conns */
         struct mp_conn *flush_next;  /* srv->flush_list */
@@ -224,6 +243,13 @@ struct mp_server {
         struct mp_conn *conns;
         size_t n_conns;
         size_t n_channel_conns;
+        size_t n_net_conns;   /* channel + HTTPS, the overloaded ones aside */
+        size_t n_unauth;      /* of those, not yet authenticated */
+        size_t n_overloaded;  /* being refused */
+        size_t body_bytes;    /* HTTPS request bodies held (MaxBufferedBodyBytes) */
+        void *unauth_by_addr; /* tsearch tree: unauthenticated connections per address */
+        uint64_t overload_log_usec;
+        unsigned overload_unlogged;
         struct mp_conn *flush_list;
         size_t flush_count;
         uint64_t flush_first_usec;
@@ -260,6 +286,14 @@ void mp_server_flush(struct mp_server *srv);
 void mp_server_push_progress(struct mp_server *srv, uint64_t push_id);
 
 /* conn.c */
+/* At most this many connections over the caps are being refused at once;
+ * beyond it a connection is closed at accept, without a word. */
+#define MP_MAX_OVERLOADED 64
+/* A connection reads no more while this much output waits for its peer. */
+#define MP_CONN_OUT_MAX (1024u * 1024u)
+/* Sets up a connection. A channel or HTTPS connection over the caps
+ * (MaxConnections, MaxUnauthenticated...) is set up to be refused
+ * (c->overloaded); -EBUSY when even that is over MP_MAX_OVERLOADED. */
 int mp_conn_new(struct mp_server *srv, enum mp_conn_kind kind, int fd, const struct sockaddr *sa,
                 socklen_t salen, struct mp_conn **ret);
 struct mp_conn *mp_conn_ref(struct mp_conn *c);
@@ -273,6 +307,11 @@ int mp_conn_flush(struct mp_conn *c);
 void mp_conn_close(struct mp_conn *c, const char *why);
 /* Closes once the output queue has drained. */
 void mp_conn_close_after_flush(struct mp_conn *c);
+/* Reads and parses again in a deferred round (input was left waiting). */
+void mp_conn_want_input(struct mp_conn *c);
+/* The peer proved its key (verified SIGNIN): leaves the unauthenticated
+ * caps. Idempotent. */
+void mp_conn_authenticated(struct mp_conn *c);
 
 /* channel.c */
 int mp_channel_input(struct mp_conn *c, const uint8_t *data, size_t len);
@@ -359,7 +398,13 @@ void mp_push_free_all(struct mp_server *srv);
 /* http.c */
 int mp_http_attach(struct mp_conn *c);
 void mp_http_free(struct mp_conn *c);
+/* Takes bytes read from the socket and parses them (NULL, 0: parses what
+ * waits). */
 int mp_http_input(struct mp_conn *c, const uint8_t *data, size_t len);
+/* True while the connection must not read more (backlog or output full). */
+bool mp_http_input_full(const struct mp_conn *c);
+/* Closes a connection whose request is late or that idles too long. */
+void mp_http_sweep(struct mp_conn *c, uint64_t now);
 /* Queues a whole response; the request is then finished. */
 int mp_http_respond(struct mp_conn *c, unsigned status, const char *content_type, const char *extra_headers,
                     struct mp_buf *body);

@@ -242,6 +242,11 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 }
                 r = mp_conn_new(srv, kind, cfd, kind == MP_CONN_ADMIN ? NULL : (struct sockaddr *)&ss, sl,
                                 &c);
+                if (r == -EBUSY) {
+                        /* over the caps, and too many being refused already */
+                        close(cfd);
+                        continue;
+                }
                 if (r < 0) {
                         log_warning_errno(r, "Failed to set up a connection, ignoring: %m");
                         close(cfd);
@@ -360,8 +365,9 @@ static void sweep_conn(struct mp_server *srv, struct mp_conn *c, uint64_t now) {
                                     c->peer);
                         (void)mp_channel_goodbye(c, TETHER_GOODBYE_PROTOCOL_ERROR, 0);
                         mp_conn_close_after_flush(c);
-                } else if (!c->session && now - c->created_usec > TETHER_FRAME_DEADLINE_USEC) {
-                        mp_conn_close(c, "no SIGNIN within 30 s");
+                } else if (!c->session &&
+                           now - c->created_usec > (uint64_t)srv->cfg->request_timeout * 1000000ULL) {
+                        mp_conn_close(c, "no SIGNIN within RequestTimeoutSeconds");
                 } else if (c->session && now - c->last_rx_usec > 2 * keepalive + 2000000ULL) {
                         mp_conn_close(c, "offline after two missed keepalives");
                 }
@@ -370,11 +376,12 @@ static void sweep_conn(struct mp_server *srv, struct mp_conn *c, uint64_t now) {
                 if (mp_http_held(c)) {
                         if (now >= mp_http_hold_deadline(c))
                                 (void)mp_https_finish_poll(c);
-                } else if (now - c->last_rx_usec > 2 * keepalive + 60000000ULL) {
-                        mp_conn_close(c, NULL);
+                } else {
+                        mp_http_sweep(c, now);
                 }
                 break;
         case MP_CONN_ADMIN:
+                mp_http_sweep(c, now);
                 break;
         }
 }

@@ -274,6 +274,12 @@ static int ctx_new(bool server, const char *cert_pem, const struct tether_key *k
                 r = -EIO;
                 goto fail;
         }
+        /* TLS 1.2 only with forward secrecy and AEAD (an audit found RSA key
+         * exchange and CBC suites accepted); TLS 1.3 as OpenSSL has it. */
+        if (SSL_CTX_set_cipher_list(ctx->ssl_ctx, TETHER_TLS12_CIPHERS) != 1) {
+                r = -EIO;
+                goto fail;
+        }
         SSL_CTX_set_options(ctx->ssl_ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
         /* Partial writes report progress; a retried write may come from a
          * buffer that moved (the owner's queue may have reallocated). */

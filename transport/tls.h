@@ -15,6 +15,15 @@
 
 struct tether_key;
 
+/* The TLS 1.2 cipher suites both sides allow: forward-secret key exchange
+ * (ECDHE) and AEAD encryption only; no RSA key exchange, no CBC. TLS 1.3
+ * keeps OpenSSL's default suites, which all are. OpenSSL cipher-list
+ * syntax, also given to libcurl (CURLOPT_SSL_CIPHER_LIST) by the agent's
+ * HTTPS channel. */
+#define TETHER_TLS12_CIPHERS                                                                                \
+        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"          \
+        "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
 /* A TLS configuration (wraps SSL_CTX). Owned by its creator. */
 struct tether_tls_ctx;
 

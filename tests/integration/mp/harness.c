@@ -323,9 +323,12 @@ static int wait_fd(int fd, enum tether_tls_want want, int timeout_ms) {
 }
 
 int chan_open(struct chan *c, struct mp_server_proc *p, const struct device *d) {
-        struct sockaddr_in sa = {.sin_family = AF_INET,
-                                 .sin_port = htons(p->tcp_port),
-                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        return chan_open_port(c, p, d, p->tcp_port);
+}
+
+int chan_open_port(struct chan *c, struct mp_server_proc *p, const struct device *d, uint16_t port) {
+        struct sockaddr_in sa = {
+                .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         enum tether_tls_want want = TETHER_TLS_WANT_NONE;
         int r, one = 1;
 

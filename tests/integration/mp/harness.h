@@ -66,6 +66,8 @@ struct chan {
 };
 
 int chan_open(struct chan *c, struct mp_server_proc *p, const struct device *d);
+/* The same TLS client on another of the server's ports (its HTTPS port). */
+int chan_open_port(struct chan *c, struct mp_server_proc *p, const struct device *d, uint16_t port);
 void chan_close(struct chan *c);
 int chan_send_raw(struct chan *c, const void *data, size_t len);
 int chan_send(struct chan *c, const struct tether_msg *msg, const struct tether_key *signer);

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -52,12 +53,40 @@ static void test_hex(void **state) {
         assert_string_equal(out, "00abff");
 }
 
+static void test_escape_log(void **state) {
+        char *e;
+
+        e = str_escape_log("plain host-1", 12);
+        assert_string_equal(e, "plain host-1");
+        free(e);
+        /* a forged second line stays on the first */
+        e = str_escape_log("h\nMar 1 tether-mp: fake\r\t", strlen("h\nMar 1 tether-mp: fake\r\t"));
+        assert_string_equal(e, "h\\nMar 1 tether-mp: fake\\r\\t");
+        free(e);
+        e = str_escape_log("a\\b\x1b[31m\x7f", strlen("a\\b\x1b[31m\x7f"));
+        assert_string_equal(e, "a\\\\b\\x1b[31m\\x7f");
+        free(e);
+        /* an embedded NUL is shown, not a terminator */
+        e = str_escape_log("a\0b", 3);
+        assert_string_equal(e, "a\\x00b");
+        free(e);
+        /* valid UTF-8 stays readable; invalid bytes are escaped */
+        e = str_escape_log("h\xc3\xa9", 3);
+        assert_string_equal(e, "h\xc3\xa9");
+        free(e);
+        e = str_escape_log("h\xff", 2);
+        assert_string_equal(e, "h\\xff");
+        free(e);
+        e = str_escape_log(NULL, 5);
+        assert_string_equal(e, "");
+        free(e);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_parse_u64),
-                cmocka_unit_test(test_strscpy),
-                cmocka_unit_test(test_utf8),
-                cmocka_unit_test(test_hex),
+                cmocka_unit_test(test_parse_u64),  cmocka_unit_test(test_strscpy),
+                cmocka_unit_test(test_utf8),       cmocka_unit_test(test_hex),
+                cmocka_unit_test(test_escape_log),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

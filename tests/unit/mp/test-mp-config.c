@@ -116,6 +116,43 @@ static void test_file_bad_values_keep_previous(void **state) {
         rmdir(dir);
 }
 
+/* The limits of issue #10: sane defaults, settable, ranges enforced. */
+static void test_limits(void **state) {
+        struct mp_config c;
+
+        (void)state;
+        mp_config_init(&c);
+        assert_int_equal(c.max_signin, 65536);
+        assert_int_equal(c.request_timeout, 30);
+        assert_int_equal(c.max_conns, 20000);
+        assert_int_equal(c.max_unauth, 4096);
+        assert_int_equal(c.max_unauth_per_addr, 1024);
+        assert_int_equal(c.max_body_total, 128u * 1024u * 1024u);
+        assert_int_equal(c.overload_retry_after, 60);
+        assert_int_equal(mp_config_set(&c, "MaxSignInBytes", "8192"), 0);
+        assert_int_equal(c.max_signin, 8192);
+        assert_int_equal(mp_config_set(&c, "RequestTimeoutSeconds", "5"), 0);
+        assert_int_equal(mp_config_set(&c, "MaxConnections", "100"), 0);
+        assert_int_equal(mp_config_set(&c, "MaxUnauthenticated", "10"), 0);
+        assert_int_equal(mp_config_set(&c, "MaxUnauthenticatedPerAddress", "2"), 0);
+        assert_int_equal(mp_config_set(&c, "MaxBufferedBodyBytes", "2097152"), 0);
+        assert_int_equal(mp_config_set(&c, "OverloadRetryAfterSeconds", "90"), 0);
+        assert_int_equal(c.request_timeout, 5);
+        assert_int_equal(c.max_conns, 100);
+        assert_int_equal(c.max_unauth, 10);
+        assert_int_equal(c.max_unauth_per_addr, 2);
+        assert_int_equal(c.max_body_total, 2097152);
+        assert_int_equal(c.overload_retry_after, 90);
+        /* should-fail: limits that would switch the protection off or
+         * starve the server */
+        assert_int_equal(mp_config_set(&c, "MaxSignInBytes", "100"), -ERANGE);
+        assert_int_equal(mp_config_set(&c, "RequestTimeoutSeconds", "0"), -ERANGE);
+        assert_int_equal(mp_config_set(&c, "MaxConnections", "0"), -ERANGE);
+        assert_int_equal(mp_config_set(&c, "MaxBufferedBodyBytes", "1000"), -ERANGE);
+        assert_int_equal(c.max_signin, 8192);
+        mp_config_done(&c);
+}
+
 static void test_example_conf_parses(void **state) {
         struct mp_config c;
 
@@ -135,6 +172,7 @@ int main(void) {
                 cmocka_unit_test(test_https_listen_list),
                 cmocka_unit_test(test_file_bad_values_keep_previous),
                 cmocka_unit_test(test_example_conf_parses),
+                cmocka_unit_test(test_limits),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
