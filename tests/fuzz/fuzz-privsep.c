@@ -50,6 +50,9 @@ static void round_trip(enum priv_side side, const struct priv_msg *m) {
         case PRIV_SITE_KEY:
                 r = priv_build_site_key(m->data, m->data_len, &buf, &len);
                 break;
+        case PRIV_SITE_CHAIN:
+                r = priv_build_site_chain((const char *)m->data, m->data_len, &buf, &len);
+                break;
         case PRIV_STATUS:
                 r = priv_build_status(text, &buf, &len);
                 break;
