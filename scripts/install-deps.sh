@@ -13,6 +13,11 @@ packages=(
   systemd  # systemd-analyze, systemd-sysusers and systemd-tmpfiles in the packaging tests
   # packaging tests: rpmbuild, lintian, debootstrap; dpkg-shlibdeps and file for CPack DEB
   rpm lintian debootstrap dpkg-dev file
+  # container test (tests/container/): podman with runc (crun refuses hybrid
+  # cgroups), CNI bridge, DNS and firewall for the compose network, and both
+  # compose programs Debian 12 ships
+  podman runc containernetworking-plugins golang-github-containernetworking-plugin-dnsname
+  iptables podman-compose docker-compose
   # the demo prints through these
   ca-certificates
 )
