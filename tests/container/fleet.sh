@@ -54,6 +54,7 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 runtime = "runc"
 image_copy_tmp_dir = "$w/tmp"
+tmp_dir = "$w/libpod-tmp"
 [network]
 network_backend = "cni"
 network_config_dir = "$w/cni"
@@ -79,14 +80,25 @@ if [ "${1:-}" = --in-netns ]; then
         work=$3
         setup_podman_env "$work"
         ip link set lo up
+        # What CNI and podman keep outside the test's directories (network
+        # namespace files, IP allocations, dnsmasq state) goes to tmpfs
+        # mounts of this private mount namespace, never to the host's.
+        for d in /run/netns /var/lib/cni /run/containers/cni; do
+                mkdir -p "$d"
+                mount -t tmpfs tether-container-test "$d" || fail "mount tmpfs on $d"
+        done
         project=tether-fleet-test
         compose=(podman-compose -p "$project" -f "$src/packaging/container/compose.yaml")
         mp=${project}_tether-mp_1
         cleanup() {
                 "${compose[@]}" down -v >"$work/down.log" 2>&1 || true
-                podman rm -f -t 5 tether-fleet-test-rootless >/dev/null 2>&1 || true
+                podman rm -f -v -t 5 tether-fleet-test-rootless >/dev/null 2>&1 || true
+                podman volume rm -f "${project}_mp-state" >/dev/null 2>&1 || true
                 podman volume prune -f >/dev/null 2>&1 || true
                 podman network rm -f "${project}_default" >/dev/null 2>&1 || true
+                # The dnsname plugin's dnsmasq for this network, if still up.
+                local pidfile=/run/containers/cni/dnsname/${project}_default/pidfile
+                [ ! -s "$pidfile" ] || kill "$(cat "$pidfile")" 2>/dev/null || true
         }
         trap cleanup EXIT
         cleanup
@@ -195,6 +207,10 @@ dry=$(cd "$work" && TETHER_AGENTS=5 podman-compose --dry-run -p tether-fleet \
 if printf '%s\n' "$dry" | grep '^podman run --name=tether-fleet_agent_' | grep_q -e ':/var/lib/tether\b'; then
         fail "podman-compose mounts one volume on /var/lib/tether for every agent (one identity for the fleet)"
 fi
+# podman-compose 1.0.3 creates the network and volumes even in a dry run
+# (definitions only, in this test's storage and CNI directory).
+podman network rm -f tether-fleet_default >/dev/null 2>&1 || true
+podman volume rm -f tether-fleet_mp-state >/dev/null 2>&1 || true
 echo "ok: compose.yaml: docker-compose 1.29 accepts it; podman-compose makes 5 agents, no shared state volume"
 
 # The base image, once per work directory and storage driver.
@@ -219,7 +235,7 @@ if ! podman image exists docker.io/library/debian:bookworm-slim; then
 fi
 # overlay where it works (fast layers), else vfs: decided once, kept.
 if [ ! -f "$work/driver" ]; then
-        if out=$(podman run --rm --pull=never --entrypoint true debian:bookworm-slim 2>&1); then
+        if out=$(podman run --rm --pull=never --network none --entrypoint true debian:bookworm-slim 2>&1); then
                 echo overlay >"$work/driver"
         else
                 note "overlay storage does not work here ($out): vfs"
@@ -251,16 +267,26 @@ done
 # One container per image (each start copies the image under vfs).
 slim_check='for p in cmake gcc ninja-build libssl-dev libc6-dev dpkg-dev $EXTRA; do
         if dpkg -s "$p" >/dev/null 2>&1; then echo "holds $p"; fi; done'
-out=$(podman run --rm --entrypoint sh -e EXTRA= tether-agent -c "$slim_check; tetherd --version") ||
+out=$(podman run --rm --network none --entrypoint sh -e EXTRA= tether-agent -c "$slim_check; tetherd --version") ||
         fail "podman run tether-agent: $out"
 printf '%s\n' "$out" | grep_q '^holds' && fail "the agent image: $(printf '%s\n' "$out" | grep '^holds' | tr '\n' ' ')"
 printf '%s\n' "$out" | grep_q '^tetherd ' || fail "tetherd --version in its image: $out"
-out=$(podman run --rm --entrypoint sh -e EXTRA=systemd tether-mp -c "$slim_check; tether-mp --version") ||
+out=$(podman run --rm --network none --entrypoint sh -e EXTRA=systemd tether-mp -c "$slim_check; tether-mp --version") ||
         fail "podman run tether-mp: $out"
 printf '%s\n' "$out" | grep_q '^holds' && fail "the MP image: $(printf '%s\n' "$out" | grep '^holds' | tr '\n' ' ')"
 printf '%s\n' "$out" | grep_q '^tether-mp ' || fail "tether-mp --version in its image: $out"
 echo "ok: both images built from the Containerfile; no build dependencies in them, no systemd in the MP image"
 
-unshare --net --mount --propagation private bash "$0" --in-netns "$src" "$work" ||
-        fail "the fleet (see above)"
+# The mount points the fleet's namespace covers with tmpfs: the ones that
+# did not exist before are removed again afterwards.
+made=()
+for d in /run/netns /var/lib/cni /run/containers/cni; do
+        [ -d "$d" ] || made+=("$d")
+done
+rc=0
+unshare --net --mount --propagation private bash "$0" --in-netns "$src" "$work" || rc=$?
+for d in "${made[@]}"; do
+        rmdir "$d" 2>/dev/null || true
+done
+[ "$rc" = 0 ] || fail "the fleet (see above)"
 note "container-fleet took $(($(date +%s) - t0)) s"
