@@ -8,10 +8,13 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include <fcntl.h>
 #include <ini.h>
 
 #include "common/cleanup.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "common/strutil.h"
 #include "mp/mp.h"
@@ -61,6 +64,31 @@ static int parse_string(struct mp_config *c, const char *value, size_t offset, u
         free(*field);
         *field = copy;
         return 0;
+}
+
+/* A secret kept out of the INI file (which a DynamicUser= service may not be
+ * able to read once it is 0600): the file's content up to the first line
+ * end. An empty file means no token. */
+static int read_token_file(const char *path, char **ret) {
+        _cleanup_(freep) uint8_t *data = NULL;
+        size_t len = 0;
+        int r;
+
+        r = read_file_at(AT_FDCWD, path, 4096, &data, &len);
+        if (r < 0)
+                return log_error_errno(r, "Failed to read the enrolment token from %s: %m", path);
+        data[strcspn((char *)data, "\r\n")] = 0;
+        free(*ret);
+        *ret = strdup((char *)data);
+        return *ret ? 0 : -ENOMEM;
+}
+
+static int parse_token_file(struct mp_config *c, const char *value, size_t offset, uint64_t min,
+                            uint64_t max) {
+        (void)offset;
+        (void)min;
+        (void)max;
+        return read_token_file(value, &c->token);
 }
 
 static int parse_uint(struct mp_config *c, const char *value, size_t offset, uint64_t min, uint64_t max) {
@@ -166,6 +194,7 @@ static const struct config_key {
         {"AdminSocketGroup", parse_string, offsetof(struct mp_config, admin_group), 0, 0},
         {"Approval", parse_approval, 0, 0, 0},
         {"EnrolmentToken", parse_string, offsetof(struct mp_config, token), 0, 0},
+        {"EnrolmentTokenFile", parse_token_file, 0, 0, 0},
         {"PolicyDirectory", parse_string, offsetof(struct mp_config, policy_dir), 0, 0},
         {"TLSName", parse_tls_name, 0, 0, 0},
         {"KeepAliveSeconds", parse_uint, offsetof(struct mp_config, keepalive), 1, 86400},
@@ -231,5 +260,29 @@ int mp_config_load(struct mp_config *c, const char *path) {
                 return -ENOMEM;
         if (r > 0)
                 log_warning("%s:%d: syntax error, the rest of the line was ignored", path, r);
+        return 0;
+}
+
+int mp_config_load_credentials(struct mp_config *c) {
+        const char *dir = getenv("CREDENTIALS_DIRECTORY");
+        _cleanup_(freep) char *path = NULL;
+        _cleanup_(freep) char *token = NULL;
+        int r;
+
+        if (!dir || !*dir)
+                return 0;
+        path = path_join(dir, "enrolment-token");
+        if (!path)
+                return -ENOMEM;
+        if (access(path, F_OK) < 0)
+                return errno == ENOENT ? 0 : log_error_errno(-errno, "Failed to access %s: %m", path);
+        r = read_token_file(path, &token);
+        if (r < 0)
+                return r;
+        /* The unit's fallback (SetCredential=) is an empty line: no token. */
+        if (!*token)
+                return 0;
+        free(c->token);
+        c->token = TAKE_PTR(token);
         return 0;
 }

@@ -56,6 +56,8 @@ static void help_serve(void) {
                "  --admin-group GROUP      make the admin socket 0660 for this group\n"
                "  --approval MODE          auto | manual | token (default auto)\n"
                "  --token TOKEN            the enrolment token for --approval token\n"
+               "  --token-file FILE        read it from FILE (first line) instead; under\n"
+               "                           systemd the credential enrolment-token is read too\n"
                "  --policy-dir DIR         policies (default DIR/policies)\n"
                "  --tls-name NAME          a name for the TLS certificate (repeatable; first start)\n"
                "  --keepalive SECONDS      KeepAliveSeconds told to agents (default 180)\n"
@@ -129,6 +131,7 @@ static int cmd_serve(int argc, char **argv) {
                 ARG_ADMIN_GROUP,
                 ARG_APPROVAL,
                 ARG_TOKEN,
+                ARG_TOKEN_FILE,
                 ARG_POLICY,
                 ARG_TLS_NAME,
                 ARG_KEEPALIVE,
@@ -147,6 +150,7 @@ static int cmd_serve(int argc, char **argv) {
                 {"admin-group", required_argument, NULL, ARG_ADMIN_GROUP},
                 {"approval", required_argument, NULL, ARG_APPROVAL},
                 {"token", required_argument, NULL, ARG_TOKEN},
+                {"token-file", required_argument, NULL, ARG_TOKEN_FILE},
                 {"policy-dir", required_argument, NULL, ARG_POLICY},
                 {"tls-name", required_argument, NULL, ARG_TLS_NAME},
                 {"keepalive", required_argument, NULL, ARG_KEEPALIVE},
@@ -165,6 +169,7 @@ static int cmd_serve(int argc, char **argv) {
                 [ARG_ADMIN_GROUP - ARG_STATE] = "AdminSocketGroup",
                 [ARG_APPROVAL - ARG_STATE] = "Approval",
                 [ARG_TOKEN - ARG_STATE] = "EnrolmentToken",
+                [ARG_TOKEN_FILE - ARG_STATE] = "EnrolmentTokenFile",
                 [ARG_POLICY - ARG_STATE] = "PolicyDirectory",
                 [ARG_TLS_NAME - ARG_STATE] = "TLSName",
                 [ARG_KEEPALIVE - ARG_STATE] = "KeepAliveSeconds",
@@ -202,6 +207,11 @@ static int cmd_serve(int argc, char **argv) {
                         mp_config_done(&cfg);
                         return 1;
                 }
+        }
+        /* Credentials win over the file, the command line over both. */
+        if (mp_config_load_credentials(&cfg) < 0) {
+                mp_config_done(&cfg);
+                return 1;
         }
         bool names_from_cli = false;
         optind = 1;
@@ -247,7 +257,8 @@ static int cmd_serve(int argc, char **argv) {
                 return 1;
         }
         if (cfg.approval == MP_APPROVAL_TOKEN && (!cfg.token || !*cfg.token)) {
-                log_error("Approval mode 'token' needs --token or EnrolmentToken=");
+                log_error("Approval mode 'token' needs a token: the credential enrolment-token, "
+                          "--token(-file), EnrolmentToken= or EnrolmentTokenFile=");
                 mp_config_done(&cfg);
                 return 2;
         }

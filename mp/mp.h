@@ -93,6 +93,11 @@ void mp_config_done(struct mp_config *c);
  * file and line and the previous value kept. -ENOENT if missing. */
 int mp_config_load(struct mp_config *c, const char *path);
 int mp_config_set(struct mp_config *c, const char *key, const char *value); /* -EINVAL, -ENOENT */
+/* The systemd credential "enrolment-token" ($CREDENTIALS_DIRECTORY, from the
+ * unit's LoadCredential=), when present and not empty, replaces the token
+ * of the configuration file. 0 when there is none; negative errno, logged
+ * with the path, when it cannot be read. */
+int mp_config_load_credentials(struct mp_config *c);
 
 /* A reference-counted byte buffer: one signed PUSH frame is queued on
  * thousands of connections without a copy. */

@@ -14,6 +14,11 @@ packages=(
   squid  # agent-https-squid: the HTTPS fallback through a stock squid
   # packaging tests: rpmbuild, lintian, debootstrap; dpkg-shlibdeps and file for CPack DEB
   rpm lintian debootstrap dpkg-dev file
+  # container test (tests/container/): podman with runc (crun refuses hybrid
+  # cgroups), CNI bridge, DNS and firewall for the compose network, and both
+  # compose programs Debian 12 ships
+  podman runc containernetworking-plugins golang-github-containernetworking-plugin-dnsname
+  iptables podman-compose docker-compose
   # the demo prints through these
   ca-certificates
 )

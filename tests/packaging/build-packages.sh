@@ -59,6 +59,16 @@ rpm -qp --scripts "$rpm_agent" 2>/dev/null | grep_q 'systemd-sysusers' || fail "
 if rpm -qp --scripts "$rpm_agent" 2>/dev/null | grep -E 'systemctl (enable|start)|--now tetherd' | grep -v disable; then
         fail "the RPM enables or starts tetherd"
 fi
+# rpmlint standard-dir-owned-by-package: the packages own their files, never
+# the directories of the file-system layout.
+for rpm_file in "$build"/tether-agent-*.rpm "$build"/tether-mp-*.rpm; do
+        owned=$(rpm -qlp "$rpm_file" 2>/dev/null | grep -x -E '/usr|/usr/(s?bin|lib|lib64|share|share/doc|share/man|share/man/man[0-9])|/etc|/lib|/lib/systemd|/lib/systemd/system|/usr/lib/(systemd|systemd/system|sysusers\.d|tmpfiles\.d)' || true)
+        [ -z "$owned" ] || fail "$(basename "$rpm_file") owns standard directories: $owned"
+done
+# The .deb descriptions send the administrator to a drop-in, not to the
+# conffile (whose edits then need merging on upgrade).
+dpkg-deb -f "$(ls "$build"/tether-agent_*_*.deb)" Description | grep_q 'tether.conf.d/' ||
+        fail "the tether-agent description does not name a drop-in in /etc/tether/tether.conf.d/"
 echo "ok: packages built"
 
 # Should fail: without rpmbuild on PATH the RPM generator stops with a clear

@@ -173,10 +173,46 @@ grep_q "answered  ReturnCode: 1 (Success)" "$work/push.txt" || fail "push $push_
 stop_all
 echo "ok: packaged tetherd with the privilege split: identity owned by tether, control socket, push answered (ReturnCode 1)"
 
+# Remove, then reinstall, as administrators do (issue 11, item 1): the
+# remove masks both units (so nothing starts a unit whose binary is gone);
+# the reinstall must lift the mask, or `systemctl enable` fails with "Unit
+# file ... is masked" and the device never comes back. The identity
+# survives the remove: the same ClientID signs in again.
+in_root systemctl enable tetherd.service tether-mp.service >/dev/null 2>&1 ||
+        fail "systemctl enable before the remove: $(in_root systemctl enable tetherd.service tether-mp.service 2>&1)"
+in_root dpkg -r tether-agent tether-mp >/dev/null || fail "dpkg -r in the chroot"
+[ "$(readlink "$root/etc/systemd/system/tetherd.service")" = /dev/null ] ||
+        fail "the remove did not mask tetherd.service (the test no longer reproduces the reinstall case)"
+in_root dpkg -i "/tmp/$(basename "$agent_deb")" "/tmp/$(basename "$mp_deb")" >/dev/null || fail "dpkg -i again after the remove"
+for unit in tetherd.service tether-mp.service; do
+        [ ! -L "$root/etc/systemd/system/$unit" ] || fail "$unit is still masked after the reinstall"
+        out=$(in_root systemctl enable "$unit" 2>&1) || fail "systemctl enable $unit after the reinstall: $out"
+        state=$(in_root systemctl is-enabled "$unit" 2>&1 || true)
+        [ "$state" = enabled ] || fail "$unit is '$state' after remove, reinstall and enable"
+done
+echo "ok: remove, reinstall: both units unmasked and enabled again"
+rm -f "$root/tmp/mp-state/ports"
+run_in_root_bg "$work/mp2.log" /usr/bin/tether-mp serve --state-dir /tmp/mp-state --listen "127.0.0.1:$tcp_port" \
+        --https-listen "127.0.0.1:$https_port" --approval auto
+wait_file 20 "$root/tmp/mp-state/ports" || { cat "$work/mp2.log"; fail "tether-mp did not start again in the root"; }
+run_in_root_bg "$work/tetherd2.log" /usr/sbin/tetherd --foreground
+signed_in2() { grep_q "Signed in to the MP as" "$work/tetherd2.log"; }
+for _ in $(seq 150); do signed_in2 && break; sleep 0.2; done
+signed_in2 || { cat "$work/tetherd2.log" "$work/mp2.log"; fail "the reinstalled tetherd did not sign in"; }
+[ "$(cat "$root/var/lib/tether/identity/client-id")" = "$client" ] || fail "the reinstall made a new ClientID"
+grep_q "Signed in to the MP as $client" "$work/tetherd2.log" ||
+        fail "the reinstalled tetherd signed in as another device: $(grep 'Signed in' "$work/tetherd2.log")"
+stop_all
+echo "ok: the reinstalled tetherd starts and signs in with the same ClientID ($client)"
+
 in_root dpkg -P tether-agent tether-mp >/dev/null || fail "dpkg -P in the chroot"
 [ ! -e "$root/var/lib/tether" ] || fail "purge left /var/lib/tether"
 [ ! -e "$root/etc/tether/tether.conf" ] || fail "purge left the conffile"
-echo "ok: purge in the chroot"
+# docs/OPERATIONS.md says purge deletes /etc/tether, drop-ins included (this
+# test put 50-site.conf and mp-ca.pem there, as an administrator does).
+[ ! -e "$root/etc/tether" ] || fail "purge left /etc/tether: $(find "$root/etc/tether" | sed "s|$root||")"
+[ ! -L "$root/etc/systemd/system/tetherd.service" ] || fail "purge left tetherd.service masked"
+echo "ok: purge in the chroot deletes /etc/tether and the state"
 
 # The RPM in the same root, with this host's rpm (--root: the scriptlets
 # run chrooted there). --nodeps: the root's rpm database is empty, its

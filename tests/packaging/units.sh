@@ -109,3 +109,32 @@ for d in var/lib/tether run/tether var/log/tether; do
         [ "$(stat -c '%a %u' "$root/$d")" = "750 $uid" ] || fail "$d: $(stat -c '%a %u:%g' "$root/$d")"
 done
 echo "ok: /var/lib/tether, /run/tether and /var/log/tether are 0750 tether"
+
+# Secrets (issue 11, item 5): the MP runs as a dynamic user, so a token in
+# a 0600 tether-mp.conf is out of its reach. The unit passes the token as
+# the credential "enrolment-token" (LoadCredential=, with an empty-line
+# SetCredential= fallback when the file is absent); the MP reads it from
+# $CREDENTIALS_DIRECTORY as systemd sets it.
+grep_q -x 'LoadCredential=enrolment-token:/etc/credstore/tether-mp.enrolment-token' "$work/tether-mp.service" ||
+        fail "tether-mp.service does not load the enrolment-token credential"
+grep_q -x 'SetCredential=enrolment-token:\\n' "$work/tether-mp.service" ||
+        fail "tether-mp.service has no fallback for a missing enrolment-token file (the unit would not start)"
+if [ -n "$mp_bin" ]; then
+        creds="$work/credentials"
+        mkdir -m 0700 "$creds"
+        printf 's3cret\n' >"$creds/enrolment-token"
+        chmod 0400 "$creds/enrolment-token"
+        conf="$work/tether-mp.conf"
+        printf '[MP]\nApproval=token\n' >"$conf"
+        out=$(CREDENTIALS_DIRECTORY=$creds "$mp_bin" serve --config "$conf" --state-dir "$work/mp" --check 2>&1) ||
+                fail "tether-mp with the enrolment-token credential: $out"
+        printf '%s' "$out" | grep_q "configuration OK" || fail "tether-mp --check: $out"
+        # Should fail: the unit's fallback (an empty line) is no token.
+        printf '\n' >"$creds/fallback"
+        mkdir "$creds/empty" && mv "$creds/fallback" "$creds/empty/enrolment-token"
+        if out=$(CREDENTIALS_DIRECTORY=$creds/empty "$mp_bin" serve --config "$conf" --state-dir "$work/mp" --check 2>&1); then
+                fail "tether-mp took the empty fallback credential as a token: $out"
+        fi
+        printf '%s' "$out" | grep_q "enrolment-token" || fail "the error does not name the credential: $out"
+        echo "ok: the MP reads its enrolment token from the systemd credential, and the empty fallback is none"
+fi

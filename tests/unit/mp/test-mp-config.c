@@ -153,6 +153,60 @@ static void test_limits(void **state) {
         mp_config_done(&c);
 }
 
+/* Secrets from files: EnrolmentTokenFile= and the systemd credential. */
+static void test_token_file_and_credential(void **state) {
+        char dir[] = "/tmp/test-mp-config-cred.XXXXXX";
+        char path[256], cred[256];
+        struct mp_config c;
+        FILE *f;
+
+        (void)state;
+        assert_non_null(mkdtemp(dir));
+        snprintf(path, sizeof(path), "%s/token", dir);
+        f = fopen(path, "w");
+        assert_non_null(f);
+        fputs("from-file\nsecond line ignored\n", f);
+        fclose(f);
+
+        mp_config_init(&c);
+        assert_int_equal(mp_config_set(&c, "EnrolmentToken", "inline"), 0);
+        assert_int_equal(mp_config_set(&c, "EnrolmentTokenFile", path), 0);
+        assert_string_equal(c.token, "from-file");
+        /* should-fail: a missing file is an error, and the token is kept */
+        assert_true(mp_config_set(&c, "EnrolmentTokenFile", "/nonexistent/token") < 0);
+        assert_string_equal(c.token, "from-file");
+
+        /* No $CREDENTIALS_DIRECTORY: nothing changes. */
+        unsetenv("CREDENTIALS_DIRECTORY");
+        assert_int_equal(mp_config_load_credentials(&c), 0);
+        assert_string_equal(c.token, "from-file");
+        /* A directory without the credential: nothing changes. */
+        setenv("CREDENTIALS_DIRECTORY", dir, 1);
+        assert_int_equal(mp_config_load_credentials(&c), 0);
+        assert_string_equal(c.token, "from-file");
+        /* The unit's fallback, an empty line: still no change. */
+        snprintf(cred, sizeof(cred), "%s/enrolment-token", dir);
+        f = fopen(cred, "w");
+        assert_non_null(f);
+        fputs("\n", f);
+        fclose(f);
+        assert_int_equal(mp_config_load_credentials(&c), 0);
+        assert_string_equal(c.token, "from-file");
+        /* The credential wins over the file's keys. */
+        f = fopen(cred, "w");
+        assert_non_null(f);
+        fputs("from-credential\n", f);
+        fclose(f);
+        assert_int_equal(mp_config_load_credentials(&c), 0);
+        assert_string_equal(c.token, "from-credential");
+        mp_config_done(&c);
+        unsetenv("CREDENTIALS_DIRECTORY");
+
+        unlink(cred);
+        unlink(path);
+        rmdir(dir);
+}
+
 static void test_example_conf_parses(void **state) {
         struct mp_config c;
 
@@ -171,6 +225,7 @@ int main(void) {
                 cmocka_unit_test(test_set_and_ranges),
                 cmocka_unit_test(test_https_listen_list),
                 cmocka_unit_test(test_file_bad_values_keep_previous),
+                cmocka_unit_test(test_token_file_and_credential),
                 cmocka_unit_test(test_example_conf_parses),
                 cmocka_unit_test(test_limits),
         };
