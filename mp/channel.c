@@ -248,7 +248,7 @@ int mp_signin(struct mp_conn *c, const struct tether_frame *frame, enum mp_signi
                 return 0;
         }
         if (!c->peer_key) {
-                log_warning("SIGNIN from %s refused: no client certificate", c->peer);
+                log_warning("SIGNIN from %s refused: no usable client certificate key", c->peer);
                 *ret = MP_OUTCOME_UNAUTHORIZED;
                 return 0;
         }

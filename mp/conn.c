@@ -394,6 +394,20 @@ void mp_conn_unref(struct mp_conn *c) {
         free(c);
 }
 
+/* No usable client key: say which, since "no client certificate" would
+ * send an administrator who provisioned, say, an RSA-1024 key astray. */
+static void conn_log_refused_key(struct mp_conn *c, int r) {
+        char name[64];
+
+        if (tether_tls_peer_key_name(c->tls, name, sizeof(name)) < 0) {
+                log_debug("%s: no client certificate", c->peer);
+                return;
+        }
+        log_warning("TLS client certificate from %s refused: its key is %s (%s); the protocol allows ECDSA "
+                    "P-256, Ed25519 and RSA of 2048 to 8192 bits",
+                    c->peer, name, r == -EKEYREJECTED ? "not allowed" : strerror(-r));
+}
+
 static int conn_handshake(struct mp_conn *c) {
         enum tether_tls_want want = TETHER_TLS_WANT_NONE;
         int r;
@@ -413,7 +427,7 @@ static int conn_handshake(struct mp_conn *c) {
         c->want_write = false;
         r = tether_tls_peer_key(c->tls, &c->peer_key);
         if (r < 0)
-                log_debug("%s: no client certificate key", c->peer);
+                conn_log_refused_key(c, r);
         if (c->overloaded && c->kind == MP_CONN_CHANNEL) {
                 /* The contract's refusal: come back later, or elsewhere. */
                 (void)mp_channel_goodbye(c, TETHER_GOODBYE_OVERLOADED, c->srv->cfg->overload_retry_after);

@@ -615,6 +615,27 @@ int tether_tls_peer_key(const struct tether_tls_conn *conn, struct tether_key **
         return tether_key_from_evp(pkey, ret);
 }
 
+int tether_tls_peer_key_name(const struct tether_tls_conn *conn, char *buf, size_t size) {
+        X509 *cert;
+        EVP_PKEY *pkey;
+        const char *type;
+
+        if (!conn || !buf || size == 0)
+                return -EINVAL;
+        cert = SSL_get0_peer_certificate(conn->ssl);
+        if (!cert)
+                return -ENOENT;
+        pkey = X509_get0_pubkey(cert);
+        if (!pkey) {
+                ERR_clear_error();
+                snprintf(buf, size, "an unreadable key");
+                return 0;
+        }
+        type = EVP_PKEY_get0_type_name(pkey);
+        snprintf(buf, size, "%s of %d bits", type ? type : "unknown type", EVP_PKEY_get_bits(pkey));
+        return 0;
+}
+
 const char *tether_tls_conn_error(const struct tether_tls_conn *conn) {
         if (!conn)
                 return "no connection";

@@ -72,6 +72,10 @@ bool tether_tls_pending(const struct tether_tls_conn *conn);
 
 /* The peer's certificate public key, owned by the caller; -ENOENT if none. */
 int tether_tls_peer_key(const struct tether_tls_conn *conn, struct tether_key **ret);
+/* Names the peer certificate's key for a log line ("RSA of 1024 bits"),
+ * so that a key the protocol refuses is told apart from no certificate.
+ * -ENOENT: the peer sent no certificate. */
+int tether_tls_peer_key_name(const struct tether_tls_conn *conn, char *buf, size_t size);
 
 /* The last error, for logs ("certificate verify failed: ..."). */
 const char *tether_tls_conn_error(const struct tether_tls_conn *conn);

@@ -691,6 +691,25 @@ static void test_tls_ciphers(void **state) {
         assert_alive(&f->p);
 }
 
+/* Low item: a client certificate whose key the protocol refuses (RSA-1024)
+ * is named as such in the MP's log, not as "no client certificate". */
+static void test_rsa1024_client_key_named(void **state) {
+        struct fixture *f = *state;
+        char cmd[2048];
+        _cleanup_(freep) char *line = NULL;
+
+        snprintf(cmd, sizeof(cmd),
+                 "cd '%s' && openssl req -x509 -newkey rsa:1024 -nodes -keyout rsa1024.key -out rsa1024.crt "
+                 "-subj /CN=weak -days 1 >/dev/null 2>&1 && openssl s_client -connect 127.0.0.1:%u "
+                 "-cipher DEFAULT@SECLEVEL=0 -cert rsa1024.crt -key rsa1024.key </dev/null >rsa1024.out 2>&1",
+                 f->p.dir, f->p.tcp_port);
+        assert_int_not_equal(system(cmd), -1);
+        line = wait_log_line(&f->p, "TLS client certificate from 127.0.0.1:", 5000);
+        assert_non_null(line);
+        assert_non_null(strstr(line, "its key is RSA of 1024 bits"));
+        assert_alive(&f->p);
+}
+
 /* A TLS 1.2 server (openssl s_server) with an RSA certificate that offers
  * only `cipher`, on a free port; -www, which serves one connection after
  * another (the interactive mode ends at the first EOF of its stdin). */
@@ -1015,6 +1034,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_global_cap, setup_global_cap, teardown),
                 cmocka_unit_test_setup_teardown(test_body_budget, setup_budget, teardown),
                 cmocka_unit_test_setup_teardown(test_tls_ciphers, setup_default, teardown),
+                cmocka_unit_test_setup_teardown(test_rsa1024_client_key_named, setup_default, teardown),
                 cmocka_unit_test_setup_teardown(test_agent_tls_ciphers, setup_default, teardown),
                 cmocka_unit_test_setup_teardown(test_hostname_escaped, setup_default, teardown),
                 cmocka_unit_test_setup_teardown(test_unsigned_signin, setup_default, teardown),
