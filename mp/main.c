@@ -58,6 +58,8 @@ static void help_serve(void) {
                "  --push-rate N            fan-out frames per second, 0 = unlimited (default 1000)\n"
                "  --push-batch N           fan-out batch size (default 200)\n"
                "  --push-expires SECONDS   default push lifetime (default 3600)\n"
+               "  --store SPEC             the records: an SQLite file (default <state-dir>/tether-mp.db)\n"
+               "                           or postgresql://... (Store= in the file)\n"
                "  --check                  parse the configuration, print 'configuration OK', exit\n"
                "  --verbose                debug logging\n"
                "\n"
@@ -131,6 +133,7 @@ static int cmd_serve(int argc, char **argv) {
                 ARG_RATE,
                 ARG_BATCH,
                 ARG_EXPIRES,
+                ARG_STORE,
                 ARG_CHECK,
         };
         static const struct option opts[] = {
@@ -149,6 +152,7 @@ static int cmd_serve(int argc, char **argv) {
                 {"push-rate", required_argument, NULL, ARG_RATE},
                 {"push-batch", required_argument, NULL, ARG_BATCH},
                 {"push-expires", required_argument, NULL, ARG_EXPIRES},
+                {"store", required_argument, NULL, ARG_STORE},
                 {"check", no_argument, NULL, ARG_CHECK},
                 {"verbose", no_argument, NULL, 'v'},
                 {},
@@ -167,6 +171,7 @@ static int cmd_serve(int argc, char **argv) {
                 [ARG_RATE - ARG_STATE] = "PushRate",
                 [ARG_BATCH - ARG_STATE] = "PushBatch",
                 [ARG_EXPIRES - ARG_STATE] = "PushExpiresSeconds",
+                [ARG_STORE - ARG_STATE] = "Store",
         };
         struct mp_config cfg;
         struct mp_server *srv = NULL;
@@ -215,7 +220,7 @@ static int cmd_serve(int argc, char **argv) {
                         cfg.n_tls_names = 0;
                         names_from_cli = true;
                 }
-                if (c < ARG_STATE || c > ARG_EXPIRES || !key_of[c - ARG_STATE]) {
+                if (c < ARG_STATE || c > ARG_STORE || !key_of[c - ARG_STATE]) {
                         mp_config_done(&cfg);
                         return 2;
                 }

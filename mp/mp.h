@@ -54,6 +54,7 @@ struct tether_tls_conn;
 
 struct mp_config {
         char *state_dir;
+        char *store;        /* NULL: <state_dir>/tether-mp.db (SQLite); or a postgresql:// URL */
         char *listen;       /* "ADDR:PORT" */
         char *https_listen; /* "ADDR:PORT", "" or "off" disables */
         char *admin_socket;

@@ -2,14 +2,16 @@
 #pragma once
 
 /*
- * tether-mp's records, in SQLite (WAL, synchronous=FULL): devices and their
- * bound keys, ClientID/key conflicts, pushes with their signed frames, the
- * per-device state of each push, and the signed responses.
+ * tether-mp's records as the server sees them: the sign-in policy and the
+ * calls the channels, the push fan-out and the admin API make, over the
+ * store (mp/store.h: SQLite or PostgreSQL), which holds the rows. The
+ * *_json calls (mp/admin-json.c) turn the store's plain records into the
+ * admin API's JSON.
  *
  * Writes go into one open transaction that the server commits once per
  * event-loop round (group commit); mp_registry_commit() returns only when
- * the WAL is on disk, and the server sends nothing that acknowledges a write
- * (RESPONSE_ACK, a first SIGNIN_CONFIRM) before that.
+ * the writes are durable, and the server sends nothing that acknowledges a
+ * write (RESPONSE_ACK, a first SIGNIN_CONFIRM) before that.
  *
  * Ownership: the registry is owned by its opener; strings and json objects
  * returned are owned by the caller.
@@ -22,18 +24,14 @@
 
 #include <json-c/json.h>
 
+#include "mp/store.h"
+
 struct mp_registry;
 
 enum mp_approval_mode {
         MP_APPROVAL_AUTO = 0,
         MP_APPROVAL_MANUAL,
         MP_APPROVAL_TOKEN,
-};
-
-enum mp_device_status {
-        MP_DEVICE_APPROVED = 0,
-        MP_DEVICE_PENDING,
-        MP_DEVICE_REJECTED,
 };
 
 /* The answer to a sign-in. */
@@ -44,27 +42,23 @@ enum mp_signin_verdict {
         MP_SIGNIN_CONFLICT,
 };
 
-/* States of one push for one device, in the order they advance. */
-enum mp_target_state {
-        MP_TARGET_PENDING = 0,
-        MP_TARGET_DELIVERED = 1,
-        MP_TARGET_ACKNOWLEDGED = 2,
-        MP_TARGET_ANSWERED = 3,
-        MP_TARGET_EXPIRED = 4,
-};
-
 const char *mp_approval_mode_name(enum mp_approval_mode m);
 int mp_approval_mode_from_string(const char *s, enum mp_approval_mode *ret);
 const char *mp_device_status_name(enum mp_device_status s);
 const char *mp_target_state_name(enum mp_target_state s);
 const char *mp_signin_verdict_name(enum mp_signin_verdict v);
 
-/* Opens (creating when missing) the database at path. ":memory:" works for
- * tests. Returns -EIO with the SQLite message logged at debug. */
-int mp_registry_open(const char *path, struct mp_registry **ret);
+/* Opens (creating or migrating when needed) the store named by spec: an
+ * SQLite path (":memory:" works for tests) or a PostgreSQL URL (see
+ * mp_store_open()). */
+int mp_registry_open(const char *spec, struct mp_registry **ret);
 struct mp_registry *mp_registry_free(struct mp_registry *reg); /* rolls back nothing: commits */
+/* The store underneath (owned by the registry), for mp/admin-json.c. */
+struct mp_store *mp_registry_store(struct mp_registry *reg);
 
-/* Commits the open transaction, if any (durable on return). */
+/* Commits the open transaction, if any (durable on return). -ECONNABORTED:
+ * the transaction was lost with the database connection, so nothing
+ * written since the last commit may be acknowledged. */
 int mp_registry_commit(struct mp_registry *reg);
 bool mp_registry_dirty(const struct mp_registry *reg);
 
@@ -154,21 +148,6 @@ int mp_registry_expire(struct mp_registry *reg, time_t now);
 typedef int (*mp_push_frame_cb)(uint64_t push_id, const uint8_t *frame, size_t len, void *userdata);
 int mp_registry_undelivered(struct mp_registry *reg, const char *client_id, time_t now, mp_push_frame_cb cb,
                             void *userdata);
-
-struct mp_response_record {
-        const char *client_id;
-        const char *task_guid;
-        uint64_t push_id;
-        uint64_t task_id;
-        uint32_t return_code;
-        const char *detail;
-        const uint8_t *body; /* raw signed XML */
-        size_t body_len;
-        const uint8_t *sig;
-        size_t sig_len;
-        const char *address;
-        time_t received;
-};
 
 /* Stores a verified response once per (ClientID, TaskGUID), and marks the
  * target answered. *ret_duplicate is true when it was already stored. */

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 
 #include "mp/registry.h"
@@ -18,10 +19,39 @@
 #define ID_B "AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE"
 #define GUID1 "A43DD1B3-A006-4604-B012-5529380B3B6F"
 
+/* Under tests/integration/mp-pg/pg-run.sh (ctest test-mp-registry-pg)
+ * TETHER_TEST_PG names a throwaway PostgreSQL and every test runs there;
+ * otherwise on SQLite. */
+static const char *pg_url(void) {
+        const char *u = getenv("TETHER_TEST_PG");
+
+        return u && *u ? u : NULL;
+}
+
+/* Runs SQL on the test's PostgreSQL over a connection of its own. */
+static void pg_sql(const char *sql) {
+        PGconn *c = PQconnectdb(pg_url());
+        PGresult *res;
+
+        assert_int_equal(PQstatus(c), CONNECTION_OK);
+        res = PQexec(c, sql);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+                fail_msg("%s: %s", sql, PQresultErrorMessage(res));
+        PQclear(res);
+        PQfinish(c);
+}
+
+/* Each test starts from an empty database. */
+static void pg_wipe(void) {
+        pg_sql("SET client_min_messages = warning; DROP SCHEMA public CASCADE; CREATE SCHEMA public");
+}
+
 static int setup(void **state) {
         struct mp_registry *reg = NULL;
 
-        assert_int_equal(mp_registry_open(":memory:", &reg), 0);
+        if (pg_url())
+                pg_wipe();
+        assert_int_equal(mp_registry_open(pg_url() ? pg_url() : ":memory:", &reg), 0);
         *state = reg;
         return 0;
 }
@@ -263,6 +293,10 @@ static void test_records_survive_reopen(void **state) {
         (void)state;
         assert_non_null(mkdtemp(dir));
         snprintf(path, sizeof(path), "%s/db", dir);
+        if (pg_url()) {
+                pg_wipe();
+                snprintf(path, sizeof(path), "%s", pg_url());
+        }
         assert_int_equal(mp_registry_open(path, &reg), 0);
         signin(reg, MP_APPROVAL_AUTO, NULL, ID_A, "KA", NULL, NULL);
         assert_int_equal(mp_registry_push_reserve(reg, &push_id, &task_id), 0);
@@ -404,6 +438,81 @@ static void test_old_conflicts_table_upgraded(void **state) {
         assert_int_equal(system(cmd), 0);
 }
 
+/* The schema is versioned; a database from a newer tether-mp is refused,
+ * and left as it was. */
+static void test_newer_schema_refused(void **state) {
+        char dir[] = "/tmp/test-mp-registry-XXXXXX", path[256], cmd[256];
+        struct mp_registry *reg = NULL;
+        sqlite3 *db = NULL;
+
+        (void)state;
+        assert_non_null(mkdtemp(dir));
+        snprintf(path, sizeof(path), "%s/db", dir);
+        if (pg_url()) {
+                pg_wipe();
+                snprintf(path, sizeof(path), "%s", pg_url());
+        }
+        assert_int_equal(mp_registry_open(path, &reg), 0);
+        signin(reg, MP_APPROVAL_AUTO, NULL, ID_A, "KA", NULL, NULL);
+        mp_registry_free(reg);
+        reg = NULL;
+        if (pg_url())
+                pg_sql("UPDATE schema_version SET version = 999");
+        else {
+                assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+                assert_int_equal(
+                        sqlite3_exec(db, "UPDATE schema_version SET version = 999", NULL, NULL, NULL),
+                        SQLITE_OK);
+                sqlite3_close(db);
+        }
+        /* should fail: 999 is newer than this binary knows */
+        assert_int_equal(mp_registry_open(path, &reg), -EPROTONOSUPPORT);
+        assert_null(reg);
+        /* the version back: the records are still there */
+        if (pg_url())
+                pg_sql("UPDATE schema_version SET version = 1");
+        else {
+                assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+                assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 1", NULL, NULL, NULL),
+                                 SQLITE_OK);
+                sqlite3_close(db);
+        }
+        assert_int_equal(mp_registry_open(path, &reg), 0);
+        assert_int_equal(mp_registry_device(reg, ID_A, NULL, NULL), 0);
+        mp_registry_free(reg);
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        assert_int_equal(system(cmd), 0);
+}
+
+/* PostgreSQL: a connection lost with writes open loses that transaction;
+ * commit says so (the server then acknowledges none of it), and the next
+ * call reconnects. */
+static void test_pg_connection_lost(void **state) {
+        struct mp_registry *reg = *state;
+        enum mp_device_status st;
+        int r;
+
+        signin(reg, MP_APPROVAL_AUTO, NULL, ID_A, "KA", NULL, NULL);
+        assert_int_equal(mp_registry_commit(reg), 0);
+        signin(reg, MP_APPROVAL_AUTO, NULL, ID_B, "KB", NULL, NULL);
+        assert_true(mp_registry_dirty(reg));
+        pg_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+               "WHERE pid <> pg_backend_pid() AND datname = current_database()");
+        /* should fail: the connection is gone */
+        r = mp_registry_set_status(reg, ID_A, MP_DEVICE_PENDING);
+        assert_int_equal(r, -ENOTCONN);
+        assert_true(mp_registry_dirty(reg));
+        assert_int_equal(mp_registry_commit(reg), -ECONNABORTED);
+        assert_false(mp_registry_dirty(reg));
+        /* reconnected: A was committed, B was not */
+        assert_int_equal(mp_registry_device(reg, ID_A, &st, NULL), 0);
+        assert_int_equal(st, MP_DEVICE_APPROVED);
+        assert_int_equal(mp_registry_device(reg, ID_B, NULL, NULL), -ENOENT);
+        signin(reg, MP_APPROVAL_AUTO, NULL, ID_B, "KB", NULL, NULL);
+        assert_int_equal(mp_registry_commit(reg), 0);
+        assert_int_equal(mp_registry_device(reg, ID_B, NULL, NULL), 0);
+}
+
 static void test_names(void **state) {
         enum mp_approval_mode m;
 
@@ -417,6 +526,9 @@ static void test_names(void **state) {
 }
 
 int main(void) {
+        const struct CMUnitTest pg_only[] = {
+                cmocka_unit_test_setup_teardown(test_pg_connection_lost, setup, teardown),
+        };
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_auto_binds_first_key, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_manual_mode, setup, teardown),
@@ -425,8 +537,14 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_push_states_and_dedupe, setup, teardown),
                 cmocka_unit_test(test_records_survive_reopen),
                 cmocka_unit_test_setup_teardown(test_duplicate_identity, setup, teardown),
+                cmocka_unit_test(test_newer_schema_refused),
                 cmocka_unit_test(test_old_conflicts_table_upgraded),
                 cmocka_unit_test(test_names),
         };
-        return cmocka_run_group_tests(tests, NULL, NULL);
+        int failed = cmocka_run_group_tests_name(pg_url() ? "registry on PostgreSQL" : "registry on SQLite",
+                                                 tests, NULL, NULL);
+
+        if (pg_url())
+                failed += cmocka_run_group_tests_name("PostgreSQL only", pg_only, NULL, NULL);
+        return failed;
 }

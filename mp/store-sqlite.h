@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/* Inside the SQLite engine: mp/store-sqlite.c (writes, schema) and
+ * mp/store-sqlite-read.c (list reads). Not for use outside those files.
+ * Record arrays returned are the caller's (mp/store.h's *_free). */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <sqlite3.h>
+
+struct mp_device_rec;
+struct mp_conflict_rec;
+struct mp_push_rec;
+struct mp_target_rec;
+struct mp_response_rec;
+
+/* A text column as a new string (NULL for NULL); *oom set on failure. */
+char *col_str(sqlite3_stmt *q, int i, bool *oom);
+
+int sqlite_read_devices(sqlite3 *db, struct mp_device_rec **ret, size_t *ret_n);
+int sqlite_read_conflicts(sqlite3 *db, struct mp_conflict_rec **ret, size_t *ret_n);
+int sqlite_read_approved_ids(sqlite3 *db, char ***ret_ids, size_t *ret_n);
+int sqlite_read_push(sqlite3 *db, uint64_t push_id, time_t now, struct mp_push_rec *ret,
+                     struct mp_target_rec **ret_targets, size_t *ret_n);
+int sqlite_read_responses(sqlite3 *db, unsigned limit, struct mp_response_rec **ret, size_t *ret_n);
