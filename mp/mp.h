@@ -55,6 +55,7 @@ struct tether_tls_conn;
 struct mp_config {
         char *state_dir;
         char *store;        /* NULL: <state_dir>/tether-mp.db (SQLite); or a postgresql:// URL */
+        char *node_id;      /* NULL: <state_dir>/node-id (made at first start) */
         char *listen;       /* "ADDR:PORT" */
         char *https_listen; /* "ADDR:PORT", "" or "off" disables */
         char *admin_socket;
@@ -225,6 +226,7 @@ struct mp_server {
          * hold back the other connections' already durable output. */
         bool writing_committed;
         uint64_t last_expire_usec;
+        struct mp_cluster *cluster; /* NULL with one node (SQLite) */
 };
 
 uint64_t mp_now_usec(void);
@@ -307,6 +309,12 @@ void mp_session_decided(struct mp_server *srv, const char *client_id, enum mp_de
 /* Sends every undelivered push to the session's connection (TCP). */
 int mp_session_deliver_backlog(struct mp_server *srv, struct mp_session *s);
 void mp_sessions_walk(struct mp_server *srv, void (*fn)(struct mp_session *s, void *u), void *u);
+
+/* cluster.c: several nodes on one PostgreSQL database */
+struct mp_cluster;
+int mp_cluster_node_id(const struct mp_config *cfg, char **ret);
+int mp_cluster_start(struct mp_server *srv, struct mp_cluster **ret);
+struct mp_cluster *mp_cluster_free(struct mp_cluster *cl);
 
 /* push.c */
 struct mp_push_request {

@@ -11,9 +11,106 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 
+/* The session epoch of each device this node signed in, by ClientID: the
+ * writes made on a device's behalf are guarded by it (a node that no
+ * longer holds the device records nothing for it). */
+struct epoch_entry {
+        struct epoch_entry *next;
+        uint64_t epoch;
+        char client_id[];
+};
+
 struct mp_registry {
         struct mp_store *st;
+        char *node_id;
+        struct epoch_entry **epochs;
+        size_t n_buckets, n_epochs;
 };
+
+static size_t hash_id(const char *s, size_t n_buckets) {
+        size_t h = 5381;
+
+        while (*s)
+                h = h * 33 + (unsigned char)*s++;
+        return h % n_buckets;
+}
+
+static struct epoch_entry *epoch_find(struct mp_registry *reg, const char *client_id) {
+        if (!reg->n_buckets)
+                return NULL;
+        for (struct epoch_entry *e = reg->epochs[hash_id(client_id, reg->n_buckets)]; e; e = e->next)
+                if (strcmp(e->client_id, client_id) == 0)
+                        return e;
+        return NULL;
+}
+
+static int epoch_grow(struct mp_registry *reg) {
+        size_t n = reg->n_buckets ? reg->n_buckets * 2 : 256;
+        struct epoch_entry **b = calloc(n, sizeof(*b));
+
+        if (!b)
+                return -ENOMEM;
+        for (size_t i = 0; i < reg->n_buckets; i++)
+                while (reg->epochs[i]) {
+                        struct epoch_entry *e = reg->epochs[i];
+                        size_t h = hash_id(e->client_id, n);
+
+                        reg->epochs[i] = e->next;
+                        e->next = b[h];
+                        b[h] = e;
+                }
+        free(reg->epochs);
+        reg->epochs = b;
+        reg->n_buckets = n;
+        return 0;
+}
+
+static int epoch_set(struct mp_registry *reg, const char *client_id, uint64_t epoch) {
+        struct epoch_entry *e = epoch_find(reg, client_id);
+        size_t h, len;
+
+        if (e) {
+                e->epoch = epoch;
+                return 0;
+        }
+        if (reg->n_epochs >= reg->n_buckets && epoch_grow(reg) < 0)
+                return -ENOMEM;
+        len = strlen(client_id) + 1;
+        e = malloc(sizeof(*e) + len);
+        if (!e)
+                return -ENOMEM;
+        memcpy(e->client_id, client_id, len);
+        e->epoch = epoch;
+        h = hash_id(client_id, reg->n_buckets);
+        e->next = reg->epochs[h];
+        reg->epochs[h] = e;
+        reg->n_epochs++;
+        return 0;
+}
+
+static void epochs_free(struct mp_registry *reg) {
+        for (size_t i = 0; i < reg->n_buckets; i++)
+                while (reg->epochs[i]) {
+                        struct epoch_entry *e = reg->epochs[i];
+                        reg->epochs[i] = e->next;
+                        free(e);
+                }
+        free(reg->epochs);
+}
+
+/* -ESTALE when another node (or a later sign-in) holds the device now. */
+static int guard(struct mp_registry *reg, const char *client_id) {
+        struct epoch_entry *e = client_id ? epoch_find(reg, client_id) : NULL;
+        int r;
+
+        if (!e)
+                return -ESTALE;
+        r = reg->st->ops->presence_check(reg->st, client_id, reg->node_id, e->epoch);
+        if (r == -ESTALE)
+                log_info("'%s' is now held by another node or session (epoch %llu here): not recorded",
+                         client_id, (unsigned long long)e->epoch);
+        return r;
+}
 
 const char *mp_approval_mode_name(enum mp_approval_mode m) {
         switch (m) {
@@ -94,8 +191,14 @@ int mp_registry_open(const char *spec, struct mp_registry **ret) {
         reg = calloc(1, sizeof(*reg));
         if (!reg)
                 return -ENOMEM;
+        reg->node_id = strdup("local");
+        if (!reg->node_id) {
+                free(reg);
+                return -ENOMEM;
+        }
         r = mp_store_open(spec, &reg->st);
         if (r < 0) {
+                free(reg->node_id);
                 free(reg);
                 return r;
         }
@@ -107,8 +210,36 @@ struct mp_registry *mp_registry_free(struct mp_registry *reg) {
         if (!reg)
                 return NULL;
         mp_store_free(reg->st);
+        epochs_free(reg);
+        free(reg->node_id);
         free(reg);
         return NULL;
+}
+
+int mp_registry_set_node(struct mp_registry *reg, const char *node_id) {
+        char *t;
+
+        if (!node_id || !*node_id)
+                return -EINVAL;
+        t = strdup(node_id);
+        if (!t)
+                return -ENOMEM;
+        free(reg->node_id);
+        reg->node_id = t;
+        return 0;
+}
+
+const char *mp_registry_node(const struct mp_registry *reg) {
+        return reg->node_id;
+}
+
+int mp_registry_epoch(struct mp_registry *reg, const char *client_id, uint64_t *ret) {
+        struct epoch_entry *e = epoch_find(reg, client_id);
+
+        if (!e)
+                return -ENOENT;
+        *ret = e->epoch;
+        return 0;
 }
 
 int mp_registry_commit(struct mp_registry *reg) {
@@ -136,7 +267,18 @@ int mp_registry_device(struct mp_registry *reg, const char *client_id, enum mp_d
 }
 
 int mp_registry_touch(struct mp_registry *reg, const char *client_id, time_t now, const char *address) {
-        return reg->st->ops->device_seen(reg->st, client_id, now, address, NULL, NULL);
+        struct epoch_entry *e;
+        int r = guard(reg, client_id);
+
+        if (r >= 0)
+                r = reg->st->ops->device_seen(reg->st, client_id, now, address, NULL, NULL);
+        e = r >= 0 ? epoch_find(reg, client_id) : NULL;
+        /* the session ends here (the server's one call) */
+        return e ? reg->st->ops->presence_release(reg->st, client_id, reg->node_id, e->epoch) : r;
+}
+
+int mp_registry_online_ids(struct mp_registry *reg, char ***ret_ids, size_t *ret_n) {
+        return reg->st->ops->online_ids(reg->st, ret_ids, ret_n);
 }
 
 int mp_registry_record_duplicate(struct mp_registry *reg, const struct mp_duplicate_record *rec) {
@@ -172,6 +314,15 @@ static enum mp_device_status new_device_status(const struct mp_approval_policy *
         }
 }
 
+/* This node holds the device now, in a new session epoch. */
+static int claim(struct mp_registry *reg, const struct mp_signin_request *req) {
+        uint64_t epoch;
+        int r;
+
+        r = reg->st->ops->presence_claim(reg->st, req->client_id, reg->node_id, req->now, &epoch);
+        return r < 0 ? r : epoch_set(reg, req->client_id, epoch);
+}
+
 /* A known ClientID: the same key gets its status and last-seen; another key
  * is a conflict, recorded, and the binding is kept. */
 static int signin_known(struct mp_registry *reg, const struct mp_signin_request *req, const char *known_key,
@@ -199,6 +350,8 @@ static int signin_known(struct mp_registry *reg, const struct mp_signin_request 
         }
         r = reg->st->ops->device_seen(reg->st, req->client_id, req->now, req->address, req->hostname,
                                       req->version);
+        if (r >= 0)
+                r = claim(reg, req);
         if (r < 0)
                 return r;
         *ret = status == MP_DEVICE_APPROVED  ? MP_SIGNIN_APPROVED
@@ -235,6 +388,8 @@ int mp_registry_signin(struct mp_registry *reg, const struct mp_approval_policy 
                 .now = req->now,
         };
         r = reg->st->ops->device_insert(reg->st, &dev);
+        if (r >= 0)
+                r = claim(reg, req);
         if (r < 0)
                 return r;
         *ret = dev.status == MP_DEVICE_APPROVED ? MP_SIGNIN_APPROVED : MP_SIGNIN_PENDING;
@@ -271,9 +426,13 @@ int mp_registry_push_store(struct mp_registry *reg, uint64_t push_id, uint64_t t
                 .task_param = (char *)task_param,
                 .created = created,
                 .expires = expires,
+                .origin_node = reg->node_id,
         };
+        int r;
 
-        return reg->st->ops->push_store(reg->st, &p, frame, frame_len);
+        r = reg->st->ops->push_store(reg->st, &p, frame, frame_len);
+        /* the hint leaves at commit, with the targets added after this */
+        return r < 0 ? r : reg->st->ops->push_notify(reg->st);
 }
 
 int mp_registry_target_add(struct mp_registry *reg, uint64_t push_id, const char *client_id, time_t now) {
@@ -282,14 +441,19 @@ int mp_registry_target_add(struct mp_registry *reg, uint64_t push_id, const char
 
 int mp_registry_target_advance(struct mp_registry *reg, uint64_t push_id, const char *client_id,
                                enum mp_target_state state, time_t now) {
-        return reg->st->ops->target_advance(reg->st, push_id, NULL, client_id, state, now);
+        int r = guard(reg, client_id);
+
+        return r < 0 ? r : reg->st->ops->target_advance(reg->st, push_id, NULL, client_id, state, now);
 }
 
 int mp_registry_target_advance_guid(struct mp_registry *reg, const char *task_guid, const char *client_id,
                                     enum mp_target_state state, time_t now) {
+        int r;
+
         if (!task_guid)
                 return -EINVAL;
-        return reg->st->ops->target_advance(reg->st, 0, task_guid, client_id, state, now);
+        r = guard(reg, client_id);
+        return r < 0 ? r : reg->st->ops->target_advance(reg->st, 0, task_guid, client_id, state, now);
 }
 
 int mp_registry_expire(struct mp_registry *reg, time_t now) {
@@ -317,6 +481,9 @@ int mp_registry_response_store(struct mp_registry *reg, const struct mp_response
         bool inserted = false;
         int r;
 
+        r = guard(reg, rec->client_id);
+        if (r < 0)
+                return r;
         r = reg->st->ops->response_insert(reg->st, rec, &inserted);
         if (r < 0)
                 return r;
@@ -326,4 +493,29 @@ int mp_registry_response_store(struct mp_registry *reg, const struct mp_response
         r = mp_registry_target_advance_guid(reg, rec->task_guid, rec->client_id, MP_TARGET_ANSWERED,
                                             rec->received);
         return r < 0 ? r : 0;
+}
+
+int mp_registry_take(struct mp_registry *reg, char *const *ids, size_t n_ids, time_t now, unsigned limit,
+                     mp_take_cb cb, void *userdata) {
+        struct mp_frame_rec *rows = NULL;
+        size_t n = 0;
+        int r;
+
+        if (n_ids == 0)
+                return 0;
+        r = reg->st->ops->targets_take(reg->st, reg->node_id, ids, n_ids, now, limit, &rows, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n && r >= 0; i++)
+                r = cb(rows[i].push_id, rows[i].client_id, &rows[i].frame, rows[i].len, userdata);
+        mp_frame_recs_free(rows, n);
+        return r < 0 ? r : (int)n;
+}
+
+int mp_registry_listen_fd(struct mp_registry *reg) {
+        return reg->st->ops->listen_fd(reg->st);
+}
+
+int mp_registry_listen_drain(struct mp_registry *reg) {
+        return reg->st->ops->listen_drain(reg->st);
 }

@@ -115,6 +115,8 @@ int mp_registry_device(struct mp_registry *reg, const char *client_id, enum mp_d
 /* Finds the approved device whose key has this fingerprint. -ENOENT if none. */
 int mp_registry_device_by_fingerprint(struct mp_registry *reg, const char *fingerprint,
                                       char **ret_client_id);
+/* The device went offline (the session ended): its last-seen time, and
+ * its presence marked offline if this session still holds it. */
 int mp_registry_touch(struct mp_registry *reg, const char *client_id, time_t now, const char *address);
 
 /* All devices as a json array of objects (online state is the server's);
@@ -159,3 +161,26 @@ int mp_registry_response_store(struct mp_registry *reg, const struct mp_response
 int mp_registry_push_json(struct mp_registry *reg, uint64_t push_id, time_t now, json_object **ret,
                           bool *ret_done);
 int mp_registry_responses_json(struct mp_registry *reg, unsigned limit, json_object **ret);
+
+/* Several nodes (PostgreSQL). This node's ID (default "local"): a sign-in
+ * makes it the device's holder in a new session epoch, and the writes made
+ * on a device's behalf (last-seen, delivery, PUSH_ACK, response) return
+ * -ESTALE, recording nothing, once another node or a later sign-in holds it. */
+int mp_registry_set_node(struct mp_registry *reg, const char *node_id);
+const char *mp_registry_node(const struct mp_registry *reg);
+/* Approved devices online at any node (several nodes' "--all"). */
+int mp_registry_online_ids(struct mp_registry *reg, char ***ret_ids, size_t *ret_n);
+/* The epoch of this node's latest sign-in of the device; -ENOENT if none. */
+int mp_registry_epoch(struct mp_registry *reg, const char *client_id, uint64_t *ret);
+
+/* Takes up to limit pending targets of other nodes' pushes for the devices
+ * in ids (online here) and calls cb for each in the open transaction; cb
+ * may take the frame (*frame = NULL). Returns how many were taken. */
+typedef int (*mp_take_cb)(uint64_t push_id, const char *client_id, uint8_t **frame, size_t len,
+                          void *userdata);
+int mp_registry_take(struct mp_registry *reg, char *const *ids, size_t n_ids, time_t now, unsigned limit,
+                     mp_take_cb cb, void *userdata);
+/* The other nodes' hints that pushes were written: an fd to watch (or
+ * negative: none now) and its drain (number of hints, or negative). */
+int mp_registry_listen_fd(struct mp_registry *reg);
+int mp_registry_listen_drain(struct mp_registry *reg);

@@ -548,6 +548,15 @@ int mp_server_new(struct mp_config *cfg, struct mp_server **ret) {
                                                                   : cfg->store);
                 goto fail;
         }
+        {
+                _cleanup_(freep) char *node_id = NULL;
+
+                r = mp_cluster_node_id(cfg, &node_id);
+                if (r >= 0)
+                        r = mp_registry_set_node(srv->reg, node_id);
+                if (r < 0)
+                        goto fail;
+        }
         r = mp_dupguard_new(NULL, &srv->dupguard);
         if (r < 0)
                 goto fail;
@@ -589,6 +598,9 @@ int mp_server_new(struct mp_config *cfg, struct mp_server **ret) {
                 goto fail;
         (void)sd_event_source_set_priority(srv->flush_src, SD_EVENT_PRIORITY_IDLE);
         (void)sd_event_source_set_enabled(srv->flush_src, SD_EVENT_OFF);
+        r = mp_cluster_start(srv, &srv->cluster);
+        if (r < 0)
+                goto fail;
         r = sd_event_add_time_relative(srv->event, &srv->sweep_src, CLOCK_MONOTONIC, SWEEP_USEC, 100000,
                                        on_sweep, srv);
         if (r < 0)
@@ -665,6 +677,7 @@ struct mp_server *mp_server_free(struct mp_server *srv) {
         sd_event_source_disable_unref(srv->channel_src);
         sd_event_source_disable_unref(srv->https_src);
         sd_event_source_disable_unref(srv->admin_src);
+        srv->cluster = mp_cluster_free(srv->cluster);
         sd_event_source_disable_unref(srv->sweep_src);
         sd_event_source_disable_unref(srv->flush_src);
         sd_event_source_disable_unref(srv->sigterm_src);

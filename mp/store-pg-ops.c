@@ -145,6 +145,8 @@ static int pg_rows(struct mp_store *st, const char *what, const char *sql, const
         char *arr;
         int n, r;
 
+        *(void **)ret_arr = NULL;
+        *ret_n = 0;
         r = pg_exec(PG(st), what, sql, a, &res);
         if (r < 0)
                 return r;
@@ -268,11 +270,12 @@ static int pg_push_store(struct mp_store *st, const struct mp_push_rec *p, const
         pg_arg_i64(&a, p->created);
         pg_arg_i64(&a, p->expires);
         pg_arg_bin(&a, frame, len);
-        return pg_write(
-                PG(st), "push store",
-                "UPDATE pushes SET task_guid = $2, task_type = $3::bigint, task_param = $4, "
-                "created = $5::bigint, expires = $6::bigint, frame = $7::bytea WHERE push_id = $1::bigint",
-                &a, NULL);
+        pg_arg_str(&a, p->origin_node);
+        return pg_write(PG(st), "push store",
+                        "UPDATE pushes SET task_guid = $2, task_type = $3::bigint, task_param = $4, "
+                        "created = $5::bigint, expires = $6::bigint, frame = $7::bytea, origin_node = $8 "
+                        "WHERE push_id = $1::bigint",
+                        &a, NULL);
 }
 
 static int pg_target_add(struct mp_store *st, uint64_t push_id, const char *client_id, time_t now) {
@@ -499,6 +502,145 @@ static int pg_responses(struct mp_store *st, unsigned limit, struct mp_response_
         return r;
 }
 
+static int pg_presence_claim(struct mp_store *st, const char *client_id, const char *node_id, time_t now,
+                             uint64_t *ret_epoch) {
+        _cleanup_(PQclearp) PGresult *res = NULL;
+        struct pg_args a = {};
+        int r;
+
+        pg_arg_str(&a, client_id);
+        pg_arg_str(&a, node_id);
+        pg_arg_i64(&a, now);
+        r = pg_write(
+                PG(st), "presence",
+                "INSERT INTO presence (client_id, node_id, epoch, since) VALUES ($1, $2, 1, $3::bigint) "
+                "ON CONFLICT (client_id) DO UPDATE SET node_id = EXCLUDED.node_id, "
+                "epoch = presence.epoch + 1, since = EXCLUDED.since, online = true RETURNING epoch",
+                &a, &res);
+        if (r < 0)
+                return r;
+        *ret_epoch = (uint64_t)pg_i64(res, 0, 0);
+        return 0;
+}
+
+static int pg_presence_check(struct mp_store *st, const char *client_id, const char *node_id,
+                             uint64_t epoch) {
+        _cleanup_(PQclearp) PGresult *res = NULL;
+        struct pg_args a = {};
+        int r;
+
+        pg_arg_str(&a, client_id);
+        pg_arg_str(&a, node_id);
+        pg_arg_i64(&a, (int64_t)epoch);
+        r = pg_write(PG(st), "presence check",
+                     "SELECT 1 FROM presence WHERE client_id = $1 AND node_id = $2 AND epoch = $3::bigint "
+                     "FOR SHARE",
+                     &a, &res);
+        if (r < 0)
+                return r;
+        return PQntuples(res) > 0 ? 0 : -ESTALE;
+}
+
+static int pg_presence_release(struct mp_store *st, const char *client_id, const char *node_id,
+                               uint64_t epoch) {
+        struct pg_args a = {};
+
+        pg_arg_str(&a, client_id);
+        pg_arg_str(&a, node_id);
+        pg_arg_i64(&a, (int64_t)epoch);
+        return pg_write(PG(st), "presence release",
+                        "UPDATE presence SET online = false WHERE client_id = $1 AND node_id = $2 "
+                        "AND epoch = $3::bigint",
+                        &a, NULL);
+}
+
+static int pg_online_ids(struct mp_store *st, char ***ret_ids, size_t *ret_n) {
+        int r = pg_rows(st, "online devices",
+                        "SELECT d.client_id FROM devices d JOIN presence p ON p.client_id = d.client_id "
+                        "WHERE d.status = 0 AND p.online ORDER BY d.client_id",
+                        NULL, fill_id, sizeof(char *), ret_ids, ret_n);
+        if (r < 0) {
+                mp_strv_free(*ret_ids, *ret_n);
+                *ret_ids = NULL;
+        }
+        return r;
+}
+
+static int pg_push_notify(struct mp_store *st) {
+        /* delivered at commit, and only then */
+        return pg_write(PG(st), "push hint", "NOTIFY tether_push", NULL, NULL);
+}
+
+/* A text[] literal of GUID-like ids; anything else is refused. */
+static char *ids_array(char *const *ids, size_t n) {
+        size_t len = 3;
+        char *t, *p;
+
+        for (size_t i = 0; i < n; i++) {
+                if (strspn(ids[i], "0123456789abcdefABCDEF-") != strlen(ids[i]))
+                        return NULL;
+                len += strlen(ids[i]) + 1;
+        }
+        t = p = malloc(len);
+        if (!t)
+                return NULL;
+        *p++ = '{';
+        for (size_t i = 0; i < n; i++) {
+                size_t l = strlen(ids[i]);
+                if (i)
+                        *p++ = ',';
+                memcpy(p, ids[i], l);
+                p += l;
+        }
+        *p++ = '}';
+        *p = 0;
+        return t;
+}
+
+static int fill_take(PGresult *res, int i, void *p) {
+        struct mp_frame_rec *f = p;
+        bool oom = false;
+
+        f->push_id = (uint64_t)pg_i64(res, i, 0);
+        f->client_id = pg_str(res, i, 1, &oom);
+        f->frame = pg_bytes(res, i, 2, &f->len, &oom);
+        return oom ? -ENOMEM : 0;
+}
+
+static int pg_targets_take(struct mp_store *st, const char *node_id, char *const *ids, size_t n_ids,
+                           time_t now, unsigned limit, struct mp_frame_rec **ret, size_t *ret_n) {
+        _cleanup_(freep) char *arr = ids_array(ids, n_ids);
+        struct pg_args a = {};
+        int r;
+
+        *ret = NULL;
+        *ret_n = 0;
+        if (!arr)
+                return -EINVAL;
+        pg_arg_str(&a, node_id);
+        pg_arg_str(&a, arr);
+        pg_arg_i64(&a, now);
+        pg_arg_i64(&a, limit);
+        /* the rows stay locked until commit: the frames are queued, and
+         * marked delivered, in the same transaction */
+        r = pg_begin(PG(st));
+        if (r >= 0)
+                r = pg_rows(st, "take targets",
+                            "SELECT t.push_id, t.client_id, p.frame FROM targets t "
+                            "JOIN pushes p ON p.push_id = t.push_id "
+                            "JOIN presence pr ON pr.client_id = t.client_id "
+                            "WHERE t.state = 0 AND t.client_id = ANY($2::text[]) AND pr.node_id = $1 "
+                            "AND p.expires > $3::bigint AND p.frame IS NOT NULL "
+                            "AND p.origin_node IS DISTINCT FROM $1 "
+                            "ORDER BY t.push_id LIMIT $4::bigint FOR UPDATE OF t SKIP LOCKED",
+                            &a, fill_take, sizeof(**ret), ret, ret_n);
+        if (r < 0) {
+                mp_frame_recs_free(*ret, *ret_n);
+                *ret = NULL;
+        }
+        return r;
+}
+
 static const struct mp_store_ops ops = {
         .name = "postgresql",
         .free = pg_free,
@@ -522,6 +664,14 @@ static const struct mp_store_ops ops = {
         .response_insert = pg_response_insert,
         .push_get = pg_push_get,
         .responses = pg_responses,
+        .presence_claim = pg_presence_claim,
+        .presence_check = pg_presence_check,
+        .presence_release = pg_presence_release,
+        .online_ids = pg_online_ids,
+        .push_notify = pg_push_notify,
+        .targets_take = pg_targets_take,
+        .listen_fd = pg_listen_fd,
+        .listen_drain = pg_listen_drain,
 };
 
 const struct mp_store_ops *pg_ops(void) {

@@ -37,6 +37,8 @@ struct pg_store {
         bool down;    /* logged once per outage */
         uint64_t retry_at_ms;
         unsigned backoff_ms;
+        PGconn *listen; /* LISTEN tether_push: the other nodes' hints */
+        uint64_t listen_retry_at_ms;
 };
 
 #define PG(st) ((struct pg_store *)(st))
@@ -129,7 +131,7 @@ int pg_exec(struct pg_store *s, const char *what, const char *sql, const struct 
         return 0;
 }
 
-static int begin_write(struct pg_store *s) {
+int pg_begin(struct pg_store *s) {
         int r;
 
         if (s->aborted)
@@ -145,7 +147,7 @@ static int begin_write(struct pg_store *s) {
 
 int pg_write(struct pg_store *s, const char *what, const char *sql, const struct pg_args *a,
              PGresult **ret) {
-        int r = begin_write(s);
+        int r = pg_begin(s);
 
         return r < 0 ? r : pg_exec(s, what, sql, a, ret);
 }
@@ -263,6 +265,12 @@ static const char *const migrations[MP_STORE_SCHEMA_VERSION] = {
         " return_code BIGINT, detail TEXT, body BYTEA, signature BYTEA, address TEXT, received BIGINT,"
         " seq BIGSERIAL, PRIMARY KEY (client_id, task_guid));"
         "CREATE INDEX responses_received ON responses (received, seq);",
+        /* 1 -> 2: which node holds each device (with a session epoch that
+         * grows on every sign-in), and which node wrote each push */
+        "CREATE TABLE presence (client_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, epoch BIGINT NOT NULL,"
+        " since BIGINT, online BOOLEAN NOT NULL DEFAULT true);"
+        "ALTER TABLE pushes ADD COLUMN origin_node TEXT;"
+        "CREATE INDEX targets_open ON targets (client_id) WHERE state = 0;",
 };
 
 /* Runs the missing migrations in one transaction, under an advisory lock
@@ -313,6 +321,8 @@ void pg_free(struct mp_store *st) {
                 (void)pg_commit(st);
                 PQfinish(s->conn);
         }
+        if (s->listen)
+                PQfinish(s->listen);
         free(s->conninfo);
         free(s);
 }
@@ -345,4 +355,52 @@ int mp_store_open_pg(const char *conninfo, struct mp_store **ret) {
         }
         *ret = &s->base;
         return 0;
+}
+
+/* The hint channel: a connection of its own that only LISTENs, so hints
+ * arrive while the main one sits in a transaction. */
+int pg_listen_fd(struct mp_store *st) {
+        struct pg_store *s = PG(st);
+        PGresult *res;
+
+        if (s->listen && PQstatus(s->listen) == CONNECTION_OK)
+                return PQsocket(s->listen);
+        if (now_ms() < s->listen_retry_at_ms)
+                return -ENOTCONN;
+        if (s->listen)
+                PQfinish(s->listen);
+        s->listen = PQconnectdb(s->conninfo);
+        if (!s->listen || PQstatus(s->listen) != CONNECTION_OK)
+                goto fail;
+        res = PQexec(s->listen, "LISTEN tether_push");
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+                PQclear(res);
+                goto fail;
+        }
+        PQclear(res);
+        if (PQsetnonblocking(s->listen, 1) < 0)
+                goto fail;
+        return PQsocket(s->listen);
+fail:
+        /* the timer still finds the work; the hints come back later */
+        s->listen_retry_at_ms = now_ms() + BACKOFF_MAX_MS / 6;
+        return -ENOTCONN;
+}
+
+int pg_listen_drain(struct mp_store *st) {
+        struct pg_store *s = PG(st);
+        PGnotify *n;
+        int count = 0;
+
+        if (!s->listen || PQconsumeInput(s->listen) == 0 || PQstatus(s->listen) != CONNECTION_OK) {
+                if (s->listen)
+                        PQfinish(s->listen);
+                s->listen = NULL;
+                return -ENOTCONN;
+        }
+        while ((n = PQnotifies(s->listen))) {
+                count++;
+                PQfreemem(n);
+        }
+        return count;
 }

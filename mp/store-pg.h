@@ -33,6 +33,7 @@ void pg_arg_bin(struct pg_args *a, const void *v, size_t len); /* NULL is SQL NU
  * first. -ENOTCONN: the connection is down; -ECONNABORTED: the open
  * transaction was lost and commit() has not said so yet. */
 int pg_exec(struct pg_store *s, const char *what, const char *sql, const struct pg_args *a, PGresult **ret);
+int pg_begin(struct pg_store *s); /* opens the transaction, if not open */
 int pg_write(struct pg_store *s, const char *what, const char *sql, const struct pg_args *a, PGresult **ret);
 
 /* Column readers; NULL columns are NULL, 0 or an empty length. */
@@ -46,3 +47,5 @@ const struct mp_store_ops *pg_ops(void);
 void pg_free(struct mp_store *st);
 int pg_commit(struct mp_store *st);
 bool pg_dirty(const struct mp_store *st);
+int pg_listen_fd(struct mp_store *st);
+int pg_listen_drain(struct mp_store *st);

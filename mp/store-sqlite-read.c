@@ -5,8 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <json-c/json.h>
 #include <sqlite3.h>
 
+#include "common/cleanup.h"
 #include "common/log.h"
 #include "mp/store-sqlite.h"
 #include "mp/store.h"
@@ -20,6 +22,12 @@ static int bind_i64(sqlite3_stmt *q, int idx, int64_t v) {
         return sqlite3_bind_int64(q, idx, v) == SQLITE_OK ? 0 : -EIO;
 }
 
+static int bind_text(sqlite3_stmt *q, int idx, const char *v) {
+        return sqlite3_bind_text(q, idx, v, -1, SQLITE_TRANSIENT) == SQLITE_OK ? 0 : -EIO;
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(sqlite3_stmt *, sqlite3_finalize)
+
 /* Runs a one-off read query (up to two integer arguments) and hands each
  * row to fill, which stores it into slot n of *arr. */
 typedef int (*row_fill_fn)(sqlite3_stmt *q, void *arr, size_t n);
@@ -31,6 +39,8 @@ static int query_rows(sqlite3 *db, const char *sql, int n_args, int64_t a1, int6
         size_t n = 0, cap = 0;
         int r = 0, rc;
 
+        *(void **)ret_arr = NULL;
+        *ret_n = 0;
         if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK)
                 return sql_error(db, "prepare");
         if ((n_args >= 1 && bind_i64(q, 1, a1) < 0) || (n_args >= 2 && bind_i64(q, 2, a2) < 0)) {
@@ -123,14 +133,18 @@ static int fill_id(sqlite3_stmt *q, void *arr, size_t n) {
         return ((char **)arr)[n] ? 0 : -ENOMEM;
 }
 
-int sqlite_read_approved_ids(sqlite3 *db, char ***ret_ids, size_t *ret_n) {
-        int r = query_rows(db, "SELECT client_id FROM devices WHERE status = 0 ORDER BY client_id", 0, 0, 0,
-                           fill_id, sizeof(char *), ret_ids, ret_n);
+int sqlite_read_ids(sqlite3 *db, const char *sql, char ***ret_ids, size_t *ret_n) {
+        int r = query_rows(db, sql, 0, 0, 0, fill_id, sizeof(char *), ret_ids, ret_n);
         if (r < 0) {
                 mp_strv_free(*ret_ids, *ret_n);
                 *ret_ids = NULL;
         }
         return r;
+}
+
+int sqlite_read_approved_ids(sqlite3 *db, char ***ret_ids, size_t *ret_n) {
+        return sqlite_read_ids(db, "SELECT client_id FROM devices WHERE status = 0 ORDER BY client_id",
+                               ret_ids, ret_n);
 }
 
 static int fill_target(sqlite3_stmt *q, void *arr, size_t n) {
@@ -238,4 +252,69 @@ int sqlite_read_responses(sqlite3 *db, unsigned limit, struct mp_response_rec **
                 *ret = NULL;
         }
         return r;
+}
+
+/* The ids as a JSON array, for json_each(): one parameter for any count. */
+static char *ids_json(char *const *ids, size_t n) {
+        json_object *arr = json_object_new_array();
+        char *t;
+
+        if (!arr)
+                return NULL;
+        for (size_t i = 0; i < n; i++)
+                json_object_array_add(arr, json_object_new_string(ids[i]));
+        t = strdup(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN));
+        json_object_put(arr);
+        return t;
+}
+
+/* One node rarely meets a push another node wrote (a renamed node's older
+ * pushes); the query is PostgreSQL's without the row locks. */
+int sqlite_read_take(sqlite3 *db, const char *node_id, char *const *ids, size_t n_ids, time_t now,
+                     unsigned limit, struct mp_frame_rec **ret, size_t *ret_n) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *q = NULL;
+        _cleanup_(freep) char *js = ids_json(ids, n_ids);
+        struct mp_frame_rec *rows = NULL;
+        size_t n = 0, cap = 0;
+        bool oom = false;
+        int r = 0, rc;
+
+        if (!js)
+                return -ENOMEM;
+        if (sqlite3_prepare_v2(db,
+                               "SELECT t.push_id, t.client_id, p.frame FROM targets t "
+                               "JOIN pushes p ON p.push_id = t.push_id "
+                               "JOIN presence pr ON pr.client_id = t.client_id "
+                               "WHERE t.state = 0 AND t.client_id IN (SELECT value FROM json_each(?2)) "
+                               "AND pr.node_id = ?1 AND p.expires > ?3 AND p.frame IS NOT NULL "
+                               "AND p.origin_node IS NOT ?1 ORDER BY t.push_id LIMIT ?4",
+                               -1, &q, NULL) != SQLITE_OK)
+                return sql_error(db, "prepare");
+        if (bind_text(q, 1, node_id) < 0 || bind_text(q, 2, js) < 0 || bind_i64(q, 3, now) < 0 ||
+            bind_i64(q, 4, limit) < 0)
+                return -EIO;
+        while (r == 0 && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+                size_t len = (size_t)sqlite3_column_bytes(q, 2);
+
+                r = mp_store_grow(&rows, sizeof(*rows), n, &cap);
+                if (r < 0)
+                        break;
+                rows[n].push_id = (uint64_t)sqlite3_column_int64(q, 0);
+                rows[n].client_id = col_str(q, 1, &oom);
+                rows[n].frame = malloc(len ? len : 1);
+                rows[n].len = len;
+                if (oom || !rows[n++].frame)
+                        r = -ENOMEM;
+                else if (len)
+                        memcpy(rows[n - 1].frame, sqlite3_column_blob(q, 2), len);
+        }
+        if (r == 0 && rc != SQLITE_DONE)
+                r = sql_error(db, "take targets");
+        if (r < 0) {
+                mp_frame_recs_free(rows, n);
+                return r;
+        }
+        *ret = rows;
+        *ret_n = n;
+        return 0;
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The SQLite engine of mp/store.h: one node, WAL with synchronous=FULL. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,7 +57,7 @@ static const char *const stmt_sql[_ST_MAX] = {
         [ST_PUSH_MAX] = "SELECT coalesce(max(push_id), 0), coalesce(max(task_id), 0) FROM pushes",
         [ST_PUSH_RESERVE] = "INSERT INTO pushes (push_id, task_id) VALUES (?1, ?2)",
         [ST_PUSH_STORE] = "UPDATE pushes SET task_guid = ?2, task_type = ?3, task_param = ?4, created = ?5, "
-                          "expires = ?6, frame = ?7 WHERE push_id = ?1",
+                          "expires = ?6, frame = ?7, origin_node = ?8 WHERE push_id = ?1",
         [ST_TARGET_ADD] = "INSERT OR IGNORE INTO targets (push_id, client_id, state, updated) "
                           "VALUES (?1, ?2, 0, ?3)",
         [ST_TARGET_ADVANCE] =
@@ -88,6 +89,8 @@ struct sqlite_store {
 
 #define SQ(st) ((struct sqlite_store *)(st))
 
+DEFINE_TRIVIAL_CLEANUP_FUNC(sqlite3_stmt *, sqlite3_finalize)
+
 /* Schema version 1: the tables as tether-mp 0.1 made them (created only
  * where missing, so databases from before schema_version existed carry on). */
 static const char schema_v1[] =
@@ -114,6 +117,14 @@ static const char schema_v1[] =
         " return_code INTEGER, detail TEXT, body BLOB, signature BLOB, address TEXT, received INTEGER,"
         " PRIMARY KEY (client_id, task_guid));"
         "CREATE INDEX IF NOT EXISTS responses_received ON responses (received);";
+
+/* Schema version 2: which node holds each device, with its session epoch;
+ * which node wrote each push. */
+static const char schema_v2[] =
+        "CREATE TABLE presence (client_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, epoch INTEGER NOT NULL,"
+        " since INTEGER, online INTEGER NOT NULL DEFAULT 1);"
+        "ALTER TABLE pushes ADD COLUMN origin_node TEXT;"
+        "CREATE INDEX targets_open ON targets (client_id) WHERE state = 0;";
 
 static int sql_error(struct sqlite_store *s, const char *what) {
         log_debug("store: sqlite: %s: %s", what, sqlite3_errmsg(s->db));
@@ -268,12 +279,21 @@ static int migrate(struct sqlite_store *s, const char *path) {
         r = exec_sql(s, "BEGIN IMMEDIATE");
         if (r < 0)
                 return r;
-        /* version 0 -> 1 */
-        r = exec_sql(s, schema_v1);
+        if (version < 1) {
+                r = exec_sql(s, schema_v1);
+                if (r >= 0)
+                        r = upgrade_conflicts(s);
+        }
+        if (r >= 0 && version < 2)
+                r = exec_sql(s, schema_v2);
         if (r >= 0)
-                r = upgrade_conflicts(s);
-        if (r >= 0)
-                r = exec_sql(s, "DELETE FROM schema_version; INSERT INTO schema_version VALUES (1)");
+                r = exec_sql(s, "DELETE FROM schema_version");
+        if (r >= 0) {
+                char sql[96];
+                snprintf(sql, sizeof(sql), "INSERT INTO schema_version VALUES (%d)",
+                         MP_STORE_SCHEMA_VERSION);
+                r = exec_sql(s, sql);
+        }
         if (r < 0) {
                 (void)exec_sql(s, "ROLLBACK");
                 return r;
@@ -463,7 +483,7 @@ static int sq_push_store(struct mp_store *st, const struct mp_push_rec *p, const
         if (bind_i64(q, 1, (int64_t)p->push_id) < 0 || bind_text(q, 2, p->task_guid) < 0 ||
             bind_i64(q, 3, p->task_type) < 0 || bind_text(q, 4, p->task_param ? p->task_param : "") < 0 ||
             bind_i64(q, 5, p->created) < 0 || bind_i64(q, 6, p->expires) < 0 ||
-            bind_blob(q, 7, frame, len) < 0)
+            bind_blob(q, 7, frame, len) < 0 || bind_text(q, 8, p->origin_node) < 0)
                 return -EIO;
         return step_done(s, q);
 }
@@ -580,6 +600,97 @@ static int sq_response_insert(struct mp_store *st, const struct mp_response_reco
         return 0;
 }
 
+/* One node: its own presence rows, kept so the session epochs guard writes
+ * as they do with several nodes. */
+static int sq_presence_claim(struct mp_store *st, const char *client_id, const char *node_id, time_t now,
+                             uint64_t *ret_epoch) {
+        struct sqlite_store *s = SQ(st);
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *q = NULL;
+        int r = begin_write(s);
+
+        if (r < 0)
+                return r;
+        if (sqlite3_prepare_v2(
+                    s->db,
+                    "INSERT INTO presence (client_id, node_id, epoch, since) VALUES (?1, ?2, 1, ?3) "
+                    "ON CONFLICT (client_id) DO UPDATE SET node_id = ?2, epoch = epoch + 1, "
+                    "since = ?3, online = 1 RETURNING epoch",
+                    -1, &q, NULL) != SQLITE_OK)
+                return sql_error(s, "prepare");
+        if (bind_text(q, 1, client_id) < 0 || bind_text(q, 2, node_id) < 0 || bind_i64(q, 3, now) < 0)
+                return -EIO;
+        if (sqlite3_step(q) != SQLITE_ROW)
+                return sql_error(s, "presence");
+        *ret_epoch = (uint64_t)sqlite3_column_int64(q, 0);
+        return sqlite3_step(q) == SQLITE_DONE ? 0 : sql_error(s, "presence");
+}
+
+static int sq_presence_check(struct mp_store *st, const char *client_id, const char *node_id,
+                             uint64_t epoch) {
+        struct sqlite_store *s = SQ(st);
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *q = NULL;
+        int rc;
+
+        if (sqlite3_prepare_v2(s->db,
+                               "SELECT 1 FROM presence WHERE client_id = ?1 AND node_id = ?2 AND epoch = ?3",
+                               -1, &q, NULL) != SQLITE_OK)
+                return sql_error(s, "prepare");
+        if (bind_text(q, 1, client_id) < 0 || bind_text(q, 2, node_id) < 0 ||
+            bind_i64(q, 3, (int64_t)epoch) < 0)
+                return -EIO;
+        rc = sqlite3_step(q);
+        if (rc == SQLITE_ROW)
+                return 0;
+        return rc == SQLITE_DONE ? -ESTALE : sql_error(s, "presence check");
+}
+
+static int sq_presence_release(struct mp_store *st, const char *client_id, const char *node_id,
+                               uint64_t epoch) {
+        struct sqlite_store *s = SQ(st);
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *q = NULL;
+        int r = begin_write(s);
+
+        if (r < 0)
+                return r;
+        if (sqlite3_prepare_v2(
+                    s->db,
+                    "UPDATE presence SET online = 0 WHERE client_id = ?1 AND node_id = ?2 AND epoch = ?3",
+                    -1, &q, NULL) != SQLITE_OK)
+                return sql_error(s, "prepare");
+        if (bind_text(q, 1, client_id) < 0 || bind_text(q, 2, node_id) < 0 ||
+            bind_i64(q, 3, (int64_t)epoch) < 0)
+                return -EIO;
+        return sqlite3_step(q) == SQLITE_DONE ? 0 : sql_error(s, "presence release");
+}
+
+static int sq_online_ids(struct mp_store *st, char ***ret_ids, size_t *ret_n) {
+        return sqlite_read_ids(
+                SQ(st)->db,
+                "SELECT d.client_id FROM devices d JOIN presence p ON p.client_id = d.client_id "
+                "WHERE d.status = 0 AND p.online ORDER BY d.client_id",
+                ret_ids, ret_n);
+}
+
+static int sq_push_notify(struct mp_store *st) {
+        (void)st;
+        return 0; /* one node: nobody to tell */
+}
+
+static int sq_targets_take(struct mp_store *st, const char *node_id, char *const *ids, size_t n_ids,
+                           time_t now, unsigned limit, struct mp_frame_rec **ret, size_t *ret_n) {
+        return sqlite_read_take(SQ(st)->db, node_id, ids, n_ids, now, limit, ret, ret_n);
+}
+
+static int sq_listen_fd(struct mp_store *st) {
+        (void)st;
+        return -EOPNOTSUPP;
+}
+
+static int sq_listen_drain(struct mp_store *st) {
+        (void)st;
+        return 0;
+}
+
 /* The reads that build lists, in mp/store-sqlite-read.c. */
 static int sq_devices(struct mp_store *st, struct mp_device_rec **ret, size_t *ret_n) {
         return sqlite_read_devices(SQ(st)->db, ret, ret_n);
@@ -625,6 +736,14 @@ static const struct mp_store_ops sqlite_ops = {
         .response_insert = sq_response_insert,
         .push_get = sq_push_get,
         .responses = sq_responses,
+        .presence_claim = sq_presence_claim,
+        .presence_check = sq_presence_check,
+        .presence_release = sq_presence_release,
+        .online_ids = sq_online_ids,
+        .push_notify = sq_push_notify,
+        .targets_take = sq_targets_take,
+        .listen_fd = sq_listen_fd,
+        .listen_drain = sq_listen_drain,
 };
 
 int mp_store_open_sqlite(const char *path, struct mp_store **ret) {

@@ -23,7 +23,13 @@ char *col_str(sqlite3_stmt *q, int i, bool *oom);
 
 int sqlite_read_devices(sqlite3 *db, struct mp_device_rec **ret, size_t *ret_n);
 int sqlite_read_conflicts(sqlite3 *db, struct mp_conflict_rec **ret, size_t *ret_n);
+/* A one-column query of ClientIDs. */
+int sqlite_read_ids(sqlite3 *db, const char *sql, char ***ret_ids, size_t *ret_n);
 int sqlite_read_approved_ids(sqlite3 *db, char ***ret_ids, size_t *ret_n);
 int sqlite_read_push(sqlite3 *db, uint64_t push_id, time_t now, struct mp_push_rec *ret,
                      struct mp_target_rec **ret_targets, size_t *ret_n);
+struct mp_frame_rec;
+/* Pending targets of other nodes' pushes for ids held by node_id. */
+int sqlite_read_take(sqlite3 *db, const char *node_id, char *const *ids, size_t n_ids, time_t now,
+                     unsigned limit, struct mp_frame_rec **ret, size_t *ret_n);
 int sqlite_read_responses(sqlite3 *db, unsigned limit, struct mp_response_rec **ret, size_t *ret_n);

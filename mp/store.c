@@ -106,8 +106,10 @@ void mp_response_recs_free(struct mp_response_rec *r, size_t n) {
 }
 
 void mp_frame_recs_free(struct mp_frame_rec *r, size_t n) {
-        for (size_t i = 0; r && i < n; i++)
+        for (size_t i = 0; r && i < n; i++) {
                 free(r[i].frame);
+                free(r[i].client_id);
+        }
         free(r);
 }
 

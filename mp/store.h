@@ -38,7 +38,7 @@
 #include <time.h>
 
 /* The schema version this binary writes and understands. */
-#define MP_STORE_SCHEMA_VERSION 1
+#define MP_STORE_SCHEMA_VERSION 2
 
 enum mp_device_status {
         MP_DEVICE_APPROVED = 0,
@@ -116,6 +116,7 @@ struct mp_conflict_rec {
 struct mp_push_rec {
         uint64_t push_id, task_id;
         char *task_guid, *task_param;
+        char *origin_node; /* the node whose admin API took it (written, not read back) */
         uint32_t task_type;
         int64_t created, expires;
 };
@@ -141,6 +142,7 @@ struct mp_response_rec {
 /* A stored push frame not yet acknowledged by a device. */
 struct mp_frame_rec {
         uint64_t push_id;
+        char *client_id; /* targets_take() only */
         uint8_t *frame;
         size_t len;
 };
@@ -192,6 +194,36 @@ struct mp_store_ops {
                         struct mp_target_rec **ret_targets, size_t *ret_n);
         /* The latest responses, newest first. */
         int (*responses)(struct mp_store *st, unsigned limit, struct mp_response_rec **ret, size_t *ret_n);
+
+        /* Several nodes. A sign-in makes node_id the device's holder with a
+         * new, larger session epoch (*ret_epoch). */
+        int (*presence_claim)(struct mp_store *st, const char *client_id, const char *node_id, time_t now,
+                              uint64_t *ret_epoch);
+        /* 0 when node_id still holds the device at epoch, else -ESTALE. In
+         * the open transaction; PostgreSQL holds the row (FOR SHARE) until
+         * commit, so a sign-in elsewhere waits for what this node records. */
+        int (*presence_check)(struct mp_store *st, const char *client_id, const char *node_id,
+                              uint64_t epoch);
+        /* The session ended: the device is offline, if node_id still holds
+         * it at epoch (else nothing changes). */
+        int (*presence_release)(struct mp_store *st, const char *client_id, const char *node_id,
+                                uint64_t epoch);
+        /* Approved devices online at any node, for "--all" with several nodes. */
+        int (*online_ids)(struct mp_store *st, char ***ret_ids, size_t *ret_n);
+        /* Tells the other nodes that pushes were written (PostgreSQL NOTIFY
+         * at commit; a hint only). */
+        int (*push_notify)(struct mp_store *st);
+        /* Takes, in the open transaction, up to limit pending targets of
+         * pushes another node wrote, for the devices in ids that node_id
+         * holds (PostgreSQL: FOR UPDATE SKIP LOCKED, so no two nodes take
+         * the same). Frames with client_id set, oldest push first. */
+        int (*targets_take)(struct mp_store *st, const char *node_id, char *const *ids, size_t n_ids,
+                            time_t now, unsigned limit, struct mp_frame_rec **ret, size_t *ret_n);
+        /* The hint channel: a file descriptor that turns readable when a
+         * hint may have come (-EOPNOTSUPP: none, one node), and its drain
+         * (number of hints, or -ENOTCONN: reconnecting; then ask the fd again). */
+        int (*listen_fd)(struct mp_store *st);
+        int (*listen_drain)(struct mp_store *st);
 };
 
 /* Every engine's struct starts with this. */

@@ -469,12 +469,13 @@ static void test_newer_schema_refused(void **state) {
         assert_int_equal(mp_registry_open(path, &reg), -EPROTONOSUPPORT);
         assert_null(reg);
         /* the version back: the records are still there */
+        char sql[96];
+        snprintf(sql, sizeof(sql), "UPDATE schema_version SET version = %d", MP_STORE_SCHEMA_VERSION);
         if (pg_url())
-                pg_sql("UPDATE schema_version SET version = 1");
+                pg_sql(sql);
         else {
                 assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-                assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 1", NULL, NULL, NULL),
-                                 SQLITE_OK);
+                assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
                 sqlite3_close(db);
         }
         assert_int_equal(mp_registry_open(path, &reg), 0);
@@ -513,6 +514,155 @@ static void test_pg_connection_lost(void **state) {
         assert_int_equal(mp_registry_device(reg, ID_B, NULL, NULL), 0);
 }
 
+/* Two registries on one database, as two nodes. */
+static void open_node(const char *path, const char *node, struct mp_registry **ret) {
+        assert_int_equal(mp_registry_open(path, ret), 0);
+        assert_int_equal(mp_registry_set_node(*ret, node), 0);
+        assert_string_equal(mp_registry_node(*ret), node);
+}
+
+static void shared_path(char dir[], char *path, size_t size) {
+        assert_non_null(mkdtemp(dir));
+        snprintf(path, size, "%s/db", dir);
+        if (pg_url()) {
+                pg_wipe();
+                snprintf(path, size, "%s", pg_url());
+        }
+}
+
+static void rm_dir(const char *dir) {
+        char cmd[256];
+
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        assert_int_equal(system(cmd), 0);
+}
+
+/* A device moves from node 1 to node 2: its epoch grows, and node 1 can no
+ * longer record anything on its behalf; node 2 can. */
+static void test_session_epoch_guards_writes(void **state) {
+        char dir[] = "/tmp/test-mp-registry-XXXXXX", path[256];
+        struct mp_registry *n1 = NULL, *n2 = NULL;
+        uint64_t push_id, task_id, e1, e2;
+        bool dup;
+
+        (void)state;
+        shared_path(dir, path, sizeof(path));
+        open_node(path, "node-1", &n1);
+        open_node(path, "node-2", &n2);
+        signin(n1, MP_APPROVAL_AUTO, NULL, ID_A, "KA", NULL, NULL);
+        assert_int_equal(mp_registry_push_reserve(n1, &push_id, &task_id), 0);
+        assert_int_equal(mp_registry_push_store(n1, push_id, task_id, GUID1, 1, "", 1000, 5000,
+                                                (const uint8_t *)"FRAME", 5),
+                         0);
+        assert_int_equal(mp_registry_target_add(n1, push_id, ID_A, 1000), 0);
+        assert_int_equal(mp_registry_commit(n1), 0);
+        assert_int_equal(mp_registry_epoch(n1, ID_A, &e1), 0);
+
+        signin(n2, MP_APPROVAL_AUTO, NULL, ID_A, "KA", NULL, NULL);
+        assert_int_equal(mp_registry_commit(n2), 0);
+        assert_int_equal(mp_registry_epoch(n2, ID_A, &e2), 0);
+        assert_true(e2 > e1);
+        assert_int_equal(mp_registry_epoch(n2, ID_B, &e2), -ENOENT);
+
+        struct mp_response_record rec = {
+                .client_id = ID_A,
+                .task_guid = GUID1,
+                .push_id = push_id,
+                .task_id = task_id,
+                .return_code = 1,
+                .detail = "ok",
+                .body = (const uint8_t *)"<R/>",
+                .body_len = 4,
+                .address = "127.0.0.1",
+                .received = 1004,
+        };
+        /* should fail: node 1 no longer holds A */
+        assert_int_equal(mp_registry_response_store(n1, &rec, &dup), -ESTALE);
+        assert_int_equal(mp_registry_target_advance(n1, push_id, ID_A, MP_TARGET_DELIVERED, 1001), -ESTALE);
+        assert_int_equal(mp_registry_touch(n1, ID_A, 1002, NULL), -ESTALE);
+        assert_int_equal(mp_registry_commit(n1), 0);
+        /* node 2 does */
+        assert_int_equal(mp_registry_target_advance(n2, push_id, ID_A, MP_TARGET_DELIVERED, 1001), 1);
+        assert_int_equal(mp_registry_response_store(n2, &rec, &dup), 0);
+        assert_false(dup);
+        assert_int_equal(mp_registry_commit(n2), 0);
+
+        /* one response, seen from either node */
+        _cleanup_(json_object_putp) json_object *responses = NULL;
+        assert_int_equal(mp_registry_responses_json(n1, 10, &responses), 0);
+        assert_int_equal(array_len(responses, NULL), 1);
+        mp_registry_free(n1);
+        mp_registry_free(n2);
+        rm_dir(dir);
+}
+
+static int take_cb(uint64_t push_id, const char *client_id, uint8_t **frame, size_t len, void *userdata) {
+        struct mp_registry *reg = userdata;
+
+        assert_int_equal(len, 5);
+        assert_memory_equal(*frame, "FRAME", 5);
+        return mp_registry_target_advance(reg, push_id, client_id, MP_TARGET_DELIVERED, 1001) == 1 ? 0
+                                                                                                   : -EIO;
+}
+
+static int count_take_cb(uint64_t push_id, const char *client_id, uint8_t **frame, size_t len,
+                         void *userdata) {
+        (void)push_id, (void)client_id, (void)frame, (void)len;
+        (*(int *)userdata)++;
+        return 0;
+}
+
+/* A push written by node 1: the node holding a target takes it, once;
+ * node 1 takes none of its own; PostgreSQL: a second taker skips the rows
+ * the first holds. */
+static void test_targets_taken_by_holder(void **state) {
+        char dir[] = "/tmp/test-mp-registry-XXXXXX", path[256];
+        struct mp_registry *n1 = NULL, *n2 = NULL, *n2b = NULL;
+        char *ids_a[] = {(char *)ID_A}, *ids_b[] = {(char *)ID_B}, *ids_ab[] = {(char *)ID_A, (char *)ID_B};
+        uint64_t push_id, task_id;
+        int n = 0;
+
+        (void)state;
+        shared_path(dir, path, sizeof(path));
+        open_node(path, "node-1", &n1);
+        open_node(path, "node-2", &n2);
+        signin(n1, MP_APPROVAL_AUTO, NULL, ID_B, "KB", NULL, NULL);
+        assert_int_equal(mp_registry_commit(n1), 0);
+        signin(n2, MP_APPROVAL_AUTO, NULL, ID_A, "KA", NULL, NULL);
+        assert_int_equal(mp_registry_commit(n2), 0);
+        assert_int_equal(mp_registry_push_reserve(n1, &push_id, &task_id), 0);
+        assert_int_equal(mp_registry_push_store(n1, push_id, task_id, GUID1, 1, "", 1000, 5000,
+                                                (const uint8_t *)"FRAME", 5),
+                         0);
+        assert_int_equal(mp_registry_target_add(n1, push_id, ID_A, 1000), 0);
+        assert_int_equal(mp_registry_target_add(n1, push_id, ID_B, 1000), 0);
+        assert_int_equal(mp_registry_commit(n1), 0);
+
+        /* node 1 wrote it and delivers its own devices itself */
+        assert_int_equal(mp_registry_take(n1, ids_b, 1, 1000, 100, count_take_cb, &n), 0);
+        assert_int_equal(mp_registry_commit(n1), 0);
+        /* node 2 holds A (not B, even if asked) */
+        if (pg_url()) {
+                /* a second connection of node 2 meanwhile skips the locked row */
+                open_node(path, "node-2", &n2b);
+                assert_int_equal(mp_registry_take(n2, ids_ab, 2, 1000, 100, count_take_cb, &n), 1);
+                assert_int_equal(mp_registry_take(n2b, ids_a, 1, 1000, 100, count_take_cb, &n), 0);
+                assert_int_equal(mp_registry_commit(n2b), 0);
+                mp_registry_free(n2b);
+                assert_int_equal(mp_registry_commit(n2), 0);
+                n = 0;
+        }
+        assert_int_equal(mp_registry_take(n2, ids_ab, 2, 1000, 100, take_cb, n2), 1);
+        assert_int_equal(mp_registry_commit(n2), 0);
+        /* delivered: not taken again; expired pushes are never taken */
+        assert_int_equal(mp_registry_take(n2, ids_a, 1, 1000, 100, count_take_cb, &n), 0);
+        assert_int_equal(n, 0);
+        assert_int_equal(mp_registry_commit(n2), 0);
+        mp_registry_free(n1);
+        mp_registry_free(n2);
+        rm_dir(dir);
+}
+
 static void test_names(void **state) {
         enum mp_approval_mode m;
 
@@ -538,6 +688,8 @@ int main(void) {
                 cmocka_unit_test(test_records_survive_reopen),
                 cmocka_unit_test_setup_teardown(test_duplicate_identity, setup, teardown),
                 cmocka_unit_test(test_newer_schema_refused),
+                cmocka_unit_test(test_session_epoch_guards_writes),
+                cmocka_unit_test(test_targets_taken_by_holder),
                 cmocka_unit_test(test_old_conflicts_table_upgraded),
                 cmocka_unit_test(test_names),
         };
