@@ -40,6 +40,7 @@ static json_object *device_json(const struct mp_device_rec *d) {
         add_time(o, "last_seen", d->last_seen);
         add_str(o, "address", d->address);
         add_str(o, "conflict", d->conflict);
+        add_str(o, "node", d->node);
         return o;
 }
 

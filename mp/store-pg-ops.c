@@ -177,6 +177,7 @@ static int fill_device(PGresult *res, int i, void *p) {
         d->last_seen = pg_i64(res, i, 6);
         d->address = pg_str(res, i, 7, &oom);
         d->conflict = pg_str(res, i, 8, &oom);
+        d->node = pg_str(res, i, 9, &oom);
         return oom ? -ENOMEM : 0;
 }
 
@@ -184,7 +185,9 @@ static int pg_devices(struct mp_store *st, struct mp_device_rec **ret, size_t *r
         int r = pg_rows(st, "device list",
                         "SELECT client_id, hostname, version, status, fingerprint, first_seen, last_seen, "
                         "address, (SELECT string_agg(DISTINCT kind, ',') FROM conflicts c "
-                        "WHERE c.client_id = d.client_id) FROM devices d ORDER BY client_id",
+                        "WHERE c.client_id = d.client_id), "
+                        "(SELECT node_id FROM presence p WHERE p.client_id = d.client_id AND p.online) "
+                        "FROM devices d ORDER BY client_id",
                         NULL, fill_device, sizeof(**ret), ret, ret_n);
         if (r < 0) {
                 mp_device_recs_free(*ret, *ret_n);
@@ -323,11 +326,13 @@ static int pg_expire(struct mp_store *st, time_t now) {
         int r;
 
         pg_arg_i64(&a, now);
-        r = pg_write(
-                PG(st), "expiry",
-                "UPDATE targets SET state = 4, updated = $1::bigint WHERE state IN (0, 1) AND push_id IN "
-                "(SELECT push_id FROM pushes WHERE expires <= $1::bigint)",
-                &a, &res);
+        r = pg_write(PG(st), "expiry",
+                     /* every node sweeps: rows another node is sweeping are skipped,
+                      * not waited for (no lock order to deadlock on) */
+                     "UPDATE targets SET state = 4, updated = $1::bigint WHERE (client_id, push_id) IN "
+                     "(SELECT t.client_id, t.push_id FROM targets t JOIN pushes p ON p.push_id = t.push_id "
+                     "WHERE t.state IN (0, 1) AND p.expires <= $1::bigint FOR UPDATE OF t SKIP LOCKED)",
+                     &a, &res);
         if (r < 0)
                 return r;
         return (int)strtol(PQcmdTuples(res), NULL, 10);

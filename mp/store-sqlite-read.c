@@ -77,6 +77,7 @@ static int fill_device(sqlite3_stmt *q, void *arr, size_t n) {
         d->last_seen = sqlite3_column_int64(q, 6);
         d->address = col_str(q, 7, &oom);
         d->conflict = col_str(q, 8, &oom);
+        d->node = col_str(q, 9, &oom);
         return oom ? -ENOMEM : 0;
 }
 
@@ -85,7 +86,8 @@ int sqlite_read_devices(sqlite3 *db, struct mp_device_rec **ret, size_t *ret_n) 
                 db,
                 "SELECT client_id, hostname, version, status, fingerprint, first_seen, last_seen, "
                 "address, (SELECT group_concat(DISTINCT kind) FROM conflicts c "
-                "WHERE c.client_id = devices.client_id) FROM devices ORDER BY client_id",
+                "WHERE c.client_id = devices.client_id), (SELECT node_id FROM presence p "
+                "WHERE p.client_id = devices.client_id AND p.online) FROM devices ORDER BY client_id",
                 0, 0, 0, fill_device, sizeof(**ret), ret, ret_n);
         if (r < 0) {
                 mp_device_recs_free(*ret, *ret_n);

@@ -59,6 +59,7 @@ void mp_device_recs_free(struct mp_device_rec *r, size_t n) {
                 free(r[i].fingerprint);
                 free(r[i].address);
                 free(r[i].conflict);
+                free(r[i].node);
         }
         free(r);
 }

@@ -103,6 +103,7 @@ struct mp_response_record {
 struct mp_device_rec {
         char *client_id, *hostname, *version, *fingerprint, *address;
         char *conflict; /* kinds recorded, comma-separated, or NULL */
+        char *node;     /* the node holding it online, or NULL */
         enum mp_device_status status;
         int64_t first_seen, last_seen;
 };

@@ -45,9 +45,12 @@ def test_three_nodes(tmp):
     for mp in nodes:
         devs = json.loads(mp.admin("devices", "--json").stdout)
         devs = devs.get("devices", devs) if isinstance(devs, dict) else devs
-        seen = {d["client_id"] for d in devs}
-        if not set(ids) <= seen:
-            fail("%s sees %d of the %d devices" % (mp.dir, len(set(ids) & seen), len(ids)))
+        seen = {d["client_id"]: d.get("node") for d in devs}
+        if not set(ids) <= set(seen):
+            fail("%s sees %d of the %d devices" % (mp.dir, len(set(ids) & set(seen)), len(ids)))
+        for cid, n in ids.items():
+            if seen[cid] != "node-%d" % (n + 1):
+                fail("%s says %s is held by %r, not node-%d" % (mp.dir, cid, seen[cid], n + 1))
 
     out = json.loads(nodes[0].admin("push", "--type", "1", "--all", "--json").stdout)
     push_id = out.get("push_id", out.get("PushID"))

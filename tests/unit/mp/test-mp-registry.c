@@ -588,9 +588,27 @@ static void test_session_epoch_guards_writes(void **state) {
         assert_int_equal(mp_registry_commit(n2), 0);
 
         /* one response, seen from either node */
-        _cleanup_(json_object_putp) json_object *responses = NULL;
+        _cleanup_(json_object_putp) json_object *responses = NULL, *devices = NULL;
         assert_int_equal(mp_registry_responses_json(n1, 10, &responses), 0);
         assert_int_equal(array_len(responses, NULL), 1);
+
+        /* either node sees where A is online; the session's end clears it */
+        char **ids = NULL;
+        size_t n_ids = 0;
+        assert_int_equal(mp_registry_devices_json(n1, &devices), 0);
+        assert_string_equal(field(json_object_array_get_idx(devices, 0), "node"), "node-2");
+        assert_int_equal(mp_registry_online_ids(n1, &ids, &n_ids), 0);
+        assert_int_equal(n_ids, 1);
+        assert_string_equal(ids[0], ID_A);
+        mp_strv_free(ids, n_ids);
+        assert_int_equal(mp_registry_touch(n2, ID_A, 1010, NULL), 0);
+        assert_int_equal(mp_registry_commit(n2), 0);
+        json_object_put(TAKE_PTR(devices));
+        assert_int_equal(mp_registry_devices_json(n1, &devices), 0);
+        assert_null(field(json_object_array_get_idx(devices, 0), "node"));
+        assert_int_equal(mp_registry_online_ids(n1, &ids, &n_ids), 0);
+        assert_int_equal(n_ids, 0);
+        mp_strv_free(ids, n_ids);
         mp_registry_free(n1);
         mp_registry_free(n2);
         rm_dir(dir);
