@@ -30,10 +30,13 @@ enum stmt_id {
         ST_EXPIRE,
         ST_UNDELIVERED,
         ST_RESPONSE_INSERT,
+        ST_PRESENCE_CHECK,
         _ST_MAX,
 };
 
 static const char *const stmt_sql[_ST_MAX] = {
+        /* before every write made for a device: cached like the writes */
+        [ST_PRESENCE_CHECK] = "SELECT 1 FROM presence WHERE client_id = ?1 AND node_id = ?2 AND epoch = ?3",
         [ST_DEVICE_GET] = "SELECT status, public_key, fingerprint FROM devices WHERE client_id = ?1",
         [ST_DEVICE_INSERT] =
                 "INSERT INTO devices (client_id, hostname, version, public_key, fingerprint, "
@@ -628,17 +631,17 @@ static int sq_presence_claim(struct mp_store *st, const char *client_id, const c
 static int sq_presence_check(struct mp_store *st, const char *client_id, const char *node_id,
                              uint64_t epoch) {
         struct sqlite_store *s = SQ(st);
-        _cleanup_(sqlite3_finalizep) sqlite3_stmt *q = NULL;
-        int rc;
+        sqlite3_stmt *q;
+        int r, rc;
 
-        if (sqlite3_prepare_v2(s->db,
-                               "SELECT 1 FROM presence WHERE client_id = ?1 AND node_id = ?2 AND epoch = ?3",
-                               -1, &q, NULL) != SQLITE_OK)
-                return sql_error(s, "prepare");
+        r = stmt_get(s, ST_PRESENCE_CHECK, &q);
+        if (r < 0)
+                return r;
         if (bind_text(q, 1, client_id) < 0 || bind_text(q, 2, node_id) < 0 ||
             bind_i64(q, 3, (int64_t)epoch) < 0)
                 return -EIO;
         rc = sqlite3_step(q);
+        sqlite3_reset(q);
         if (rc == SQLITE_ROW)
                 return 0;
         return rc == SQLITE_DONE ? -ESTALE : sql_error(s, "presence check");
