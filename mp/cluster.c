@@ -159,18 +159,55 @@ static void arm(struct mp_cluster *cl, uint64_t usec) {
                 log_error("Failed to arm the push take timer");
 }
 
+struct hint_ctx {
+        struct mp_cluster *cl;
+        bool take;
+};
+
+/* An administrator on another node decided a device held here: tell it,
+ * as that node would have if it held the device. */
+static void device_decided(struct mp_server *srv, const char *payload) {
+        const char *sp = strchr(payload, ' ');
+        const char *me = mp_registry_node(srv->reg);
+        enum mp_device_status status;
+        int r;
+
+        if (!sp || ((size_t)(sp - payload) == strlen(me) && strncmp(payload, me, strlen(me)) == 0))
+                return; /* this node's own decision: told already */
+        if (!mp_session_find(srv, sp + 1))
+                return;
+        r = mp_registry_device(srv->reg, sp + 1, &status, NULL);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to read the new status of '%s': %m", sp + 1);
+                return;
+        }
+        log_info("Another node decided '%s': %s", sp + 1, mp_device_status_name(status));
+        mp_session_decided(srv, sp + 1, status);
+}
+
+static void on_one_hint(const char *channel, const char *payload, void *userdata) {
+        struct hint_ctx *h = userdata;
+
+        if (strcmp(channel, "tether_push") == 0)
+                h->take = true;
+        else if (strcmp(channel, "tether_device") == 0)
+                device_decided(h->cl->srv, payload);
+}
+
 static int on_hint(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
-        struct mp_cluster *cl = userdata;
+        struct hint_ctx h = {.cl = userdata};
         int n;
 
         (void)source, (void)fd, (void)revents;
-        n = mp_registry_listen_drain(cl->srv->reg);
+        n = mp_registry_listen_drain(h.cl->srv->reg, on_one_hint, &h);
         if (n < 0) {
-                cl->io = sd_event_source_disable_unref(cl->io);
+                h.cl->io = sd_event_source_disable_unref(h.cl->io);
                 return 0;
         }
-        if (n > 0 && !cl->srv->shutting_down)
-                arm(cl, 0); /* at the next loop iteration */
+        if (mp_registry_dirty(h.cl->srv->reg))
+                mp_server_flush(h.cl->srv);
+        if (h.take && !h.cl->srv->shutting_down)
+                arm(h.cl, 0); /* at the next loop iteration */
         return 0;
 }
 

@@ -3,6 +3,7 @@
 #include "mp/registry.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -399,7 +400,16 @@ int mp_registry_signin(struct mp_registry *reg, const struct mp_approval_policy 
 }
 
 int mp_registry_set_status(struct mp_registry *reg, const char *client_id, enum mp_device_status status) {
-        return reg->st->ops->device_set_status(reg->st, client_id, status);
+        _cleanup_(freep) char *payload = NULL;
+        int r;
+
+        r = reg->st->ops->device_set_status(reg->st, client_id, status);
+        if (r < 0)
+                return r;
+        /* the node holding the device tells it (this one does itself) */
+        if (asprintf(&payload, "%s %s", reg->node_id, client_id) < 0)
+                return -ENOMEM;
+        return reg->st->ops->notify(reg->st, "tether_device", payload);
 }
 
 int mp_registry_device_by_fingerprint(struct mp_registry *reg, const char *fingerprint,
@@ -432,7 +442,7 @@ int mp_registry_push_store(struct mp_registry *reg, uint64_t push_id, uint64_t t
 
         r = reg->st->ops->push_store(reg->st, &p, frame, frame_len);
         /* the hint leaves at commit, with the targets added after this */
-        return r < 0 ? r : reg->st->ops->push_notify(reg->st);
+        return r < 0 ? r : reg->st->ops->notify(reg->st, "tether_push", reg->node_id);
 }
 
 int mp_registry_target_add(struct mp_registry *reg, uint64_t push_id, const char *client_id, time_t now) {
@@ -516,6 +526,6 @@ int mp_registry_listen_fd(struct mp_registry *reg) {
         return reg->st->ops->listen_fd(reg->st);
 }
 
-int mp_registry_listen_drain(struct mp_registry *reg) {
-        return reg->st->ops->listen_drain(reg->st);
+int mp_registry_listen_drain(struct mp_registry *reg, mp_store_hint_cb cb, void *userdata) {
+        return reg->st->ops->listen_drain(reg->st, cb, userdata);
 }

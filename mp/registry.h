@@ -180,7 +180,8 @@ typedef int (*mp_take_cb)(uint64_t push_id, const char *client_id, uint8_t **fra
                           void *userdata);
 int mp_registry_take(struct mp_registry *reg, char *const *ids, size_t n_ids, time_t now, unsigned limit,
                      mp_take_cb cb, void *userdata);
-/* The other nodes' hints that pushes were written: an fd to watch (or
+/* The other nodes' hints (mp_store_ops.notify: "tether_push" with the
+ * writing node, "tether_device" with "NODE CLIENTID"): an fd to watch (or
  * negative: none now) and its drain (number of hints, or negative). */
 int mp_registry_listen_fd(struct mp_registry *reg);
-int mp_registry_listen_drain(struct mp_registry *reg);
+int mp_registry_listen_drain(struct mp_registry *reg, mp_store_hint_cb cb, void *userdata);

@@ -571,9 +571,13 @@ static int pg_online_ids(struct mp_store *st, char ***ret_ids, size_t *ret_n) {
         return r;
 }
 
-static int pg_push_notify(struct mp_store *st) {
+static int pg_notify(struct mp_store *st, const char *channel, const char *payload) {
+        struct pg_args a = {};
+
+        pg_arg_str(&a, channel);
+        pg_arg_str(&a, payload ? payload : "");
         /* delivered at commit, and only then */
-        return pg_write(PG(st), "push hint", "NOTIFY tether_push", NULL, NULL);
+        return pg_write(PG(st), "hint", "SELECT pg_notify($1, $2)", &a, NULL);
 }
 
 /* A text[] literal of GUID-like ids; anything else is refused. */
@@ -673,7 +677,7 @@ static const struct mp_store_ops ops = {
         .presence_check = pg_presence_check,
         .presence_release = pg_presence_release,
         .online_ids = pg_online_ids,
-        .push_notify = pg_push_notify,
+        .notify = pg_notify,
         .targets_take = pg_targets_take,
         .listen_fd = pg_listen_fd,
         .listen_drain = pg_listen_drain,

@@ -372,7 +372,7 @@ int pg_listen_fd(struct mp_store *st) {
         s->listen = PQconnectdb(s->conninfo);
         if (!s->listen || PQstatus(s->listen) != CONNECTION_OK)
                 goto fail;
-        res = PQexec(s->listen, "LISTEN tether_push");
+        res = PQexec(s->listen, "LISTEN tether_push; LISTEN tether_device");
         if (PQresultStatus(res) != PGRES_COMMAND_OK) {
                 PQclear(res);
                 goto fail;
@@ -387,7 +387,7 @@ fail:
         return -ENOTCONN;
 }
 
-int pg_listen_drain(struct mp_store *st) {
+int pg_listen_drain(struct mp_store *st, mp_store_hint_cb cb, void *userdata) {
         struct pg_store *s = PG(st);
         PGnotify *n;
         int count = 0;
@@ -400,6 +400,8 @@ int pg_listen_drain(struct mp_store *st) {
         }
         while ((n = PQnotifies(s->listen))) {
                 count++;
+                if (cb)
+                        cb(n->relname, n->extra, userdata);
                 PQfreemem(n);
         }
         return count;

@@ -13,6 +13,7 @@
 struct pg_store;
 struct mp_store;
 struct mp_store_ops;
+typedef void (*mp_store_hint_cb)(const char *channel, const char *payload, void *userdata);
 
 /* Statement parameters: text (strings, integers) or binary (bytea). */
 #define PG_MAX_ARGS 12
@@ -48,4 +49,4 @@ void pg_free(struct mp_store *st);
 int pg_commit(struct mp_store *st);
 bool pg_dirty(const struct mp_store *st);
 int pg_listen_fd(struct mp_store *st);
-int pg_listen_drain(struct mp_store *st);
+int pg_listen_drain(struct mp_store *st, mp_store_hint_cb cb, void *userdata);

@@ -674,8 +674,8 @@ static int sq_online_ids(struct mp_store *st, char ***ret_ids, size_t *ret_n) {
                 ret_ids, ret_n);
 }
 
-static int sq_push_notify(struct mp_store *st) {
-        (void)st;
+static int sq_notify(struct mp_store *st, const char *channel, const char *payload) {
+        (void)st, (void)channel, (void)payload;
         return 0; /* one node: nobody to tell */
 }
 
@@ -689,8 +689,8 @@ static int sq_listen_fd(struct mp_store *st) {
         return -EOPNOTSUPP;
 }
 
-static int sq_listen_drain(struct mp_store *st) {
-        (void)st;
+static int sq_listen_drain(struct mp_store *st, mp_store_hint_cb cb, void *userdata) {
+        (void)st, (void)cb, (void)userdata;
         return 0;
 }
 
@@ -743,7 +743,7 @@ static const struct mp_store_ops sqlite_ops = {
         .presence_check = sq_presence_check,
         .presence_release = sq_presence_release,
         .online_ids = sq_online_ids,
-        .push_notify = sq_push_notify,
+        .notify = sq_notify,
         .targets_take = sq_targets_take,
         .listen_fd = sq_listen_fd,
         .listen_drain = sq_listen_drain,

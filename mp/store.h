@@ -150,6 +150,8 @@ struct mp_frame_rec {
 
 struct mp_store;
 
+typedef void (*mp_store_hint_cb)(const char *channel, const char *payload, void *userdata);
+
 /* Each engine fills one table; every call returns a negative errno on
  * failure. Writes open the transaction that commit() ends. */
 struct mp_store_ops {
@@ -211,9 +213,10 @@ struct mp_store_ops {
                                 uint64_t epoch);
         /* Approved devices online at any node, for "--all" with several nodes. */
         int (*online_ids)(struct mp_store *st, char ***ret_ids, size_t *ret_n);
-        /* Tells the other nodes that pushes were written (PostgreSQL NOTIFY
-         * at commit; a hint only). */
-        int (*push_notify)(struct mp_store *st);
+        /* Tells the other nodes something at commit (PostgreSQL NOTIFY on
+         * channel "tether_push": pushes were written, or "tether_device": a
+         * device's status changed, payload "NODE CLIENTID"); a hint only. */
+        int (*notify)(struct mp_store *st, const char *channel, const char *payload);
         /* Takes, in the open transaction, up to limit pending targets of
          * pushes another node wrote, for the devices in ids that node_id
          * holds (PostgreSQL: FOR UPDATE SKIP LOCKED, so no two nodes take
@@ -221,10 +224,11 @@ struct mp_store_ops {
         int (*targets_take)(struct mp_store *st, const char *node_id, char *const *ids, size_t n_ids,
                             time_t now, unsigned limit, struct mp_frame_rec **ret, size_t *ret_n);
         /* The hint channel: a file descriptor that turns readable when a
-         * hint may have come (-EOPNOTSUPP: none, one node), and its drain
-         * (number of hints, or -ENOTCONN: reconnecting; then ask the fd again). */
+         * hint may have come (-EOPNOTSUPP: none, one node), and its drain,
+         * calling cb for each hint (number of hints, or -ENOTCONN:
+         * reconnecting; then ask the fd again). */
         int (*listen_fd)(struct mp_store *st);
-        int (*listen_drain)(struct mp_store *st);
+        int (*listen_drain)(struct mp_store *st, mp_store_hint_cb cb, void *userdata);
 };
 
 /* Every engine's struct starts with this. */
