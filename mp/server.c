@@ -224,8 +224,8 @@ static void check_shutdown_done(struct mp_server *srv) {
 static void drop_unrecorded_replies(struct mp_server *srv) {
         struct mp_conn *list = srv->flush_list;
 
-        log_warning("The records of the last round were lost with the database connection; closing the "
-                    "connections whose replies would have acknowledged them");
+        log_warning("The records of the last round were not stored (the database transaction was lost); "
+                    "closing the connections whose replies would have acknowledged them");
         srv->flush_list = NULL;
         srv->flush_count = 0;
         while (list) {
@@ -234,7 +234,7 @@ static void drop_unrecorded_replies(struct mp_server *srv) {
                 list = c->flush_next;
                 c->flush_next = NULL;
                 c->in_flush_list = false;
-                mp_conn_close(c, "records not stored (database connection lost)");
+                mp_conn_close(c, "records not stored (database transaction lost)");
                 mp_conn_unref(c);
         }
 }
