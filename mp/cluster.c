@@ -21,12 +21,36 @@
 #include "transport/guid.h"
 
 #define CLUSTER_TICK_USEC (1000ULL * 1000ULL)
+/* a node not seen for this long no longer counts for the share */
+#define NODE_STALE_SECONDS 10
 
 struct mp_cluster {
         struct mp_server *srv;
         sd_event_source *timer, *io;
         int listen_fd;
+        unsigned live;      /* nodes alive, this one included */
+        uint32_t push_rate; /* this node's share of PushRate (0: unthrottled) */
 };
+
+/* PushRate is the site's: each node alive sends at its share of it. */
+static void share_rate(struct mp_cluster *cl) {
+        uint32_t rate = cl->srv->cfg->push_rate;
+        unsigned live = 0;
+        int r;
+
+        r = mp_registry_node_heartbeat(cl->srv->reg, time(NULL), NODE_STALE_SECONDS, &live);
+        if (r < 0 || live == 0)
+                return; /* keep the last share */
+        if (live != cl->live)
+                log_info("%u node(s) alive: this node sends at most %u push(es)/s of the site's %u", live,
+                         rate ? (rate / live ? rate / live : 1) : 0, rate);
+        cl->live = live;
+        cl->push_rate = rate ? (rate / live ? rate / live : 1) : 0;
+}
+
+uint32_t mp_cluster_push_rate(const struct mp_server *srv) {
+        return srv->cluster ? srv->cluster->push_rate : srv->cfg->push_rate;
+}
 
 /* NodeID= when set; else <state-dir>/node-id, a GUID made at first start. */
 int mp_cluster_node_id(const struct mp_config *cfg, char **ret) {
@@ -113,7 +137,14 @@ static int deliver_taken(uint64_t push_id, const char *client_id, uint8_t **fram
         return 0;
 }
 
-/* One run: at most PushBatch targets (the per-node throttle); returns true
+/* A run takes at most PushBatch, and at most this node's share of a second. */
+static unsigned take_limit(const struct mp_cluster *cl) {
+        unsigned batch = cl->srv->cfg->push_batch;
+
+        return cl->push_rate && cl->push_rate < batch ? cl->push_rate : batch;
+}
+
+/* One run: at most take_limit() targets (the per-node throttle); returns true
  * when it took a full batch, so that another run follows soon. */
 static bool take_run(struct mp_cluster *cl) {
         struct mp_server *srv = cl->srv;
@@ -123,8 +154,7 @@ static bool take_run(struct mp_cluster *cl) {
         mp_sessions_walk(srv, collect_online, &t);
         r = t.error;
         if (r >= 0)
-                r = mp_registry_take(srv->reg, t.ids, t.n, time(NULL), srv->cfg->push_batch, deliver_taken,
-                                     &t);
+                r = mp_registry_take(srv->reg, t.ids, t.n, time(NULL), take_limit(cl), deliver_taken, &t);
         free(t.ids);
         if (r < 0) {
                 log_warning_errno(r, "Failed to take this node's pushes from the other nodes: %m");
@@ -134,7 +164,7 @@ static bool take_run(struct mp_cluster *cl) {
                 log_info("Took %d push target(s) written by other nodes; sent %zu", r, t.sent);
         if (mp_registry_dirty(srv->reg))
                 mp_server_flush(srv);
-        return (unsigned)r >= srv->cfg->push_batch;
+        return (unsigned)r >= take_limit(cl);
 }
 
 static int on_hint(sd_event_source *source, int fd, uint32_t revents, void *userdata);
@@ -219,11 +249,13 @@ static int on_tick(sd_event_source *source, uint64_t usec, void *userdata) {
         if (cl->srv->shutting_down)
                 return 0;
         watch_hints(cl);
+        share_rate(cl);
         more = take_run(cl);
-        /* a full batch: the next after PushBatch / PushRate seconds */
-        arm(cl, more && cl->srv->cfg->push_rate
-                        ? 1000000ULL * cl->srv->cfg->push_batch / cl->srv->cfg->push_rate
-                        : CLUSTER_TICK_USEC);
+        /* a full run: the next once this node's share allows it */
+        if (!more)
+                arm(cl, CLUSTER_TICK_USEC);
+        else
+                arm(cl, cl->push_rate ? 1000000ULL * take_limit(cl) / cl->push_rate : 0);
         return 0;
 }
 
@@ -239,6 +271,7 @@ int mp_cluster_start(struct mp_server *srv, struct mp_cluster **ret) {
                 return -ENOMEM;
         cl->srv = srv;
         cl->listen_fd = -1;
+        cl->push_rate = srv->cfg->push_rate;
         r = sd_event_add_time_relative(srv->event, &cl->timer, CLOCK_MONOTONIC, CLUSTER_TICK_USEC, 10000,
                                        on_tick, cl);
         if (r < 0) {
@@ -247,6 +280,7 @@ int mp_cluster_start(struct mp_server *srv, struct mp_cluster **ret) {
         }
         (void)sd_event_source_set_enabled(cl->timer, SD_EVENT_ONESHOT);
         watch_hints(cl);
+        share_rate(cl);
         log_info("Node %s: taking the pushes other nodes write for the devices held here",
                  mp_registry_node(srv->reg));
         *ret = cl;

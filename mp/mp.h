@@ -314,6 +314,8 @@ void mp_sessions_walk(struct mp_server *srv, void (*fn)(struct mp_session *s, vo
 struct mp_cluster;
 int mp_cluster_node_id(const struct mp_config *cfg, char **ret);
 int mp_cluster_start(struct mp_server *srv, struct mp_cluster **ret);
+/* The fan-out rate of this node: PushRate, shared among the nodes alive. */
+uint32_t mp_cluster_push_rate(const struct mp_server *srv);
 struct mp_cluster *mp_cluster_free(struct mp_cluster *cl);
 
 /* push.c */

@@ -216,7 +216,7 @@ int mp_push_start(struct mp_server *srv, const struct mp_push_request *req, uint
                         goto fail;
         }
 
-        mp_throttle_init(&p->throttle, srv->cfg->push_rate, srv->cfg->push_batch, mp_now_usec());
+        mp_throttle_init(&p->throttle, mp_cluster_push_rate(srv), srv->cfg->push_batch, mp_now_usec());
         /* the seeds' BgbServer.log says this first; here the push row has
          * just been written rather than read */
         log_info("Get one push message from database.");

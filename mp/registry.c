@@ -522,6 +522,11 @@ int mp_registry_take(struct mp_registry *reg, char *const *ids, size_t n_ids, ti
         return r < 0 ? r : (int)n;
 }
 
+int mp_registry_node_heartbeat(struct mp_registry *reg, time_t now, unsigned stale_after,
+                               unsigned *ret_live) {
+        return reg->st->ops->node_heartbeat(reg->st, reg->node_id, now, stale_after, ret_live);
+}
+
 int mp_registry_listen_fd(struct mp_registry *reg) {
         return reg->st->ops->listen_fd(reg->st);
 }

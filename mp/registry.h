@@ -180,6 +180,9 @@ typedef int (*mp_take_cb)(uint64_t push_id, const char *client_id, uint8_t **fra
                           void *userdata);
 int mp_registry_take(struct mp_registry *reg, char *const *ids, size_t n_ids, time_t now, unsigned limit,
                      mp_take_cb cb, void *userdata);
+/* This node is alive; *ret_live: nodes seen within stale_after seconds. */
+int mp_registry_node_heartbeat(struct mp_registry *reg, time_t now, unsigned stale_after,
+                               unsigned *ret_live);
 /* The other nodes' hints (mp_store_ops.notify: "tether_push" with the
  * writing node, "tether_device" with "NODE CLIENTID"): an fd to watch (or
  * negative: none now) and its drain (number of hints, or negative). */

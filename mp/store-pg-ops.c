@@ -571,6 +571,28 @@ static int pg_online_ids(struct mp_store *st, char ***ret_ids, size_t *ret_n) {
         return r;
 }
 
+static int pg_node_heartbeat(struct mp_store *st, const char *node_id, time_t now, unsigned stale_after,
+                             unsigned *ret_live) {
+        _cleanup_(PQclearp) PGresult *res = NULL;
+        struct pg_args a = {};
+        int r;
+
+        pg_arg_str(&a, node_id);
+        pg_arg_i64(&a, now);
+        pg_arg_i64(&a, stale_after);
+        /* one statement, in the open transaction if there is one; the count
+         * sees this node's row in any case */
+        r = pg_write(PG(st), "node heartbeat",
+                     "WITH beat AS (INSERT INTO nodes (node_id, seen) VALUES ($1, $2::bigint) "
+                     "ON CONFLICT (node_id) DO UPDATE SET seen = EXCLUDED.seen RETURNING node_id) "
+                     "SELECT count(*) + 1 FROM nodes WHERE seen > $2::bigint - $3::bigint AND node_id <> $1",
+                     &a, &res);
+        if (r < 0)
+                return r;
+        *ret_live = (unsigned)pg_i64(res, 0, 0);
+        return 0;
+}
+
 static int pg_notify(struct mp_store *st, const char *channel, const char *payload) {
         struct pg_args a = {};
 
@@ -677,6 +699,7 @@ static const struct mp_store_ops ops = {
         .presence_check = pg_presence_check,
         .presence_release = pg_presence_release,
         .online_ids = pg_online_ids,
+        .node_heartbeat = pg_node_heartbeat,
         .notify = pg_notify,
         .targets_take = pg_targets_take,
         .listen_fd = pg_listen_fd,

@@ -271,6 +271,8 @@ static const char *const migrations[MP_STORE_SCHEMA_VERSION] = {
         " since BIGINT, online BOOLEAN NOT NULL DEFAULT true);"
         "ALTER TABLE pushes ADD COLUMN origin_node TEXT;"
         "CREATE INDEX targets_open ON targets (client_id) WHERE state = 0;",
+        /* 2 -> 3: the nodes alive, to share the site's push rate */
+        "CREATE TABLE nodes (node_id TEXT PRIMARY KEY, seen BIGINT NOT NULL);",
 };
 
 /* Runs the missing migrations in one transaction, under an advisory lock

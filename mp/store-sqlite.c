@@ -129,6 +129,9 @@ static const char schema_v2[] =
         "ALTER TABLE pushes ADD COLUMN origin_node TEXT;"
         "CREATE INDEX targets_open ON targets (client_id) WHERE state = 0;";
 
+/* Schema version 3: the nodes alive, to share the site's push rate. */
+static const char schema_v3[] = "CREATE TABLE nodes (node_id TEXT PRIMARY KEY, seen INTEGER NOT NULL);";
+
 static int sql_error(struct sqlite_store *s, const char *what) {
         log_debug("store: sqlite: %s: %s", what, sqlite3_errmsg(s->db));
         return -EIO;
@@ -289,6 +292,8 @@ static int migrate(struct sqlite_store *s, const char *path) {
         }
         if (r >= 0 && version < 2)
                 r = exec_sql(s, schema_v2);
+        if (r >= 0 && version < 3)
+                r = exec_sql(s, schema_v3);
         if (r >= 0)
                 r = exec_sql(s, "DELETE FROM schema_version");
         if (r >= 0) {
@@ -674,6 +679,29 @@ static int sq_online_ids(struct mp_store *st, char ***ret_ids, size_t *ret_n) {
                 ret_ids, ret_n);
 }
 
+/* One node: it is always the only one alive; the row is kept all the same. */
+static int sq_node_heartbeat(struct mp_store *st, const char *node_id, time_t now, unsigned stale_after,
+                             unsigned *ret_live) {
+        struct sqlite_store *s = SQ(st);
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *q = NULL;
+        int r = begin_write(s);
+
+        (void)stale_after;
+        if (r < 0)
+                return r;
+        if (sqlite3_prepare_v2(s->db,
+                               "INSERT INTO nodes (node_id, seen) VALUES (?1, ?2) "
+                               "ON CONFLICT (node_id) DO UPDATE SET seen = ?2",
+                               -1, &q, NULL) != SQLITE_OK)
+                return sql_error(s, "prepare");
+        if (bind_text(q, 1, node_id) < 0 || bind_i64(q, 2, now) < 0)
+                return -EIO;
+        if (sqlite3_step(q) != SQLITE_DONE)
+                return sql_error(s, "node heartbeat");
+        *ret_live = 1;
+        return 0;
+}
+
 static int sq_notify(struct mp_store *st, const char *channel, const char *payload) {
         (void)st, (void)channel, (void)payload;
         return 0; /* one node: nobody to tell */
@@ -743,6 +771,7 @@ static const struct mp_store_ops sqlite_ops = {
         .presence_check = sq_presence_check,
         .presence_release = sq_presence_release,
         .online_ids = sq_online_ids,
+        .node_heartbeat = sq_node_heartbeat,
         .notify = sq_notify,
         .targets_take = sq_targets_take,
         .listen_fd = sq_listen_fd,

@@ -38,7 +38,7 @@
 #include <time.h>
 
 /* The schema version this binary writes and understands. */
-#define MP_STORE_SCHEMA_VERSION 2
+#define MP_STORE_SCHEMA_VERSION 3
 
 enum mp_device_status {
         MP_DEVICE_APPROVED = 0,
@@ -213,6 +213,11 @@ struct mp_store_ops {
                                 uint64_t epoch);
         /* Approved devices online at any node, for "--all" with several nodes. */
         int (*online_ids)(struct mp_store *st, char ***ret_ids, size_t *ret_n);
+        /* This node is alive at now (written at once, outside the open
+         * transaction); *ret_live: the nodes seen within stale_after seconds,
+         * this one included. The site's push rate is shared among them. */
+        int (*node_heartbeat)(struct mp_store *st, const char *node_id, time_t now, unsigned stale_after,
+                              unsigned *ret_live);
         /* Tells the other nodes something at commit (PostgreSQL NOTIFY on
          * channel "tether_push": pushes were written, or "tether_device": a
          * device's status changed, payload "NODE CLIENTID"); a hint only. */

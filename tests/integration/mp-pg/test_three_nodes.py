@@ -80,6 +80,12 @@ def test_three_nodes(tmp):
         with open(mp.log, errors="replace") as f:
             if "written by other nodes" not in f.read():
                 fail("%s never took a target written by node 1" % mp.log)
+    # PushRate is the site's: every node sends at a third of it
+    for mp in nodes:
+        def shares(mp=mp):
+            with open(mp.log, errors="replace") as f:
+                return "3 node(s) alive: this node sends at most 333 push(es)/s of the site's 1000" in f.read()
+        wait_for(shares, 20, "%s to share the site's push rate among 3 nodes" % mp.log)
     for a in agents:
         tasks = a.ctl("tasks")["tasks"]
         if [x["return_code"] for x in tasks] != [1]:

@@ -681,6 +681,32 @@ static void test_targets_taken_by_holder(void **state) {
         rm_dir(dir);
 }
 
+/* The nodes alive share the site's push rate: PostgreSQL counts the nodes
+ * seen lately; SQLite is one node. */
+static void test_node_heartbeat(void **state) {
+        char dir[] = "/tmp/test-mp-registry-XXXXXX", path[256];
+        struct mp_registry *n1 = NULL, *n2 = NULL;
+        unsigned live = 0;
+
+        (void)state;
+        shared_path(dir, path, sizeof(path));
+        open_node(path, "node-1", &n1);
+        open_node(path, "node-2", &n2);
+        assert_int_equal(mp_registry_node_heartbeat(n1, 1000, 10, &live), 0);
+        assert_int_equal(live, 1);
+        assert_int_equal(mp_registry_commit(n1), 0);
+        assert_int_equal(mp_registry_node_heartbeat(n2, 1005, 10, &live), 0);
+        assert_int_equal(live, pg_url() ? 2 : 1);
+        assert_int_equal(mp_registry_commit(n2), 0);
+        /* node 1 silent for longer than 10 s: no longer counted */
+        assert_int_equal(mp_registry_node_heartbeat(n2, 1011, 10, &live), 0);
+        assert_int_equal(live, 1);
+        assert_int_equal(mp_registry_commit(n2), 0);
+        mp_registry_free(n1);
+        mp_registry_free(n2);
+        rm_dir(dir);
+}
+
 static void test_names(void **state) {
         enum mp_approval_mode m;
 
@@ -708,6 +734,7 @@ int main(void) {
                 cmocka_unit_test(test_newer_schema_refused),
                 cmocka_unit_test(test_session_epoch_guards_writes),
                 cmocka_unit_test(test_targets_taken_by_holder),
+                cmocka_unit_test(test_node_heartbeat),
                 cmocka_unit_test(test_old_conflicts_table_upgraded),
                 cmocka_unit_test(test_names),
         };
