@@ -94,58 +94,12 @@ struct sqlite_store {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(sqlite3_stmt *, sqlite3_finalize)
 
-/* Schema version 1: the tables as tether-mp 0.1 made them (created only
- * where missing, so databases from before schema_version existed carry on). */
-static const char schema_v1[] =
-        "CREATE TABLE IF NOT EXISTS devices ("
-        " client_id TEXT PRIMARY KEY, hostname TEXT, version TEXT, public_key TEXT NOT NULL,"
-        " fingerprint TEXT NOT NULL, status INTEGER NOT NULL, first_seen INTEGER, last_seen INTEGER,"
-        " address TEXT);"
-        "CREATE INDEX IF NOT EXISTS devices_fpr ON devices (fingerprint);"
-        "CREATE TABLE IF NOT EXISTS conflicts ("
-        " client_id TEXT NOT NULL, known_fingerprint TEXT, offered_fingerprint TEXT NOT NULL,"
-        " offered_key TEXT, hostname TEXT, address TEXT, first_seen INTEGER, last_seen INTEGER,"
-        " count INTEGER NOT NULL, kind TEXT NOT NULL DEFAULT 'key', established_hostname TEXT,"
-        " established_address TEXT, PRIMARY KEY (client_id, offered_fingerprint));"
-        "CREATE TABLE IF NOT EXISTS pushes ("
-        " push_id INTEGER PRIMARY KEY, task_id INTEGER NOT NULL, task_guid TEXT, task_type INTEGER,"
-        " task_param TEXT, created INTEGER, expires INTEGER, frame BLOB);"
-        "CREATE INDEX IF NOT EXISTS pushes_guid ON pushes (task_guid);"
-        "CREATE TABLE IF NOT EXISTS targets ("
-        " push_id INTEGER NOT NULL, client_id TEXT NOT NULL, state INTEGER NOT NULL, updated INTEGER,"
-        " PRIMARY KEY (client_id, push_id));"
-        "CREATE INDEX IF NOT EXISTS targets_push ON targets (push_id);"
-        "CREATE TABLE IF NOT EXISTS responses ("
-        " client_id TEXT NOT NULL, task_guid TEXT NOT NULL, push_id INTEGER, task_id INTEGER,"
-        " return_code INTEGER, detail TEXT, body BLOB, signature BLOB, address TEXT, received INTEGER,"
-        " PRIMARY KEY (client_id, task_guid));"
-        "CREATE INDEX IF NOT EXISTS responses_received ON responses (received);";
-
-/* Schema version 2: which node holds each device, with its session epoch;
- * which node wrote each push. */
-static const char schema_v2[] =
-        "CREATE TABLE presence (client_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, epoch INTEGER NOT NULL,"
-        " since INTEGER, online INTEGER NOT NULL DEFAULT 1);"
-        "ALTER TABLE pushes ADD COLUMN origin_node TEXT;"
-        "CREATE INDEX targets_open ON targets (client_id) WHERE state = 0;";
-
-/* Schema version 3: the nodes alive, to share the site's push rate. */
-static const char schema_v3[] = "CREATE TABLE nodes (node_id TEXT PRIMARY KEY, seen INTEGER NOT NULL);";
-
 static int sql_error(struct sqlite_store *s, const char *what) {
-        log_debug("store: sqlite: %s: %s", what, sqlite3_errmsg(s->db));
-        return -EIO;
+        return sqlite_error(s->db, what);
 }
 
 static int exec_sql(struct sqlite_store *s, const char *sql) {
-        char *err = NULL;
-
-        if (sqlite3_exec(s->db, sql, NULL, NULL, &err) != SQLITE_OK) {
-                log_debug("store: sqlite: '%.80s': %s", sql, err ? err : "?");
-                sqlite3_free(err);
-                return -EIO;
-        }
-        return 0;
+        return sqlite_exec(s->db, sql);
 }
 
 /* Returns the cached statement, reset and with no bindings. */
@@ -235,79 +189,6 @@ char *col_str(sqlite3_stmt *q, int i, bool *oom) {
         if (!d)
                 *oom = true;
         return d;
-}
-
-/* Databases made before duplicate identities were recorded lack the
- * conflicts table's last three columns. */
-static int upgrade_conflicts(struct sqlite_store *s) {
-        sqlite3_stmt *q = NULL;
-
-        if (sqlite3_prepare_v2(s->db,
-                               "SELECT kind, established_hostname, established_address FROM conflicts", -1,
-                               &q, NULL) == SQLITE_OK) {
-                sqlite3_finalize(q);
-                return 0;
-        }
-        log_debug("store: sqlite: adding the conflict kind columns");
-        return exec_sql(s, "ALTER TABLE conflicts ADD COLUMN kind TEXT NOT NULL DEFAULT 'key';"
-                           "ALTER TABLE conflicts ADD COLUMN established_hostname TEXT;"
-                           "ALTER TABLE conflicts ADD COLUMN established_address TEXT;");
-}
-
-static int read_version(struct sqlite_store *s, int *ret) {
-        sqlite3_stmt *q = NULL;
-        int r = 0;
-
-        if (sqlite3_prepare_v2(s->db, "SELECT coalesce(max(version), 0) FROM schema_version", -1, &q,
-                               NULL) != SQLITE_OK)
-                return sql_error(s, "schema version");
-        if (sqlite3_step(q) == SQLITE_ROW)
-                *ret = sqlite3_column_int(q, 0);
-        else
-                r = sql_error(s, "schema version");
-        sqlite3_finalize(q);
-        return r;
-}
-
-/* Brings the schema to MP_STORE_SCHEMA_VERSION, one version per
- * transaction; refuses a newer one. */
-static int migrate(struct sqlite_store *s, const char *path) {
-        int version = 0, r;
-
-        r = exec_sql(s, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
-        if (r >= 0)
-                r = read_version(s, &version);
-        if (r < 0)
-                return r;
-        r = mp_store_check_version("SQLite", path, version);
-        if (r < 0 || version >= MP_STORE_SCHEMA_VERSION)
-                return r;
-        r = exec_sql(s, "BEGIN IMMEDIATE");
-        if (r < 0)
-                return r;
-        if (version < 1) {
-                r = exec_sql(s, schema_v1);
-                if (r >= 0)
-                        r = upgrade_conflicts(s);
-        }
-        if (r >= 0 && version < 2)
-                r = exec_sql(s, schema_v2);
-        if (r >= 0 && version < 3)
-                r = exec_sql(s, schema_v3);
-        if (r >= 0)
-                r = exec_sql(s, "DELETE FROM schema_version");
-        if (r >= 0) {
-                char sql[96];
-                snprintf(sql, sizeof(sql), "INSERT INTO schema_version VALUES (%d)",
-                         MP_STORE_SCHEMA_VERSION);
-                r = exec_sql(s, sql);
-        }
-        if (r < 0) {
-                (void)exec_sql(s, "ROLLBACK");
-                return r;
-        }
-        log_debug("store: sqlite: %s at schema version %d", path, MP_STORE_SCHEMA_VERSION);
-        return exec_sql(s, "COMMIT");
 }
 
 static int load_next_ids(struct sqlite_store *s) {
@@ -797,7 +678,7 @@ int mp_store_open_sqlite(const char *path, struct mp_store **ret) {
         if (r < 0)
                 goto fail;
         sqlite3_busy_timeout(s->db, 5000);
-        r = migrate(s, path);
+        r = sqlite_migrate(s->db, path);
         if (r >= 0)
                 r = load_next_ids(s);
         if (r < 0)

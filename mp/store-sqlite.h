@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #pragma once
 
-/* Inside the SQLite engine: mp/store-sqlite.c (writes, schema) and
- * mp/store-sqlite-read.c (list reads). Not for use outside those files.
+/* Inside the SQLite engine: mp/store-sqlite.c (writes),
+ * mp/store-sqlite-schema.c (migrations) and mp/store-sqlite-read.c (list
+ * reads). Not for use outside those files.
  * Record arrays returned are the caller's (mp/store.h's *_free). */
 
 #include <stdbool.h>
@@ -17,6 +18,13 @@ struct mp_conflict_rec;
 struct mp_push_rec;
 struct mp_target_rec;
 struct mp_response_rec;
+
+/* -EIO, the message logged at debug. */
+int sqlite_error(sqlite3 *db, const char *what);
+int sqlite_exec(sqlite3 *db, const char *sql);
+/* Brings the schema to MP_STORE_SCHEMA_VERSION (mp/store-sqlite-schema.c);
+ * refuses a newer one. */
+int sqlite_migrate(sqlite3 *db, const char *path);
 
 /* A text column as a new string (NULL for NULL); *oom set on failure. */
 char *col_str(sqlite3_stmt *q, int i, bool *oom);
