@@ -91,6 +91,30 @@ def test_three_nodes(tmp):
         if [x["return_code"] for x in tasks] != [1]:
             fail("%s ran %r" % (a.log, tasks))
 
+    # a push queued for an offline device (agent 2, held by node 3) reaches
+    # it when it signs in to another node (node 2)
+    moved = agents[2]
+    moved_id = moved.status()["client_id"]
+    moved.kill()
+    def offline():
+        devs = json.loads(nodes[0].admin("devices", "--json").stdout)
+        devs = devs.get("devices", devs) if isinstance(devs, dict) else devs
+        return [d for d in devs if d["client_id"] == moved_id and not d.get("node")] or None
+    wait_for(offline, 30, "node 3 to record agent 2 offline")
+    queued = nodes[0].push(1, moved_id)["push_id"]
+    with open(moved.machine_id) as f:
+        machine_id = f.read()
+    moved = Agent(tmp, "127.0.0.1", nodes[1].tcp, nodes[1].https, site_pub=site_pub, ca_file=ca,
+                  name="agent02")
+    with open(moved.machine_id, "w") as f:
+        f.write(machine_id)  # the same device: its identity stays
+    if moved.start().wait_signed_in(timeout=60)["client_id"] != moved_id:
+        fail("agent 2 came back with another ClientID")
+    def queued_answered():
+        tg = nodes[2].push_status(queued, wait=2).get("targets") or [{}]
+        return tg[0] if tg[0].get("state") == "answered" else None
+    wait_for(queued_answered, 60, "the queued push answered through node 2")
+
 
 if __name__ == "__main__":
     sys.exit(run_test(test_three_nodes))
