@@ -330,6 +330,8 @@ struct mp_push_request {
 int mp_push_start(struct mp_server *srv, const struct mp_push_request *req, uint64_t *ret_push_id,
                   char ret_guid[TETHER_GUID_LEN], size_t *ret_n_targets);
 void mp_push_free_all(struct mp_server *srv);
+/* After a lost transaction: stops the fan-outs whose push was not stored. */
+void mp_push_drop_unstored(struct mp_server *srv);
 
 /* http.c */
 int mp_http_attach(struct mp_conn *c);

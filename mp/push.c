@@ -28,6 +28,29 @@ static void push_unlink(struct mp_server *srv, struct mp_push *p) {
                 }
 }
 
+void mp_push_drop_unstored(struct mp_server *srv) {
+        struct mp_push **pp = &srv->pushes;
+
+        while (*pp) {
+                struct mp_push *p = *pp;
+                json_object *o = NULL;
+                int r = mp_registry_push_json(srv->reg, p->push_id, time(NULL), &o, NULL);
+
+                json_object_put(o);
+                if (r >= 0) {
+                        pp = &p->next;
+                        continue;
+                }
+                /* not stored, or not known now: sending it could hand out a
+                 * push the records do not have; a stored one still reaches
+                 * its devices at their next sign-in */
+                log_warning_errno(r, "Push %llu (TaskGUID %s) stopped: not in the records (%m)",
+                                  (unsigned long long)p->push_id, p->task_guid);
+                *pp = p->next;
+                push_free(p);
+        }
+}
+
 void mp_push_free_all(struct mp_server *srv) {
         while (srv->pushes) {
                 struct mp_push *p = srv->pushes;

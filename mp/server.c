@@ -237,6 +237,7 @@ static void drop_unrecorded_replies(struct mp_server *srv) {
                 mp_conn_close(c, "records not stored (database transaction lost)");
                 mp_conn_unref(c);
         }
+        mp_push_drop_unstored(srv);
 }
 
 void mp_server_flush(struct mp_server *srv) {

@@ -3,12 +3,14 @@
 """tether-mp on PostgreSQL (TETHER_TEST_PG, from pg-run.sh) when a round's
 commit fails: the RESPONSE_ACK that would have acknowledged the unstored
 response never leaves (the connection is closed), the agent resends on
-reconnecting, and the response is stored once. The failure is made
+reconnecting, and the response is stored once. A push whose round is not
+stored is not confirmed to the administrator and never sent. The failure is made
 deterministic with a deferred constraint trigger that fails the first
 commit holding a response (a sequence counts outside the transaction)."""
 import os
 import subprocess
 import sys
+import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "agent"))
@@ -25,6 +27,20 @@ BEGIN
 END $$;
 CREATE CONSTRAINT TRIGGER test_fail_first AFTER INSERT ON responses
   DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_fail_first();
+"""
+
+
+FAIL_FIRST_PUSH_COMMIT = r"""
+CREATE SEQUENCE test_push_commits;
+CREATE FUNCTION test_fail_first_push() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF nextval('test_push_commits') = 1 THEN
+    RAISE EXCEPTION 'test: the first commit holding a push target fails';
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER test_fail_first_push AFTER INSERT ON targets
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_fail_first_push();
 """
 
 
@@ -66,6 +82,26 @@ def test_commit_lost(tmp):
     # sent once, the connection closed before any ACK, sent again
     if log_text.count("Send Task response message") < 2:
         fail("the agent did not send its response again after the connection was closed")
+
+    # a push whose round is not stored: the admin is not told it exists, and
+    # no frame of it leaves (the connections it was queued on are closed; a
+    # fan-out still running is stopped)
+    psql(FAIL_FIRST_PUSH_COMMIT)
+    r = mp.admin("push", "--type", "1", cid, "--json", check=False)
+    if r.returncode == 0:
+        fail("push accepted although its records were not stored: %s" % r.stdout)
+    with open(mp.log, errors="replace") as f:
+        if f.read().count("were not stored (the database transaction was lost)") != 2:
+            fail("tether-mp did not report the second lost round")
+    time.sleep(3)
+    if len(agent.ctl("tasks")["tasks"]) != 1:
+        fail("the agent ran a push that was never stored: %r" % agent.ctl("tasks"))
+    if psql("SELECT count(*) FROM pushes WHERE frame IS NOT NULL") != "1":
+        fail("an unstored push is in the records")
+    push2 = mp.push(1, cid)["push_id"]
+    st = mp.push_status(push2, wait=30)
+    if (st.get("targets") or [{}])[0].get("state") != "answered":
+        fail("the next push was not answered: %r" % st)
 
 
 if __name__ == "__main__":
