@@ -58,6 +58,17 @@ static int respond_error(struct mp_conn *c, unsigned status, const char *fmt, ..
         return respond_json(c, status, o);
 }
 
+/* A failure of the records: a database that is down is said so, with 503,
+ * so that the administrator retries later rather than reading a bug. */
+static int store_error(struct mp_conn *c, const char *what, int r) {
+        if (r == -ENOTCONN || r == -ECONNABORTED)
+                return respond_error(c, 503,
+                                     "%s: the records' database is unreachable (reconnecting); nothing was "
+                                     "done, try again later",
+                                     what);
+        return respond_error(c, 500, "%s: %s", what, strerror(-r));
+}
+
 static const char *query_get(const char *query, const char *key, char *buf, size_t size) {
         size_t klen = strlen(key);
 
@@ -92,7 +103,7 @@ static int admin_devices(struct mp_conn *c) {
 
         r = mp_registry_devices_json(srv->reg, &arr);
         if (r < 0)
-                return respond_error(c, 500, "registry: %s", strerror(-r));
+                return store_error(c, "registry", r);
         for (size_t i = 0; i < json_object_array_length(arr); i++) {
                 json_object *row = json_object_array_get_idx(arr, i), *v;
                 struct mp_session *s = NULL;
@@ -138,7 +149,7 @@ static int admin_decide(struct mp_conn *c, const char *client_id, enum mp_device
         if (r == -ENOENT)
                 return respond_error(c, 404, "no device with ClientID '%s'", client_id);
         if (r < 0)
-                return respond_error(c, 500, "registry: %s", strerror(-r));
+                return store_error(c, "registry", r);
         log_info("Administrator set client '%s' to %s", client_id, mp_device_status_name(status));
         mp_session_decided(srv, client_id, status);
         o = json_object_new_object();
@@ -205,7 +216,7 @@ static int admin_push(struct mp_conn *c, const uint8_t *body, size_t len) {
         if (r == -EINVAL)
                 return respond_error(c, 400, "a target is not a ClientID GUID, or the TaskType is invalid");
         if (r < 0)
-                return respond_error(c, 500, "push failed: %s", strerror(-r));
+                return store_error(c, "push failed", r);
 
         o = json_object_new_object();
         if (!o)
@@ -224,7 +235,7 @@ static int push_status_respond(struct mp_conn *c, uint64_t push_id, bool *ret_do
         if (r == -ENOENT)
                 return respond_error(c, 404, "no push with PushID %llu", (unsigned long long)push_id);
         if (r < 0)
-                return respond_error(c, 500, "registry: %s", strerror(-r));
+                return store_error(c, "registry", r);
         return respond_json(c, 200, o);
 }
 
@@ -248,7 +259,7 @@ static int admin_push_status(struct mp_conn *c, const char *id, const char *quer
         if (r == -ENOENT)
                 return respond_error(c, 404, "no push with PushID %llu", (unsigned long long)push_id);
         if (r < 0)
-                return respond_error(c, 500, "registry: %s", strerror(-r));
+                return store_error(c, "registry", r);
         if (done)
                 return respond_json(c, 200, o);
 
@@ -325,7 +336,7 @@ static int admin_simple(struct mp_conn *c, int (*fn)(struct mp_registry *, json_
 
         r = fn(c->srv->reg, &arr);
         if (r < 0)
-                return respond_error(c, 500, "registry: %s", strerror(-r));
+                return store_error(c, "registry", r);
         o = json_object_new_object();
         if (!o)
                 return -ENOMEM;
@@ -343,7 +354,7 @@ static int admin_responses(struct mp_conn *c, const char *query) {
                 return respond_error(c, 400, "bad limit");
         r = mp_registry_responses_json(c->srv->reg, (unsigned)limit, &arr);
         if (r < 0)
-                return respond_error(c, 500, "registry: %s", strerror(-r));
+                return store_error(c, "registry", r);
         o = json_object_new_object();
         if (!o)
                 return -ENOMEM;

@@ -39,6 +39,8 @@ void mp_config_init(struct mp_config *c) {
 
 void mp_config_done(struct mp_config *c) {
         free(c->state_dir);
+        free(c->store);
+        free(c->node_id);
         free(c->listen);
         free(c->https_listen);
         free(c->admin_socket);
@@ -188,6 +190,8 @@ static const struct config_key {
         uint64_t min, max;
 } config_keys[] = {
         {"StateDirectory", parse_string, offsetof(struct mp_config, state_dir), 0, 0},
+        {"Store", parse_string, offsetof(struct mp_config, store), 0, 0},
+        {"NodeID", parse_string, offsetof(struct mp_config, node_id), 0, 0},
         {"Listen", parse_string, offsetof(struct mp_config, listen), 0, 0},
         {"HTTPSListen", parse_listen_list, offsetof(struct mp_config, https_listen), 0, 0},
         {"AdminSocket", parse_string, offsetof(struct mp_config, admin_socket), 0, 0},

@@ -64,6 +64,10 @@ static void help_serve(void) {
                "  --push-rate N            fan-out frames per second, 0 = unlimited (default 1000)\n"
                "  --push-batch N           fan-out batch size (default 200)\n"
                "  --push-expires SECONDS   default push lifetime (default 3600)\n"
+               "  --store SPEC             the records: an SQLite file (default <state-dir>/tether-mp.db)\n"
+               "                           or postgresql://... (Store= in the file)\n"
+               "  --node-id ID             this node's ID among several on one PostgreSQL\n"
+               "                           (default: <state-dir>/node-id, made at first start)\n"
                "  --check                  parse the configuration, print 'configuration OK', exit\n"
                "  --verbose                debug logging\n"
                "\n"
@@ -138,6 +142,8 @@ static int cmd_serve(int argc, char **argv) {
                 ARG_RATE,
                 ARG_BATCH,
                 ARG_EXPIRES,
+                ARG_STORE,
+                ARG_NODE_ID,
                 ARG_CHECK,
         };
         static const struct option opts[] = {
@@ -157,6 +163,8 @@ static int cmd_serve(int argc, char **argv) {
                 {"push-rate", required_argument, NULL, ARG_RATE},
                 {"push-batch", required_argument, NULL, ARG_BATCH},
                 {"push-expires", required_argument, NULL, ARG_EXPIRES},
+                {"store", required_argument, NULL, ARG_STORE},
+                {"node-id", required_argument, NULL, ARG_NODE_ID},
                 {"check", no_argument, NULL, ARG_CHECK},
                 {"verbose", no_argument, NULL, 'v'},
                 {},
@@ -176,6 +184,8 @@ static int cmd_serve(int argc, char **argv) {
                 [ARG_RATE - ARG_STATE] = "PushRate",
                 [ARG_BATCH - ARG_STATE] = "PushBatch",
                 [ARG_EXPIRES - ARG_STATE] = "PushExpiresSeconds",
+                [ARG_STORE - ARG_STATE] = "Store",
+                [ARG_NODE_ID - ARG_STATE] = "NodeID",
         };
         struct mp_config cfg;
         struct mp_server *srv = NULL;
@@ -229,7 +239,7 @@ static int cmd_serve(int argc, char **argv) {
                         cfg.n_tls_names = 0;
                         names_from_cli = true;
                 }
-                if (c < ARG_STATE || c > ARG_EXPIRES || !key_of[c - ARG_STATE]) {
+                if (c < ARG_STATE || c > ARG_NODE_ID || !key_of[c - ARG_STATE]) {
                         mp_config_done(&cfg);
                         return 2;
                 }

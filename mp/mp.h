@@ -60,6 +60,8 @@ struct tether_tls_conn;
 
 struct mp_config {
         char *state_dir;
+        char *store;        /* NULL: <state_dir>/tether-mp.db (SQLite); or a postgresql:// URL */
+        char *node_id;      /* NULL: <state_dir>/node-id (made at first start) */
         char *listen;       /* "ADDR:PORT" */
         char *https_listen; /* "ADDR:PORT[ ADDR:PORT...]", "" or "off" disables */
         char *admin_socket;
@@ -276,6 +278,7 @@ struct mp_server {
          * hold back the other connections' already durable output. */
         bool writing_committed;
         uint64_t last_expire_usec;
+        struct mp_cluster *cluster; /* NULL with one node (SQLite) */
 };
 
 uint64_t mp_now_usec(void);
@@ -387,6 +390,14 @@ void mp_site_key_broadcast(struct mp_server *srv);
 int mp_session_deliver_backlog(struct mp_server *srv, struct mp_session *s);
 void mp_sessions_walk(struct mp_server *srv, void (*fn)(struct mp_session *s, void *u), void *u);
 
+/* cluster.c: several nodes on one PostgreSQL database */
+struct mp_cluster;
+int mp_cluster_node_id(const struct mp_config *cfg, char **ret);
+int mp_cluster_start(struct mp_server *srv, struct mp_cluster **ret);
+/* The fan-out rate of this node: PushRate, shared among the nodes alive. */
+uint32_t mp_cluster_push_rate(const struct mp_server *srv);
+struct mp_cluster *mp_cluster_free(struct mp_cluster *cl);
+
 /* push.c */
 struct mp_push_request {
         uint32_t task_type;
@@ -399,6 +410,8 @@ struct mp_push_request {
 int mp_push_start(struct mp_server *srv, const struct mp_push_request *req, uint64_t *ret_push_id,
                   char ret_guid[TETHER_GUID_LEN], size_t *ret_n_targets);
 void mp_push_free_all(struct mp_server *srv);
+/* After a lost transaction: stops the fan-outs whose push was not stored. */
+void mp_push_drop_unstored(struct mp_server *srv);
 
 /* http.c */
 int mp_http_attach(struct mp_conn *c);

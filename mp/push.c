@@ -28,6 +28,29 @@ static void push_unlink(struct mp_server *srv, struct mp_push *p) {
                 }
 }
 
+void mp_push_drop_unstored(struct mp_server *srv) {
+        struct mp_push **pp = &srv->pushes;
+
+        while (*pp) {
+                struct mp_push *p = *pp;
+                json_object *o = NULL;
+                int r = mp_registry_push_json(srv->reg, p->push_id, time(NULL), &o, NULL);
+
+                json_object_put(o);
+                if (r >= 0) {
+                        pp = &p->next;
+                        continue;
+                }
+                /* not stored, or not known now: sending it could hand out a
+                 * push the records do not have; a stored one still reaches
+                 * its devices at their next sign-in */
+                log_warning_errno(r, "Push %llu (TaskGUID %s) stopped: not in the records (%m)",
+                                  (unsigned long long)p->push_id, p->task_guid);
+                *pp = p->next;
+                push_free(p);
+        }
+}
+
 void mp_push_free_all(struct mp_server *srv) {
         while (srv->pushes) {
                 struct mp_push *p = srv->pushes;
@@ -45,13 +68,13 @@ static bool push_deliver(struct mp_server *srv, struct mp_push *p, const char *c
                 return false; /* kept pending: delivered at the next sign-in or poll */
         if (s->conn->kind == MP_CONN_HTTPS)
                 return mp_https_finish_poll(s->conn) >= 0;
-        r = mp_conn_send(s->conn, p->frame);
-        if (r < 0)
-                return false;
+        /* recorded first: a node that no longer holds the session sends nothing */
         r = mp_registry_target_advance(srv->reg, p->push_id, client_id, MP_TARGET_DELIVERED, time(NULL));
+        if (r == -ESTALE)
+                return false;
         if (r < 0)
                 log_warning_errno(r, "Failed to record delivery to '%s', ignoring: %m", client_id);
-        return true;
+        return mp_conn_send(s->conn, p->frame) >= 0;
 }
 
 static int push_timer(sd_event_source *source, uint64_t usec, void *userdata);
@@ -143,7 +166,12 @@ int mp_push_start(struct mp_server *srv, const struct mp_push_request *req, uint
         }
         p->expires = now + (req->expires_seconds ? req->expires_seconds : srv->cfg->push_expires);
 
-        if (req->all) {
+        if (req->all && srv->cluster) {
+                /* several nodes: online anywhere, by the presence records */
+                r = mp_registry_online_ids(srv->reg, &p->targets, &p->n_targets);
+                if (r < 0)
+                        goto fail;
+        } else if (req->all) {
                 struct online_ctx o = {.srv = srv, .now = mp_now_usec()};
 
                 mp_sessions_walk(srv, collect_online, &o);
@@ -211,7 +239,7 @@ int mp_push_start(struct mp_server *srv, const struct mp_push_request *req, uint
                         goto fail;
         }
 
-        mp_throttle_init(&p->throttle, srv->cfg->push_rate, srv->cfg->push_batch, mp_now_usec());
+        mp_throttle_init(&p->throttle, mp_cluster_push_rate(srv), srv->cfg->push_batch, mp_now_usec());
         /* the seeds' BgbServer.log says this first; here the push row has
          * just been written rather than read */
         log_info("Get one push message from database.");

@@ -2,14 +2,16 @@
 #pragma once
 
 /*
- * tether-mp's records, in SQLite (WAL, synchronous=FULL): devices and their
- * bound keys, ClientID/key conflicts, pushes with their signed frames, the
- * per-device state of each push, and the signed responses.
+ * tether-mp's records as the server sees them: the sign-in policy and the
+ * calls the channels, the push fan-out and the admin API make, over the
+ * store (mp/store.h: SQLite or PostgreSQL), which holds the rows. The
+ * *_json calls (mp/admin-json.c) turn the store's plain records into the
+ * admin API's JSON.
  *
  * Writes go into one open transaction that the server commits once per
  * event-loop round (group commit); mp_registry_commit() returns only when
- * the WAL is on disk, and the server sends nothing that acknowledges a write
- * (RESPONSE_ACK, a first SIGNIN_CONFIRM) before that.
+ * the writes are durable, and the server sends nothing that acknowledges a
+ * write (RESPONSE_ACK, a first SIGNIN_CONFIRM) before that.
  *
  * Ownership: the registry is owned by its opener; strings and json objects
  * returned are owned by the caller.
@@ -22,18 +24,14 @@
 
 #include <json-c/json.h>
 
+#include "mp/store.h"
+
 struct mp_registry;
 
 enum mp_approval_mode {
         MP_APPROVAL_AUTO = 0,
         MP_APPROVAL_MANUAL,
         MP_APPROVAL_TOKEN,
-};
-
-enum mp_device_status {
-        MP_DEVICE_APPROVED = 0,
-        MP_DEVICE_PENDING,
-        MP_DEVICE_REJECTED,
 };
 
 /* The answer to a sign-in. */
@@ -44,27 +42,23 @@ enum mp_signin_verdict {
         MP_SIGNIN_CONFLICT,
 };
 
-/* States of one push for one device, in the order they advance. */
-enum mp_target_state {
-        MP_TARGET_PENDING = 0,
-        MP_TARGET_DELIVERED = 1,
-        MP_TARGET_ACKNOWLEDGED = 2,
-        MP_TARGET_ANSWERED = 3,
-        MP_TARGET_EXPIRED = 4,
-};
-
 const char *mp_approval_mode_name(enum mp_approval_mode m);
 int mp_approval_mode_from_string(const char *s, enum mp_approval_mode *ret);
 const char *mp_device_status_name(enum mp_device_status s);
 const char *mp_target_state_name(enum mp_target_state s);
 const char *mp_signin_verdict_name(enum mp_signin_verdict v);
 
-/* Opens (creating when missing) the database at path. ":memory:" works for
- * tests. Returns -EIO with the SQLite message logged at debug. */
-int mp_registry_open(const char *path, struct mp_registry **ret);
+/* Opens (creating or migrating when needed) the store named by spec: an
+ * SQLite path (":memory:" works for tests) or a PostgreSQL URL (see
+ * mp_store_open()). */
+int mp_registry_open(const char *spec, struct mp_registry **ret);
 struct mp_registry *mp_registry_free(struct mp_registry *reg); /* rolls back nothing: commits */
+/* The store underneath (owned by the registry), for mp/admin-json.c. */
+struct mp_store *mp_registry_store(struct mp_registry *reg);
 
-/* Commits the open transaction, if any (durable on return). */
+/* Commits the open transaction, if any (durable on return). -ECONNABORTED:
+ * the transaction was lost with the database connection, so nothing
+ * written since the last commit may be acknowledged. */
 int mp_registry_commit(struct mp_registry *reg);
 bool mp_registry_dirty(const struct mp_registry *reg);
 
@@ -121,6 +115,8 @@ int mp_registry_device(struct mp_registry *reg, const char *client_id, enum mp_d
 /* Finds the approved device whose key has this fingerprint. -ENOENT if none. */
 int mp_registry_device_by_fingerprint(struct mp_registry *reg, const char *fingerprint,
                                       char **ret_client_id);
+/* The device went offline (the session ended): its last-seen time, and
+ * its presence marked offline if this session still holds it. */
 int mp_registry_touch(struct mp_registry *reg, const char *client_id, time_t now, const char *address);
 
 /* All devices as a json array of objects (online state is the server's);
@@ -155,21 +151,6 @@ typedef int (*mp_push_frame_cb)(uint64_t push_id, const uint8_t *frame, size_t l
 int mp_registry_undelivered(struct mp_registry *reg, const char *client_id, time_t now, mp_push_frame_cb cb,
                             void *userdata);
 
-struct mp_response_record {
-        const char *client_id;
-        const char *task_guid;
-        uint64_t push_id;
-        uint64_t task_id;
-        uint32_t return_code;
-        const char *detail;
-        const uint8_t *body; /* raw signed XML */
-        size_t body_len;
-        const uint8_t *sig;
-        size_t sig_len;
-        const char *address;
-        time_t received;
-};
-
 /* Stores a verified response once per (ClientID, TaskGUID), and marks the
  * target answered. *ret_duplicate is true when it was already stored. */
 int mp_registry_response_store(struct mp_registry *reg, const struct mp_response_record *rec,
@@ -181,12 +162,40 @@ int mp_registry_push_json(struct mp_registry *reg, uint64_t push_id, time_t now,
                           bool *ret_done);
 int mp_registry_responses_json(struct mp_registry *reg, unsigned limit, json_object **ret);
 
-/* ---- Key rotation (issue #15; PROTOCOL-v1 7.2, 7.3) -------------------
- * Kept together, with their own tables (device_site_keys, key_events), so
- * that they move behind the store interface as one piece. */
+/* Several nodes (PostgreSQL). This node's ID (default "local"): a sign-in
+ * makes it the device's holder in a new session epoch, and the writes made
+ * on a device's behalf (last-seen, delivery, PUSH_ACK, response) return
+ * -ESTALE, recording nothing, once another node or a later sign-in holds it. */
+int mp_registry_set_node(struct mp_registry *reg, const char *node_id);
+const char *mp_registry_node(const struct mp_registry *reg);
+/* Approved devices online at any node (several nodes' "--all"). */
+int mp_registry_online_ids(struct mp_registry *reg, char ***ret_ids, size_t *ret_n);
+/* The epoch of this node's latest sign-in of the device; -ENOENT if none. */
+int mp_registry_epoch(struct mp_registry *reg, const char *client_id, uint64_t *ret);
 
-/* Creates the rotation tables (called by mp_registry_open). */
-int mp_registry_keys_schema(struct mp_registry *reg);
+/* Takes up to limit pending targets of other nodes' pushes for the devices
+ * in ids (online here) and calls cb for each in the open transaction; cb
+ * may take the frame (*frame = NULL). Returns how many were taken. */
+typedef int (*mp_take_cb)(uint64_t push_id, const char *client_id, uint8_t **frame, size_t len,
+                          void *userdata);
+int mp_registry_take(struct mp_registry *reg, char *const *ids, size_t n_ids, time_t now, unsigned limit,
+                     mp_take_cb cb, void *userdata);
+/* This node is alive; *ret_live: nodes seen within stale_after seconds. */
+int mp_registry_node_heartbeat(struct mp_registry *reg, time_t now, unsigned stale_after,
+                               unsigned *ret_live);
+/* The other nodes' hints (mp_store_ops.notify: "tether_push" with the
+ * writing node, "tether_device" with "NODE CLIENTID"): an fd to watch (or
+ * negative: none now) and its drain (number of hints, or negative). */
+int mp_registry_listen_fd(struct mp_registry *reg);
+int mp_registry_listen_drain(struct mp_registry *reg, mp_store_hint_cb cb, void *userdata);
+
+/* ---- Key rotation (issue #15; PROTOCOL-v1 7.2, 7.3) -------------------
+ * Over the store's site-key and key-event ops. The writes made during a
+ * session (site key sent/confirmed) are guarded by the session epoch like
+ * the other writes made on a device's behalf; the rebind and the refused
+ * rollovers come before the sign-in claims the device, as the device's
+ * first binding does, and the rebind is itself conditional on the old key. */
+
 /* A 1.1 agent signed in: the serial of the last SIGNIN_CONFIRM it was sent
  * becomes the key it confirmed (it signed in again after it), and the
  * confirm about to be sent is signed by serial. */
@@ -204,5 +213,5 @@ int mp_registry_rebind(struct mp_registry *reg, const struct mp_signin_request *
 /* Records a refused rollover (kind) and why. */
 int mp_registry_key_event(struct mp_registry *reg, const struct mp_signin_request *req,
                           const char *old_fingerprint, const char *kind, const char *why);
-/* The recorded rotations and refusals, newest first. */
+/* The recorded rotations and refusals, newest first (mp/admin-json.c). */
 int mp_registry_key_events_json(struct mp_registry *reg, json_object **ret);

@@ -278,6 +278,28 @@ static void check_shutdown_done(struct mp_server *srv) {
                 (void)sd_event_exit(srv->event, 0);
 }
 
+/* The store lost the round's transaction with its database connection:
+ * the replies held back would acknowledge records that were not stored.
+ * Their connections are closed unsent; the agents resend on reconnecting. */
+static void drop_unrecorded_replies(struct mp_server *srv) {
+        struct mp_conn *list = srv->flush_list;
+
+        log_warning("The records of the last round were not stored (the database transaction was lost); "
+                    "closing the connections whose replies would have acknowledged them");
+        srv->flush_list = NULL;
+        srv->flush_count = 0;
+        while (list) {
+                struct mp_conn *c = list;
+
+                list = c->flush_next;
+                c->flush_next = NULL;
+                c->in_flush_list = false;
+                mp_conn_close(c, "records not stored (database transaction lost)");
+                mp_conn_unref(c);
+        }
+        mp_push_drop_unstored(srv);
+}
+
 void mp_server_flush(struct mp_server *srv) {
         struct mp_conn *list;
         int r;
@@ -285,6 +307,10 @@ void mp_server_flush(struct mp_server *srv) {
         /* Group commit: everything written since the last flush becomes
          * durable at once; only then do acknowledgements leave. */
         r = mp_registry_commit(srv->reg);
+        if (r == -ECONNABORTED) {
+                drop_unrecorded_replies(srv);
+                return;
+        }
         if (r < 0) {
                 log_error_errno(r, "Failed to commit the records; holding back replies: %m");
                 return;
@@ -581,10 +607,23 @@ int mp_server_new(struct mp_config *cfg, struct mp_server **ret) {
                 goto fail;
         }
         snprintf(path, sizeof(path), "%s/tether-mp.db", cfg->state_dir);
-        r = mp_registry_open(path, &srv->reg);
+        r = mp_registry_open(cfg->store ? cfg->store : path, &srv->reg);
         if (r < 0) {
-                log_error_errno(r, "Failed to open the records at %s: %m", path);
+                /* a URL may hold a password: name only the engine then */
+                log_error_errno(r, "Failed to open the records at %s: %m",
+                                !cfg->store                       ? path
+                                : mp_store_spec_is_pg(cfg->store) ? "the PostgreSQL store"
+                                                                  : cfg->store);
                 goto fail;
+        }
+        {
+                _cleanup_(freep) char *node_id = NULL;
+
+                r = mp_cluster_node_id(cfg, &node_id);
+                if (r >= 0)
+                        r = mp_registry_set_node(srv->reg, node_id);
+                if (r < 0)
+                        goto fail;
         }
         r = mp_dupguard_new(NULL, &srv->dupguard);
         if (r < 0)
@@ -623,6 +662,9 @@ int mp_server_new(struct mp_config *cfg, struct mp_server **ret) {
                 goto fail;
         (void)sd_event_source_set_priority(srv->flush_src, SD_EVENT_PRIORITY_IDLE);
         (void)sd_event_source_set_enabled(srv->flush_src, SD_EVENT_OFF);
+        r = mp_cluster_start(srv, &srv->cluster);
+        if (r < 0)
+                goto fail;
         r = sd_event_add_time_relative(srv->event, &srv->sweep_src, CLOCK_MONOTONIC, SWEEP_USEC, 100000,
                                        on_sweep, srv);
         if (r < 0)
@@ -702,6 +744,7 @@ struct mp_server *mp_server_free(struct mp_server *srv) {
         sd_event_source_disable_unref(srv->channel_src);
         sd_event_source_disable_unref(srv->https_src);
         sd_event_source_disable_unref(srv->admin_src);
+        srv->cluster = mp_cluster_free(srv->cluster);
         sd_event_source_disable_unref(srv->sweep_src);
         sd_event_source_disable_unref(srv->flush_src);
         sd_event_source_disable_unref(srv->sigterm_src);

@@ -7,9 +7,10 @@ packages=(
   # build
   cmake ninja-build pkg-config gcc make
   libssl-dev libxml2-dev libsystemd-dev libcurl4-openssl-dev
-  libinih-dev libsqlite3-dev libjson-c-dev libhttp-parser-dev
+  libinih-dev libsqlite3-dev libjson-c-dev libhttp-parser-dev libpq-dev
   # tests and fuzzing
   libcmocka-dev clang libclang-rt-14-dev clang-format openssl python3 procps iproute2 nftables
+  postgresql  # initdb and pg_ctl for the throwaway database of the PostgreSQL store tests
   systemd  # systemd-analyze, systemd-sysusers and systemd-tmpfiles in the packaging tests
   squid  # agent-https-squid: the HTTPS fallback through a stock squid
   # packaging tests: rpmbuild, lintian, debootstrap; dpkg-shlibdeps and file for CPack DEB

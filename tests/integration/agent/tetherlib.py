@@ -110,6 +110,10 @@ class MP:
         os.makedirs(os.path.join(self.dir, "policies"), exist_ok=True)
         self.log = tmp.sub(name + ".log")
         self.extra = list(extra)
+        # TETHER_TEST_MP_STORE=pg (under tests/integration/mp-pg/pg-run.sh):
+        # the same test with tether-mp on the throwaway PostgreSQL.
+        if os.environ.get("TETHER_TEST_MP_STORE") == "pg" and "--store" not in self.extra:
+            self.extra += ["--store", os.environ["TETHER_TEST_PG"]]
         self.tcp = tcp_port
         self.https = https_port
         self.proc = None

@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libpq-fe.h>
+
 #include "common/strutil.h"
 #include "transport/guid.h"
 #include "transport/sign.h"
@@ -53,8 +55,39 @@ static int read_ports(struct mp_server_proc *p) {
         return p->tcp_port ? 0 : -EBADMSG;
 }
 
+/* Under tests/integration/mp-pg/pg-run.sh (TETHER_TEST_PG set) each server
+ * directory gets a PostgreSQL database of its own, kept across restarts:
+ * the same tests then run on the PostgreSQL store. */
+static int pg_store_url(const struct mp_server_proc *p, char *url, size_t size) {
+        const char *base = getenv("TETHER_TEST_PG"), *q;
+        char db[64] = "t_", sql[128];
+        size_t n = 2;
+        PGconn *c;
+
+        if (!base || !*base)
+                return 0;
+        for (const char *s = strrchr(p->dir, '/') ? strrchr(p->dir, '/') + 1 : p->dir; *s && n < 60; s++)
+                if ((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9'))
+                        db[n++] = *s;
+                else if (*s >= 'A' && *s <= 'Z')
+                        db[n++] = (char)(*s - 'A' + 'a');
+        db[n] = 0;
+        c = PQconnectdb(base);
+        if (PQstatus(c) != CONNECTION_OK) {
+                fprintf(stderr, "harness: PostgreSQL %s: %s", base, PQerrorMessage(c));
+                PQfinish(c);
+                return -ENOTCONN;
+        }
+        snprintf(sql, sizeof(sql), "CREATE DATABASE %s", db);
+        PQclear(PQexec(c, sql)); /* "already exists" after a restart */
+        PQfinish(c);
+        q = strchr(base, '?');
+        snprintf(url, size, "postgresql:///%s%s", db, q ? q : "");
+        return 1;
+}
+
 static int spawn(struct mp_server_proc *p, const char *const *extra) {
-        char notify[200], buf[256];
+        char notify[200], buf[256], store[512];
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
         const char *argv[64];
         int fd, n = 0, r;
@@ -80,6 +113,13 @@ static int spawn(struct mp_server_proc *p, const char *const *extra) {
         argv[n++] = "--https-listen";
         argv[n++] = "127.0.0.1:0";
         argv[n++] = "--verbose";
+        r = pg_store_url(p, store, sizeof(store));
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                argv[n++] = "--store";
+                argv[n++] = store;
+        }
         for (size_t i = 0; extra && extra[i] && n < 62; i++)
                 argv[n++] = extra[i];
         argv[n] = NULL;

@@ -58,6 +58,13 @@ static void test_set_and_ranges(void **state) {
         for (int i = 0; i < MP_MAX_TLS_NAMES; i++)
                 assert_int_equal(mp_config_set(&c, "TLSName", "n"), 0);
         assert_int_equal(mp_config_set(&c, "TLSName", "one-too-many"), -E2BIG);
+        /* the store and, with several nodes, this node's ID */
+        assert_null(c.store);
+        assert_null(c.node_id);
+        assert_int_equal(mp_config_set(&c, "Store", "postgresql:///tether?host=/run/postgresql"), 0);
+        assert_string_equal(c.store, "postgresql:///tether?host=/run/postgresql");
+        assert_int_equal(mp_config_set(&c, "NodeID", "node-1"), 0);
+        assert_string_equal(c.node_id, "node-1");
         mp_config_done(&c);
 }
 

@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/* Inside the PostgreSQL engine: the connection half (mp/store-pg.c), the
+ * statements (mp/store-pg-ops.c) and the key rotation ones
+ * (mp/store-pg-keys.c). Not for use outside those files. */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <libpq-fe.h>
+
+struct pg_store;
+struct mp_store;
+struct mp_store_ops;
+typedef void (*mp_store_hint_cb)(const char *channel, const char *payload, void *userdata);
+
+/* Statement parameters: text (strings, integers) or binary (bytea). */
+#define PG_MAX_ARGS 12
+struct pg_args {
+        int n;
+        const char *v[PG_MAX_ARGS];
+        int len[PG_MAX_ARGS];
+        int fmt[PG_MAX_ARGS];
+        char buf[PG_MAX_ARGS][24];
+};
+
+void pg_arg_str(struct pg_args *a, const char *v); /* NULL is SQL NULL */
+void pg_arg_i64(struct pg_args *a, int64_t v);
+void pg_arg_bin(struct pg_args *a, const void *v, size_t len); /* NULL is SQL NULL */
+
+/* Runs one statement (a NULL a: text that may hold several). *ret, when
+ * asked for, is the caller's to PQclear. pg_write opens the transaction
+ * first. -ENOTCONN: the connection is down; -ECONNABORTED: the open
+ * transaction was lost and commit() has not said so yet. */
+int pg_exec(struct pg_store *s, const char *what, const char *sql, const struct pg_args *a, PGresult **ret);
+int pg_begin(struct pg_store *s); /* opens the transaction, if not open */
+int pg_write(struct pg_store *s, const char *what, const char *sql, const struct pg_args *a, PGresult **ret);
+
+/* Column readers; NULL columns are NULL, 0 or an empty length. */
+char *pg_str(PGresult *res, int row, int col, bool *oom);
+int64_t pg_i64(PGresult *res, int row, int col);
+uint8_t *pg_bytes(PGresult *res, int row, int col, size_t *ret_len, bool *oom);
+
+/* The statements' table, in mp/store-pg-ops.c. */
+const struct mp_store_ops *pg_ops(void);
+/* The parts of the table that live with the connection. */
+void pg_free(struct mp_store *st);
+int pg_commit(struct mp_store *st);
+bool pg_dirty(const struct mp_store *st);
+int pg_listen_fd(struct mp_store *st);
+int pg_listen_drain(struct mp_store *st, mp_store_hint_cb cb, void *userdata);
+
+/* mp/store.h's key rotation ops (mp/store-pg-keys.c). */
+struct mp_key_event_new;
+struct mp_key_event_rec;
+int pg_site_key_sent(struct mp_store *st, const char *client_id, uint32_t serial, time_t now);
+int pg_site_key_confirmed(struct mp_store *st, const char *client_id, uint32_t serial, time_t now);
+int pg_site_key_counts(struct mp_store *st, uint64_t *counts, size_t n);
+int pg_device_rebind(struct mp_store *st, const char *client_id, const char *old_key, const char *new_key,
+                     const char *new_fingerprint);
+int pg_key_event_insert(struct mp_store *st, const struct mp_key_event_new *ev);
+int pg_key_events(struct mp_store *st, struct mp_key_event_rec **ret, size_t *ret_n);
