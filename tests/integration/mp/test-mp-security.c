@@ -698,11 +698,12 @@ static void test_rsa1024_client_key_named(void **state) {
         char cmd[2048];
         _cleanup_(freep) char *line = NULL;
 
-        snprintf(cmd, sizeof(cmd),
-                 "cd '%s' && openssl req -x509 -newkey rsa:1024 -nodes -keyout rsa1024.key -out rsa1024.crt "
-                 "-subj /CN=weak -days 1 >/dev/null 2>&1 && openssl s_client -connect 127.0.0.1:%u "
-                 "-cipher DEFAULT@SECLEVEL=0 -cert rsa1024.crt -key rsa1024.key </dev/null >rsa1024.out 2>&1",
-                 f->p.dir, f->p.tcp_port);
+        snprintf(
+                cmd, sizeof(cmd),
+                "cd '%s' && openssl req -x509 -newkey rsa:1024 -nodes -keyout rsa1024.key -out rsa1024.crt "
+                "-subj /CN=weak -days 1 >/dev/null 2>&1 && openssl s_client -connect 127.0.0.1:%u "
+                "-cipher DEFAULT@SECLEVEL=0 -cert rsa1024.crt -key rsa1024.key </dev/null >rsa1024.out 2>&1",
+                f->p.dir, f->p.tcp_port);
         assert_int_not_equal(system(cmd), -1);
         line = wait_log_line(&f->p, "TLS client certificate from 127.0.0.1:", 5000);
         assert_non_null(line);
