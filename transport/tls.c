@@ -598,36 +598,42 @@ bool tether_tls_pending(const struct tether_tls_conn *conn) {
         return conn && SSL_pending(conn->ssl) > 0;
 }
 
-int tether_tls_peer_key(const struct tether_tls_conn *conn, struct tether_key **ret) {
-        X509 *cert;
-        EVP_PKEY *pkey;
+/* The peer certificate's public key (borrowed): -ENOENT without a
+ * certificate, -EBADMSG when its key cannot be read. */
+static int peer_pubkey(const struct tether_tls_conn *conn, EVP_PKEY **ret) {
+        X509 *cert = SSL_get0_peer_certificate(conn->ssl);
 
-        if (!conn || !ret)
-                return -EINVAL;
-        cert = SSL_get0_peer_certificate(conn->ssl);
         if (!cert)
                 return -ENOENT;
-        pkey = X509_get0_pubkey(cert);
-        if (!pkey) {
+        *ret = X509_get0_pubkey(cert);
+        if (!*ret) {
                 ERR_clear_error();
                 return -EBADMSG;
         }
-        return tether_key_from_evp(pkey, ret);
+        return 0;
+}
+
+int tether_tls_peer_key(const struct tether_tls_conn *conn, struct tether_key **ret) {
+        EVP_PKEY *pkey;
+        int r;
+
+        if (!conn || !ret)
+                return -EINVAL;
+        r = peer_pubkey(conn, &pkey);
+        return r < 0 ? r : tether_key_from_evp(pkey, ret);
 }
 
 int tether_tls_peer_key_name(const struct tether_tls_conn *conn, char *buf, size_t size) {
-        X509 *cert;
         EVP_PKEY *pkey;
         const char *type;
+        int r;
 
         if (!conn || !buf || size == 0)
                 return -EINVAL;
-        cert = SSL_get0_peer_certificate(conn->ssl);
-        if (!cert)
-                return -ENOENT;
-        pkey = X509_get0_pubkey(cert);
-        if (!pkey) {
-                ERR_clear_error();
+        r = peer_pubkey(conn, &pkey);
+        if (r == -ENOENT)
+                return r;
+        if (r < 0) {
                 snprintf(buf, size, "an unreadable key");
                 return 0;
         }
