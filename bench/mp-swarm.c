@@ -79,6 +79,9 @@ struct swarm {
         struct tether_key *site_key;
         unsigned ready, pushed, acked, failed, in_handshake, goodbyes, resumed;
         unsigned max_inflight;
+        /* storm: a failed client goes back in line, as an agent retries */
+        bool retry;
+        unsigned *retry_q, n_retry, retries;
         uint32_t retry_min, retry_max;
         double t_last_push, t_last_ack;
 };
@@ -113,8 +116,13 @@ static void client_fail(struct swarm *s, struct client *c, const char *why) {
         if (c->state == C_HANDSHAKE)
                 s->in_handshake--;
         c->state = C_FAILED;
-        s->failed++;
         epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
+        if (s->retry) {
+                s->retry_q[s->n_retry++] = (unsigned)(c - s->clients);
+                s->retries++;
+                return;
+        }
+        s->failed++;
 }
 
 static void client_flush(struct swarm *s, struct client *c) {
@@ -362,6 +370,8 @@ static void run_until(struct swarm *s, unsigned *counter, unsigned target, doubl
                 /* keep a bounded number of handshakes in flight */
                 while (next_start && *next_start < s->n && s->in_handshake < s->max_inflight)
                         client_start(s, &s->clients[(*next_start)++]);
+                while (next_start && s->n_retry > 0 && s->in_handshake < s->max_inflight)
+                        client_start(s, &s->clients[s->retry_q[--s->n_retry]]);
                 int n = epoll_wait(s->ep, evs, 512, 100);
                 for (int i = 0; i < n; i++)
                         client_io(s, evs[i].data.ptr);
@@ -500,7 +510,7 @@ static int admin_push_all(const char *sock) {
 
 struct mp_run {
         const char *mp, *rate, *batch;
-        char dir[64], state[96], notify[128], sock[128];
+        char dir[64], state[96], notify[128], sock[128], config[128];
         int notify_fd;
         pid_t pid;
 };
@@ -572,17 +582,20 @@ static void storm(struct swarm *s, struct mp_run *m, bool resume) {
                 if (!resume)
                         tether_tls_client_forget_session(s->clients[i].ctx);
         }
-        s->ready = s->failed = s->resumed = 0;
+        s->ready = s->failed = s->resumed = s->retries = s->n_retry = 0;
+        s->retry = true;
         mp_start(s, m);
         proc_figures(m->pid, &rss, &cpu0);
         t0 = now_s();
         run_until(s, &s->ready, s->n, 600, &next);
         t = now_s() - t0;
+        s->retry = false;
         proc_figures(m->pid, &rss, &cpu);
-        printf("storm %-14s %u of %u back in %.2f s, %.0f sign-ins/s, %u resumed TLS sessions (%u failed); "
-               "MP CPU %.2f s, %.0f sign-ins per MP CPU second\n",
+        printf("storm %-14s %u of %u back in %.2f s, %.0f sign-ins/s, %u resumed TLS sessions, %u "
+               "connection "
+               "attempts failed and retried; MP CPU %.2f s, %.0f sign-ins per MP CPU second\n",
                resume ? "(resumption):" : "(full):", s->ready, s->n, t, t > 0 ? s->ready / t : 0.0,
-               s->resumed, s->failed, cpu - cpu0, cpu > cpu0 ? s->ready / (cpu - cpu0) : 0.0);
+               s->resumed, s->retries, cpu - cpu0, cpu > cpu0 ? s->ready / (cpu - cpu0) : 0.0);
         fflush(stdout);
         mp_stop(s, m, s->ready);
 }
@@ -600,7 +613,7 @@ int main(int argc, char **argv) {
         };
         struct mp_run m = {.mp = TETHER_MP_BIN, .rate = "0", .batch = "500"};
         struct swarm s = {.n = 1000, .max_inflight = 256};
-        unsigned storm_inflight = 2000;
+        unsigned storm_inflight = 1000;
         bool do_storm = true;
         struct rlimit rl;
         uint64_t v;
@@ -632,7 +645,7 @@ int main(int argc, char **argv) {
                         break;
                 default:
                         printf("Usage: mp-swarm [--clients N (1000)] [--mp PATH] [--push-rate N (0: "
-                               "unlimited)] [--push-batch N (500)] [--storm-inflight N (2000)] "
+                               "unlimited)] [--push-batch N (500)] [--storm-inflight N (1000)] "
                                "[--no-storm]\n");
                         return c == 'h' ? 0 : 2;
                 }
@@ -656,6 +669,12 @@ int main(int argc, char **argv) {
         snprintf(m.state, sizeof(m.state), "%s/state", m.dir);
         snprintf(m.notify, sizeof(m.notify), "%s/notify", m.dir);
         snprintf(m.sock, sizeof(m.sock), "%s/admin.sock", m.state);
+        /* Every simulated agent comes from 127.0.0.1: the per-address cap
+         * would stand for one host, not a fleet. The global caps stay. */
+        snprintf(m.config, sizeof(m.config), "%s/mp.conf", m.dir);
+        FILE *cf = fopen(m.config, "we");
+        if (!cf || fprintf(cf, "[MP]\nMaxUnauthenticatedPerAddress=1000000\n") < 0 || fclose(cf) != 0)
+                die("mp.conf", EIO);
 
         m.notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -675,7 +694,8 @@ int main(int argc, char **argv) {
 
         s.clients = calloc(s.n, sizeof(*s.clients));
         s.ep = epoll_create1(EPOLL_CLOEXEC);
-        if (!s.clients || s.ep < 0)
+        s.retry_q = calloc(s.n, sizeof(*s.retry_q));
+        if (!s.clients || !s.retry_q || s.ep < 0)
                 die("setup", ENOMEM);
         /* Device keys first: the clock then times the MP, not key generation. */
         for (unsigned i = 0; i < s.n; i++)
@@ -697,7 +717,7 @@ int main(int argc, char **argv) {
                s.ready, s.n, t_signed_in, t_signed_in > 0 ? s.ready / t_signed_in : 0.0, s.failed, rss,
                cpu - cpu0);
         /* Idle: what a held connection costs once its handshake is over. */
-        sleep(2);
+        sleep(getenv("MP_SWARM_IDLE") ? (unsigned)strtoul(getenv("MP_SWARM_IDLE"), NULL, 10) : 2);
         proc_figures(m.pid, &rss, &cpu);
         printf("idle memory:          MP RSS %.1f MiB, %.1f KiB per connection ((RSS - RSS before) / %u)\n",
                rss, s.ready ? (rss - rss0) * 1024.0 / s.ready : 0.0, s.ready);
@@ -736,6 +756,7 @@ int main(int argc, char **argv) {
                 tether_key_free(cl->key);
         }
         free(s.clients);
+        free(s.retry_q);
         tether_key_free(s.site_key);
         char cmd[128];
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", m.dir);
