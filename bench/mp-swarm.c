@@ -13,6 +13,9 @@
  *
  *   mp-swarm [--clients N] [--mp PATH] [--push-rate N] [--push-batch N]
  *            [--storm-inflight N] [--no-storm]
+ *
+ * MP_SWARM_IDLE=N holds the idle connections N seconds (default 2) before
+ * their memory is read, e.g. to attach heaptrack or gdb to the MP.
  */
 #include <errno.h>
 #include <fcntl.h>
