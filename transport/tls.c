@@ -48,7 +48,6 @@ struct tether_tls_conn {
         char pin[FINGERPRINT_HEX_LEN + 1];
         /* Set by the verify callback when it refused the peer. */
         bool verify_refused;
-        bool failed;       /* a TLS error or refusal: its session is not resumed */
         char *server_name; /* client: what the kept ticket is for */
         char error[256];
 };
@@ -401,10 +400,15 @@ static bool same_name(const char *a, const char *b) {
         return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
-/* Keeps the newest ticket the server sent, for the next connection. */
+/* Keeps a copy of the newest ticket the server sent, for the next
+ * connection. A copy, and a copy again for each connection that offers it:
+ * libssl marks a connection's session not resumable when the connection
+ * ends by a fatal error or without close_notify (an MP killed, a network
+ * cut), which must not cost the ticket kept here. */
 static int client_new_session_cb(SSL *ssl, SSL_SESSION *sess) {
         struct tether_tls_ctx *ctx = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
         struct tether_tls_conn *conn = SSL_get_app_data(ssl);
+        SSL_SESSION *copy;
         char *name = NULL;
 
         if (!ctx || !conn || !SSL_SESSION_is_resumable(sess))
@@ -414,10 +418,16 @@ static int client_new_session_cb(SSL *ssl, SSL_SESSION *sess) {
                 if (!name)
                         return 0;
         }
+        copy = SSL_SESSION_dup(sess);
+        if (!copy) {
+                free(name);
+                ERR_clear_error();
+                return 0;
+        }
         tether_tls_client_forget_session(ctx);
-        ctx->session = sess;
+        ctx->session = copy;
         ctx->session_name = name;
-        return 1; /* the reference is ours */
+        return 0; /* sess stays libssl's */
 }
 
 void tether_tls_client_forget_session(struct tether_tls_ctx *ctx) {
@@ -562,9 +572,14 @@ int tether_tls_conn_new(struct tether_tls_ctx *ctx, int fd, const char *server_n
                         }
                 }
                 /* Resume only with the server the ticket came from. */
-                if (ctx->session && same_name(ctx->session_name, server_name) &&
-                    SSL_set_session(conn->ssl, ctx->session) != 1)
-                        goto fail;
+                if (ctx->session && same_name(ctx->session_name, server_name)) {
+                        SSL_SESSION *copy = SSL_SESSION_dup(ctx->session);
+                        int ok = copy && SSL_set_session(conn->ssl, copy) == 1;
+
+                        SSL_SESSION_free(copy); /* SSL_set_session took its own reference */
+                        if (!ok)
+                                goto fail;
+                }
                 SSL_set_connect_state(conn->ssl);
         }
         *ret = conn;
@@ -578,12 +593,6 @@ fail:
 struct tether_tls_conn *tether_tls_conn_free(struct tether_tls_conn *conn) {
         if (!conn)
                 return NULL;
-        /* libssl marks the session of a connection freed without a
-         * close_notify sent as not resumable (an old TLS 1.2 rule for
-         * sessions cut by an error). Ours end that way after a GOODBYE or
-         * a lost network too; only one that failed loses its ticket. */
-        if (conn->ssl && !conn->server && !conn->failed && SSL_is_init_finished(conn->ssl))
-                SSL_set_shutdown(conn->ssl, SSL_get_shutdown(conn->ssl) | SSL_SENT_SHUTDOWN);
         SSL_free(conn->ssl);
         free(conn->server_name);
         free(conn);
@@ -649,8 +658,6 @@ static int conn_fail(struct tether_tls_conn *conn, int ssl_error, int io_errno, 
                 r = -EPROTO;
         }
 done:
-        if (r == -EPROTO || r == -EPERM || handshake)
-                conn->failed = true;
         ERR_clear_error();
         return r;
 }

@@ -526,6 +526,18 @@ static void test_session_resumption(void **state) {
         connect_again(&p, "127.0.0.1");
         assert_true(tether_tls_conn_resumed(p.s));
 
+        /* A connection cut without close_notify (a killed MP) ends in an
+         * error on the client; its ticket is still offered next time. */
+        {
+                enum tether_tls_want want;
+                char buf[8];
+
+                assert_int_equal(shutdown(p.fds[0], SHUT_RDWR), 0);
+                assert_true(tether_tls_read(p.c, buf, sizeof(buf), &want) < 0);
+        }
+        connect_again(&p, "127.0.0.1");
+        assert_true(tether_tls_conn_resumed(p.s));
+
         /* Another server name: the ticket is not offered. */
         connect_again(&p, "mp.example.test");
         assert_false(tether_tls_conn_resumed(p.c));
