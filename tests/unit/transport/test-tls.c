@@ -14,6 +14,13 @@
 
 #include <cmocka.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+/* libasan's (sanitizer/allocator_interface.h, not always installed) */
+size_t __sanitizer_get_current_allocated_bytes(void);
+#else
+#include <malloc.h>
+#endif
+
 #include <openssl/bio.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -571,6 +578,52 @@ static void test_no_resumption_by_default(void **state) {
         pair_close(&p);
 }
 
+static size_t heap_in_use(void) {
+#if defined(__SANITIZE_ADDRESS__)
+        return __sanitizer_get_current_allocated_bytes();
+#else
+        struct mallinfo2 mi = mallinfo2();
+        return mi.uordblks + mi.hblkhd;
+#endif
+}
+
+/* An idle connection holds no TLS record buffers (SSL_MODE_RELEASE_BUFFERS):
+ * the heap held per idle pair (server and client end) after data went both
+ * ways is far below the two 17 KiB buffers each end would otherwise keep. */
+static void test_idle_connections_release_buffers(void **state) {
+        enum { N = 16 };
+        struct fixture *f = *state;
+        struct tether_tls_ctx *sctx = NULL, *cctx = NULL;
+        struct pair p[N];
+        size_t before, per_pair;
+
+        assert_int_equal(tether_tls_server_new(f->server.cert, f->server.key, &sctx), 0);
+        assert_int_equal(tether_tls_client_new(f->client.cert, f->client.key, NULL, f->server.fp, &cctx), 0);
+        before = heap_in_use();
+        for (int i = 0; i < N; i++) {
+                memset(&p[i], 0, sizeof(p[i]));
+                assert_int_equal(
+                        socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, p[i].fds), 0);
+                assert_int_equal(tether_tls_conn_new(sctx, p[i].fds[0], NULL, &p[i].s), 0);
+                assert_int_equal(tether_tls_conn_new(cctx, p[i].fds[1], NULL, &p[i].c), 0);
+                pair_handshake(&p[i]);
+                assert_int_equal(p[i].s_result, 1);
+                transfer(p[i].c, p[i].s, (const uint8_t *)"signin", 6);
+                transfer(p[i].s, p[i].c, (const uint8_t *)"confirm", 7);
+        }
+        per_pair = (heap_in_use() - before) / N;
+        print_message("heap per idle TLS pair: %zu bytes\n", per_pair);
+        assert_true(per_pair < 4 * 17 * 1024);
+        for (int i = 0; i < N; i++) {
+                tether_tls_conn_free(p[i].s);
+                tether_tls_conn_free(p[i].c);
+                close(p[i].fds[0]);
+                close(p[i].fds[1]);
+        }
+        tether_tls_ctx_free(sctx);
+        tether_tls_ctx_free(cctx);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_pinned_handshake_and_data),
@@ -585,6 +638,7 @@ int main(void) {
                 cmocka_unit_test(test_server_tls12_accepted_tls11_refused),
                 cmocka_unit_test(test_session_resumption),
                 cmocka_unit_test(test_no_resumption_by_default),
+                cmocka_unit_test(test_idle_connections_release_buffers),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }
