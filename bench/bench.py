@@ -656,10 +656,49 @@ def part_faults(a, bins):
     save(a.results, "faults", res)
 
 
+SWARM_FIGURES = {
+    "signed_in": r"signed in:\s+(\d+) of",
+    "first_signin_rate": r"signed in:.*, (\d+) sign-ins/s",
+    "held": r"connections held:\s+(-?\d+)",
+    "fanout_s": r"fan-out:.*last after ([0-9.]+) s",
+    "acked": r"last response acked:\s+(\d+) of",
+    "last_ack_s": r"last response acked:.*after ([0-9.]+) s",
+    "rss_mib": r"MP RSS:\s+([0-9.]+) MiB",
+    "rss_before_mib": r"MP RSS before: ([0-9.]+) MiB",
+    "idle_rss_mib": r"idle memory:\s+MP RSS ([0-9.]+) MiB",
+    "idle_kib_per_conn": r"idle memory:.*, ([0-9.]+) KiB per connection",
+    "cpu_s": r"MP CPU seconds:\s+([0-9.]+) total",
+    "push_cpu_s": r"MP CPU seconds:.*, ([0-9.]+) for the push round",
+}
+STORM = (r"storm \({}\):\s+(\d+) of (\d+) back in ([0-9.]+) s, (\d+) sign-ins/s, (\d+) resumed TLS "
+         r"sessions, (\d+) connection attempts failed and retried; MP CPU ([0-9.]+) s, (\d+) sign-ins per "
+         r"MP CPU second")
+
+
+def parse_swarm(out):
+    """The figures of mp-swarm's output (bench/mp-swarm.c prints them)."""
+    res = {}
+    for key, rx in SWARM_FIGURES.items():
+        m = re.search(rx, out)
+        if m:
+            res[key] = float(m.group(1))
+    for name, label in (("storm_resumed", "resumption"), ("storm_full", "full")):
+        m = re.search(STORM.format(label), out)
+        if m:
+            back, n, secs, rate, resumed, retried, cpu, per_cpu = m.groups()
+            res[name] = {"back": int(back), "clients": int(n), "seconds": float(secs), "rate": int(rate),
+                         "resumed": int(resumed), "retried": int(retried), "mp_cpu_s": float(cpu),
+                         "per_cpu_s": int(per_cpu),
+                         "cores": float(cpu) / float(secs) if float(secs) > 0 else None}
+    return res
+
+
 def part_swarm(a, bins):
     """bench/mp-swarm: N simulated agent channels from one process against
     one real tether-mp, a push to all, every answer acknowledged: the
-    design's "agents one MP holds" row."""
+    design's "agents one MP holds" row, and the MP rows of issue #16 (idle
+    memory per connection, fan-out, the reconnection storm after a restart
+    with and without TLS resumption)."""
     cmd = [bins["swarm"], "--clients", str(a.swarm_clients), "--mp", bins["mp"]]
     log("swarm: " + " ".join(cmd))
     res = {"clients": a.swarm_clients}
@@ -672,19 +711,7 @@ def part_swarm(a, bins):
     res["exit"] = p.returncode
     res["output"] = p.stdout
     print(p.stdout, end="")
-    figures = {
-        "signed_in": r"signed in:\s+(\d+) of",
-        "held": r"connections held:\s+(-?\d+)",
-        "fanout_s": r"fan-out:.*last after ([0-9.]+) s",
-        "acked": r"last response acked:\s+(\d+) of",
-        "last_ack_s": r"last response acked:.*after ([0-9.]+) s",
-        "rss_mib": r"MP RSS:\s+([0-9.]+) MiB",
-        "cpu_s": r"MP CPU seconds:\s+([0-9.]+) total",
-    }
-    for key, rx in figures.items():
-        m = re.search(rx, p.stdout)
-        if m:
-            res[key] = float(m.group(1))
+    res.update(parse_swarm(p.stdout))
     if p.returncode != 0:
         res["error"] = f"mp-swarm exited {p.returncode}: {p.stderr.strip()[-400:]}"
     save(a.results, "swarm", res)
@@ -1006,13 +1033,20 @@ def part_report(a, bins):
                                         if isinstance(made, dict) and "error" not in made else ""))
 
 
+def part_report_mp(a, bins):
+    """Only the MP section of docs/PERFORMANCE.md, from the swarm part's JSON."""
+    from report_mp import mp_section, splice  # bench/report_mp.py
+    splice(os.path.join(TOP, "docs", "PERFORMANCE.md"), mp_section(load(a.results, "swarm") or {}))
+    log("wrote the MP section of docs/PERFORMANCE.md")
+
+
 # --------------------------------------------------------------------------
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("part", choices=("latency", "idle", "fleet", "faults", "swarm", "mqtt",
-                                     "cfengine", "report", "all"))
+                                     "cfengine", "report", "report-mp", "all"))
     ap.add_argument("--build", default=os.path.join(TOP, "build", "release"),
                     help="the build directory with tetherd, tether-mp, tether-bench-push")
     ap.add_argument("--results", default=None, help="default: BUILD/bench-results")
@@ -1061,7 +1095,7 @@ def main():
     for p in parts:
         {"latency": part_latency, "idle": part_idle, "fleet": part_fleet, "faults": part_faults,
          "swarm": part_swarm, "mqtt": part_mqtt, "cfengine": part_cfengine,
-         "report": part_report}[p](a, bins)
+         "report": part_report, "report-mp": part_report_mp}[p](a, bins)
     return 0
 
 

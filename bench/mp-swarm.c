@@ -6,9 +6,16 @@
  * all of them, answers every push with a signed RESPONSE, and waits for
  * every RESPONSE_ACK. It prints the connections held, the fan-out time,
  * the time to the last response, and the MP's RSS and CPU seconds read
- * from /proc. A benchmark, not a test.
+ * from /proc. Then the reconnection storm: the MP is stopped (SIGTERM) and
+ * started again on the same state directory, and every agent reconnects
+ * at once, first resuming its TLS session with the ticket it kept, then
+ * (after another restart) with full handshakes. A benchmark, not a test.
  *
  *   mp-swarm [--clients N] [--mp PATH] [--push-rate N] [--push-batch N]
+ *            [--storm-inflight N] [--no-storm]
+ *
+ * MP_SWARM_IDLE=N holds the idle connections N seconds (default 2) before
+ * their memory is read, e.g. to attach heaptrack or gdb to the MP.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -60,6 +67,7 @@ struct client {
         struct tether_tls_conn *tls;
         struct tether_frame_decoder *dec;
         char id[TETHER_GUID_LEN];
+        bool resumed;
         uint8_t *out;
         size_t out_len;
         uint32_t events;
@@ -72,7 +80,11 @@ struct swarm {
         uint16_t port;
         char pin[65];
         struct tether_key *site_key;
-        unsigned ready, pushed, acked, failed, in_handshake, goodbyes;
+        unsigned ready, pushed, acked, failed, in_handshake, goodbyes, resumed;
+        unsigned max_inflight;
+        /* storm: a failed client goes back in line, as an agent retries */
+        bool retry;
+        unsigned *retry_q, n_retry, retries;
         uint32_t retry_min, retry_max;
         double t_last_push, t_last_ack;
 };
@@ -107,8 +119,13 @@ static void client_fail(struct swarm *s, struct client *c, const char *why) {
         if (c->state == C_HANDSHAKE)
                 s->in_handshake--;
         c->state = C_FAILED;
-        s->failed++;
         epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
+        if (s->retry) {
+                s->retry_q[s->n_retry++] = (unsigned)(c - s->clients);
+                s->retries++;
+                return;
+        }
+        s->failed++;
 }
 
 static void client_flush(struct swarm *s, struct client *c) {
@@ -254,6 +271,8 @@ static void client_io(struct swarm *s, struct client *c) {
                         return;
                 }
                 s->in_handshake--;
+                c->resumed = tether_tls_conn_resumed(c->tls);
+                s->resumed += c->resumed;
                 client_signin(s, c);
                 return;
         }
@@ -293,20 +312,42 @@ static void client_io(struct swarm *s, struct client *c) {
         }
 }
 
+/* The device: key, certificate, TLS context (it keeps the ticket). */
+static void client_setup(struct swarm *s, struct client *c) {
+        char *cert = NULL;
+
+        c->fd = -1;
+        if (tether_guid_new(c->id) < 0 || tether_key_generate(TETHER_KEY_EC_P256, &c->key) < 0 ||
+            tether_cert_self_signed(c->key, c->id, NULL, 2, &cert) < 0 ||
+            tether_tls_client_new(cert, c->key, NULL, s->pin, &c->ctx) < 0)
+                die("device setup", EIO);
+        free(cert);
+}
+
+/* Drops the connection, keeps the device (and its kept ticket). */
+static void client_reset(struct client *c) {
+        c->tls = tether_tls_conn_free(c->tls);
+        c->dec = tether_frame_decoder_free(c->dec);
+        if (c->fd >= 0)
+                close(c->fd);
+        c->fd = -1;
+        free(c->out);
+        c->out = NULL;
+        c->out_len = 0;
+        c->resumed = false;
+        c->state = C_IDLE;
+}
+
 static void client_start(struct swarm *s, struct client *c) {
         struct sockaddr_in sa = {.sin_family = AF_INET,
                                  .sin_port = htons(s->port),
                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         struct epoll_event e;
-        char *cert = NULL;
         int r;
 
-        if (tether_guid_new(c->id) < 0 || tether_key_generate(TETHER_KEY_EC_P256, &c->key) < 0 ||
-            tether_cert_self_signed(c->key, c->id, NULL, 2, &cert) < 0 ||
-            tether_tls_client_new(cert, c->key, NULL, s->pin, &c->ctx) < 0 ||
-            tether_frame_decoder_new(TETHER_FRAME_DEFAULT_MAX_BODY, &c->dec) < 0)
-                die("device setup", EIO);
-        free(cert);
+        client_reset(c);
+        if (tether_frame_decoder_new(TETHER_FRAME_DEFAULT_MAX_BODY, &c->dec) < 0)
+                die("decoder", ENOMEM);
         c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (c->fd < 0)
                 die("socket", errno);
@@ -330,8 +371,10 @@ static void run_until(struct swarm *s, unsigned *counter, unsigned target, doubl
 
         while (*counter + s->failed < target && now_s() < deadline) {
                 /* keep a bounded number of handshakes in flight */
-                while (next_start && *next_start < s->n && s->in_handshake < 256)
+                while (next_start && *next_start < s->n && s->in_handshake < s->max_inflight)
                         client_start(s, &s->clients[(*next_start)++]);
+                while (next_start && s->n_retry > 0 && s->in_handshake < s->max_inflight)
+                        client_start(s, &s->clients[s->retry_q[--s->n_retry]]);
                 int n = epoll_wait(s->ep, evs, 512, 100);
                 for (int i = 0; i < n; i++)
                         client_io(s, evs[i].data.ptr);
@@ -468,22 +511,118 @@ static int admin_push_all(const char *sock) {
         return rc == CURLE_OK && status == 200 ? 0 : -EIO;
 }
 
+struct mp_run {
+        const char *mp, *rate, *batch;
+        char dir[64], state[96], notify[128], sock[128], config[128];
+        int notify_fd;
+        pid_t pid;
+};
+
+/* Starts tether-mp on the run's state directory and reads its port. */
+static void mp_start(struct swarm *s, struct mp_run *m) {
+        char path[160], line[64], log[160];
+        uint64_t v;
+
+        snprintf(log, sizeof(log), "%s/mp.log", m->dir);
+        m->pid = fork();
+        if (m->pid == 0) {
+                int lfd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                if (lfd >= 0) {
+                        dup2(lfd, STDOUT_FILENO);
+                        dup2(lfd, STDERR_FILENO);
+                }
+                setenv("NOTIFY_SOCKET", m->notify, 1);
+                execl(m->mp, m->mp, "serve", "--state-dir", m->state, "--listen", "127.0.0.1:0",
+                      "--https-listen", "off", "--push-rate", m->rate, "--push-batch", m->batch,
+                      (char *)NULL);
+                _exit(127);
+        }
+        if (wait_ready(m->notify_fd, m->pid) < 0) {
+                fprintf(stderr, "mp-swarm: %s did not start; see %s\n", m->mp, log);
+                kill(m->pid, SIGKILL);
+                exit(1);
+        }
+        snprintf(path, sizeof(path), "%s/ports", m->state);
+        FILE *pf = fopen(path, "re");
+        s->port = 0;
+        while (pf && fgets(line, sizeof(line), pf))
+                if (startswith(line, "tcp=")) {
+                        line[strcspn(line, "\n")] = 0;
+                        if (parse_u64(line + 4, 1, 65535, &v) == 0)
+                                s->port = (uint16_t)v;
+                }
+        if (pf)
+                fclose(pf);
+        if (!s->port)
+                die("ports", EIO);
+}
+
+/* SIGTERM: every channel gets GOODBYE(shutdown), then the MP exits. */
+static void mp_stop(struct swarm *s, struct mp_run *m, unsigned expect) {
+        double t_term = now_s();
+        int status = 0;
+
+        s->goodbyes = 0;
+        kill(m->pid, SIGTERM);
+        run_until(s, &s->goodbyes, expect, 60, NULL);
+        double t_goodbye = now_s() - t_term;
+        waitpid(m->pid, &status, 0);
+        printf("SIGTERM:              %u GOODBYE(shutdown) in %.3f s (RetryAfterSeconds %u), MP exited %d "
+               "after %.3f s\n",
+               s->goodbyes, t_goodbye, s->retry_max, WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+               now_s() - t_term);
+        fflush(stdout);
+}
+
+/* All agents back at once after a restart; resume: offer the kept tickets. */
+static void storm(struct swarm *s, struct mp_run *m, bool resume) {
+        double rss, cpu0, cpu, t0, t;
+        unsigned next = 0;
+
+        for (unsigned i = 0; i < s->n; i++) {
+                client_reset(&s->clients[i]);
+                if (!resume)
+                        tether_tls_client_forget_session(s->clients[i].ctx);
+        }
+        s->ready = s->failed = s->resumed = s->retries = s->n_retry = 0;
+        s->retry = true;
+        mp_start(s, m);
+        proc_figures(m->pid, &rss, &cpu0);
+        t0 = now_s();
+        run_until(s, &s->ready, s->n, 600, &next);
+        t = now_s() - t0;
+        s->retry = false;
+        proc_figures(m->pid, &rss, &cpu);
+        printf("storm %-14s %u of %u back in %.2f s, %.0f sign-ins/s, %u resumed TLS sessions, %u "
+               "connection "
+               "attempts failed and retried; MP CPU %.2f s, %.0f sign-ins per MP CPU second\n",
+               resume ? "(resumption):" : "(full):", s->ready, s->n, t, t > 0 ? s->ready / t : 0.0,
+               s->resumed, s->retries, cpu - cpu0, cpu > cpu0 ? s->ready / (cpu - cpu0) : 0.0);
+        fflush(stdout);
+        mp_stop(s, m, s->ready);
+}
+
 int main(int argc, char **argv) {
         static const struct option opts[] = {
                 {"clients", required_argument, NULL, 'n'},
                 {"mp", required_argument, NULL, 'm'},
                 {"push-rate", required_argument, NULL, 'r'},
                 {"push-batch", required_argument, NULL, 'b'},
+                {"storm-inflight", required_argument, NULL, 'i'},
+                {"no-storm", no_argument, NULL, 'S'},
                 {"help", no_argument, NULL, 'h'},
                 {},
         };
-        const char *mp = TETHER_MP_BIN, *rate = "0", *batch = "500";
-        struct swarm s = {.n = 1000};
+        struct mp_run m = {.mp = TETHER_MP_BIN, .rate = "0", .batch = "500"};
+        struct swarm s = {.n = 1000, .max_inflight = 256};
+        unsigned storm_inflight = 1000;
+        bool do_storm = true;
         struct rlimit rl;
         uint64_t v;
         int c;
 
-        while ((c = getopt_long(argc, argv, "n:m:r:b:h", opts, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "n:m:r:b:i:Sh", opts, NULL)) >= 0) {
                 switch (c) {
                 case 'n':
                         if (parse_u64(optarg, 1, 100000, &v) < 0)
@@ -491,18 +630,26 @@ int main(int argc, char **argv) {
                         s.n = (unsigned)v;
                         break;
                 case 'm':
-                        mp = optarg;
+                        m.mp = optarg;
                         break;
                 case 'r':
-                        rate = optarg;
+                        m.rate = optarg;
                         break;
                 case 'b':
-                        batch = optarg;
+                        m.batch = optarg;
+                        break;
+                case 'i':
+                        if (parse_u64(optarg, 1, 100000, &v) < 0)
+                                die("--storm-inflight", EINVAL);
+                        storm_inflight = (unsigned)v;
+                        break;
+                case 'S':
+                        do_storm = false;
                         break;
                 default:
                         printf("Usage: mp-swarm [--clients N (1000)] [--mp PATH] [--push-rate N (0: "
-                               "unlimited)] "
-                               "[--push-batch N (500)]\n");
+                               "unlimited)] [--push-batch N (500)] [--storm-inflight N (1000)] "
+                               "[--no-storm]\n");
                         return c == 'h' ? 0 : 2;
                 }
         }
@@ -518,88 +665,75 @@ int main(int argc, char **argv) {
         signal(SIGPIPE, SIG_IGN);
         curl_global_init(CURL_GLOBAL_DEFAULT);
 
-        char dir[] = "/tmp/mp-swarm-XXXXXX", state[64], notify[96], sock[96], path[128];
-        if (!mkdtemp(dir))
+        char path[160];
+        snprintf(m.dir, sizeof(m.dir), "/tmp/mp-swarm-XXXXXX");
+        if (!mkdtemp(m.dir))
                 die("mkdtemp", errno);
-        snprintf(state, sizeof(state), "%s/state", dir);
-        snprintf(notify, sizeof(notify), "%s/notify", dir);
-        snprintf(sock, sizeof(sock), "%s/admin.sock", state);
+        snprintf(m.state, sizeof(m.state), "%s/state", m.dir);
+        snprintf(m.notify, sizeof(m.notify), "%s/notify", m.dir);
+        snprintf(m.sock, sizeof(m.sock), "%s/admin.sock", m.state);
+        /* Every simulated agent comes from 127.0.0.1: the per-address cap
+         * would stand for one host, not a fleet. The global caps stay. */
+        snprintf(m.config, sizeof(m.config), "%s/mp.conf", m.dir);
+        FILE *cf = fopen(m.config, "we");
+        if (!cf || fprintf(cf, "[MP]\nMaxUnauthenticatedPerAddress=1000000\n") < 0 || fclose(cf) != 0)
+                die("mp.conf", EIO);
 
-        int nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        m.notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        strscpy(sa.sun_path, sizeof(sa.sun_path), notify);
-        if (nfd < 0 || bind(nfd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        strscpy(sa.sun_path, sizeof(sa.sun_path), m.notify);
+        if (m.notify_fd < 0 || bind(m.notify_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
                 die("notify socket", errno);
 
-        pid_t pid = fork();
-        if (pid == 0) {
-                char log[96];
-                snprintf(log, sizeof(log), "%s/mp.log", dir);
-                int lfd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-                prctl(PR_SET_PDEATHSIG, SIGKILL);
-                if (lfd >= 0) {
-                        dup2(lfd, STDOUT_FILENO);
-                        dup2(lfd, STDERR_FILENO);
-                }
-                setenv("NOTIFY_SOCKET", notify, 1);
-                execl(mp, mp, "serve", "--state-dir", state, "--listen", "127.0.0.1:0", "--https-listen",
-                      "off", "--push-rate", rate, "--push-batch", batch, (char *)NULL);
-                _exit(127);
-        }
-        if (wait_ready(nfd, pid) < 0) {
-                fprintf(stderr, "mp-swarm: %s did not start; see %s/mp.log\n", mp, dir);
-                kill(pid, SIGKILL);
-                return 1;
-        }
-
+        mp_start(&s, &m);
         struct tether_key *tls_key = NULL;
-        snprintf(path, sizeof(path), "%s/tls.key", state);
+        snprintf(path, sizeof(path), "%s/tls.key", m.state);
         if (tether_key_load_private(path, &tls_key) < 0 || tether_key_fingerprint(tls_key, s.pin) < 0)
                 die("tls.key", EIO);
         tether_key_free(tls_key);
-        snprintf(path, sizeof(path), "%s/site.pub", state);
+        snprintf(path, sizeof(path), "%s/site.pub", m.state);
         if (tether_key_load_public(path, &s.site_key) < 0)
                 die("site.pub", EIO);
-        snprintf(path, sizeof(path), "%s/ports", state);
-        FILE *pf = fopen(path, "re");
-        char line[64];
-        while (pf && fgets(line, sizeof(line), pf))
-                if (startswith(line, "tcp=")) {
-                        line[strcspn(line, "\n")] = 0;
-                        if (parse_u64(line + 4, 1, 65535, &v) == 0)
-                                s.port = (uint16_t)v;
-                }
-        if (pf)
-                fclose(pf);
-        if (!s.port)
-                die("ports", EIO);
 
         s.clients = calloc(s.n, sizeof(*s.clients));
         s.ep = epoll_create1(EPOLL_CLOEXEC);
-        if (!s.clients || s.ep < 0)
+        s.retry_q = calloc(s.n, sizeof(*s.retry_q));
+        if (!s.clients || !s.retry_q || s.ep < 0)
                 die("setup", ENOMEM);
+        /* Device keys first: the clock then times the MP, not key generation. */
+        for (unsigned i = 0; i < s.n; i++)
+                client_setup(&s, &s.clients[i]);
 
-        double rss, cpu, cpu0;
-        proc_figures(pid, &rss, &cpu0);
-        printf("mp-swarm: %u clients against %s (pid %d), push rate %s/s, batch %s\n", s.n, mp, pid, rate,
-               batch);
+        double rss0, rss, cpu, cpu0;
+        proc_figures(m.pid, &rss0, &cpu0);
+        printf("mp-swarm: %u clients against %s (pid %d), push rate %s/s, batch %s; MP RSS before: %.1f "
+               "MiB\n",
+               s.n, m.mp, m.pid, m.rate, m.batch, rss0);
 
         double t0 = now_s();
         unsigned next = 0;
         run_until(&s, &s.ready, s.n, 600, &next);
         double t_signed_in = now_s() - t0;
-        proc_figures(pid, &rss, &cpu);
-        printf("signed in:            %u of %u in %.2f s (%u failed); MP RSS %.1f MiB, CPU %.2f s\n",
-               s.ready, s.n, t_signed_in, s.failed, rss, cpu - cpu0);
+        proc_figures(m.pid, &rss, &cpu);
+        printf("signed in:            %u of %u in %.2f s, %.0f sign-ins/s (%u failed); MP RSS %.1f MiB, CPU "
+               "%.2f s\n",
+               s.ready, s.n, t_signed_in, t_signed_in > 0 ? s.ready / t_signed_in : 0.0, s.failed, rss,
+               cpu - cpu0);
+        /* Idle: what a held connection costs once its handshake is over. */
+        sleep(getenv("MP_SWARM_IDLE") ? (unsigned)strtoul(getenv("MP_SWARM_IDLE"), NULL, 10) : 2);
+        proc_figures(m.pid, &rss, &cpu);
+        printf("idle memory:          MP RSS %.1f MiB, %.1f KiB per connection ((RSS - RSS before) / %u)\n",
+               rss, s.ready ? (rss - rss0) * 1024.0 / s.ready : 0.0, s.ready);
+        fflush(stdout);
 
-        long held = admin_connections(sock);
+        long held = admin_connections(m.sock);
         double cpu_before_push = cpu;
         double t_push = now_s();
-        if (admin_push_all(sock) < 0)
+        if (admin_push_all(m.sock) < 0)
                 die("push", EIO);
         run_until(&s, &s.acked, s.ready, 600, NULL);
         double t_end = now_s();
-        proc_figures(pid, &rss, &cpu);
+        proc_figures(m.pid, &rss, &cpu);
 
         printf("connections held:     %ld (MP's count), %u signed in here\n", held, s.ready);
         printf("fan-out:              %u pushes received, last after %.3f s\n", s.pushed,
@@ -609,36 +743,28 @@ int main(int argc, char **argv) {
         printf("MP RSS:               %.1f MiB\n", rss);
         printf("MP CPU seconds:       %.2f total, %.2f for the push round\n", cpu - cpu0,
                cpu - cpu_before_push);
+        fflush(stdout);
 
-        /* SIGTERM: every channel gets GOODBYE(shutdown), then the MP exits. */
-        double t_term = now_s();
-        unsigned failed_before = s.failed;
-        kill(pid, SIGTERM);
-        run_until(&s, &s.goodbyes, s.acked + failed_before, 60, NULL);
-        double t_goodbye = now_s() - t_term;
-        int status = 0;
-        waitpid(pid, &status, 0);
-        printf("SIGTERM:              %u GOODBYE(shutdown) in %.3f s (RetryAfterSeconds %u), MP exited %d "
-               "after "
-               "%.3f s\n",
-               s.goodbyes, t_goodbye, s.retry_max, WIFEXITED(status) ? WEXITSTATUS(status) : -1,
-               now_s() - t_term);
+        unsigned acked = s.acked;
+        mp_stop(&s, &m, s.acked + s.failed);
+        if (do_storm) {
+                s.max_inflight = storm_inflight;
+                storm(&s, &m, true);
+                storm(&s, &m, false);
+        }
         for (unsigned i = 0; i < s.n; i++) {
                 struct client *cl = &s.clients[i];
-                tether_tls_conn_free(cl->tls);
+                client_reset(cl);
                 tether_tls_ctx_free(cl->ctx);
                 tether_key_free(cl->key);
-                tether_frame_decoder_free(cl->dec);
-                free(cl->out);
-                if (cl->fd > 0)
-                        close(cl->fd);
         }
         free(s.clients);
+        free(s.retry_q);
         tether_key_free(s.site_key);
         char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", m.dir);
         if (system(cmd) != 0)
-                fprintf(stderr, "mp-swarm: could not remove %s\n", dir);
+                fprintf(stderr, "mp-swarm: could not remove %s\n", m.dir);
         curl_global_cleanup();
-        return s.acked == s.n ? 0 : 1;
+        return acked == s.n ? 0 : 1;
 }

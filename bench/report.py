@@ -133,6 +133,8 @@ def write_report(results, out_path, made, machine, load):
       + (", ".join(f"{r['scenario']}: {r['result']}" for r in fr) if fr else "n/a")
       + f" | {verdict(ok)} |")
     w("")
+    from report_mp import mp_section  # bench/report_mp.py
+    L.extend(mp_section(load(results, "swarm") or {}))
 
     w("## Method")
     w("")

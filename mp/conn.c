@@ -425,6 +425,7 @@ static int conn_handshake(struct mp_conn *c) {
         }
         c->handshake_done = true;
         c->want_write = false;
+        log_debug("%s: TLS session %s", c->peer, tether_tls_conn_resumed(c->tls) ? "resumed" : "new");
         r = tether_tls_peer_key(c->tls, &c->peer_key);
         if (r < 0)
                 conn_log_refused_key(c, r);

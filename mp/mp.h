@@ -22,6 +22,7 @@
  *   admin.c    the admin API (HTTP+JSON on a unix socket)
  *   state.c    the state directory: site key, TLS key and certificate,
  *              the site key chain's files
+ *   tickets.c  ticket.keys: TLS session resumption keys (mp/tickets.h)
  *   keys.c     key rotation: device key rollovers, the chain sent to agents
  *   config.c   defaults, the INI file, the command line
  *   cli.c      the admin commands (libcurl client)
@@ -235,6 +236,7 @@ struct mp_server {
         sd_event_source *site_key_timer; /* at the newest key's NotBefore */
         struct tether_key *tls_key;
         struct tether_tls_ctx *tls;
+        sd_event_source *ticket_timer; /* rereads ticket.keys (mp/tickets.h) */
 
         int channel_fd, https_fd, admin_fd;
         sd_event_source *channel_src, *https_src, *admin_src;

@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/strutil.h"
 #include "mp/mp.h"
+#include "mp/tickets.h"
 #include "transport/sign.h"
 #include "transport/tls.h"
 
@@ -635,6 +636,8 @@ int mp_server_new(struct mp_config *cfg, struct mp_server **ret) {
         /* Pings systemd's watchdog from the loop itself when WatchdogSec= is set. */
         (void)sd_event_set_watchdog(srv->event, true);
         r = mp_site_chain_load(srv);
+        if (r >= 0)
+                r = mp_tickets_start(srv);
         if (r < 0)
                 goto fail;
         r = listen_tcp(cfg->listen, &srv->channel_fd, &srv->channel_port);
@@ -746,6 +749,7 @@ struct mp_server *mp_server_free(struct mp_server *srv) {
         sd_event_source_disable_unref(srv->admin_src);
         srv->cluster = mp_cluster_free(srv->cluster);
         sd_event_source_disable_unref(srv->sweep_src);
+        mp_tickets_stop(srv);
         sd_event_source_disable_unref(srv->flush_src);
         sd_event_source_disable_unref(srv->sigterm_src);
         sd_event_source_disable_unref(srv->sigint_src);

@@ -4,12 +4,16 @@
 #      test path needs none of them): cfengine3, mosquitto, libmosquitto-dev;
 #   2. builds the release binaries (build/release, or $TETHER_BENCH_BUILD);
 #   3. runs bench/bench.py all: push latency (tmpfs and disk), idle cost,
-#      the MQTT and CFEngine peers, 10,000 channels on one MP (mp-swarm),
+#      the MQTT and CFEngine peers, 10,000 channels on one MP (mp-swarm:
+#      idle memory per connection, fan-out to the last verified answer, and
+#      the reconnection storm after an MP restart with and without TLS
+#      session resumption; issue #16's MP rows with their targets),
 #      the 1,000-agent fleet, the six fault
 #      scenarios at 1,000 agents, then writes docs/PERFORMANCE.md and
 #      docs/perf/*.png.
 # Arguments go to bench/bench.py, e.g. a quicker run:
 #   scripts/bench.sh --pushes 2000 --window 60 --agents 300
+# The MP rows alone: python3 bench/bench.py swarm, then bench.py report-mp.
 # Needs root for the tmpfs, the network namespaces of the fleet and
 # cf-serverd; takes about 20 minutes on 2 cores.
 set -euo pipefail

@@ -11,9 +11,11 @@
 #include <unistd.h>
 
 #include <openssl/bio.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
@@ -31,6 +33,12 @@ struct tether_tls_ctx {
         bool server;
         bool pinned;
         char pin[FINGERPRINT_HEX_LEN + 1]; /* lowercase hex, when pinned */
+        /* server: [0] seals new tickets, all open them */
+        struct tether_tls_ticket_key tickets[TETHER_TLS_MAX_TICKET_KEYS];
+        size_t n_tickets;
+        /* client: the last ticket received, and the server name it is for */
+        SSL_SESSION *session;
+        char *session_name;
 };
 
 struct tether_tls_conn {
@@ -40,6 +48,7 @@ struct tether_tls_conn {
         char pin[FINGERPRINT_HEX_LEN + 1];
         /* Set by the verify callback when it refused the peer. */
         bool verify_refused;
+        char *server_name; /* client: what the kept ticket is for */
         char error[256];
 };
 
@@ -283,7 +292,12 @@ static int ctx_new(bool server, const char *cert_pem, const struct tether_key *k
         SSL_CTX_set_options(ctx->ssl_ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
         /* Partial writes report progress; a retried write may come from a
          * buffer that moved (the owner's queue may have reallocated). */
-        SSL_CTX_set_mode(ctx->ssl_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        /* An idle connection holds no record buffers (about 34 KiB each):
+         * OpenSSL allocates them per read or write and frees them when
+         * empty. An MP with ten thousand idle channels is mostly that. */
+        SSL_CTX_set_mode(ctx->ssl_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                               SSL_MODE_RELEASE_BUFFERS);
+        SSL_CTX_set_app_data(ctx->ssl_ctx, ctx);
         r = ctx_use_cert_and_key(ctx->ssl_ctx, cert_pem, key);
         if (r < 0)
                 goto fail;
@@ -305,7 +319,7 @@ int tether_tls_server_new(const char *cert_pem, const struct tether_key *key, st
                 return r;
         SSL_CTX_set_verify(ctx->ssl_ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
         SSL_CTX_set_cert_verify_callback(ctx->ssl_ctx, cert_verify_cb, NULL);
-        /* No resumption: every connection proves its client key afresh. */
+        /* No resumption until tether_tls_server_set_ticket_keys(). */
         SSL_CTX_set_session_cache_mode(ctx->ssl_ctx, SSL_SESS_CACHE_OFF);
         SSL_CTX_set_options(ctx->ssl_ctx, SSL_OP_NO_TICKET);
         if (SSL_CTX_set_num_tickets(ctx->ssl_ctx, 0) != 1 ||
@@ -316,6 +330,113 @@ int tether_tls_server_new(const char *cert_pem, const struct tether_key *key, st
         }
         *ret = ctx;
         return 0;
+}
+
+/* Seals (enc 1) or opens (enc 0) a ticket with our keys. OpenSSL's ticket
+ * format fixes AES-256-CBC with HMAC-SHA256 (encrypt then MAC); the
+ * record ciphers' AEAD-only rule is not about it. */
+static int ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+                         EVP_MAC_CTX *hctx, int enc) {
+        struct tether_tls_ctx *ctx = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+        const struct tether_tls_ticket_key *k = NULL;
+        OSSL_PARAM params[3];
+
+        if (!ctx || ctx->n_tickets == 0)
+                return 0; /* no ticket issued, or a full handshake */
+        if (enc) {
+                k = &ctx->tickets[0];
+                memcpy(name, k->bytes, 16);
+                if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1 ||
+                    EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->bytes + 16, iv) != 1)
+                        return -1;
+        } else {
+                for (size_t i = 0; i < ctx->n_tickets && !k; i++)
+                        if (memcmp(name, ctx->tickets[i].bytes, 16) == 0)
+                                k = &ctx->tickets[i];
+                if (!k)
+                        return 0; /* a key rotated out, or another site's */
+                if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->bytes + 16, iv) != 1)
+                        return -1;
+        }
+        params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)(k->bytes + 48), 32);
+        params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+        params[2] = OSSL_PARAM_construct_end();
+        if (EVP_MAC_CTX_set_params(hctx, params) != 1)
+                return -1;
+        /* 2: accepted, and a new ticket (under the current key) sent. A
+         * TLS 1.3 client uses a ticket once (RFC 8446 C.4): without a new
+         * one it would come back next time with a full handshake. */
+        return enc ? 1 : 2;
+}
+
+int tether_tls_server_set_ticket_keys(struct tether_tls_ctx *ctx, const struct tether_tls_ticket_key *keys,
+                                      size_t n, uint32_t lifetime_sec) {
+        if (!ctx || !ctx->server || n > TETHER_TLS_MAX_TICKET_KEYS ||
+            (n > 0 && (!keys || lifetime_sec == 0)))
+                return -EINVAL;
+        OPENSSL_cleanse(ctx->tickets, sizeof(ctx->tickets));
+        if (n > 0)
+                memcpy(ctx->tickets, keys, n * sizeof(*keys));
+        ctx->n_tickets = n;
+        if (n == 0) {
+                SSL_CTX_set_options(ctx->ssl_ctx, SSL_OP_NO_TICKET);
+                (void)SSL_CTX_set_num_tickets(ctx->ssl_ctx, 0);
+                SSL_CTX_set_session_cache_mode(ctx->ssl_ctx, SSL_SESS_CACHE_OFF);
+                return 0;
+        }
+        /* Stateless tickets: the server keeps nothing per session. */
+        SSL_CTX_clear_options(ctx->ssl_ctx, SSL_OP_NO_TICKET);
+        SSL_CTX_set_session_cache_mode(ctx->ssl_ctx, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL);
+        (void)SSL_CTX_set_timeout(ctx->ssl_ctx, (long)lifetime_sec);
+        if (SSL_CTX_set_num_tickets(ctx->ssl_ctx, 1) != 1 ||
+            SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx->ssl_ctx, ticket_key_cb) != 1) {
+                ERR_clear_error();
+                return -EIO;
+        }
+        return 0;
+}
+
+static bool same_name(const char *a, const char *b) {
+        return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* Keeps a copy of the newest ticket the server sent, for the next
+ * connection. A copy, and a copy again for each connection that offers it:
+ * libssl marks a connection's session not resumable when the connection
+ * ends by a fatal error or without close_notify (an MP killed, a network
+ * cut), which must not cost the ticket kept here. */
+static int client_new_session_cb(SSL *ssl, SSL_SESSION *sess) {
+        struct tether_tls_ctx *ctx = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+        struct tether_tls_conn *conn = SSL_get_app_data(ssl);
+        SSL_SESSION *copy;
+        char *name = NULL;
+
+        if (!ctx || !conn || !SSL_SESSION_is_resumable(sess))
+                return 0;
+        if (conn->server_name) {
+                name = strdup(conn->server_name);
+                if (!name)
+                        return 0;
+        }
+        copy = SSL_SESSION_dup(sess);
+        if (!copy) {
+                free(name);
+                ERR_clear_error();
+                return 0;
+        }
+        tether_tls_client_forget_session(ctx);
+        ctx->session = copy;
+        ctx->session_name = name;
+        return 0; /* sess stays libssl's */
+}
+
+void tether_tls_client_forget_session(struct tether_tls_ctx *ctx) {
+        if (!ctx)
+                return;
+        SSL_SESSION_free(ctx->session);
+        ctx->session = NULL;
+        free(ctx->session_name);
+        ctx->session_name = NULL;
 }
 
 /* Accepts 64 hex digits in either case; stores them lowercase. */
@@ -352,6 +473,9 @@ int tether_tls_client_new(const char *cert_pem, const struct tether_key *key, co
         if (r < 0)
                 return r;
         SSL_CTX_set_verify(ctx->ssl_ctx, SSL_VERIFY_PEER, NULL);
+        SSL_CTX_set_session_cache_mode(ctx->ssl_ctx,
+                                       SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_sess_set_new_cb(ctx->ssl_ctx, client_new_session_cb);
         if (pinned_fingerprint) {
                 ctx->pinned = true;
                 memcpy(ctx->pin, pin, sizeof(pin));
@@ -373,7 +497,9 @@ int tether_tls_client_new(const char *cert_pem, const struct tether_key *key, co
 struct tether_tls_ctx *tether_tls_ctx_free(struct tether_tls_ctx *ctx) {
         if (!ctx)
                 return NULL;
+        tether_tls_client_forget_session(ctx);
         SSL_CTX_free(ctx->ssl_ctx);
+        OPENSSL_cleanse(ctx->tickets, sizeof(ctx->tickets));
         free(ctx);
         return NULL;
 }
@@ -438,6 +564,22 @@ int tether_tls_conn_new(struct tether_tls_ctx *ctx, int fd, const char *server_n
                                 }
                         }
                 }
+                if (server_name) {
+                        conn->server_name = strdup(server_name);
+                        if (!conn->server_name) {
+                                r = -ENOMEM;
+                                goto fail;
+                        }
+                }
+                /* Resume only with the server the ticket came from. */
+                if (ctx->session && same_name(ctx->session_name, server_name)) {
+                        SSL_SESSION *copy = SSL_SESSION_dup(ctx->session);
+                        int ok = copy && SSL_set_session(conn->ssl, copy) == 1;
+
+                        SSL_SESSION_free(copy); /* SSL_set_session took its own reference */
+                        if (!ok)
+                                goto fail;
+                }
                 SSL_set_connect_state(conn->ssl);
         }
         *ret = conn;
@@ -452,6 +594,7 @@ struct tether_tls_conn *tether_tls_conn_free(struct tether_tls_conn *conn) {
         if (!conn)
                 return NULL;
         SSL_free(conn->ssl);
+        free(conn->server_name);
         free(conn);
         return NULL;
 }
@@ -640,6 +783,10 @@ int tether_tls_peer_key_name(const struct tether_tls_conn *conn, char *buf, size
         type = EVP_PKEY_get0_type_name(pkey);
         snprintf(buf, size, "%s of %d bits", type ? type : "unknown type", EVP_PKEY_get_bits(pkey));
         return 0;
+}
+
+bool tether_tls_conn_resumed(const struct tether_tls_conn *conn) {
+        return conn && SSL_session_reused(conn->ssl) == 1;
 }
 
 const char *tether_tls_conn_error(const struct tether_tls_conn *conn) {

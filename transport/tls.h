@@ -41,6 +41,32 @@ int tether_tls_client_new(const char *cert_pem, const struct tether_key *key, co
 
 struct tether_tls_ctx *tether_tls_ctx_free(struct tether_tls_ctx *ctx);
 
+/* Session tickets (TLS 1.3, and 1.2): a returning client resumes with a
+ * ticket instead of a full handshake. A key is 16 bytes of name, 32 of
+ * AES-256 key and 32 of HMAC-SHA256 key (OpenSSL's ticket format). */
+#define TETHER_TLS_TICKET_KEY_SIZE 80u
+#define TETHER_TLS_MAX_TICKET_KEYS 4u
+
+struct tether_tls_ticket_key {
+        uint8_t bytes[TETHER_TLS_TICKET_KEY_SIZE];
+};
+
+/* Server: issues one ticket per handshake, sealed with keys[0]; a ticket
+ * sealed with any of keys[1..n-1] (earlier keys, kept during a rotation)
+ * is still accepted and replaced by one under keys[0]. A ticket is
+ * accepted for lifetime_sec after the full handshake it came from. The
+ * keys are copied. n == 0 turns tickets off again (the default: every
+ * connection a full handshake). Resumption keeps the client certificate
+ * of the full handshake: tether_tls_peer_key() is the same key. */
+int tether_tls_server_set_ticket_keys(struct tether_tls_ctx *ctx, const struct tether_tls_ticket_key *keys,
+                                      size_t n, uint32_t lifetime_sec);
+
+/* Client contexts keep the last ticket the server sent and offer it on the
+ * next connection to the same server name, so a reconnecting client
+ * resumes. The context is then used from one thread at a time. This drops
+ * the kept ticket: the next connection is a full handshake. */
+void tether_tls_client_forget_session(struct tether_tls_ctx *ctx);
+
 /* One connection over fd (not owned: the caller closes it after freeing). */
 struct tether_tls_conn;
 
@@ -76,6 +102,9 @@ int tether_tls_peer_key(const struct tether_tls_conn *conn, struct tether_key **
  * so that a key the protocol refuses is told apart from no certificate.
  * -ENOENT: the peer sent no certificate. */
 int tether_tls_peer_key_name(const struct tether_tls_conn *conn, char *buf, size_t size);
+
+/* True once the handshake resumed an earlier session (a ticket). */
+bool tether_tls_conn_resumed(const struct tether_tls_conn *conn);
 
 /* The last error, for logs ("certificate verify failed: ..."). */
 const char *tether_tls_conn_error(const struct tether_tls_conn *conn);

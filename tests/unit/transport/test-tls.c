@@ -14,6 +14,13 @@
 
 #include <cmocka.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+/* libasan's (sanitizer/allocator_interface.h, not always installed) */
+size_t __sanitizer_get_current_allocated_bytes(void);
+#else
+#include <malloc.h>
+#endif
+
 #include <openssl/bio.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -465,6 +472,158 @@ static void test_server_tls12_accepted_tls11_refused(void **state) {
         assert_int_equal(cr, -1);
 }
 
+/* A second connection of the same client context resumes with the ticket
+ * of the first when the server has ticket keys; the server still sees the
+ * client certificate's key (SIGNIN is checked against it). */
+static void connect_again(struct pair *p, const char *server_name) {
+        tether_tls_conn_free(p->s);
+        tether_tls_conn_free(p->c);
+        close(p->fds[0]);
+        close(p->fds[1]);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, p->fds), 0);
+        assert_int_equal(tether_tls_conn_new(p->sctx, p->fds[0], NULL, &p->s), 0);
+        assert_int_equal(tether_tls_conn_new(p->cctx, p->fds[1], server_name, &p->c), 0);
+        pair_handshake(p);
+        assert_int_equal(p->s_result, 1);
+        assert_int_equal(p->c_result, 1);
+        /* the client takes the server's ticket with the first bytes it reads */
+        transfer(p->s, p->c, (const uint8_t *)"confirm", 7);
+        transfer(p->c, p->s, (const uint8_t *)"signin", 6);
+}
+
+static void ticket_key(struct tether_tls_ticket_key *k, uint8_t fill) {
+        memset(k->bytes, fill, sizeof(k->bytes));
+}
+
+static void test_session_resumption(void **state) {
+        struct fixture *f = *state;
+        struct tether_tls_ticket_key keys[2];
+        struct tether_key *peer = NULL;
+        struct pair p;
+
+        ticket_key(&keys[0], 0x11);
+        pair_open(&p, &f->server, &f->client, NULL, f->server.fp, "127.0.0.1");
+        assert_int_equal(tether_tls_server_set_ticket_keys(p.sctx, keys, 1, 3600), 0);
+        connect_again(&p, "127.0.0.1");
+        assert_false(tether_tls_conn_resumed(p.s));
+
+        connect_again(&p, "127.0.0.1");
+        assert_true(tether_tls_conn_resumed(p.s));
+        assert_true(tether_tls_conn_resumed(p.c));
+        assert_int_equal(tether_tls_peer_key(p.s, &peer), 0);
+        assert_true(tether_key_equal(peer, f->client.key));
+        tether_key_free(peer);
+
+        /* Rotated: the previous key still opens its tickets. */
+        ticket_key(&keys[1], 0x11);
+        ticket_key(&keys[0], 0x22);
+        assert_int_equal(tether_tls_server_set_ticket_keys(p.sctx, keys, 2, 3600), 0);
+        connect_again(&p, "127.0.0.1");
+        assert_true(tether_tls_conn_resumed(p.s));
+        /* ...and the ticket it gave then is under the new key alone. */
+        assert_int_equal(tether_tls_server_set_ticket_keys(p.sctx, keys, 1, 3600), 0);
+        connect_again(&p, "127.0.0.1");
+        assert_true(tether_tls_conn_resumed(p.s));
+
+        /* A key the server no longer has: a full handshake, which works. */
+        ticket_key(&keys[0], 0x33);
+        assert_int_equal(tether_tls_server_set_ticket_keys(p.sctx, keys, 1, 3600), 0);
+        connect_again(&p, "127.0.0.1");
+        assert_false(tether_tls_conn_resumed(p.s));
+        connect_again(&p, "127.0.0.1");
+        assert_true(tether_tls_conn_resumed(p.s));
+
+        /* A connection cut without close_notify (a killed MP) ends in an
+         * error on the client; its ticket is still offered next time. */
+        {
+                enum tether_tls_want want;
+                char buf[8];
+
+                assert_int_equal(shutdown(p.fds[0], SHUT_RDWR), 0);
+                assert_true(tether_tls_read(p.c, buf, sizeof(buf), &want) < 0);
+        }
+        connect_again(&p, "127.0.0.1");
+        assert_true(tether_tls_conn_resumed(p.s));
+
+        /* Another server name: the ticket is not offered. */
+        connect_again(&p, "mp.example.test");
+        assert_false(tether_tls_conn_resumed(p.c));
+
+        /* Forgotten by the client, or tickets off on the server: full. */
+        connect_again(&p, "127.0.0.1");
+        tether_tls_client_forget_session(p.cctx);
+        connect_again(&p, "127.0.0.1");
+        assert_false(tether_tls_conn_resumed(p.s));
+        assert_int_equal(tether_tls_server_set_ticket_keys(p.sctx, NULL, 0, 0), 0);
+        connect_again(&p, "127.0.0.1");
+        assert_false(tether_tls_conn_resumed(p.s));
+
+        assert_int_equal(tether_tls_server_set_ticket_keys(p.cctx, keys, 1, 3600), -EINVAL);
+        assert_int_equal(
+                tether_tls_server_set_ticket_keys(p.sctx, keys, TETHER_TLS_MAX_TICKET_KEYS + 1, 3600),
+                -EINVAL);
+        pair_close(&p);
+}
+
+/* Without ticket keys (the default) nothing is resumed. */
+static void test_no_resumption_by_default(void **state) {
+        struct fixture *f = *state;
+        struct pair p;
+
+        pair_open(&p, &f->server, &f->client, NULL, f->server.fp, "127.0.0.1");
+        connect_again(&p, "127.0.0.1");
+        connect_again(&p, "127.0.0.1");
+        assert_false(tether_tls_conn_resumed(p.s));
+        assert_false(tether_tls_conn_resumed(p.c));
+        pair_close(&p);
+}
+
+static size_t heap_in_use(void) {
+#if defined(__SANITIZE_ADDRESS__)
+        return __sanitizer_get_current_allocated_bytes();
+#else
+        struct mallinfo2 mi = mallinfo2();
+        return mi.uordblks + mi.hblkhd;
+#endif
+}
+
+/* An idle connection holds no TLS record buffers (SSL_MODE_RELEASE_BUFFERS):
+ * the heap held per idle pair (server and client end) after data went both
+ * ways is far below the two 17 KiB buffers each end would otherwise keep. */
+static void test_idle_connections_release_buffers(void **state) {
+        enum { N = 16 };
+        struct fixture *f = *state;
+        struct tether_tls_ctx *sctx = NULL, *cctx = NULL;
+        struct pair p[N];
+        size_t before, per_pair;
+
+        assert_int_equal(tether_tls_server_new(f->server.cert, f->server.key, &sctx), 0);
+        assert_int_equal(tether_tls_client_new(f->client.cert, f->client.key, NULL, f->server.fp, &cctx), 0);
+        before = heap_in_use();
+        for (int i = 0; i < N; i++) {
+                memset(&p[i], 0, sizeof(p[i]));
+                assert_int_equal(
+                        socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, p[i].fds), 0);
+                assert_int_equal(tether_tls_conn_new(sctx, p[i].fds[0], NULL, &p[i].s), 0);
+                assert_int_equal(tether_tls_conn_new(cctx, p[i].fds[1], NULL, &p[i].c), 0);
+                pair_handshake(&p[i]);
+                assert_int_equal(p[i].s_result, 1);
+                transfer(p[i].c, p[i].s, (const uint8_t *)"signin", 6);
+                transfer(p[i].s, p[i].c, (const uint8_t *)"confirm", 7);
+        }
+        per_pair = (heap_in_use() - before) / N;
+        print_message("heap per idle TLS pair: %zu bytes\n", per_pair);
+        assert_true(per_pair < 4 * 17 * 1024);
+        for (int i = 0; i < N; i++) {
+                tether_tls_conn_free(p[i].s);
+                tether_tls_conn_free(p[i].c);
+                close(p[i].fds[0]);
+                close(p[i].fds[1]);
+        }
+        tether_tls_ctx_free(sctx);
+        tether_tls_ctx_free(cctx);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_pinned_handshake_and_data),
@@ -477,6 +636,9 @@ int main(void) {
                 cmocka_unit_test(test_bad_contexts),
                 cmocka_unit_test(test_peer_closes_during_handshake),
                 cmocka_unit_test(test_server_tls12_accepted_tls11_refused),
+                cmocka_unit_test(test_session_resumption),
+                cmocka_unit_test(test_no_resumption_by_default),
+                cmocka_unit_test(test_idle_connections_release_buffers),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }
