@@ -751,9 +751,10 @@ void https_channel_drain_queue(struct tether_channel *ch,
         /* The queue holds whole frames that were encoded by the session. */
         while (hs->queue_len - off >= TETHER_FRAME_HEADER_SIZE) {
                 const uint8_t *h = hs->queue + off;
-                size_t body = (size_t)h[4] << 24 | (size_t)h[5] << 16 | (size_t)h[6] << 8 | h[7];
-                size_t sig = (size_t)h[8] << 8 | h[9];
-                size_t n = TETHER_FRAME_HEADER_SIZE + body + sig;
+                size_t body, sig, n;
+
+                tether_frame_header_lengths(h, &body, &sig);
+                n = TETHER_FRAME_HEADER_SIZE + body + sig;
 
                 if (n > hs->queue_len - off)
                         break;

@@ -386,16 +386,6 @@ void channel_https_failed(struct tether_channel *ch, int error, const char *deta
 
 /* ---- configuration ---- */
 
-static int hex_value(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 /* "ab12..." (64 hex digits, colons allowed between bytes) into libcurl's
  * "sha256//<base64>". */
 static int pin_to_curl(const char *hex, char **ret) {
@@ -409,8 +399,8 @@ static int pin_to_curl(const char *hex, char **ret) {
                         p++;
                         continue;
                 }
-                int hi = hex_value(p[0]);
-                int lo = hi < 0 ? -1 : hex_value(p[1]);
+                int hi = hex_digit_value(p[0]);
+                int lo = hi < 0 ? -1 : hex_digit_value(p[1]);
                 if (hi < 0 || lo < 0 || n >= sizeof(digest))
                         return -EINVAL;
                 digest[n++] = (uint8_t)(hi << 4 | lo);

@@ -478,19 +478,19 @@ static void handle_policy_request(struct channeld *c, const char *user) {
 static int priv_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         struct channeld *c = userdata;
         struct priv_msg m;
-        ssize_t k;
+        size_t k;
         int r;
 
-        k = recv(fd, c->priv_buf, PRIV_MSG_MAX, MSG_DONTWAIT | MSG_TRUNC);
-        if (k < 0 && (errno == EAGAIN || errno == EINTR))
+        r = priv_recv(fd, PRIV_SIDE_CHANNEL, c->priv_buf, &m, &k);
+        if (r == 0)
                 return 0;
-        if (k <= 0) {
+        if (r == -EPIPE) {
                 if (!c->stopping)
                         log_error("The scheduler process went away; stopping");
                 return sd_event_exit(c->event, c->stopping ? 0 : 1);
         }
-        if ((size_t)k > PRIV_MSG_MAX || priv_msg_check(PRIV_SIDE_CHANNEL, c->priv_buf, (size_t)k, &m) < 0) {
-                log_error("Invalid message from the scheduler process (%zd bytes); stopping", k);
+        if (r < 0) {
+                log_error("Invalid message from the scheduler process (%zu bytes); stopping", k);
                 return sd_event_exit(c->event, 1);
         }
         switch (m.type) {
@@ -840,24 +840,25 @@ static struct json_object *ctl_handler(void *userdata, const char *command, cons
                 return answer_error("unknown identity command '%s' (show, reset, rotate)", argument);
         }
         if (strcmp(command, "trigger") == 0) {
-                int cycle = tether_cycle_from_string(argument);
+                uint32_t cycle = tether_task_type_from_string(argument);
+                char names[TETHER_TASK_TYPE_NAMES_MAX];
                 struct json_object *o;
                 int r;
-                if (cycle == 0)
-                        return answer_error(
-                                "unknown cycle '%s' (machine-policy, user-policy, app-evaluation, "
-                                "or a schedule ID)",
-                                argument);
+                if (cycle == 0) {
+                        tether_task_type_cli_names(names, sizeof(names));
+                        return answer_error("unknown cycle '%s' (%s, or a schedule ID)", argument, names);
+                }
                 if (!c->config->enabled[cycle])
                         return answer_error("the %s cycle is disabled by local configuration",
-                                            tether_cycle_name(cycle));
-                r = op_run(c, (uint32_t)cycle, "", "");
+                                            tether_task_type_cli_name(cycle));
+                r = op_run(c, cycle, "", "");
                 if (r < 0)
                         return answer_error("cannot reach the scheduler: %s", strerror(-r));
-                log_info("Cycle %s triggered locally (by uid %d)", tether_cycle_name(cycle), (int)peer_uid);
+                log_info("Cycle %s triggered locally (by uid %d)", tether_task_type_cli_name(cycle),
+                         (int)peer_uid);
                 o = answer_ok();
                 if (o)
-                        add_str(o, "triggered", tether_cycle_name(cycle));
+                        add_str(o, "triggered", tether_task_type_cli_name(cycle));
                 return o;
         }
         return answer_error("unknown command '%s'", command);
@@ -925,7 +926,7 @@ static int session_create(struct channeld *c) {
 
         if (gethostname(hostname, sizeof(hostname) - 1) < 0)
                 strscpy(hostname, sizeof(hostname), "localhost");
-        for (int i = 1; i <= 3; i++)
+        for (int i = 1; i <= TETHER_TASK_TYPE_MAX; i++)
                 sc.enabled[i] = c->config->enabled[i];
         return session_new(&sc, c->trust, c->spool, &session_ops, c, &c->session);
 }

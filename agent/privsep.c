@@ -8,7 +8,8 @@
 #include <sys/time.h>
 
 #include "common/strutil.h"
-#include "scheduler/scheduler.h"
+#include "common/tasktype.h"
+#include "transport/policy-answer.h"
 
 static bool allowed(enum priv_side side, uint32_t type) {
         switch (type) {
@@ -67,7 +68,7 @@ int priv_msg_check(enum priv_side side, const uint8_t *buf, size_t len, struct p
                 tail = m.run.param_len;
                 if (tail > PRIV_PARAM_MAX || fixed(buf, len, sizeof(m.run), &m.run, tail) < 0)
                         return -EBADMSG;
-                if (m.run.cycle < 1 || m.run.cycle > TETHER_CYCLE_MAX || !guid_or_empty(m.run.task_guid))
+                if (m.run.cycle < 1 || m.run.cycle > TETHER_TASK_TYPE_MAX || !guid_or_empty(m.run.task_guid))
                         return -EBADMSG;
                 m.data = buf + H + sizeof(m.run);
                 m.data_len = tail;
@@ -81,7 +82,7 @@ int priv_msg_check(enum priv_side side, const uint8_t *buf, size_t len, struct p
                 tail = m.done.detail_len;
                 if (tail > PRIV_DETAIL_MAX || fixed(buf, len, sizeof(m.done), &m.done, tail) < 0)
                         return -EBADMSG;
-                if (m.done.cycle < 1 || m.done.cycle > TETHER_CYCLE_MAX ||
+                if (m.done.cycle < 1 || m.done.cycle > TETHER_TASK_TYPE_MAX ||
                     !guid_or_empty(m.done.task_guid) || m.done.return_code < 1 || m.done.return_code > 7)
                         return -EBADMSG;
                 m.data = buf + H + sizeof(m.done);
@@ -280,6 +281,22 @@ int priv_send(int fd, const uint8_t *buf, size_t len) {
         if ((size_t)k != len)
                 return -EIO;
         return 0;
+}
+
+int priv_recv(int fd, enum priv_side side, uint8_t *buf, struct priv_msg *ret, size_t *ret_len) {
+        ssize_t k;
+
+        *ret_len = 0;
+        k = recv(fd, buf, PRIV_MSG_MAX, MSG_DONTWAIT | MSG_TRUNC);
+        if (k < 0 && (errno == EAGAIN || errno == EINTR))
+                return 0;
+        if (k <= 0)
+                return -EPIPE;
+        *ret_len = (size_t)k;
+        /* MSG_TRUNC: k is the datagram's real size, so a longer one fails. */
+        if ((size_t)k > PRIV_MSG_MAX || priv_msg_check(side, buf, (size_t)k, ret) < 0)
+                return -EBADMSG;
+        return 1;
 }
 
 int priv_socketpair(int ret[2]) {

@@ -50,7 +50,7 @@ struct session {
         char *hostname;
         char *enrolment_token;
         uint32_t max_frame;
-        bool enabled[4];
+        bool enabled[TETHER_TASK_TYPE_MAX + 1];
         struct site_trust *trust;
         struct tether_spool *spool;
         struct session_ops ops;
@@ -151,7 +151,7 @@ static int add_rollover(struct session *s, struct tether_signin *m) {
         return 0;
 }
 
-void session_set_enabled(struct session *s, const bool enabled[4]) {
+void session_set_enabled(struct session *s, const bool enabled[TETHER_TASK_TYPE_MAX + 1]) {
         memcpy(s->enabled, enabled, sizeof(s->enabled));
 }
 
@@ -183,8 +183,8 @@ int session_make_signin(struct session *s, uint8_t **ret_frame, size_t *ret_len)
         r = tether_key_spki_base64(s->device_key, &m->signin.public_key);
         if (r < 0)
                 return r;
-        m->signin.n_task_types = 3;
-        for (unsigned i = 0; i < 3; i++)
+        m->signin.n_task_types = TETHER_TASK_TYPE_MAX;
+        for (unsigned i = 0; i < TETHER_TASK_TYPE_MAX; i++)
                 m->signin.task_types[i] = i + 1;
         m->signin.feature_1_1 = true;
         if (s->rollover_key) {
@@ -534,7 +534,7 @@ static void handle_push(struct session *s, struct tether_frame **framep, bool re
         else if (p->client_id[0] && strcmp(p->client_id, s->client_id) != 0)
                 rc = TETHER_RC_INVALID_TASK,
                 snprintf(detail, sizeof(detail), "addressed to another ClientID");
-        else if (p->task_type < 1 || p->task_type > 3)
+        else if (!tether_task_type_info(p->task_type))
                 rc = TETHER_RC_NOT_SUPPORTED,
                 snprintf(detail, sizeof(detail), "unknown TaskType %u", p->task_type);
         else if (!s->enabled[p->task_type])
@@ -758,7 +758,7 @@ static int resume_one(struct tether_spool *spool, const struct spool_task *t, vo
         struct session *s = userdata;
         int r;
 
-        if (t->task_type < 1 || t->task_type > 3 || !s->enabled[t->task_type])
+        if (!tether_task_type_info(t->task_type) || !s->enabled[t->task_type])
                 return respond(s, t->task_guid, t->push_id, t->task_id, t->task_guid,
                                TETHER_RC_NOT_SUPPORTED,
                                "unknown TaskType, or disabled by local configuration");

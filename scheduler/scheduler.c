@@ -34,8 +34,6 @@
 #define USEC_PER_SEC 1000000ULL
 #define DEFAULT_GRACE_USEC (5 * USEC_PER_SEC)
 #define DEFAULT_OUTPUT_CAP (64u * 1024u)
-#define DEFAULT_POLICY_LIMIT_USEC (1800 * USEC_PER_SEC)
-#define DEFAULT_APP_LIMIT_USEC (14400 * USEC_PER_SEC)
 #define DETAIL_WORK_MAX (4 * TETHER_DETAIL_MAX)
 #define OUTPUT_EXCERPT_MAX 160
 #define FIXED_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -189,7 +187,7 @@ static void strv_clear(struct strv *sv) {
 
 struct waiter {
         struct waiter *next;
-        enum tether_cycle cycle;
+        enum tether_task_type cycle;
         char *task_guid;
         bool periodic;
 };
@@ -242,7 +240,7 @@ struct policy_answer {
 
 struct run {
         struct run *next;
-        enum tether_cycle cycle;
+        enum tether_task_type cycle;
         char *param;
         char *first_guid;
         struct waiter *waiters;
@@ -292,8 +290,8 @@ struct tether_scheduler {
         char *state_dir;
         char *cycles_dir;
         const struct tether_key *site_key;
-        uint64_t time_limit[TETHER_CYCLE_MAX + 1];
-        uint64_t option_interval[TETHER_CYCLE_MAX + 1];
+        uint64_t time_limit[TETHER_TASK_TYPE_MAX + 1];
+        uint64_t option_interval[TETHER_TASK_TYPE_MAX + 1];
         uint64_t grace;
         size_t output_cap;
         uid_t own_uid;
@@ -309,24 +307,16 @@ struct tether_scheduler {
         sd_event_source *kick;
         struct run *queue; /* not yet running, FIFO */
         struct run *running;
-        struct periodic periodic[TETHER_CYCLE_MAX + 1];
+        struct periodic periodic[TETHER_TASK_TYPE_MAX + 1];
         uint64_t anchor; /* CLOCK_BOOTTIME at creation */
 };
 
-static const char *cycle_name(enum tether_cycle cycle) {
-        switch (cycle) {
-        case TETHER_CYCLE_MACHINE_POLICY:
-                return "machine-policy";
-        case TETHER_CYCLE_USER_POLICY:
-                return "user-policy";
-        case TETHER_CYCLE_APP_EVALUATION:
-                return "app-evaluation";
-        }
-        return "unknown";
+static const char *cycle_name(enum tether_task_type cycle) {
+        return tether_task_type_cli_name(cycle);
 }
 
 static bool cycle_valid(int cycle) {
-        return cycle >= TETHER_CYCLE_MACHINE_POLICY && cycle <= TETHER_CYCLE_MAX;
+        return cycle >= TETHER_TASK_MACHINE_POLICY && cycle <= TETHER_TASK_TYPE_MAX;
 }
 
 static void policy_answer_free(struct policy_answer *a) {
@@ -398,7 +388,7 @@ static uint64_t now_monotonic(struct tether_scheduler *s) {
 
 /* ---- Answering ------------------------------------------------------------ */
 
-static void answer_waiters(struct tether_scheduler *s, enum tether_cycle cycle, struct waiter *waiters,
+static void answer_waiters(struct tether_scheduler *s, enum tether_task_type cycle, struct waiter *waiters,
                            uint32_t rc, const char *detail) {
         while (waiters) {
                 struct waiter *next = waiters->next;
@@ -414,10 +404,10 @@ static void answer_waiters(struct tether_scheduler *s, enum tether_cycle cycle, 
 static void run_finish(struct tether_scheduler *s, struct run *run, uint32_t rc) {
         _cleanup_(freep) char *detail = NULL;
         struct waiter *waiters = run->waiters;
-        enum tether_cycle cycle = run->cycle;
+        enum tether_task_type cycle = run->cycle;
 
         if (run->detail.len == 0)
-                detail_add(&run->detail, "%s", rc == 1 ? "completed" : "failed");
+                detail_add(&run->detail, "%s", rc == TETHER_RC_SUCCESS ? "completed" : "failed");
         detail = text_clean(run->detail.buf ? run->detail.buf : "", run->detail.len, TETHER_DETAIL_MAX);
         run->waiters = NULL;
         if (s->running == run)
@@ -806,14 +796,14 @@ static bool hook_result(struct tether_scheduler *s, struct run *run) {
         report_output(s, run);
         if (res->timed_out) {
                 detail_add(&run->detail, "%s timed out (cycle time limit), stopped", step);
-                run->return_code = 6;
+                run->return_code = TETHER_RC_TIMED_OUT;
                 return true;
         }
         if (res->end == CHILD_EXITED && res->status == 0)
                 return false;
         run->hooks_failed++;
-        if (run->return_code == 1)
-                run->return_code = 2;
+        if (run->return_code == TETHER_RC_SUCCESS)
+                run->return_code = TETHER_RC_FAILED;
         if (res->end == CHILD_EXITED)
                 detail_add(&run->detail, "%s failed (exit %d)%s%s", step, res->status, excerpt ? ": " : "",
                            excerpt ? excerpt : "");
@@ -914,12 +904,12 @@ static uint32_t resolve_users(struct tether_scheduler *s, struct run *run) {
         n = s->active_uids(&uids, s->active_uids_userdata);
         if (n < 0) {
                 detail_add(&run->detail, "listing user sessions failed: %s", strerror(-n));
-                return 2;
+                return TETHER_RC_FAILED;
         }
         run->users = calloc(n > 0 ? (size_t)n : 1, sizeof(*run->users));
         if (!run->users) {
                 detail_add(&run->detail, "out of memory");
-                return 2;
+                return TETHER_RC_FAILED;
         }
 
         if (run->param[0]) {
@@ -929,30 +919,30 @@ static uint32_t resolve_users(struct tether_scheduler *s, struct run *run) {
 
                 if (!policy_user_name_valid(name)) {
                         detail_add(&run->detail, "user '%s' is not a valid user name", name);
-                        return 4;
+                        return TETHER_RC_INVALID_TASK;
                 }
                 r = lookup_user(name, 0, true, u);
                 if (r == -ENOENT) {
                         user_entry_clear(u);
                         *u = (struct user_entry){0};
                         detail_add(&run->detail, "user '%s' does not exist", name);
-                        return 4;
+                        return TETHER_RC_INVALID_TASK;
                 }
                 run->n_users = 1;
                 if (r < 0) {
                         detail_add(&run->detail, "user '%s': lookup failed: %s", name, strerror(-r));
-                        return 2;
+                        return TETHER_RC_FAILED;
                 }
                 if (u->uid == 0) {
                         detail_add(&run->detail, "user '%s' is root: user policy never runs as root", name);
-                        return 4;
+                        return TETHER_RC_INVALID_TASK;
                 }
                 for (int i = 0; i < n; i++)
                         if (uids[i] == u->uid)
                                 logged_in = true;
                 if (!logged_in) {
                         detail_add(&run->detail, "user '%s' has no active session", name);
-                        return 4;
+                        return TETHER_RC_INVALID_TASK;
                 }
                 return 0;
         }
@@ -974,8 +964,8 @@ static uint32_t resolve_users(struct tether_scheduler *s, struct run *run) {
                                    r < 0 ? strerror(-r) : "user name not usable");
                         user_entry_clear(u);
                         *u = (struct user_entry){0};
-                        if (run->return_code == 1)
-                                run->return_code = 2;
+                        if (run->return_code == TETHER_RC_SUCCESS)
+                                run->return_code = TETHER_RC_FAILED;
                         continue;
                 }
                 run->n_users++;
@@ -1195,7 +1185,7 @@ static bool app_result(struct tether_scheduler *s, struct run *run) {
                 run->app_failed = true;
                 if (now_monotonic(s) >= run->deadline) {
                         detail_add(&run->detail, "stopped: cycle time limit reached");
-                        run->return_code = 6;
+                        run->return_code = TETHER_RC_TIMED_OUT;
                         return true;
                 }
                 goto next;
@@ -1263,7 +1253,7 @@ static int on_run_deadline(sd_event_source *source, uint64_t usec, void *userdat
 static void run_begin(struct tether_scheduler *s, struct run *run) {
         uint64_t now = now_monotonic(s);
 
-        run->return_code = 1;
+        run->return_code = TETHER_RC_SUCCESS;
         run->deadline = now + s->time_limit[run->cycle];
         (void)sd_event_add_time(s->event, &run->deadline_source, CLOCK_MONOTONIC, run->deadline, 0,
                                 on_run_deadline, s);
@@ -1271,7 +1261,7 @@ static void run_begin(struct tether_scheduler *s, struct run *run) {
 }
 
 static enum step_result hooks_done(struct tether_scheduler *s, struct run *run) {
-        if (run->cycle == TETHER_CYCLE_USER_POLICY) {
+        if (run->cycle == TETHER_TASK_USER_POLICY) {
                 if (run->policy_fd >= 0) {
                         close(run->policy_fd);
                         run->policy_fd = -1;
@@ -1294,7 +1284,7 @@ static enum step_result after_policy(struct tether_scheduler *s, struct run *run
                 if (r < 0) {
                         if (run->detail.len == 0)
                                 detail_add(&run->detail, "listing hooks failed: %s", strerror(-r));
-                        run_finish(s, run, 2);
+                        run_finish(s, run, TETHER_RC_FAILED);
                         return STEP_AGAIN;
                 }
         }
@@ -1319,14 +1309,14 @@ static enum step_result run_step(struct tether_scheduler *s, struct run *run) {
         case PHASE_START:
                 run_begin(s, run);
                 switch (run->cycle) {
-                case TETHER_CYCLE_MACHINE_POLICY:
+                case TETHER_TASK_MACHINE_POLICY:
                         r = request_policy(s, run, NULL);
                         if (r < 0) {
                                 detail_add(&run->detail, "machine policy: fetch failed: %s", strerror(-r));
-                                run_finish(s, run, 2);
+                                run_finish(s, run, TETHER_RC_FAILED);
                         }
                         return STEP_AGAIN;
-                case TETHER_CYCLE_USER_POLICY: {
+                case TETHER_TASK_USER_POLICY: {
                         uint32_t rc = resolve_users(s, run);
                         if (rc != 0) {
                                 run_finish(s, run, rc);
@@ -1336,11 +1326,11 @@ static enum step_result run_step(struct tether_scheduler *s, struct run *run) {
                         run->phase = PHASE_USER_NEXT;
                         return STEP_AGAIN;
                 }
-                case TETHER_CYCLE_APP_EVALUATION:
+                case TETHER_TASK_APP_EVALUATION:
                         r = load_app_policies(s, run);
                         if (r < 0) {
                                 detail_add(&run->detail, "loading policies failed: %s", strerror(-r));
-                                run_finish(s, run, 2);
+                                run_finish(s, run, TETHER_RC_FAILED);
                                 return STEP_AGAIN;
                         }
                         if (run->n_apps == 0 && !run->app_failed)
@@ -1349,8 +1339,10 @@ static enum step_result run_step(struct tether_scheduler *s, struct run *run) {
                         run->app_step = APP_DETECT;
                         run->phase = PHASE_APP_NEXT;
                         return STEP_AGAIN;
+                default:
+                        break;
                 }
-                run_finish(s, run, 3);
+                run_finish(s, run, TETHER_RC_NOT_SUPPORTED);
                 return STEP_AGAIN;
 
         case PHASE_WAIT_POLICY:
@@ -1360,18 +1352,19 @@ static enum step_result run_step(struct tether_scheduler *s, struct run *run) {
                         detail_add(&run->detail, "%s%s: timed out waiting for the policy",
                                    run->awaiting_user ? "user " : "machine policy",
                                    run->awaiting_user ? run->awaiting_user : "");
-                        run_finish(s, run, 6);
+                        run_finish(s, run, TETHER_RC_TIMED_OUT);
                         return STEP_AGAIN;
                 }
                 r = take_policy_answer(s, run,
                                        run->current_user ? run->current_user->name : "machine policy");
                 if (r < 0) {
-                        if (run->cycle == TETHER_CYCLE_MACHINE_POLICY) {
-                                run_finish(s, run, 2);
+                        if (run->cycle == TETHER_TASK_MACHINE_POLICY) {
+                                run_finish(s, run, TETHER_RC_FAILED);
                                 return STEP_AGAIN;
                         }
                         /* One user's failure does not stop the others. */
-                        run->return_code = run->return_code == 1 ? 2 : run->return_code;
+                        run->return_code =
+                                run->return_code == TETHER_RC_SUCCESS ? TETHER_RC_FAILED : run->return_code;
                         run->user_index++;
                         run->phase = PHASE_USER_NEXT;
                         return STEP_AGAIN;
@@ -1389,7 +1382,8 @@ static enum step_result run_step(struct tether_scheduler *s, struct run *run) {
                 if (r < 0) {
                         detail_add(&run->detail, "%s: fetch failed: %s", run->current_user->name,
                                    strerror(-r));
-                        run->return_code = run->return_code == 1 ? 2 : run->return_code;
+                        run->return_code =
+                                run->return_code == TETHER_RC_SUCCESS ? TETHER_RC_FAILED : run->return_code;
                         run->user_index++;
                         run->phase = PHASE_USER_NEXT;
                 }
@@ -1403,7 +1397,8 @@ static enum step_result run_step(struct tether_scheduler *s, struct run *run) {
                         detail_add(&run->detail, "hook %s could not start: %s",
                                    run->hooks[run->hook_index].name,
                                    r == -EBUSY ? "SIGCHLD is not blocked" : strerror(-r));
-                        run->return_code = run->return_code == 1 ? 2 : run->return_code;
+                        run->return_code =
+                                run->return_code == TETHER_RC_SUCCESS ? TETHER_RC_FAILED : run->return_code;
                         run->hook_index++;
                         return STEP_AGAIN;
                 }
@@ -1414,7 +1409,7 @@ static enum step_result run_step(struct tether_scheduler *s, struct run *run) {
                 if (!run->child || !child_exited(run->child))
                         return STEP_WAIT;
                 if (hook_result(s, run)) {
-                        run_finish(s, run, 6);
+                        run_finish(s, run, TETHER_RC_TIMED_OUT);
                         return STEP_AGAIN;
                 }
                 run->child = child_free(run->child);
@@ -1426,7 +1421,7 @@ static enum step_result run_step(struct tether_scheduler *s, struct run *run) {
                 if (run->app_index >= run->n_apps) {
                         /* Then the cycle's hooks, as for the policy cycles. */
                         if (run->app_failed)
-                                run->return_code = 2;
+                                run->return_code = TETHER_RC_FAILED;
                         return after_policy(s, run);
                 }
                 r = spawn_app_step(s, run);
@@ -1445,7 +1440,7 @@ static enum step_result run_step(struct tether_scheduler *s, struct run *run) {
                 if (!run->child || !child_exited(run->child))
                         return STEP_WAIT;
                 if (app_result(s, run)) {
-                        run_finish(s, run, 6);
+                        run_finish(s, run, TETHER_RC_TIMED_OUT);
                         return STEP_AGAIN;
                 }
                 run->child = child_free(run->child);
@@ -1474,15 +1469,15 @@ static int on_kick(sd_event_source *source, void *userdata) {
 
 /* ---- Queue ----------------------------------------------------------------- */
 
-static bool run_key_matches(const struct run *run, enum tether_cycle cycle, const char *param) {
+static bool run_key_matches(const struct run *run, enum tether_task_type cycle, const char *param) {
         if (run->cycle != cycle)
                 return false;
-        if (cycle == TETHER_CYCLE_USER_POLICY)
+        if (cycle == TETHER_TASK_USER_POLICY)
                 return streq(run->param, param);
         return true;
 }
 
-static int enqueue(struct tether_scheduler *s, enum tether_cycle cycle, const char *task_guid,
+static int enqueue(struct tether_scheduler *s, enum tether_task_type cycle, const char *task_guid,
                    const char *param, bool periodic) {
         struct run *run = NULL, **tail = &s->queue;
         struct waiter *w;
@@ -1540,7 +1535,7 @@ static int enqueue(struct tether_scheduler *s, enum tether_cycle cycle, const ch
         return 0;
 }
 
-int tether_scheduler_submit(struct tether_scheduler *s, enum tether_cycle cycle, const char *task_guid,
+int tether_scheduler_submit(struct tether_scheduler *s, enum tether_task_type cycle, const char *task_guid,
                             const char *param) {
         if (!s || !cycle_valid((int)cycle))
                 return -EINVAL;
@@ -1566,7 +1561,7 @@ static uint64_t periodic_next(const struct tether_scheduler *s, const struct per
 
 static int on_periodic(sd_event_source *source, uint64_t usec, void *userdata);
 
-static void periodic_arm(struct tether_scheduler *s, enum tether_cycle cycle) {
+static void periodic_arm(struct tether_scheduler *s, enum tether_task_type cycle) {
         struct periodic *p = &s->periodic[cycle];
         uint64_t now = 0, accuracy;
 
@@ -1593,17 +1588,17 @@ static void periodic_arm(struct tether_scheduler *s, enum tether_cycle cycle) {
 static int on_periodic(sd_event_source *source, uint64_t usec, void *userdata) {
         struct tether_scheduler *s = userdata;
 
-        for (int c = TETHER_CYCLE_MACHINE_POLICY; c <= TETHER_CYCLE_MAX; c++) {
+        for (int c = TETHER_TASK_MACHINE_POLICY; c <= TETHER_TASK_TYPE_MAX; c++) {
                 if (s->periodic[c].source != source)
                         continue;
-                (void)enqueue(s, (enum tether_cycle)c, NULL, NULL, true);
-                periodic_arm(s, (enum tether_cycle)c);
+                (void)enqueue(s, (enum tether_task_type)c, NULL, NULL, true);
+                periodic_arm(s, (enum tether_task_type)c);
         }
         return 0;
 }
 
 static void periodic_update(struct tether_scheduler *s, const struct policy *machine) {
-        for (int c = TETHER_CYCLE_MACHINE_POLICY; c <= TETHER_CYCLE_MAX; c++) {
+        for (int c = TETHER_TASK_MACHINE_POLICY; c <= TETHER_TASK_TYPE_MAX; c++) {
                 uint64_t interval = s->option_interval[c];
 
                 if (machine && machine->interval_sec[c] > 0)
@@ -1611,12 +1606,12 @@ static void periodic_update(struct tether_scheduler *s, const struct policy *mac
                 if (interval == s->periodic[c].interval && (interval == 0 || s->periodic[c].source))
                         continue;
                 s->periodic[c].interval = interval;
-                periodic_arm(s, (enum tether_cycle)c);
+                periodic_arm(s, (enum tether_task_type)c);
         }
 }
 
-int tether_scheduler_next_run(const struct tether_scheduler *s, enum tether_cycle cycle, uint64_t *ret_usec,
-                              uint64_t *ret_interval_usec) {
+int tether_scheduler_next_run(const struct tether_scheduler *s, enum tether_task_type cycle,
+                              uint64_t *ret_usec, uint64_t *ret_interval_usec) {
         if (!s || !cycle_valid((int)cycle))
                 return -EINVAL;
         if (s->periodic[cycle].interval == 0 || !s->periodic[cycle].source)
@@ -1658,11 +1653,11 @@ int tether_scheduler_new(sd_event *event, const struct tether_scheduler_options 
         s->policy_request = policy_request;
         s->userdata = userdata;
         s->active_uids = default_active_uids;
-        for (int c = TETHER_CYCLE_MACHINE_POLICY; c <= TETHER_CYCLE_MAX; c++) {
+        for (int c = TETHER_TASK_MACHINE_POLICY; c <= TETHER_TASK_TYPE_MAX; c++) {
                 s->time_limit[c] = options->time_limit_usec[c];
                 if (s->time_limit[c] == 0)
-                        s->time_limit[c] = c == TETHER_CYCLE_APP_EVALUATION ? DEFAULT_APP_LIMIT_USEC
-                                                                            : DEFAULT_POLICY_LIMIT_USEC;
+                        s->time_limit[c] =
+                                tether_task_type_info((uint32_t)c)->fallback_limit_sec * USEC_PER_SEC;
                 s->option_interval[c] = options->interval_usec[c];
         }
 
@@ -1678,7 +1673,7 @@ int tether_scheduler_new(sd_event *event, const struct tether_scheduler_options 
                 r = -errno;
                 goto fail;
         }
-        for (int c = TETHER_CYCLE_MACHINE_POLICY; c <= TETHER_CYCLE_MAX; c++)
+        for (int c = TETHER_TASK_MACHINE_POLICY; c <= TETHER_TASK_TYPE_MAX; c++)
                 s->periodic[c].offset_seed = splitmix64(seed + (uint64_t)c);
         r = sd_event_now(event, CLOCK_BOOTTIME, &s->anchor);
         if (r < 0)
@@ -1707,7 +1702,7 @@ struct tether_scheduler *tether_scheduler_free(struct tether_scheduler *s) {
         }
         run_free(s->running);
         s->running = NULL;
-        for (int c = 0; c <= TETHER_CYCLE_MAX; c++)
+        for (int c = 0; c <= TETHER_TASK_TYPE_MAX; c++)
                 s->periodic[c].source = sd_event_source_disable_unref(s->periodic[c].source);
         s->kick = sd_event_source_disable_unref(s->kick);
         sd_event_unref(s->event);
@@ -1790,7 +1785,8 @@ void tether_scheduler_cancel_all(struct tether_scheduler *s) {
         while (answers) {
                 struct waiter *next = answers->next;
                 if (s->done)
-                        s->done(s, answers->cycle, answers->task_guid, 7, "cancelled", s->userdata);
+                        s->done(s, answers->cycle, answers->task_guid, TETHER_RC_CANCELLED, "cancelled",
+                                s->userdata);
                 free(answers->task_guid);
                 free(answers);
                 answers = next;

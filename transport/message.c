@@ -53,53 +53,6 @@ static const char *root_name(uint8_t type) {
         return root_names[type];
 }
 
-const char *tether_task_type_name(uint32_t task_type) {
-        switch (task_type) {
-        case TETHER_TASK_MACHINE_POLICY:
-                return "RequestMachinePolicy";
-        case TETHER_TASK_USER_POLICY:
-                return "RequestUserPolicy";
-        case TETHER_TASK_APP_EVALUATION:
-                return "AppEvaluation";
-        default:
-                return "unknown";
-        }
-}
-
-const char *tether_task_type_schedule_id(uint32_t task_type) {
-        switch (task_type) {
-        case TETHER_TASK_MACHINE_POLICY:
-                return "{00000000-0000-0000-0000-000000000021}";
-        case TETHER_TASK_USER_POLICY:
-                return "{00000000-0000-0000-0000-000000000026}";
-        case TETHER_TASK_APP_EVALUATION:
-                return "{00000000-0000-0000-0000-000000000121}";
-        default:
-                return NULL;
-        }
-}
-
-const char *tether_return_code_name(uint32_t rc) {
-        switch (rc) {
-        case TETHER_RC_SUCCESS:
-                return "Success";
-        case TETHER_RC_FAILED:
-                return "Failed";
-        case TETHER_RC_NOT_SUPPORTED:
-                return "NotSupported";
-        case TETHER_RC_INVALID_TASK:
-                return "InvalidTask";
-        case TETHER_RC_UNAUTHORIZED:
-                return "Unauthorized";
-        case TETHER_RC_TIMED_OUT:
-                return "TimedOut";
-        case TETHER_RC_CANCELLED:
-                return "Cancelled";
-        default:
-                return "unknown";
-        }
-}
-
 static const char *const goodbye_names[] = {
         [TETHER_GOODBYE_SHUTDOWN] = "shutdown",         [TETHER_GOODBYE_CONFLICT] = "conflict",
         [TETHER_GOODBYE_UNAUTHORIZED] = "unauthorized", [TETHER_GOODBYE_PROTOCOL_ERROR] = "protocol-error",
