@@ -260,14 +260,11 @@ static void make_room_unauth(struct session *s, size_t incoming) {
                         n, n == 1 ? "" : "s", SESSION_UNAUTH_MAX, SESSION_UNAUTH_BYTES_MAX / 1024);
 }
 
-/* Builds, signs, persists, then sends a RESPONSE. name is the spool name. */
-static int respond(struct session *s, const char *name, uint64_t push_id, uint64_t task_id, const char *guid,
-                   uint32_t rc, const char *detail) {
+/* The signed RESPONSE frame of a task: tether_msg_seal(), the one
+ * build-sign-frame path of every signed frame. */
+static int seal_response(struct session *s, uint64_t push_id, uint64_t task_id, const char *guid,
+                         uint32_t rc, const char *detail, uint8_t **ret_frame, size_t *ret_len) {
         _cleanup_(tether_msg_freep) struct tether_msg *m = NULL;
-        _cleanup_(freep) char *body = NULL;
-        _cleanup_(freep) uint8_t *sig = NULL, *frame = NULL;
-        size_t body_len, sig_len, frame_len;
-        uint64_t t_start = pushstats_now(), t_signed, t_saved;
         int r;
 
         r = tether_msg_new(TETHER_FRAME_RESPONSE, &m);
@@ -282,7 +279,7 @@ static int respond(struct session *s, const char *name, uint64_t push_id, uint64
         m->response.detail = strdup(detail ? detail : "");
         if (!m->response.detail)
                 return -ENOMEM;
-        r = tether_msg_build(m, &body, &body_len);
+        r = tether_msg_seal(m, s->device_key, s->max_frame, ret_frame, ret_len);
         if (r == -EINVAL && detail && detail[0]) {
                 /* A Detail the contract refuses must not leave the task
                  * unanswered for ever: answer without it. */
@@ -291,18 +288,22 @@ static int respond(struct session *s, const char *name, uint64_t push_id, uint64
                 m->response.detail = strdup("(the detail could not be encoded)");
                 if (!m->response.detail)
                         return -ENOMEM;
-                r = tether_msg_build(m, &body, &body_len);
+                r = tether_msg_seal(m, s->device_key, s->max_frame, ret_frame, ret_len);
         }
+        return r;
+}
+
+/* Builds, signs, persists, then sends a RESPONSE. name is the spool name. */
+static int respond(struct session *s, const char *name, uint64_t push_id, uint64_t task_id, const char *guid,
+                   uint32_t rc, const char *detail) {
+        _cleanup_(freep) uint8_t *frame = NULL;
+        size_t frame_len;
+        uint64_t t_start = pushstats_now(), t_signed, t_saved;
+        int r;
+
+        r = seal_response(s, push_id, task_id, guid, rc, detail, &frame, &frame_len);
         if (r < 0)
-                return log_error_errno(r, "Cannot build the response for task %s: %m", guid);
-        r = tether_sign(s->device_key, TETHER_FRAME_RESPONSE, (const uint8_t *)body, body_len, &sig,
-                        &sig_len);
-        if (r < 0)
-                return log_error_errno(r, "Cannot sign the response for task %s: %m", guid);
-        r = tether_frame_encode(TETHER_FRAME_RESPONSE, (const uint8_t *)body, body_len, sig, sig_len,
-                                s->max_frame, &frame, &frame_len);
-        if (r < 0)
-                return log_error_errno(r, "Cannot frame the response for task %s: %m", guid);
+                return log_error_errno(r, "Cannot build, sign and frame the response for task %s: %m", guid);
         t_signed = pushstats_now();
 
         if (startswith(name, UNAUTH_PREFIX) && !spool_has_response(s->spool, name))
@@ -462,86 +463,120 @@ static bool take_recent_task(struct session *s, const char *guid, uint64_t *ret_
         return false;
 }
 
-/* Handles a PUSH; a retry of a held frame does not log the receive line
- * again. Sets *framep to NULL when it keeps the frame. */
-static void handle_push(struct session *s, struct tether_frame **framep, bool retry) {
-        struct tether_frame *frame = *framep;
-        _cleanup_(tether_msg_freep) struct tether_msg *m = NULL;
+/* One PUSH on its way through the stages of handle_push(): what each stage
+ * learned, and the stamps (CLOCK_MONOTONIC ns) that pushstats records. */
+struct push_work {
+        struct tether_frame **framep; /* set to NULL when the session keeps the frame */
+        bool retry;                   /* a held frame again: no receive line */
+        struct tether_msg *msg;       /* owned; after parse */
+        uint32_t rc;                  /* after validate: 0 runs, else the refusal */
+        char detail[256];
+        struct {
+                uint64_t received, verified, parsed, spooled;
+        } t;
+};
+
+/* 1. Verify, before anything reads the body: tether_msg_open() in its two
+ * halves, so that each is timed on its own. */
+static bool push_verify(struct session *s, struct push_work *w) {
+        struct tether_frame *frame = *w->framep;
         struct tether_diag diag = {0};
-        struct tether_push *p;
-        struct spool_task task = {0};
-        struct recent_task *recent;
-        char detail[256] = "";
-        uint32_t rc = 0;
-        /* Stage stamps (CLOCK_MONOTONIC ns) for pushstats. */
-        uint64_t t_received = pushstats_now(), t_verified, t_parsed, t_spooled;
-        time_t now;
         int r;
 
         if (!s->approved || !site_trust_key(s->trust)) {
                 send_goodbye_and_reconnect(s, "PUSH before an approved SIGNIN_CONFIRM");
-                return;
+                return false;
         }
-        /* 1. Verify, before anything reads the body: tether_msg_open() in
-         * its two halves, so that each is timed on its own. */
         r = tether_msg_verify(frame, site_trust_key(s->trust), &diag);
         if (r == -EBADMSG && diag.kind == TETHER_DIAG_MISSING_SIGNATURE) {
                 /* Unsigned is not forged: a protocol error, not ReturnCode 5
                  * (contract 7.6), and nothing of the body is read. */
                 send_goodbye_and_reconnect(s, "PUSH without a signature (S = 0)");
-                return;
+                return false;
         }
         if (r == -EBADMSG) {
                 handle_unauthorized_push(s, frame, diag.text);
-                return;
+                return false;
         }
-        t_verified = pushstats_now();
-        /* 2. Parse and validate. */
-        if (r >= 0)
-                r = tether_msg_parse(frame->type, frame->body, frame->body_len, &m, &diag);
         if (r < 0) {
                 char text[300];
                 snprintf(text, sizeof(text), "malformed PUSH: %s", diag.text[0] ? diag.text : strerror(-r));
                 send_goodbye_and_reconnect(s, text);
-                return;
+                return false;
         }
-        p = &m->push;
-        t_parsed = pushstats_now();
-        pushstats_add(s->stats, PUSHSTATS_VERIFY, t_received, t_verified);
-        pushstats_add(s->stats, PUSHSTATS_PARSE, t_verified, t_parsed);
-        if (!retry)
-                session_log_push(p);
+        w->t.verified = pushstats_now();
+        return true;
+}
 
-        /* 3. A TaskGUID seen before never runs again. */
-        if (spool_has_task(s->spool, p->task_guid)) {
-                _cleanup_(freep) uint8_t *rsp = NULL;
-                size_t rlen;
-                uint32_t prc;
-                log_notice("Task %s was received before: not running it again", p->task_guid);
-                (void)send_ack(s, p->task_guid);
-                if (spool_load_response(s->spool, p->task_guid, &prc, &rsp, &rlen) >= 0)
-                        send_stored(s, p->task_guid, p->task_guid, prc, rsp, rlen);
-                return;
+/* 2. Parse. */
+static bool push_parse(struct session *s, struct push_work *w) {
+        struct tether_frame *frame = *w->framep;
+        struct tether_diag diag = {0};
+        int r;
+
+        r = tether_msg_parse(frame->type, frame->body, frame->body_len, &w->msg, &diag);
+        if (r < 0) {
+                char text[300];
+                snprintf(text, sizeof(text), "malformed PUSH: %s", diag.text[0] ? diag.text : strerror(-r));
+                send_goodbye_and_reconnect(s, text);
+                return false;
         }
+        w->t.parsed = pushstats_now();
+        pushstats_add(s->stats, PUSHSTATS_VERIFY, w->t.received, w->t.verified);
+        pushstats_add(s->stats, PUSHSTATS_PARSE, w->t.verified, w->t.parsed);
+        if (!w->retry)
+                session_log_push(&w->msg->push);
+        return true;
+}
 
-        now = time(NULL);
+/* 3. A TaskGUID seen before never runs again: ACK, and its answer again. */
+static bool push_dedupe(struct session *s, struct push_work *w) {
+        const struct tether_push *p = &w->msg->push;
+        _cleanup_(freep) uint8_t *rsp = NULL;
+        size_t rlen;
+        uint32_t prc;
+
+        if (!spool_has_task(s->spool, p->task_guid))
+                return true;
+        log_notice("Task %s was received before: not running it again", p->task_guid);
+        (void)send_ack(s, p->task_guid);
+        if (spool_load_response(s->spool, p->task_guid, &prc, &rsp, &rlen) >= 0)
+                send_stored(s, p->task_guid, p->task_guid, prc, rsp, rlen);
+        return false;
+}
+
+/* 4. Validate: a task that cannot run is still persisted and ACKed, then
+ * answered with the refusal. */
+static void push_validate(struct session *s, struct push_work *w) {
+        const struct tether_push *p = &w->msg->push;
+        time_t now = time(NULL);
+
         if (p->expires <= now)
-                rc = TETHER_RC_INVALID_TASK, snprintf(detail, sizeof(detail), "the task expired");
+                w->rc = TETHER_RC_INVALID_TASK, snprintf(w->detail, sizeof(w->detail), "the task expired");
         else if (p->timestamp > now + PUSH_FUTURE_SECONDS)
-                rc = TETHER_RC_INVALID_TASK,
-                snprintf(detail, sizeof(detail), "TimeStamp is %llds ahead of the device clock",
+                w->rc = TETHER_RC_INVALID_TASK,
+                snprintf(w->detail, sizeof(w->detail), "TimeStamp is %llds ahead of the device clock",
                          (long long)(p->timestamp - now));
         else if (p->client_id[0] && strcmp(p->client_id, s->client_id) != 0)
-                rc = TETHER_RC_INVALID_TASK,
-                snprintf(detail, sizeof(detail), "addressed to another ClientID");
+                w->rc = TETHER_RC_INVALID_TASK,
+                snprintf(w->detail, sizeof(w->detail), "addressed to another ClientID");
         else if (!tether_task_type_info(p->task_type))
-                rc = TETHER_RC_NOT_SUPPORTED,
-                snprintf(detail, sizeof(detail), "unknown TaskType %u", p->task_type);
+                w->rc = TETHER_RC_NOT_SUPPORTED,
+                snprintf(w->detail, sizeof(w->detail), "unknown TaskType %u", p->task_type);
         else if (!s->enabled[p->task_type])
-                rc = TETHER_RC_NOT_SUPPORTED,
-                snprintf(detail, sizeof(detail), "disabled by local configuration");
+                w->rc = TETHER_RC_NOT_SUPPORTED,
+                snprintf(w->detail, sizeof(w->detail), "disabled by local configuration");
+}
 
-        /* 4. Persist (also the replay memory), before the ACK. */
+/* 5. Persist (also the replay memory), before the ACK. On failure the
+ * frame is held (while there is room) and tried again. */
+static bool push_persist(struct session *s, struct push_work *w) {
+        const struct tether_push *p = &w->msg->push;
+        struct spool_task task = {0};
+        time_t now = time(NULL);
+        bool keep;
+        int r;
+
         memcpy(task.task_guid, p->task_guid, TETHER_GUID_LEN);
         task.push_id = p->push_id;
         task.task_id = p->task_id;
@@ -549,42 +584,54 @@ static void handle_push(struct session *s, struct tether_frame **framep, bool re
         task.param = p->task_param;
         task.timestamp = p->timestamp;
         /* A refused task is remembered at least a week from now. */
-        task.expires = rc && p->expires < now ? now : p->expires;
+        task.expires = w->rc && p->expires < now ? now : p->expires;
         task.received = now;
         r = spool_save_task(s->spool, &task);
-        if (r < 0) {
-                bool keep = s->n_held < HELD_MAX;
-                if (retry)
-                        log_debug_errno(r, "Task %s still cannot be persisted: %m", p->task_guid);
-                else
-                        log_error_errno(r, "Cannot persist task %s, refusing it for now (no PUSH_ACK)%s: %m",
-                                        p->task_guid,
-                                        keep ? "; trying again while connected"
-                                             : "; the MP delivers it again at the next sign-in");
-                set_error(s, "refusing task %s: cannot persist it: %s", p->task_guid, strerror(-r));
-                if (keep) {
-                        s->held[s->n_held++] = frame;
-                        *framep = NULL;
-                }
-                changed(s);
-                return;
+        if (r >= 0) {
+                w->t.spooled = pushstats_now();
+                if (w->retry)
+                        log_info("Task %s persisted now that the spool takes it again", p->task_guid);
+                return true;
         }
-        t_spooled = pushstats_now();
-        if (retry)
-                log_info("Task %s persisted now that the spool takes it again", p->task_guid);
-        /* 5. Acknowledge. */
-        r = send_ack(s, p->task_guid);
-        if (r < 0)
-                log_debug_errno(r, "PUSH_ACK for %s not sent: %m", p->task_guid);
-        pushstats_add(s->stats, PUSHSTATS_SPOOL, t_parsed, t_spooled);
-        pushstats_add(s->stats, PUSHSTATS_ACK, t_spooled, pushstats_now());
+        keep = s->n_held < HELD_MAX;
+        if (w->retry)
+                log_debug_errno(r, "Task %s still cannot be persisted: %m", p->task_guid);
+        else
+                log_error_errno(r, "Cannot persist task %s, refusing it for now (no PUSH_ACK)%s: %m",
+                                p->task_guid,
+                                keep ? "; trying again while connected"
+                                     : "; the MP delivers it again at the next sign-in");
+        set_error(s, "refusing task %s: cannot persist it: %s", p->task_guid, strerror(-r));
+        if (keep) {
+                s->held[s->n_held++] = *w->framep;
+                *w->framep = NULL;
+        }
+        changed(s);
+        return false;
+}
 
-        if (rc) {
-                log_warning("Task %s refused: %s (%s)", p->task_guid, tether_return_code_name(rc), detail);
-                (void)respond(s, p->task_guid, p->push_id, p->task_id, p->task_guid, rc, detail);
+/* 6. Acknowledge. */
+static void push_ack(struct session *s, struct push_work *w) {
+        int r = send_ack(s, w->msg->push.task_guid);
+
+        if (r < 0)
+                log_debug_errno(r, "PUSH_ACK for %s not sent: %m", w->msg->push.task_guid);
+        pushstats_add(s->stats, PUSHSTATS_SPOOL, w->t.parsed, w->t.spooled);
+        pushstats_add(s->stats, PUSHSTATS_ACK, w->t.spooled, pushstats_now());
+}
+
+/* 7. Dispatch: the refusal's answer, or the task to the scheduler. */
+static void push_dispatch(struct session *s, struct push_work *w) {
+        const struct tether_push *p = &w->msg->push;
+        struct recent_task *recent;
+        int r;
+
+        if (w->rc) {
+                log_warning("Task %s refused: %s (%s)", p->task_guid, tether_return_code_name(w->rc),
+                            w->detail);
+                (void)respond(s, p->task_guid, p->push_id, p->task_id, p->task_guid, w->rc, w->detail);
                 return;
         }
-        /* 6. Hand to the scheduler. */
         recent = remember_task(s, p->task_guid, p->push_id, p->task_id);
         recent->run_sent_ns = pushstats_now();
         r = s->ops.run(s->userdata, p->task_type, p->task_guid, p->task_param);
@@ -594,6 +641,22 @@ static void handle_push(struct session *s, struct tether_frame **framep, bool re
                               "the scheduler is not available");
         }
         changed(s);
+}
+
+/* Handles a PUSH (contract section 5), one named stage after the other; a
+ * retry of a held frame does not log the receive line again. Sets *framep
+ * to NULL when it keeps the frame. */
+static void handle_push(struct session *s, struct tether_frame **framep, bool retry) {
+        struct push_work w = {.framep = framep, .retry = retry, .t.received = pushstats_now()};
+
+        if (push_verify(s, &w) && push_parse(s, &w) && push_dedupe(s, &w)) {
+                push_validate(s, &w);
+                if (push_persist(s, &w)) {
+                        push_ack(s, &w);
+                        push_dispatch(s, &w);
+                }
+        }
+        tether_msg_free(w.msg);
 }
 
 static void handle_response_ack(struct session *s, struct tether_frame *frame) {
