@@ -488,6 +488,46 @@ struct tether_channel *tether_channel_free(struct tether_channel *ch) {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct tether_channel *, tether_channel_free);
 
+/* The HTTPS port, then the alternatives not already listed. */
+static void set_https_ports(struct tether_channel *ch, const struct tether_channel_config *config) {
+        ch->https_ports[ch->n_https_ports++] = config->https_port;
+        for (unsigned i = 0; i < config->https_alt_ports.n && i < TETHER_CHANNEL_MAX_ALT_PORTS; i++) {
+                uint16_t p = config->https_alt_ports.port[i];
+                bool dup = p == 0;
+
+                for (unsigned k = 0; k < ch->n_https_ports; k++)
+                        dup = dup || ch->https_ports[k] == p;
+                if (!dup)
+                        ch->https_ports[ch->n_https_ports++] = p;
+        }
+}
+
+/* The channel's own copies of the configuration's strings. */
+static int copy_strings(struct tether_channel *ch, const struct tether_channel_config *config) {
+        int r;
+        const struct {
+                const char *from;
+                char **to;
+        } strings[] = {
+                {config->host, &ch->host},
+                {config->ca_file, &ch->ca_file},
+                {config->pinned_fingerprint, &ch->pinned_fingerprint},
+                {config->proxy, &ch->proxy},
+                {config->cert_pem, &ch->cert_pem},
+        };
+        for (size_t i = 0; i < ELEMENTSOF(strings); i++) {
+                r = dup_opt(strings[i].from, strings[i].to);
+                if (r < 0)
+                        return r;
+        }
+        if (ch->pinned_fingerprint) {
+                r = pin_to_curl(ch->pinned_fingerprint, &ch->pinned_curl);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 int tether_channel_new(sd_event *event, const struct tether_channel_config *config,
                        const struct tether_channel_callbacks *callbacks, void *userdata,
                        struct tether_channel **ret) {
@@ -520,16 +560,7 @@ int tether_channel_new(sd_event *event, const struct tether_channel_config *conf
         ch->mode = config->mode;
         ch->tcp_port = config->tcp_port;
         ch->https_port = config->https_port;
-        ch->https_ports[ch->n_https_ports++] = config->https_port;
-        for (unsigned i = 0; i < config->https_alt_ports.n && i < TETHER_CHANNEL_MAX_ALT_PORTS; i++) {
-                uint16_t p = config->https_alt_ports.port[i];
-                bool dup = p == 0;
-
-                for (unsigned k = 0; k < ch->n_https_ports; k++)
-                        dup = dup || ch->https_ports[k] == p;
-                if (!dup)
-                        ch->https_ports[ch->n_https_ports++] = p;
-        }
+        set_https_ports(ch, config);
         ch->device_key = config->device_key;
         ch->max_frame = config->max_frame > 0 ? config->max_frame : TETHER_FRAME_DEFAULT_MAX_BODY;
         ch->keepalive_seconds_config =
@@ -550,26 +581,9 @@ int tether_channel_new(sd_event *event, const struct tether_channel_config *conf
         };
         tether_backoff_init(&ch->backoff);
 
-        const struct {
-                const char *from;
-                char **to;
-        } strings[] = {
-                {config->host, &ch->host},
-                {config->ca_file, &ch->ca_file},
-                {config->pinned_fingerprint, &ch->pinned_fingerprint},
-                {config->proxy, &ch->proxy},
-                {config->cert_pem, &ch->cert_pem},
-        };
-        for (size_t i = 0; i < ELEMENTSOF(strings); i++) {
-                r = dup_opt(strings[i].from, strings[i].to);
-                if (r < 0)
-                        return r;
-        }
-        if (ch->pinned_fingerprint) {
-                r = pin_to_curl(ch->pinned_fingerprint, &ch->pinned_curl);
-                if (r < 0)
-                        return r;
-        }
+        r = copy_strings(ch, config);
+        if (r < 0)
+                return r;
         r = key_to_pem(ch->device_key, &ch->key_pem, &ch->key_pem_len);
         if (r < 0)
                 return r;

@@ -451,6 +451,41 @@ static void set_watchdog(struct schedd *s, bool on) {
         }
 }
 
+/* RUN: a task for the scheduler, unless it is known or we are stopping. */
+static int handle_run(struct schedd *s, const struct priv_msg *m) {
+        _cleanup_(freep) char *param = strndup((const char *)m->data, m->data_len);
+        int r;
+
+        if (!param)
+                return -ENOMEM;
+        if (s->stopping || run_known(s, m->run.task_guid))
+                return 0;
+        if (m->run.task_guid[0])
+                memo_add(s, m->run.task_guid, m->run.cycle);
+        if (!s->scheduler) {
+                r = queue_run(s, m->run.cycle, m->run.task_guid, param);
+                return r < 0 ? r : 0;
+        }
+        submit(s, m->run.cycle, m->run.task_guid, param);
+        return 0;
+}
+
+/* POLICY: the answer to the scheduler's request. */
+static void handle_policy(struct schedd *s, const struct priv_msg *m) {
+        int r;
+
+        if (s->policy_pending && strcmp(m->policy.user, s->policy_user) == 0)
+                s->policy_pending = false;
+        if (!s->scheduler)
+                return;
+        (void)site_verifier(s);
+        r = tether_scheduler_policy(s->scheduler, m->policy.user[0] ? m->policy.user : NULL,
+                                    (enum tether_policy_result)m->policy.result, m->data, m->data_len,
+                                    m->data2, m->data2_len, m->policy.error);
+        if (r < 0 && r != -ESRCH)
+                log_warning_errno(r, "Policy answer not taken, ignoring: %m");
+}
+
 static int priv_io(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
         struct schedd *s = userdata;
         struct priv_msg m;
@@ -479,34 +514,10 @@ static int priv_io(sd_event_source *src, int fd, uint32_t revents, void *userdat
                 return 0;
         }
         switch (m.type) {
-        case PRIV_RUN: {
-                _cleanup_(freep) char *param = strndup((const char *)m.data, m.data_len);
-                if (!param)
-                        return -ENOMEM;
-                if (s->stopping || run_known(s, m.run.task_guid))
-                        break;
-                if (m.run.task_guid[0])
-                        memo_add(s, m.run.task_guid, m.run.cycle);
-                if (!s->scheduler) {
-                        r = queue_run(s, m.run.cycle, m.run.task_guid, param);
-                        if (r < 0)
-                                return r;
-                        break;
-                }
-                submit(s, m.run.cycle, m.run.task_guid, param);
-                break;
-        }
+        case PRIV_RUN:
+                return handle_run(s, &m);
         case PRIV_POLICY:
-                if (s->policy_pending && strcmp(m.policy.user, s->policy_user) == 0)
-                        s->policy_pending = false;
-                if (!s->scheduler)
-                        break;
-                (void)site_verifier(s);
-                r = tether_scheduler_policy(s->scheduler, m.policy.user[0] ? m.policy.user : NULL,
-                                            (enum tether_policy_result)m.policy.result, m.data, m.data_len,
-                                            m.data2, m.data2_len, m.policy.error);
-                if (r < 0 && r != -ESRCH)
-                        log_warning_errno(r, "Policy answer not taken, ignoring: %m");
+                handle_policy(s, &m);
                 break;
         case PRIV_SITE_KEY:
                 handle_site_key(s, m.data, m.data_len);

@@ -50,6 +50,67 @@ static int hook_dirent_cmp(const struct dirent **a, const struct dirent **b) {
  * so that hooks run and skipped ones are named in Detail in an order that
  * does not depend on the filesystem. Returns negative only when the
  * directory itself is unsafe (Detail written). */
+/* Why the hook file fd may not run, or NULL when it may. */
+static const char *hook_refusal(struct tether_scheduler *s, int fd) {
+        struct stat st;
+
+        if (fstat(fd, &st) < 0)
+                return "cannot stat";
+        if (!S_ISREG(st.st_mode))
+                return "not a regular file";
+        if (st.st_uid != 0 && st.st_uid != s->own_uid)
+                return "not owned by root";
+        if (st.st_mode & 022)
+                return "writable by group or others";
+        if (!(st.st_mode & S_IXUSR))
+                return "not executable";
+        return NULL;
+}
+
+/* Adds one entry of the hooks directory, or says in Detail why not.
+ * Returns 0, or -ENOMEM. */
+static int add_hook(struct tether_scheduler *s, struct run *run, int dir_fd, const char *name, size_t *cap) {
+        const char *reason;
+        struct stat st;
+        int fd;
+
+        /* Never open a device or FIFO just to find out what it is. */
+        if (fstatat(dir_fd, name, &st, 0) < 0 || !S_ISREG(st.st_mode)) {
+                detail_add(&run->detail, "skipped: %s (not a regular file)", name);
+                return 0;
+        }
+        fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        if (fd < 0) {
+                detail_add(&run->detail, "skipped: %s (%s)", name, strerror(errno));
+                return 0;
+        }
+        reason = hook_refusal(s, fd);
+        if (reason) {
+                log_debug("%s: skipping hook %s: %s", cycle_name(run->cycle), name, reason);
+                detail_add(&run->detail, "skipped: %s (%s)", name, reason);
+                close(fd);
+                return 0;
+        }
+        if (run->n_hooks == *cap) {
+                size_t ncap = *cap ? *cap * 2 : 8;
+                struct hook *nh = realloc(run->hooks, ncap * sizeof(*nh));
+                if (!nh) {
+                        close(fd);
+                        return -ENOMEM;
+                }
+                run->hooks = nh;
+                *cap = ncap;
+        }
+        run->hooks[run->n_hooks].name = strdup(name);
+        if (!run->hooks[run->n_hooks].name) {
+                close(fd);
+                return -ENOMEM;
+        }
+        run->hooks[run->n_hooks].fd = fd;
+        run->n_hooks++;
+        return 0;
+}
+
 int list_hooks(struct tether_scheduler *s, struct run *run) {
         _cleanup_(freep) char *dir_path = NULL;
         _cleanup_(closep) int dir_fd = -1;
@@ -84,60 +145,8 @@ int list_hooks(struct tether_scheduler *s, struct run *run) {
                 detail_add(&run->detail, "hooks directory %s: %s", dir_path, strerror(errno));
                 return -errno;
         }
-
-        for (int i = 0; i < n; i++) {
-                const char *name = names[i]->d_name;
-                const char *reason = NULL;
-                int fd;
-
-                if (r < 0)
-                        break;
-                /* Never open a device or FIFO just to find out what it is. */
-                if (fstatat(dir_fd, name, &st, 0) < 0 || !S_ISREG(st.st_mode)) {
-                        detail_add(&run->detail, "skipped: %s (not a regular file)", name);
-                        continue;
-                }
-                fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-                if (fd < 0) {
-                        detail_add(&run->detail, "skipped: %s (%s)", name, strerror(errno));
-                        continue;
-                }
-                if (fstat(fd, &st) < 0)
-                        reason = "cannot stat";
-                else if (!S_ISREG(st.st_mode))
-                        reason = "not a regular file";
-                else if (st.st_uid != 0 && st.st_uid != s->own_uid)
-                        reason = "not owned by root";
-                else if (st.st_mode & 022)
-                        reason = "writable by group or others";
-                else if (!(st.st_mode & S_IXUSR))
-                        reason = "not executable";
-                if (reason) {
-                        log_debug("%s: skipping hook %s: %s", cycle_name(run->cycle), name, reason);
-                        detail_add(&run->detail, "skipped: %s (%s)", name, reason);
-                        close(fd);
-                        continue;
-                }
-                if (run->n_hooks == cap) {
-                        size_t ncap = cap ? cap * 2 : 8;
-                        struct hook *nh = realloc(run->hooks, ncap * sizeof(*nh));
-                        if (!nh) {
-                                close(fd);
-                                r = -ENOMEM;
-                                continue;
-                        }
-                        run->hooks = nh;
-                        cap = ncap;
-                }
-                run->hooks[run->n_hooks].name = strdup(name);
-                if (!run->hooks[run->n_hooks].name) {
-                        close(fd);
-                        r = -ENOMEM;
-                        continue;
-                }
-                run->hooks[run->n_hooks].fd = fd;
-                run->n_hooks++;
-        }
+        for (int i = 0; i < n && r >= 0; i++)
+                r = add_hook(s, run, dir_fd, names[i]->d_name, &cap);
         for (int i = 0; i < n; i++)
                 free(names[i]);
         free(names);
