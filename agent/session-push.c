@@ -64,6 +64,15 @@ struct push_work {
         } t;
 };
 
+/* A PUSH that cannot be read: a protocol error. Returns false (stop). */
+static bool push_malformed(struct session *s, int error, const struct tether_diag *diag) {
+        char text[300];
+
+        snprintf(text, sizeof(text), "malformed PUSH: %s", diag->text[0] ? diag->text : strerror(-error));
+        send_goodbye_and_reconnect(s, text);
+        return false;
+}
+
 /* 1. Verify, before anything reads the body: tether_msg_open() in its two
  * halves, so that each is timed on its own. */
 static bool push_verify(struct session *s, struct push_work *w) {
@@ -86,12 +95,8 @@ static bool push_verify(struct session *s, struct push_work *w) {
                 handle_unauthorized_push(s, frame, diag.text);
                 return false;
         }
-        if (r < 0) {
-                char text[300];
-                snprintf(text, sizeof(text), "malformed PUSH: %s", diag.text[0] ? diag.text : strerror(-r));
-                send_goodbye_and_reconnect(s, text);
-                return false;
-        }
+        if (r < 0)
+                return push_malformed(s, r, &diag);
         w->t.verified = pushstats_now();
         return true;
 }
@@ -103,12 +108,8 @@ static bool push_parse(struct session *s, struct push_work *w) {
         int r;
 
         r = tether_msg_parse(frame->type, frame->body, frame->body_len, &w->msg, &diag);
-        if (r < 0) {
-                char text[300];
-                snprintf(text, sizeof(text), "malformed PUSH: %s", diag.text[0] ? diag.text : strerror(-r));
-                send_goodbye_and_reconnect(s, text);
-                return false;
-        }
+        if (r < 0)
+                return push_malformed(s, r, &diag);
         w->t.parsed = pushstats_now();
         pushstats_add(s->stats, PUSHSTATS_VERIFY, w->t.received, w->t.verified);
         pushstats_add(s->stats, PUSHSTATS_PARSE, w->t.verified, w->t.parsed);
