@@ -28,6 +28,7 @@
 #include "common/log.h"
 #include "common/strutil.h"
 #include "transport/message.h"
+#include "transport/policy-answer.h"
 #include "transport/sign.h"
 
 static int priv_send_buf(struct channeld *c, int r, uint8_t *buf, size_t len) {
@@ -375,11 +376,11 @@ static void policy_fetched(void *userdata, int error, long http_status, const ui
         int r;
 
         if (error < 0 || (http_status != 200 && http_status != 304 && http_status != 404)) {
-                send_policy(c, f->user, 3 /* ERROR */, error < 0 ? error : -EIO, NULL, 0, NULL, 0);
+                send_policy(c, f->user, TETHER_POLICY_ERROR, error < 0 ? error : -EIO, NULL, 0, NULL, 0);
                 return;
         }
         if (http_status == 304) {
-                send_policy(c, f->user, 1 /* UNCHANGED */, 0, NULL, 0, NULL, 0);
+                send_policy(c, f->user, TETHER_POLICY_UNCHANGED, 0, NULL, 0, NULL, 0);
                 return;
         }
         if (http_status == 404) {
@@ -388,12 +389,12 @@ static void policy_fetched(void *userdata, int error, long http_status, const ui
                         free(e->etag);
                         e->etag = NULL;
                 }
-                send_policy(c, f->user, 2 /* NONE */, 0, NULL, 0, NULL, 0);
+                send_policy(c, f->user, TETHER_POLICY_NONE, 0, NULL, 0, NULL, 0);
                 return;
         }
         if (!signature_b64 || tether_base64_decode(signature_b64, &sig, &sig_len) < 0 || sig_len == 0 ||
             sig_len > PRIV_SIG_MAX || len > PRIV_POLICY_MAX) {
-                send_policy(c, f->user, 3 /* ERROR */, -EBADMSG, NULL, 0, NULL, 0);
+                send_policy(c, f->user, TETHER_POLICY_ERROR, -EBADMSG, NULL, 0, NULL, 0);
                 return;
         }
         e = etag_find(c, f->user, true);
@@ -402,7 +403,7 @@ static void policy_fetched(void *userdata, int error, long http_status, const ui
                 e->etag = strdup_or_null(etag);
         }
         (void)r;
-        send_policy(c, f->user, 0 /* NEW */, 0, body, len, sig, sig_len);
+        send_policy(c, f->user, TETHER_POLICY_NEW, 0, body, len, sig, sig_len);
 }
 
 static void handle_policy_request(struct channeld *c, const char *user) {
@@ -412,7 +413,7 @@ static void handle_policy_request(struct channeld *c, const char *user) {
 
         f = calloc(1, sizeof(*f));
         if (!f) {
-                send_policy(c, user, 3, -ENOMEM, NULL, 0, NULL, 0);
+                send_policy(c, user, TETHER_POLICY_ERROR, -ENOMEM, NULL, 0, NULL, 0);
                 return;
         }
         f->c = c;
@@ -423,7 +424,7 @@ static void handle_policy_request(struct channeld *c, const char *user) {
                        : -ENOTCONN;
         if (r < 0) {
                 free(f);
-                send_policy(c, user, 3, r, NULL, 0, NULL, 0);
+                send_policy(c, user, TETHER_POLICY_ERROR, r, NULL, 0, NULL, 0);
         }
 }
 

@@ -328,8 +328,8 @@ static void refuse(struct schedd *s, uint32_t cycle, const char *task_guid, cons
         log_warning("Refusing cycle %s for task %s from the channel process: %s",
                     tether_task_type_cli_name(cycle), task_guid[0] ? task_guid : "(local)", why);
         if (task_guid[0])
-                memo_done(s, task_guid, cycle, 2, why);
-        r = priv_build_done(cycle, task_guid, 2, why, &buf, &len);
+                memo_done(s, task_guid, cycle, TETHER_RC_FAILED, why);
+        r = priv_build_done(cycle, task_guid, TETHER_RC_FAILED, why, &buf, &len);
         (void)send_msg(s, r, buf, len);
 }
 
