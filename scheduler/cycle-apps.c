@@ -33,33 +33,33 @@ static int app_cmp_name(const void *a, const void *b) {
 
 /* Takes p and fd (closed on failure too). */
 static int add_policy_apps(struct run *run, struct policy *p, int fd) {
-        struct policy **np = realloc(run->policies, (run->n_policies + 1) * sizeof(*np));
-        int *nf = np ? realloc(run->policy_fds, (run->n_policies + 1) * sizeof(*nf)) : NULL;
+        struct policy **np = realloc(run->app.policies, (run->app.n_policies + 1) * sizeof(*np));
+        int *nf = np ? realloc(run->app.policy_fds, (run->app.n_policies + 1) * sizeof(*nf)) : NULL;
         struct app_item *na;
 
         if (np)
-                run->policies = np;
+                run->app.policies = np;
         if (nf)
-                run->policy_fds = nf;
+                run->app.policy_fds = nf;
         if (!np || !nf) {
                 policy_free(p);
                 close(fd);
                 return -ENOMEM;
         }
-        run->policies[run->n_policies] = p;
-        run->policy_fds[run->n_policies++] = fd;
+        run->app.policies[run->app.n_policies] = p;
+        run->app.policy_fds[run->app.n_policies++] = fd;
         if (p->n_apps == 0)
                 return 0;
-        na = realloc(run->apps, (run->n_apps + p->n_apps) * sizeof(*na));
+        na = realloc(run->app.apps, (run->app.n_apps + p->n_apps) * sizeof(*na));
         if (!na)
                 return -ENOMEM;
-        run->apps = na;
+        run->app.apps = na;
         for (size_t i = 0; i < p->n_apps; i++) {
-                struct app_item *it = &run->apps[run->n_apps];
+                struct app_item *it = &run->app.apps[run->app.n_apps];
                 it->app = &p->apps[i];
                 it->user = p->user;
                 it->policy_fd = fd;
-                run->n_apps++;
+                run->app.n_apps++;
         }
         return 0;
 }
@@ -76,7 +76,7 @@ static int load_one_policy(struct tether_scheduler *s, struct run *run, const ch
                 /* Never used: report it, and the cycle is not compliant. */
                 detail_add(&run->detail, "%s%s policy refused: %s", user ? "user " : "machine",
                            user ? user : "", reason[0] ? reason : strerror(-r));
-                run->app_failed = true;
+                run->app.app_failed = true;
                 return 0;
         }
         r = add_policy_apps(run, p, fd);
@@ -149,7 +149,7 @@ static const char *app_step_name(enum app_step step, const struct policy_app *ap
 }
 
 static int spawn_app_step(struct tether_scheduler *s, struct run *run) {
-        const struct app_item *it = &run->apps[run->app_index];
+        const struct app_item *it = &run->app.apps[run->app.app_index];
         const struct policy_app *app = it->app;
         const char *command;
         _cleanup_(freep) char *step = NULL;
@@ -158,12 +158,12 @@ static int spawn_app_step(struct tether_scheduler *s, struct run *run) {
         uint64_t now = now_monotonic(s), deadline;
         int r;
 
-        if (run->app_step == APP_ACT)
+        if (run->app.app_step == APP_ACT)
                 command = app->intent == POLICY_INTENT_REQUIRED ? app->install : app->uninstall;
         else
                 command = app->detect;
         if (asprintf(&step, "%s%s%s%s %s", app->id, it->user ? " (user " : "", it->user ? it->user : "",
-                     it->user ? ")" : "", app_step_name(run->app_step, app)) < 0)
+                     it->user ? ")" : "", app_step_name(run->app.app_step, app)) < 0)
                 return -ENOMEM;
 
         if (lseek(it->policy_fd, 0, SEEK_SET) < 0)
@@ -204,7 +204,7 @@ static int spawn_app_step(struct tether_scheduler *s, struct run *run) {
 
 static void app_state(struct run *run, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void app_state(struct run *run, const char *fmt, ...) {
-        const struct app_item *it = &run->apps[run->app_index];
+        const struct app_item *it = &run->app.apps[run->app.app_index];
         _cleanup_(freep) char *state = NULL;
         va_list ap;
         int n;
@@ -221,18 +221,18 @@ static void app_state(struct run *run, const char *fmt, ...) {
 /* Handles the end of an application step. Returns true when the cycle
  * must stop (its own time limit is reached). */
 static bool app_result(struct tether_scheduler *s, struct run *run) {
-        const struct app_item *it = &run->apps[run->app_index];
+        const struct app_item *it = &run->app.apps[run->app.app_index];
         const struct policy_app *app = it->app;
         const struct child_result *res = child_get_result(run->child);
         _cleanup_(freep) char *excerpt = output_excerpt(res);
         bool required = app->intent == POLICY_INTENT_REQUIRED;
         bool present, next_app = true;
-        enum app_step step = run->app_step;
+        enum app_step step = run->app.app_step;
 
         report_output(s, run);
         if (res->timed_out) {
                 app_state(run, "timed out (%s)", app_step_name(step, app));
-                run->app_failed = true;
+                run->app.app_failed = true;
                 if (now_monotonic(s) >= run->deadline) {
                         detail_add(&run->detail, "stopped: cycle time limit reached");
                         run->return_code = TETHER_RC_TIMED_OUT;
@@ -244,16 +244,16 @@ static bool app_result(struct tether_scheduler *s, struct run *run) {
                 if (res->end != CHILD_EXITED || res->status != 0) {
                         app_state(run, "failed (%s %d)%s%s", res->end == CHILD_EXITED ? "exit" : "signal",
                                   res->status, excerpt ? ": " : "", excerpt ? excerpt : "");
-                        run->app_failed = true;
+                        run->app.app_failed = true;
                         goto next;
                 }
-                run->app_step = APP_REDETECT;
+                run->app.app_step = APP_REDETECT;
                 next_app = false;
                 goto next;
         }
         if (res->end != CHILD_EXITED) {
                 app_state(run, "failed (detect: signal %d)", res->status);
-                run->app_failed = true;
+                run->app.app_failed = true;
                 goto next;
         }
         present = res->status == 0;
@@ -262,7 +262,7 @@ static bool app_result(struct tether_scheduler *s, struct run *run) {
                         app_state(run, "compliant");
                         goto next;
                 }
-                run->app_step = APP_ACT;
+                run->app.app_step = APP_ACT;
                 next_app = false;
                 goto next;
         }
@@ -274,12 +274,12 @@ static bool app_result(struct tether_scheduler *s, struct run *run) {
         } else {
                 app_state(run, required ? "failed (not detected after install)"
                                         : "failed (still detected after uninstall)");
-                run->app_failed = true;
+                run->app.app_failed = true;
         }
 next:
         if (next_app) {
-                run->app_index++;
-                run->app_step = APP_DETECT;
+                run->app.app_index++;
+                run->app.app_step = APP_DETECT;
         }
         return false;
 }
@@ -294,10 +294,10 @@ static enum step_result apps_start(struct tether_scheduler *s, struct run *run) 
                 run_finish(s, run, TETHER_RC_FAILED);
                 return STEP_AGAIN;
         }
-        if (run->n_apps == 0 && !run->app_failed)
+        if (run->app.n_apps == 0 && !run->app.app_failed)
                 detail_add(&run->detail, "no application deployments");
-        run->app_index = 0;
-        run->app_step = APP_DETECT;
+        run->app.app_index = 0;
+        run->app.app_step = APP_DETECT;
         run->phase = PHASE_APP_NEXT;
         return STEP_AGAIN;
 }
@@ -305,9 +305,9 @@ static enum step_result apps_start(struct tether_scheduler *s, struct run *run) 
 static enum step_result apps_next(struct tether_scheduler *s, struct run *run) {
         int r;
 
-        if (run->app_index >= run->n_apps) {
+        if (run->app.app_index >= run->app.n_apps) {
                 /* Then the cycle's hooks, as for the policy cycles. */
-                if (run->app_failed)
+                if (run->app.app_failed)
                         run->return_code = TETHER_RC_FAILED;
                 return run_hooks(s, run);
         }
@@ -315,9 +315,9 @@ static enum step_result apps_next(struct tether_scheduler *s, struct run *run) {
         if (r < 0) {
                 app_state(run, "failed (could not start: %s)",
                           r == -EBUSY ? "SIGCHLD is not blocked" : strerror(-r));
-                run->app_failed = true;
-                run->app_index++;
-                run->app_step = APP_DETECT;
+                run->app.app_failed = true;
+                run->app.app_index++;
+                run->app.app_step = APP_DETECT;
                 return STEP_AGAIN;
         }
         run->phase = PHASE_APP_WAIT;

@@ -18,7 +18,7 @@ static enum step_result user_start(struct tether_scheduler *s, struct run *run) 
                 run_finish(s, run, rc);
                 return STEP_AGAIN;
         }
-        run->user_index = 0;
+        run->pol.user_index = 0;
         run->phase = PHASE_USER_NEXT;
         return STEP_AGAIN;
 }
@@ -26,7 +26,7 @@ static enum step_result user_start(struct tether_scheduler *s, struct run *run) 
 /* On to the next user, this one's failure recorded. */
 static enum step_result user_failed(struct tether_scheduler *s, struct run *run) {
         run_mark_failed(run);
-        run->user_index++;
+        run->pol.user_index++;
         run->phase = PHASE_USER_NEXT;
         return STEP_AGAIN;
 }
@@ -34,15 +34,15 @@ static enum step_result user_failed(struct tether_scheduler *s, struct run *run)
 static enum step_result user_next(struct tether_scheduler *s, struct run *run) {
         int r;
 
-        if (run->user_index >= run->n_users) {
+        if (run->pol.user_index >= run->pol.n_users) {
                 run_finish(s, run, run->return_code);
                 return STEP_AGAIN;
         }
-        run->current_user = &run->users[run->user_index];
+        run->pol.current_user = &run->pol.users[run->pol.user_index];
         run->hooks_failed = 0;
-        r = request_policy(s, run, run->current_user->name);
+        r = request_policy(s, run, run->pol.current_user->name);
         if (r < 0) {
-                detail_add(&run->detail, "%s: fetch failed: %s", run->current_user->name, strerror(-r));
+                detail_add(&run->detail, "%s: fetch failed: %s", run->pol.current_user->name, strerror(-r));
                 return user_failed(s, run);
         }
         return STEP_AGAIN;
@@ -65,7 +65,7 @@ static enum step_result user_finish(struct tether_scheduler *s, struct run *run)
                 close(run->policy_fd);
                 run->policy_fd = -1;
         }
-        run->user_index++;
+        run->pol.user_index++;
         run->phase = PHASE_USER_NEXT;
         return STEP_AGAIN;
 }

@@ -154,7 +154,7 @@ int list_hooks(struct tether_scheduler *s, struct run *run) {
 }
 
 int spawn_hook(struct tether_scheduler *s, struct run *run, const struct hook *hook) {
-        struct user_entry *u = run->current_user;
+        struct user_entry *u = run->pol.current_user;
         _cleanup_(freep) char *step = NULL, *argv0 = NULL;
         struct strv env = {0};
         struct child_cred cred;

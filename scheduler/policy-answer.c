@@ -30,7 +30,7 @@
 int request_policy(struct tether_scheduler *s, struct run *run, const char *user) {
         int r;
 
-        run->awaiting_user = user;
+        run->pol.awaiting_user = user;
         run->phase = PHASE_WAIT_POLICY;
         if (!s->policy_request)
                 return -EOPNOTSUPP;
@@ -62,7 +62,7 @@ void hand_policy(struct run *run, int fd) {
 /* 304 and 404: the stored policy stays in force. A 404 is not signed, so
  * it never removes anything (only a signed empty Policy does). */
 static int take_stored(struct tether_scheduler *s, struct run *run, const char *label, bool not_found) {
-        const char *user = run->awaiting_user;
+        const char *user = run->pol.awaiting_user;
         _cleanup_(policy_freep) struct policy *stored = NULL;
         char reason[256] = "";
         int fd = -1, r;
@@ -114,7 +114,7 @@ static int rollback_floor(struct tether_scheduler *s, const char *user, char flo
 
 static int take_new(struct tether_scheduler *s, struct run *run, const char *label,
                     struct policy_answer *a) {
-        const char *user = run->awaiting_user;
+        const char *user = run->pol.awaiting_user;
         _cleanup_(policy_freep) struct policy *fresh = NULL;
         char reason[256] = "", floor[POLICY_TIMESTAMP_SIZE];
         int fd, r;
@@ -165,11 +165,11 @@ static int take_new(struct tether_scheduler *s, struct run *run, const char *lab
  * policy (or its absence) is in place, with run->policy_fd set; negative
  * when the cycle's step failed (Detail written). */
 static int take_policy_answer(struct tether_scheduler *s, struct run *run, const char *label) {
-        struct policy_answer *a = run->answer;
+        struct policy_answer *a = run->pol.answer;
         int r = -EBADMSG;
 
-        run->answer = NULL;
-        if (run->awaiting_user && !policy_user_name_valid(run->awaiting_user)) {
+        run->pol.answer = NULL;
+        if (run->pol.awaiting_user && !policy_user_name_valid(run->pol.awaiting_user)) {
                 detail_add(&run->detail, "%s: bad user name", label);
                 goto done;
         }
@@ -194,16 +194,17 @@ done:
 
 enum step_result policy_wait(struct tether_scheduler *s, struct run *run,
                              enum step_result (*on_failed)(struct tether_scheduler *s, struct run *run)) {
-        if (!run->answer) {
+        if (!run->pol.answer) {
                 if (now_monotonic(s) < run->deadline)
                         return STEP_WAIT;
                 detail_add(&run->detail, "%s%s: timed out waiting for the policy",
-                           run->awaiting_user ? "user " : "machine policy",
-                           run->awaiting_user ? run->awaiting_user : "");
+                           run->pol.awaiting_user ? "user " : "machine policy",
+                           run->pol.awaiting_user ? run->pol.awaiting_user : "");
                 run_finish(s, run, TETHER_RC_TIMED_OUT);
                 return STEP_AGAIN;
         }
-        if (take_policy_answer(s, run, run->current_user ? run->current_user->name : "machine policy") < 0)
+        if (take_policy_answer(s, run,
+                               run->pol.current_user ? run->pol.current_user->name : "machine policy") < 0)
                 return on_failed(s, run);
         return run_hooks(s, run);
 }

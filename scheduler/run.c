@@ -79,26 +79,26 @@ void run_free(struct run *run) {
         free(run->param);
         free(run->first_guid);
         free(run->detail.buf);
-        policy_answer_free(run->answer);
+        policy_answer_free(run->pol.answer);
         if (run->policy_fd >= 0)
                 close(run->policy_fd);
-        for (size_t i = 0; i < run->n_users; i++)
-                user_entry_clear(&run->users[i]);
-        free(run->users);
+        for (size_t i = 0; i < run->pol.n_users; i++)
+                user_entry_clear(&run->pol.users[i]);
+        free(run->pol.users);
         for (size_t i = 0; i < run->n_hooks; i++) {
                 free(run->hooks[i].name);
                 if (run->hooks[i].fd >= 0)
                         close(run->hooks[i].fd);
         }
         free(run->hooks);
-        free(run->apps);
-        for (size_t i = 0; i < run->n_policies; i++) {
-                policy_free(run->policies[i]);
-                if (run->policy_fds[i] >= 0)
-                        close(run->policy_fds[i]);
+        free(run->app.apps);
+        for (size_t i = 0; i < run->app.n_policies; i++) {
+                policy_free(run->app.policies[i]);
+                if (run->app.policy_fds[i] >= 0)
+                        close(run->app.policy_fds[i]);
         }
-        free(run->policies);
-        free(run->policy_fds);
+        free(run->app.policies);
+        free(run->app.policy_fds);
         free(run);
 }
 

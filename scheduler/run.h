@@ -120,26 +120,34 @@ struct run {
         struct detail detail;
         uint32_t return_code;
 
-        /* policy cycles */
-        struct policy_answer *answer;
-        const char *awaiting_user; /* NULL for the machine policy */
-        int policy_fd;             /* hooks: the verified policy on fd 3; -1 for none */
-        struct user_entry *users;
-        size_t n_users, user_index;
-        struct user_entry *current_user;
+        /* The common head ends here: the hooks, which every cycle runs,
+         * with the policy they get on fd 3 (-1 for none). */
+        int policy_fd;
         bool hooks_listed;
         struct hook *hooks;
         size_t n_hooks, hook_index;
         size_t hooks_failed;
 
-        /* app evaluation */
-        struct policy **policies;
-        int *policy_fds; /* one per policy: its verified bytes (policy_seal) */
-        size_t n_policies;
-        struct app_item *apps;
-        size_t n_apps, app_index;
-        enum app_step app_step;
-        bool app_failed;
+        /* The policy cycles' own (cycle-machine.c, cycle-user.c,
+         * policy-answer.c, users.c). */
+        struct {
+                struct policy_answer *answer;
+                const char *awaiting_user; /* NULL for the machine policy */
+                struct user_entry *users;
+                size_t n_users, user_index;
+                struct user_entry *current_user; /* hooks run as this user */
+        } pol;
+
+        /* App evaluation's own (cycle-apps.c). */
+        struct {
+                struct policy **policies;
+                int *policy_fds; /* one per policy: its verified bytes (policy_seal) */
+                size_t n_policies;
+                struct app_item *apps;
+                size_t n_apps, app_index;
+                enum app_step app_step;
+                bool app_failed;
+        } app;
 
         struct child *child;
 };

@@ -123,9 +123,10 @@ int tether_scheduler_policy(struct tether_scheduler *s, const char *user, enum t
         if (!s)
                 return -EINVAL;
         run = s->running;
-        if (!run || run->cancelled || run->phase != PHASE_WAIT_POLICY || run->answer)
+        if (!run || run->cancelled || run->phase != PHASE_WAIT_POLICY || run->pol.answer)
                 return -ESRCH;
-        if ((user == NULL) != (run->awaiting_user == NULL) || (user && !streq(user, run->awaiting_user)))
+        if ((user == NULL) != (run->pol.awaiting_user == NULL) ||
+            (user && !streq(user, run->pol.awaiting_user)))
                 return -ESRCH;
         if (result < TETHER_POLICY_NEW || result > TETHER_POLICY_ERROR)
                 return -EINVAL;
@@ -154,7 +155,7 @@ int tether_scheduler_policy(struct tether_scheduler *s, const char *user, enum t
                         a->sig_len = sig_len;
                 }
         }
-        run->answer = a;
+        run->pol.answer = a;
         kick(s);
         return 0;
 }

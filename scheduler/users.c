@@ -116,8 +116,8 @@ uint32_t resolve_users(struct tether_scheduler *s, struct run *run) {
                 detail_add(&run->detail, "listing user sessions failed: %s", strerror(-n));
                 return TETHER_RC_FAILED;
         }
-        run->users = calloc(n > 0 ? (size_t)n : 1, sizeof(*run->users));
-        if (!run->users) {
+        run->pol.users = calloc(n > 0 ? (size_t)n : 1, sizeof(*run->pol.users));
+        if (!run->pol.users) {
                 detail_add(&run->detail, "out of memory");
                 return TETHER_RC_FAILED;
         }
@@ -125,7 +125,7 @@ uint32_t resolve_users(struct tether_scheduler *s, struct run *run) {
         if (run->param[0]) {
                 const char *name = run->param;
                 bool logged_in = false;
-                struct user_entry *u = &run->users[0];
+                struct user_entry *u = &run->pol.users[0];
 
                 if (!policy_user_name_valid(name)) {
                         detail_add(&run->detail, "user '%s' is not a valid user name", name);
@@ -138,7 +138,7 @@ uint32_t resolve_users(struct tether_scheduler *s, struct run *run) {
                         detail_add(&run->detail, "user '%s' does not exist", name);
                         return TETHER_RC_INVALID_TASK;
                 }
-                run->n_users = 1;
+                run->pol.n_users = 1;
                 if (r < 0) {
                         detail_add(&run->detail, "user '%s': lookup failed: %s", name, strerror(-r));
                         return TETHER_RC_FAILED;
@@ -158,13 +158,13 @@ uint32_t resolve_users(struct tether_scheduler *s, struct run *run) {
         }
 
         for (int i = 0; i < n; i++) {
-                struct user_entry *u = &run->users[run->n_users];
+                struct user_entry *u = &run->pol.users[run->pol.n_users];
                 bool dup = false;
 
                 if (uids[i] == 0)
                         continue; /* never as root */
-                for (size_t j = 0; j < run->n_users; j++)
-                        if (run->users[j].uid == uids[i])
+                for (size_t j = 0; j < run->pol.n_users; j++)
+                        if (run->pol.users[j].uid == uids[i])
                                 dup = true;
                 if (dup)
                         continue;
@@ -178,9 +178,9 @@ uint32_t resolve_users(struct tether_scheduler *s, struct run *run) {
                                 run->return_code = TETHER_RC_FAILED;
                         continue;
                 }
-                run->n_users++;
+                run->pol.n_users++;
         }
-        if (run->n_users == 0 && run->detail.len == 0)
+        if (run->pol.n_users == 0 && run->detail.len == 0)
                 detail_add(&run->detail, "no user with an active session");
         return 0;
 }
