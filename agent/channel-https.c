@@ -27,228 +27,16 @@
 
 #include <curl/curl.h>
 
+#include "agent/channel-https.h"
 #include "agent/channel-internal.h"
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "transport/frame.h"
 #include "transport/tls.h"
 
-#define USEC_PER_SEC 1000000ULL
-/* A policy document larger than this is refused (-EMSGSIZE). */
-#define POLICY_MAX_BYTES (16u * 1024u * 1024u)
-/* A poll answer carries SIGNIN_CONFIRM, PUSHes and RESPONSE_ACKs: this many
- * maximal frames is far beyond any sane answer. */
-#define POLL_MAX_FRAMES 16u
-/* Time on top of the hold for the MP to answer and the bytes to arrive. */
-#define POLL_SLACK_SECONDS 30u
-#define POLICY_TIMEOUT_SECONDS 60u
-#define QUEUE_MAX_BYTES (32u * 1024u * 1024u)
-
-enum req_kind {
-        REQ_POLL,   /* the long poll chain */
-        REQ_SEND,   /* hold=0, carries frames queued during a long poll */
-        REQ_POLICY, /* GET /tether/v1/policy/... */
-};
-
-struct https_req {
-        struct https_state *hs;
-        struct https_req *prev, *next;
-        enum req_kind kind;
-        CURL *easy;
-        struct curl_slist *headers;
-        char peer[300];
-
-        uint8_t *body; /* request body, owned (POSTFIELDS points here) */
-        size_t body_len;
-
-        uint8_t *resp;
-        size_t resp_len;
-        size_t resp_cap;
-        size_t resp_max;
-        bool resp_too_large;
-
-        char *etag;
-        char *signature;
-        char errbuf[CURL_ERROR_SIZE];
-
-        tether_policy_fetched_fn done;
-        void *userdata;
-};
-
-struct https_state {
-        struct tether_channel *ch;
-        CURLM *multi;
-        sd_event_source *timer;
-
-        /* Every I/O source made for curl, so that none outlives the multi
-         * handle even if curl closes a cached connection without telling. */
-        sd_event_source **sources;
-        size_t n_sources;
-        size_t cap_sources;
-
-        struct https_req *reqs;
-        struct https_req *poll;
-        struct https_req *sender;
-        bool session_up; /* a poll of this session has returned */
-
-        /* Frames for the next request, concatenated (frames delimit
-         * themselves through their header). */
-        uint8_t *queue;
-        size_t queue_len;
-        size_t queue_cap;
-};
-
 static char *mfree_str(char *s) {
         free(s);
         return NULL;
-}
-
-/* ---- errors ---- */
-
-static int curl_to_errno(CURLcode c) {
-        switch (c) {
-        case CURLE_OK:
-                return 0;
-        case CURLE_OUT_OF_MEMORY:
-                return -ENOMEM;
-        case CURLE_COULDNT_RESOLVE_HOST:
-        case CURLE_COULDNT_RESOLVE_PROXY:
-                return -EHOSTUNREACH;
-        case CURLE_COULDNT_CONNECT:
-                return -ECONNREFUSED;
-        case CURLE_OPERATION_TIMEDOUT:
-                return -ETIMEDOUT;
-        case CURLE_PEER_FAILED_VERIFICATION:
-        case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-                return -EPERM;
-        case CURLE_SSL_CONNECT_ERROR:
-        case CURLE_SSL_CERTPROBLEM:
-        case CURLE_SSL_CACERT_BADFILE:
-                return -EPROTO;
-        case CURLE_WRITE_ERROR:
-                return -EMSGSIZE; /* only our size cap refuses data */
-        case CURLE_SEND_ERROR:
-        case CURLE_RECV_ERROR:
-        case CURLE_GOT_NOTHING:
-        case CURLE_PARTIAL_FILE:
-                return -ECONNRESET;
-        default:
-                return -EIO;
-        }
-}
-
-/* ---- sd-event glue ---- */
-
-static void finish_request(struct https_state *hs, struct https_req *req, CURLcode result);
-
-/* Hands every finished transfer to finish_request(), one at a time:
- * curl_multi_remove_handle() drops a removed handle's pending message, so a
- * completion that cancels other requests is safe. */
-static void process_done(struct https_state *hs) {
-        CURLMsg *msg;
-        int left = 0;
-
-        for (;;) {
-                struct https_req *req = NULL;
-
-                msg = curl_multi_info_read(hs->multi, &left);
-                if (!msg)
-                        break;
-                if (msg->msg != CURLMSG_DONE)
-                        continue;
-                CURLcode result = msg->data.result;
-                (void)curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&req);
-                if (!req)
-                        continue;
-                finish_request(hs, req, result);
-        }
-}
-
-static int on_curl_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        struct https_state *hs = userdata;
-        int action = 0, running = 0;
-
-        if (revents & EPOLLIN)
-                action |= CURL_CSELECT_IN;
-        if (revents & EPOLLOUT)
-                action |= CURL_CSELECT_OUT;
-        if (revents & (EPOLLERR | EPOLLHUP))
-                action |= CURL_CSELECT_ERR;
-        (void)curl_multi_socket_action(hs->multi, fd, action, &running);
-        process_done(hs);
-        return 0;
-}
-
-static void forget_source(struct https_state *hs, sd_event_source *s) {
-        for (size_t i = 0; i < hs->n_sources; i++)
-                if (hs->sources[i] == s) {
-                        hs->sources[i] = hs->sources[--hs->n_sources];
-                        break;
-                }
-        sd_event_source_disable_unref(s);
-}
-
-static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
-        struct https_state *hs = userp;
-        sd_event_source *s = socketp;
-        uint32_t events = 0;
-        int r;
-
-        if (what == CURL_POLL_REMOVE) {
-                if (s) {
-                        forget_source(hs, s);
-                        (void)curl_multi_assign(hs->multi, fd, NULL);
-                }
-                return 0;
-        }
-        if (what & CURL_POLL_IN)
-                events |= EPOLLIN;
-        if (what & CURL_POLL_OUT)
-                events |= EPOLLOUT;
-
-        if (s) {
-                r = sd_event_source_set_io_events(s, events);
-                if (r >= 0)
-                        r = sd_event_source_set_enabled(s, SD_EVENT_ON);
-                return r < 0 ? -1 : 0;
-        }
-
-        if (hs->n_sources == hs->cap_sources) {
-                size_t cap = hs->cap_sources ? hs->cap_sources * 2 : 8;
-                sd_event_source **n = reallocarray(hs->sources, cap, sizeof(*n));
-                if (!n)
-                        return -1;
-                hs->sources = n;
-                hs->cap_sources = cap;
-        }
-        r = sd_event_add_io(hs->ch->event, &s, fd, events, on_curl_io, hs);
-        if (r < 0)
-                return -1;
-        hs->sources[hs->n_sources++] = s;
-        (void)curl_multi_assign(hs->multi, fd, s);
-        return 0;
-}
-
-static int on_curl_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
-        struct https_state *hs = userdata;
-        int running = 0;
-
-        (void)curl_multi_socket_action(hs->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-        process_done(hs);
-        return 0;
-}
-
-static int on_curl_timer_change(CURLM *multi, long timeout_ms, void *userp) {
-        struct https_state *hs = userp;
-        int r;
-
-        if (timeout_ms < 0)
-                return hs->timer && sd_event_source_set_enabled(hs->timer, SD_EVENT_OFF) < 0 ? -1 : 0;
-
-        /* 0 means "now": it still goes through the loop, since curl must not
-         * be re-entered from its own callback. */
-        r = channel_arm_timer(hs->ch, &hs->timer, (uint64_t)timeout_ms * 1000ULL, on_curl_timeout, hs);
-        return r < 0 ? -1 : 0;
 }
 
 /* ---- requests ---- */
@@ -561,7 +349,7 @@ static void finish_policy(struct https_req *req, CURLcode result) {
                   req->signature, req->etag);
 }
 
-static void finish_request(struct https_state *hs, struct https_req *req, CURLcode result) {
+void finish_request(struct https_state *hs, struct https_req *req, CURLcode result) {
         struct tether_channel *ch = hs->ch;
         enum req_kind kind = req->kind;
         char detail[768];
@@ -751,9 +539,10 @@ void https_channel_drain_queue(struct tether_channel *ch,
         /* The queue holds whole frames that were encoded by the session. */
         while (hs->queue_len - off >= TETHER_FRAME_HEADER_SIZE) {
                 const uint8_t *h = hs->queue + off;
-                size_t body = (size_t)h[4] << 24 | (size_t)h[5] << 16 | (size_t)h[6] << 8 | h[7];
-                size_t sig = (size_t)h[8] << 8 | h[9];
-                size_t n = TETHER_FRAME_HEADER_SIZE + body + sig;
+                size_t body, sig, n;
+
+                tether_frame_header_lengths(h, &body, &sig);
+                n = TETHER_FRAME_HEADER_SIZE + body + sig;
 
                 if (n > hs->queue_len - off)
                         break;
@@ -830,3 +619,55 @@ int https_fetch_policy(struct tether_channel *ch, const char *user, const char *
         }
         return 0;
 }
+
+/* ---- the link's operations (channel-internal.h) ---- */
+
+static uint16_t https_begin(struct tether_channel *ch) {
+        ch->https_tried = true;
+        ch->https_port = ch->https_ports[ch->https_index];
+        if (ch->https_ports_left > 0)
+                ch->https_ports_left--;
+        return ch->https_port;
+}
+
+static int https_start(struct tether_channel *ch, const char *peer, char *err, size_t errsize,
+                       bool *connect_failure) {
+        int r = https_channel_start(ch);
+
+        if (r < 0)
+                snprintf(err, errsize, "Failed to start polling %s over HTTPS: %s", peer, strerror(-r));
+        *connect_failure = false;
+        return r;
+}
+
+static int https_send(struct tether_channel *ch, const uint8_t *frame, size_t len) {
+        return https_channel_send(ch, frame, len);
+}
+
+static void https_stop(struct tether_channel *ch, bool planned) {
+        if (ch->https)
+                https_channel_stop(ch, false);
+}
+
+/* No answer on this HTTPS port yet: the next one may pass where this one is
+ * filtered or refused by a proxy. */
+static bool https_fail_over(struct tether_channel *ch, bool connect_failure, const char *detail) {
+        char next[300];
+
+        if (ch->state != TETHER_CHANNEL_CONNECTING || ch->https_ports_left == 0)
+                return false;
+        ch->https_index = (ch->https_index + 1) % ch->n_https_ports;
+        channel_peer_name(ch, ch->https_ports[ch->https_index], next, sizeof(next));
+        log_warning("%s; trying HTTPS on %s", detail, next);
+        channel_start_link(ch, &https_link_ops);
+        return true;
+}
+
+const struct link_ops https_link_ops = {
+        .name = "https",
+        .begin = https_begin,
+        .start = https_start,
+        .send = https_send,
+        .stop = https_stop,
+        .fail_over = https_fail_over,
+};

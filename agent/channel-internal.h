@@ -22,11 +22,36 @@ struct tether_tls_ctx;
 struct tcp_link;
 struct https_state;
 
-enum channel_transport {
-        CHANNEL_TRANSPORT_NONE = 0,
-        CHANNEL_TRANSPORT_TCP,
-        CHANNEL_TRANSPORT_HTTPS,
+/*
+ * One way of carrying the channel. The channel core chooses one
+ * (channel.c: the mode, auto's fallback and its TCP retry) and then talks
+ * to it only through these operations.
+ */
+struct link_ops {
+        const char *name; /* "tcp", "https": the transport of on_state */
+        /* Readies an attempt; returns the port it goes to. */
+        uint16_t (*begin)(struct tether_channel *ch);
+        /* Starts connecting to peer ("host:port"); the link then reports
+         * through channel_*_up() / channel_*_failed(). A synchronous failure
+         * returns a negative errno with the text in err, and whether the
+         * connection itself could not be made. */
+        int (*start)(struct tether_channel *ch, const char *peer, char *err, size_t errsize,
+                     bool *connect_failure);
+        int (*send)(struct tether_channel *ch, const uint8_t *frame, size_t len);
+        /* Closes the link (never a policy fetch); planned: a shutdown, with
+         * the link's last words. Safe when the link is not up. */
+        void (*stop)(struct tether_channel *ch, bool planned);
+        /* After this link failed (it is closed): starts the next way to try
+         * (auto mode's HTTPS fallback, the next HTTPS port) and returns
+         * true, or false to back off. */
+        bool (*fail_over)(struct tether_channel *ch, bool connect_failure, const char *detail);
 };
+
+extern const struct link_ops tcp_link_ops;   /* channel-tcp.c */
+extern const struct link_ops https_link_ops; /* channel-https.c */
+
+/* Starts an attempt over ops (channel.c). */
+void channel_start_link(struct tether_channel *ch, const struct link_ops *ops);
 
 /* Timing of the contract, kept in the object so that tests can shorten it. */
 struct channel_timing {
@@ -69,7 +94,7 @@ struct tether_channel {
         void *userdata;
 
         enum tether_channel_state state;
-        enum channel_transport transport; /* the one up or being tried */
+        const struct link_ops *link; /* the one up or being tried; NULL: none */
         bool started;
         /* Bumped whenever the current link is torn down: code that called out
          * to a callback compares it afterwards to know whether its link is

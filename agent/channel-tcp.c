@@ -22,73 +22,15 @@
 #include <unistd.h>
 
 #include "agent/channel-internal.h"
+#include "agent/channel-tcp.h"
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "transport/frame.h"
 #include "transport/message.h"
 #include "transport/tls.h"
 
-/* A flood of frames must not starve the rest of the loop: after this many
- * reads in one dispatch the link yields and continues from a defer source. */
-#define READ_BUDGET 64
-#define READ_CHUNK 16384
-/* Frames queued but not yet written, beyond which send refuses (-ENOBUFS):
- * a peer that never reads must not make the agent grow without bound. */
-#define OUTQ_MAX_BYTES (32u * 1024u * 1024u)
-
-enum tcp_phase {
-        TCP_PHASE_CONNECTING,
-        TCP_PHASE_HANDSHAKE,
-        TCP_PHASE_UP,
-};
-
-struct outbuf {
-        struct outbuf *next;
-        size_t len;
-        size_t off;
-        uint8_t data[];
-};
-
-struct tcp_link {
-        struct tether_channel *ch;
-        bool probe;
-        enum tcp_phase phase;
-        bool session;
-
-        char peer[300]; /* host:port for logs */
-        struct addrinfo *addrs;
-        struct addrinfo *next_addr;
-        int last_connect_error;
-
-        int fd;
-        struct tether_tls_conn *tls;
-        sd_event_source *io;
-        sd_event_source *deadline;    /* connect or handshake */
-        sd_event_source *frame_timer; /* started at a frame's first byte */
-        sd_event_source *write_timer; /* re-armed at every write progress */
-        sd_event_source *keepalive_timer;
-        sd_event_source *more_input; /* continues reading after READ_BUDGET */
-        sd_event_source *fail_later; /* reports a write failure met inside send */
-        int send_error;              /* that failure, with detail set */
-
-        struct tether_frame_decoder *decoder;
-        bool frame_timer_armed;
-
-        struct outbuf *out_head;
-        struct outbuf **out_tail;
-        size_t out_bytes;
-
-        enum tether_tls_want read_want;
-        enum tether_tls_want write_want;
-
-        uint32_t keepalive_seconds;
-        uint64_t keepalive_unanswered_since; /* 0: every KEEPALIVE answered */
-
-        char detail[1024]; /* the text of the failure being reported */
-};
-
 /* "30 s", or "700 ms" for the shortened deadlines of tests. */
-static const char *format_duration(uint64_t usec, char *buf, size_t size) {
+const char *format_duration(uint64_t usec, char *buf, size_t size) {
         if (usec % 1000000ULL == 0)
                 snprintf(buf, size, "%llu s", (unsigned long long)(usec / 1000000ULL));
         else
@@ -129,25 +71,24 @@ struct tcp_link *tcp_link_free(struct tcp_link *link) {
 
 /* Reports the failure in link->detail to the channel, which frees the link:
  * the caller returns at once. */
-static void link_fail(struct tcp_link *link, int error, bool connect_failure) {
+void link_fail(struct tcp_link *link, int error, bool connect_failure) {
         if (!link->detail[0])
                 snprintf(link->detail, sizeof(link->detail), "Connection to %s failed: %s", link->peer,
                          strerror(-error));
         channel_tcp_failed(link->ch, link, error, connect_failure, link->detail);
 }
 
-static int arm_timer(struct tcp_link *link, sd_event_source **s, uint64_t usec,
-                     sd_event_time_handler_t handler) {
+int arm_timer(struct tcp_link *link, sd_event_source **s, uint64_t usec, sd_event_time_handler_t handler) {
         return channel_arm_timer(link->ch, s, usec, handler, link);
 }
 
-static void disarm_timer(sd_event_source *s) {
+void disarm_timer(sd_event_source *s) {
         if (s)
                 (void)sd_event_source_set_enabled(s, SD_EVENT_OFF);
 }
 
 /* Which poll events the link needs now. */
-static int update_io_events(struct tcp_link *link) {
+int update_io_events(struct tcp_link *link) {
         uint32_t events = 0;
 
         if (!link->io)
@@ -194,7 +135,7 @@ static int build_frame(uint8_t type, enum tether_goodbye_reason reason, uint32_t
 
 /* Protocol error from the peer: GOODBYE(protocol-error) where it can go out
  * at once, then the failure is reported. */
-static void link_protocol_error(struct tcp_link *link) {
+void link_protocol_error(struct tcp_link *link) {
         _cleanup_(freep) uint8_t *bye = NULL;
         size_t len = 0;
 
@@ -206,14 +147,12 @@ static void link_protocol_error(struct tcp_link *link) {
 
 /* ---- connecting ---- */
 
-static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata);
 static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata);
-static int start_handshake(struct tcp_link *link);
 
 /* Tries the addresses from next_addr on. Returns 0 when a connect is in
  * flight (or done and the handshake started), or a negative errno with
  * detail set when no address is left. */
-static int connect_next(struct tcp_link *link) {
+int connect_next(struct tcp_link *link) {
         int r;
 
         close_socket(link);
@@ -261,7 +200,7 @@ static int connect_next(struct tcp_link *link) {
         return r;
 }
 
-static int step_handshake(struct tcp_link *link) {
+int step_handshake(struct tcp_link *link) {
         enum tether_tls_want want = TETHER_TLS_WANT_NONE;
         int r;
 
@@ -286,7 +225,7 @@ static int step_handshake(struct tcp_link *link) {
         return 1;
 }
 
-static int start_handshake(struct tcp_link *link) {
+int start_handshake(struct tcp_link *link) {
         int r;
 
         link->phase = TCP_PHASE_HANDSHAKE;
@@ -325,266 +264,6 @@ static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
         /* A middlebox that swallows the handshake blocks TCP as surely as a
          * refused connect: auto mode may then try HTTPS. */
         link_fail(link, -ETIMEDOUT, true);
-        return 0;
-}
-
-/* ---- the session: reading ---- */
-
-static int on_frame_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
-        struct tcp_link *link = userdata;
-        char dur[32];
-
-        snprintf(link->detail, sizeof(link->detail),
-                 "Protocol error from %s: a frame did not arrive whole within %s", link->peer,
-                 format_duration(link->ch->timing.frame_usec, dur, sizeof(dur)));
-        link_protocol_error(link);
-        return 0;
-}
-
-/* Feeds one chunk to the decoder and delivers every whole frame. Returns 0,
- * 1 when the link was torn down by a callback (do not touch it), or a
- * negative errno with detail set. */
-static int feed_chunk(struct tcp_link *link, const uint8_t *data, size_t len) {
-        struct tether_channel *ch = link->ch;
-        size_t off = 0;
-        int r;
-
-        while (off < len) {
-                struct tether_frame *frame = NULL;
-                struct tether_diag diag = {};
-                size_t consumed = 0;
-
-                r = tether_frame_decoder_feed(link->decoder, data + off, len - off, &consumed, &frame,
-                                              &diag);
-                if (r < 0) {
-                        snprintf(link->detail, sizeof(link->detail), "Protocol error from %s: %s",
-                                 link->peer, r == -EBADMSG && diag.text[0] ? diag.text : strerror(-r));
-                        return r;
-                }
-                off += consumed;
-                if (r == 0)
-                        break;
-
-                /* A whole frame: it answers any outstanding KEEPALIVE, and
-                 * its deadline is over. */
-                disarm_timer(link->frame_timer);
-                link->frame_timer_armed = false;
-                link->keepalive_unanswered_since = 0;
-                if (!channel_deliver_frame(ch, frame))
-                        return 1;
-        }
-
-        if (tether_frame_decoder_partial(link->decoder) && !link->frame_timer_armed) {
-                r = arm_timer(link, &link->frame_timer, ch->timing.frame_usec, on_frame_deadline);
-                if (r < 0) {
-                        snprintf(link->detail, sizeof(link->detail), "Failed to arm the frame deadline: %s",
-                                 strerror(-r));
-                        return r;
-                }
-                link->frame_timer_armed = true;
-        }
-        return 0;
-}
-
-/* Returns 0, 1 when the link is gone, or a negative errno with detail set
- * (-EPROTO for a protocol error). */
-static int do_read(struct tcp_link *link) {
-        uint8_t buf[READ_CHUNK];
-        int r;
-
-        for (unsigned i = 0; i < READ_BUDGET; i++) {
-                enum tether_tls_want want = TETHER_TLS_WANT_NONE;
-                ssize_t n = tether_tls_read(link->tls, buf, sizeof(buf), &want);
-
-                if (n == -EAGAIN) {
-                        link->read_want = want;
-                        return 0;
-                }
-                link->read_want = TETHER_TLS_WANT_NONE;
-                if (n == 0) {
-                        snprintf(link->detail, sizeof(link->detail), "Connection closed by %s", link->peer);
-                        return -ECONNRESET;
-                }
-                if (n == -ECONNRESET) {
-                        /* Closed without close_notify, or reset. */
-                        const char *why = tether_tls_conn_error(link->tls);
-                        bool has_why = why && *why;
-                        snprintf(link->detail, sizeof(link->detail), "Connection closed by %s%s%s%s",
-                                 link->peer, has_why ? " (" : "", has_why ? why : "", has_why ? ")" : "");
-                        return -ECONNRESET;
-                }
-                if (n < 0) {
-                        const char *why = tether_tls_conn_error(link->tls);
-                        snprintf(link->detail, sizeof(link->detail), "Failed to read from %s: %s",
-                                 link->peer, why && *why ? why : strerror((int)-n));
-                        return (int)n;
-                }
-                r = feed_chunk(link, buf, (size_t)n);
-                if (r < 0)
-                        return r == -EBADMSG ? -EPROTO : r;
-                if (r > 0)
-                        return 1;
-        }
-
-        /* Budget spent with input possibly left (in the socket, or inside
-         * OpenSSL where poll cannot see it): continue on the next loop
-         * iteration. */
-        r = sd_event_source_set_enabled(link->more_input, SD_EVENT_ONESHOT);
-        if (r < 0) {
-                snprintf(link->detail, sizeof(link->detail), "Failed to schedule reading: %s", strerror(-r));
-                return r;
-        }
-        return 0;
-}
-
-/* ---- the session: writing ---- */
-
-static int on_write_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
-        struct tcp_link *link = userdata;
-        char dur[32];
-
-        snprintf(link->detail, sizeof(link->detail), "Writing to %s made no progress for %s", link->peer,
-                 format_duration(link->ch->timing.write_usec, dur, sizeof(dur)));
-        link_fail(link, -ETIMEDOUT, false);
-        return 0;
-}
-
-/* Writes as much of the queue as the socket takes. Returns 0 or a negative
- * errno with detail set. */
-static int do_write(struct tcp_link *link) {
-        int r;
-
-        while (link->out_head) {
-                struct outbuf *b = link->out_head;
-                enum tether_tls_want want = TETHER_TLS_WANT_NONE;
-                /* Retries pass the same pointer and length, as OpenSSL wants. */
-                ssize_t n = tether_tls_write(link->tls, b->data + b->off, b->len - b->off, &want);
-
-                if (n == -EAGAIN) {
-                        link->write_want = want;
-                        return 0;
-                }
-                if (n < 0) {
-                        const char *why = tether_tls_conn_error(link->tls);
-                        snprintf(link->detail, sizeof(link->detail), "Failed to write to %s: %s", link->peer,
-                                 why && *why ? why : strerror((int)-n));
-                        return (int)n;
-                }
-                link->write_want = TETHER_TLS_WANT_NONE;
-                b->off += (size_t)n;
-                link->out_bytes -= (size_t)n;
-                if (b->off == b->len) {
-                        link->out_head = b->next;
-                        if (!link->out_head)
-                                link->out_tail = &link->out_head;
-                        free(b);
-                }
-                /* Progress: the deadline starts over. */
-                if (link->out_head) {
-                        r = arm_timer(link, &link->write_timer, link->ch->timing.write_usec,
-                                      on_write_deadline);
-                        if (r < 0) {
-                                snprintf(link->detail, sizeof(link->detail),
-                                         "Failed to arm the write deadline: %s", strerror(-r));
-                                return r;
-                        }
-                }
-        }
-        disarm_timer(link->write_timer);
-        link->write_want = TETHER_TLS_WANT_NONE;
-        return 0;
-}
-
-/* A write inside tcp_link_send failed: the failure is reported from the
- * loop, since the caller of send may still hold the link. */
-static int on_fail_later(sd_event_source *s, void *userdata) {
-        struct tcp_link *link = userdata;
-
-        link_fail(link, link->send_error, false);
-        return 0;
-}
-
-static int on_more_input(sd_event_source *s, void *userdata) {
-        struct tcp_link *link = userdata;
-        int r;
-
-        r = do_read(link);
-        if (r > 0)
-                return 0;
-        if (r < 0) {
-                if (r == -EPROTO)
-                        link_protocol_error(link);
-                else
-                        link_fail(link, r, false);
-                return 0;
-        }
-        r = update_io_events(link);
-        if (r < 0) {
-                snprintf(link->detail, sizeof(link->detail), "Failed to watch %s: %s", link->peer,
-                         strerror(-r));
-                link_fail(link, r, false);
-        }
-        return 0;
-}
-
-static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        struct tcp_link *link = userdata;
-        int r;
-
-        switch (link->phase) {
-        case TCP_PHASE_CONNECTING: {
-                int error = 0;
-                socklen_t len = sizeof(error);
-
-                if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) < 0)
-                        error = errno;
-                if (error != 0) {
-                        link->last_connect_error = -error;
-                        r = connect_next(link);
-                } else
-                        r = start_handshake(link);
-                if (r < 0)
-                        link_fail(link, r, true);
-                return 0;
-        }
-        case TCP_PHASE_HANDSHAKE:
-                r = step_handshake(link);
-                if (r < 0) {
-                        /* A failed verification is no reason to try HTTPS:
-                         * the same MP key would fail there too. */
-                        link_fail(link, r, r != -EPERM);
-                        return 0;
-                }
-                if (r > 0)
-                        channel_tcp_up(link->ch, link);
-                return 0;
-        case TCP_PHASE_UP:
-                break;
-        }
-
-        if (link->out_head) {
-                r = do_write(link);
-                if (r < 0) {
-                        link_fail(link, r, false);
-                        return 0;
-                }
-        }
-        r = do_read(link);
-        if (r > 0)
-                return 0; /* torn down by a callback */
-        if (r < 0) {
-                if (r == -EPROTO)
-                        link_protocol_error(link);
-                else
-                        link_fail(link, r, false);
-                return 0;
-        }
-        r = update_io_events(link);
-        if (r < 0) {
-                snprintf(link->detail, sizeof(link->detail), "Failed to watch %s: %s", link->peer,
-                         strerror(-r));
-                link_fail(link, r, false);
-        }
         return 0;
 }
 
@@ -782,3 +461,60 @@ void tcp_link_flush_and_close(struct tcp_link *link, const uint8_t *frame, size_
         (void)do_write(link);
         tether_tls_shutdown(link->tls);
 }
+
+/* ---- the link's operations (channel-internal.h) ---- */
+
+static uint16_t tcp_begin(struct tether_channel *ch) {
+        return ch->tcp_port;
+}
+
+static int tcp_start(struct tether_channel *ch, const char *peer, char *err, size_t errsize,
+                     bool *connect_failure) {
+        int r = tcp_link_new(ch, false, err, errsize, &ch->tcp);
+
+        if (r < 0) {
+                ch->tcp = NULL;
+                if (!err[0])
+                        snprintf(err, errsize, "Failed to connect to %s: %s", peer, strerror(-r));
+                *connect_failure = r != -ENOMEM;
+        }
+        return r;
+}
+
+static int tcp_send(struct tether_channel *ch, const uint8_t *frame, size_t len) {
+        return ch->tcp ? tcp_link_send(ch->tcp, frame, len) : -ENOTCONN;
+}
+
+static void tcp_stop(struct tether_channel *ch, bool planned) {
+        if (planned && ch->tcp) {
+                _cleanup_(freep) uint8_t *frame = NULL;
+                size_t len = 0;
+
+                /* The last words of a planned stop (over HTTPS there are
+                 * none: the MP sees the polls stop). */
+                if (build_frame(TETHER_FRAME_GOODBYE, TETHER_GOODBYE_SHUTDOWN, ch->max_frame, &frame,
+                                &len) >= 0)
+                        tcp_link_flush_and_close(ch->tcp, frame, len);
+        }
+        ch->tcp = tcp_link_free(ch->tcp);
+        ch->probe = tcp_link_free(ch->probe);
+}
+
+/* Auto mode: a TCP connection that could not be made falls back to HTTPS,
+ * once an attempt. */
+static bool tcp_fail_over(struct tether_channel *ch, bool connect_failure, const char *detail) {
+        if (ch->mode != TETHER_CHANNEL_AUTO || !connect_failure || ch->https_tried)
+                return false;
+        log_warning("%s; trying the HTTPS fallback", detail);
+        channel_start_link(ch, &https_link_ops);
+        return true;
+}
+
+const struct link_ops tcp_link_ops = {
+        .name = "tcp",
+        .begin = tcp_begin,
+        .start = tcp_start,
+        .send = tcp_send,
+        .stop = tcp_stop,
+        .fail_over = tcp_fail_over,
+};

@@ -46,15 +46,11 @@
 #define DEFAULT_TCP_RETRY_USEC (60 * USEC_PER_SEC)
 #define MAX_HOLD_SECONDS 300u
 
-static const char *transport_name(enum channel_transport t) {
-        switch (t) {
-        case CHANNEL_TRANSPORT_TCP:
-                return "tcp";
-        case CHANNEL_TRANSPORT_HTTPS:
-                return "https";
-        default:
-                return "";
-        }
+/* Every kind of link, for closing them all. */
+static const struct link_ops *const links[] = {&tcp_link_ops, &https_link_ops};
+
+static const char *link_name(const struct link_ops *ops) {
+        return ops ? ops->name : "";
 }
 
 void channel_peer_name(const struct tether_channel *ch, uint16_t port, char *buf, size_t size) {
@@ -91,12 +87,12 @@ uint64_t channel_now(const struct tether_channel *ch) {
 
 /* Calls on_state. Returns false when the callback tore the channel's
  * current link down or stopped it: the caller then stops what it was doing. */
-static bool notify(struct tether_channel *ch, enum tether_channel_state state, enum channel_transport t,
+static bool notify(struct tether_channel *ch, enum tether_channel_state state, const struct link_ops *link,
                    const char *detail) {
         uint64_t generation = ch->generation;
 
         if (ch->cb.on_state)
-                ch->cb.on_state(ch->userdata, state, transport_name(t), detail ? detail : "");
+                ch->cb.on_state(ch->userdata, state, link_name(link), detail ? detail : "");
         return generation == ch->generation;
 }
 
@@ -109,10 +105,8 @@ bool channel_deliver_frame(struct tether_channel *ch, struct tether_frame *frame
 
 /* Closes every link of the channel (not policy fetches). */
 static void teardown_links(struct tether_channel *ch) {
-        ch->tcp = tcp_link_free(ch->tcp);
-        ch->probe = tcp_link_free(ch->probe);
-        if (ch->https)
-                https_channel_stop(ch, false);
+        for (size_t i = 0; i < ELEMENTSOF(links); i++)
+                links[i]->stop(ch, false);
         if (ch->probe_timer)
                 (void)sd_event_source_set_enabled(ch->probe_timer, SD_EVENT_OFF);
         ch->generation++;
@@ -137,14 +131,14 @@ int channel_arm_timer(struct tether_channel *ch, sd_event_source **s, uint64_t d
 
 /* Schedules the next attempt after a failure or on request, and reports
  * DISCONNECTED. */
-static void schedule_reconnect(struct tether_channel *ch, enum channel_transport was, uint64_t floor_usec,
+static void schedule_reconnect(struct tether_channel *ch, const struct link_ops *was, uint64_t floor_usec,
                                const char *detail) {
         uint64_t wait;
         int r;
 
         tether_backoff_disconnected(&ch->backoff, channel_now(ch));
         wait = tether_backoff_next(&ch->backoff, floor_usec, channel_random_u64());
-        ch->transport = CHANNEL_TRANSPORT_NONE;
+        ch->link = NULL;
         ch->state = TETHER_CHANNEL_DISCONNECTED;
 
         r = channel_arm_timer(ch, &ch->retry_timer, wait, on_retry, ch);
@@ -160,88 +154,42 @@ static void schedule_reconnect(struct tether_channel *ch, enum channel_transport
         (void)notify(ch, TETHER_CHANNEL_DISCONNECTED, was, detail);
 }
 
-static void start_https(struct tether_channel *ch);
-
 /* The one place a link failure lands. */
 static void handle_failure(struct tether_channel *ch, int error, bool connect_failure,
                            const char *link_detail) {
-        enum channel_transport was = ch->transport;
+        const struct link_ops *was = ch->link;
         char detail[1024];
 
         /* The text may live in the link that is about to go. */
         snprintf(detail, sizeof(detail), "%s", link_detail);
         teardown_links(ch);
-
-        if (was == CHANNEL_TRANSPORT_TCP && ch->mode == TETHER_CHANNEL_AUTO && connect_failure &&
-            !ch->https_tried) {
-                log_warning("%s; trying the HTTPS fallback", detail);
-                start_https(ch);
+        if (was && was->fail_over(ch, connect_failure, detail))
                 return;
-        }
-        /* No answer on this HTTPS port yet: the next one may pass where
-         * this one is filtered or refused by a proxy. */
-        if (was == CHANNEL_TRANSPORT_HTTPS && ch->state == TETHER_CHANNEL_CONNECTING &&
-            ch->https_ports_left > 0) {
-                char next[300];
-
-                ch->https_index = (ch->https_index + 1) % ch->n_https_ports;
-                channel_peer_name(ch, ch->https_ports[ch->https_index], next, sizeof(next));
-                log_warning("%s; trying HTTPS on %s", detail, next);
-                start_https(ch);
-                return;
-        }
         log_warning("%s", detail);
         schedule_reconnect(ch, was, 0, detail);
 }
 
-static void start_tcp(struct tether_channel *ch) {
+void channel_start_link(struct tether_channel *ch, const struct link_ops *ops) {
         char peer[300], err[1024] = "";
+        bool connect_failure = false;
         int r;
 
-        ch->transport = CHANNEL_TRANSPORT_TCP;
+        ch->link = ops;
         ch->state = TETHER_CHANNEL_CONNECTING;
-        channel_peer_name(ch, ch->tcp_port, peer, sizeof(peer));
-        if (!notify(ch, TETHER_CHANNEL_CONNECTING, CHANNEL_TRANSPORT_TCP, peer))
+        channel_peer_name(ch, ops->begin(ch), peer, sizeof(peer));
+        if (!notify(ch, TETHER_CHANNEL_CONNECTING, ops, peer))
                 return;
-
-        r = tcp_link_new(ch, false, err, sizeof(err), &ch->tcp);
-        if (r < 0) {
-                ch->tcp = NULL;
-                if (!err[0])
-                        snprintf(err, sizeof(err), "Failed to connect to %s: %s", peer, strerror(-r));
-                handle_failure(ch, r, r != -ENOMEM, err);
-        }
+        r = ops->start(ch, peer, err, sizeof(err), &connect_failure);
+        if (r < 0)
+                handle_failure(ch, r, connect_failure, err);
 }
 
-static void start_https(struct tether_channel *ch) {
-        char peer[300], err[1024];
-        int r;
-
-        ch->transport = CHANNEL_TRANSPORT_HTTPS;
-        ch->state = TETHER_CHANNEL_CONNECTING;
-        ch->https_tried = true;
-        ch->https_port = ch->https_ports[ch->https_index];
-        if (ch->https_ports_left > 0)
-                ch->https_ports_left--;
-        channel_peer_name(ch, ch->https_port, peer, sizeof(peer));
-        if (!notify(ch, TETHER_CHANNEL_CONNECTING, CHANNEL_TRANSPORT_HTTPS, peer))
-                return;
-
-        r = https_channel_start(ch);
-        if (r < 0) {
-                snprintf(err, sizeof(err), "Failed to start polling %s over HTTPS: %s", peer, strerror(-r));
-                handle_failure(ch, r, false, err);
-        }
-}
-
+/* The channel chooses the link here, and only here. */
 static void attempt(struct tether_channel *ch) {
         ch->https_tried = false;
         ch->https_ports_left = ch->n_https_ports;
         ch->https_index = ch->https_good;
-        if (ch->mode == TETHER_CHANNEL_HTTPS)
-                start_https(ch);
-        else
-                start_tcp(ch);
+        channel_start_link(ch, ch->mode == TETHER_CHANNEL_HTTPS ? &https_link_ops : &tcp_link_ops);
 }
 
 static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -269,7 +217,8 @@ static int on_probe(sd_event_source *s, uint64_t usec, void *userdata) {
         char err[1024] = "";
         int r;
 
-        if (ch->mode != TETHER_CHANNEL_AUTO || ch->transport != CHANNEL_TRANSPORT_HTTPS ||
+        /* Auto mode only: TCP again while the fallback carries the channel. */
+        if (ch->mode != TETHER_CHANNEL_AUTO || ch->link != &https_link_ops ||
             ch->state != TETHER_CHANNEL_CONNECTED || ch->probe)
                 return 0;
         r = tcp_link_new(ch, true, err, sizeof(err), &ch->probe);
@@ -324,7 +273,7 @@ void channel_tcp_up(struct tether_channel *ch, struct tcp_link *link) {
                 ch->generation++;
                 ch->tcp = ch->probe;
                 ch->probe = NULL;
-                ch->transport = CHANNEL_TRANSPORT_TCP;
+                ch->link = &tcp_link_ops;
                 moved = true;
         } else if (link != ch->tcp)
                 return;
@@ -343,12 +292,12 @@ void channel_tcp_up(struct tether_channel *ch, struct tcp_link *link) {
                 https_channel_drain_queue(ch, requeue_on_tcp, ch);
                 /* The HTTPS session is over: the session layer forgets what
                  * it knew of it (a new SIGNIN_CONFIRM comes over TCP). */
-                if (!notify(ch, TETHER_CHANNEL_DISCONNECTED, CHANNEL_TRANSPORT_HTTPS,
+                if (!notify(ch, TETHER_CHANNEL_DISCONNECTED, &https_link_ops,
                             "moving the channel back to TCP"))
                         return;
         }
         log_info("Connected to %s (tcp)", peer);
-        (void)notify(ch, TETHER_CHANNEL_CONNECTED, CHANNEL_TRANSPORT_TCP, peer);
+        (void)notify(ch, TETHER_CHANNEL_CONNECTED, &tcp_link_ops, peer);
 }
 
 void channel_tcp_failed(struct tether_channel *ch, struct tcp_link *link, int error, bool connect_failure,
@@ -375,26 +324,16 @@ void channel_https_up(struct tether_channel *ch) {
         if (ch->mode == TETHER_CHANNEL_AUTO)
                 arm_probe(ch);
         log_info("Connected to %s (https)", peer);
-        (void)notify(ch, TETHER_CHANNEL_CONNECTED, CHANNEL_TRANSPORT_HTTPS, peer);
+        (void)notify(ch, TETHER_CHANNEL_CONNECTED, &https_link_ops, peer);
 }
 
 void channel_https_failed(struct tether_channel *ch, int error, const char *detail) {
-        if (ch->transport != CHANNEL_TRANSPORT_HTTPS)
+        if (ch->link != &https_link_ops)
                 return;
         handle_failure(ch, error, false, detail);
 }
 
 /* ---- configuration ---- */
-
-static int hex_value(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
 
 /* "ab12..." (64 hex digits, colons allowed between bytes) into libcurl's
  * "sha256//<base64>". */
@@ -409,8 +348,8 @@ static int pin_to_curl(const char *hex, char **ret) {
                         p++;
                         continue;
                 }
-                int hi = hex_value(p[0]);
-                int lo = hi < 0 ? -1 : hex_value(p[1]);
+                int hi = hex_digit_value(p[0]);
+                int lo = hi < 0 ? -1 : hex_digit_value(p[1]);
                 if (hi < 0 || lo < 0 || n >= sizeof(digest))
                         return -EINVAL;
                 digest[n++] = (uint8_t)(hi << 4 | lo);
@@ -498,6 +437,46 @@ struct tether_channel *tether_channel_free(struct tether_channel *ch) {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct tether_channel *, tether_channel_free);
 
+/* The HTTPS port, then the alternatives not already listed. */
+static void set_https_ports(struct tether_channel *ch, const struct tether_channel_config *config) {
+        ch->https_ports[ch->n_https_ports++] = config->https_port;
+        for (unsigned i = 0; i < config->https_alt_ports.n && i < TETHER_CHANNEL_MAX_ALT_PORTS; i++) {
+                uint16_t p = config->https_alt_ports.port[i];
+                bool dup = p == 0;
+
+                for (unsigned k = 0; k < ch->n_https_ports; k++)
+                        dup = dup || ch->https_ports[k] == p;
+                if (!dup)
+                        ch->https_ports[ch->n_https_ports++] = p;
+        }
+}
+
+/* The channel's own copies of the configuration's strings. */
+static int copy_strings(struct tether_channel *ch, const struct tether_channel_config *config) {
+        int r;
+        const struct {
+                const char *from;
+                char **to;
+        } strings[] = {
+                {config->host, &ch->host},
+                {config->ca_file, &ch->ca_file},
+                {config->pinned_fingerprint, &ch->pinned_fingerprint},
+                {config->proxy, &ch->proxy},
+                {config->cert_pem, &ch->cert_pem},
+        };
+        for (size_t i = 0; i < ELEMENTSOF(strings); i++) {
+                r = dup_opt(strings[i].from, strings[i].to);
+                if (r < 0)
+                        return r;
+        }
+        if (ch->pinned_fingerprint) {
+                r = pin_to_curl(ch->pinned_fingerprint, &ch->pinned_curl);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 int tether_channel_new(sd_event *event, const struct tether_channel_config *config,
                        const struct tether_channel_callbacks *callbacks, void *userdata,
                        struct tether_channel **ret) {
@@ -530,16 +509,7 @@ int tether_channel_new(sd_event *event, const struct tether_channel_config *conf
         ch->mode = config->mode;
         ch->tcp_port = config->tcp_port;
         ch->https_port = config->https_port;
-        ch->https_ports[ch->n_https_ports++] = config->https_port;
-        for (unsigned i = 0; i < config->https_alt_ports.n && i < TETHER_CHANNEL_MAX_ALT_PORTS; i++) {
-                uint16_t p = config->https_alt_ports.port[i];
-                bool dup = p == 0;
-
-                for (unsigned k = 0; k < ch->n_https_ports; k++)
-                        dup = dup || ch->https_ports[k] == p;
-                if (!dup)
-                        ch->https_ports[ch->n_https_ports++] = p;
-        }
+        set_https_ports(ch, config);
         ch->device_key = config->device_key;
         ch->max_frame = config->max_frame > 0 ? config->max_frame : TETHER_FRAME_DEFAULT_MAX_BODY;
         ch->keepalive_seconds_config =
@@ -560,26 +530,9 @@ int tether_channel_new(sd_event *event, const struct tether_channel_config *conf
         };
         tether_backoff_init(&ch->backoff);
 
-        const struct {
-                const char *from;
-                char **to;
-        } strings[] = {
-                {config->host, &ch->host},
-                {config->ca_file, &ch->ca_file},
-                {config->pinned_fingerprint, &ch->pinned_fingerprint},
-                {config->proxy, &ch->proxy},
-                {config->cert_pem, &ch->cert_pem},
-        };
-        for (size_t i = 0; i < ELEMENTSOF(strings); i++) {
-                r = dup_opt(strings[i].from, strings[i].to);
-                if (r < 0)
-                        return r;
-        }
-        if (ch->pinned_fingerprint) {
-                r = pin_to_curl(ch->pinned_fingerprint, &ch->pinned_curl);
-                if (r < 0)
-                        return r;
-        }
+        r = copy_strings(ch, config);
+        if (r < 0)
+                return r;
         r = key_to_pem(ch->device_key, &ch->key_pem, &ch->key_pem_len);
         if (r < 0)
                 return r;
@@ -617,7 +570,7 @@ int tether_channel_start(struct tether_channel *ch) {
                 return r;
         ch->started = true;
         ch->state = TETHER_CHANNEL_IDLE;
-        ch->transport = CHANNEL_TRANSPORT_NONE;
+        ch->link = NULL;
         if (delay > 0)
                 log_info("Connecting to the MP in %llu s (random start delay)",
                          (unsigned long long)(delay / USEC_PER_SEC));
@@ -629,11 +582,7 @@ int tether_channel_send(struct tether_channel *ch, const uint8_t *frame, size_t 
                 return -EINVAL;
         if (ch->state != TETHER_CHANNEL_CONNECTED)
                 return -ENOTCONN;
-        if (ch->transport == CHANNEL_TRANSPORT_TCP && ch->tcp)
-                return tcp_link_send(ch->tcp, frame, len);
-        if (ch->transport == CHANNEL_TRANSPORT_HTTPS)
-                return https_channel_send(ch, frame, len);
-        return -ENOTCONN;
+        return ch->link ? ch->link->send(ch, frame, len) : -ENOTCONN;
 }
 
 void tether_channel_confirmed(struct tether_channel *ch, uint32_t keepalive_seconds) {
@@ -651,11 +600,11 @@ void tether_channel_confirmed(struct tether_channel *ch, uint32_t keepalive_seco
 }
 
 void tether_channel_reconnect(struct tether_channel *ch, uint32_t min_delay_seconds, const char *reason) {
-        enum channel_transport was;
+        const struct link_ops *was;
 
         if (!ch || !ch->started)
                 return;
-        was = ch->transport;
+        was = ch->link;
         log_info("Reconnecting to the MP (%s), not before %u s", reason ? reason : "on request",
                  min_delay_seconds);
         teardown_links(ch);
@@ -668,26 +617,14 @@ void tether_channel_reconnect(struct tether_channel *ch, uint32_t min_delay_seco
 void tether_channel_stop(struct tether_channel *ch) {
         if (!ch)
                 return;
-        if (ch->tcp && ch->state == TETHER_CHANNEL_CONNECTED && ch->transport == CHANNEL_TRANSPORT_TCP) {
-                struct tether_msg *msg = NULL;
-                _cleanup_(freep) uint8_t *frame = NULL;
-                size_t len = 0;
-
-                /* Over HTTPS there is no GOODBYE: the MP sees the polls stop,
-                 * and a last blocking poll would hold up the shutdown. */
-                if (tether_msg_new(TETHER_FRAME_GOODBYE, &msg) >= 0) {
-                        msg->goodbye.reason = TETHER_GOODBYE_SHUTDOWN;
-                        if (tether_msg_seal(msg, NULL, ch->max_frame, &frame, &len) >= 0)
-                                tcp_link_flush_and_close(ch->tcp, frame, len);
-                        tether_msg_free(msg);
-                }
-        }
+        if (ch->link && ch->state == TETHER_CHANNEL_CONNECTED)
+                ch->link->stop(ch, true);
         teardown_links(ch);
         if (ch->retry_timer)
                 (void)sd_event_source_set_enabled(ch->retry_timer, SD_EVENT_OFF);
         ch->started = false;
         ch->state = TETHER_CHANNEL_IDLE;
-        ch->transport = CHANNEL_TRANSPORT_NONE;
+        ch->link = NULL;
 }
 
 enum tether_channel_state tether_channel_get_state(const struct tether_channel *ch) {
@@ -697,7 +634,7 @@ enum tether_channel_state tether_channel_get_state(const struct tether_channel *
 const char *tether_channel_transport_name(const struct tether_channel *ch) {
         if (!ch || (ch->state != TETHER_CHANNEL_CONNECTING && ch->state != TETHER_CHANNEL_CONNECTED))
                 return "";
-        return transport_name(ch->transport);
+        return link_name(ch->link);
 }
 
 uint16_t tether_channel_https_port(const struct tether_channel *ch) {

@@ -260,15 +260,6 @@ static const struct config_key config_keys[] = {
         {"agent", "respawn_delay_max_seconds", parse_u32, OFF(respawn_delay_max_seconds), 1, 3600},
         {"agent", "key_rotation_days", parse_u32, OFF(key_rotation_days), 0, 3650},
         {"cycles", "cycles_dir", parse_path, OFF(cycles_dir), 1, 0},
-        {"cycles", "machine_policy_timeout", parse_seconds, OFF(timeout_usec[1]), 1, DAY},
-        {"cycles", "machine_policy_interval", parse_seconds, OFF(interval_usec[1]), 0, 30 * DAY},
-        {"cycles", "machine_policy_enabled", parse_bool, OFF(enabled[1]), 0, 0},
-        {"cycles", "user_policy_timeout", parse_seconds, OFF(timeout_usec[2]), 1, DAY},
-        {"cycles", "user_policy_interval", parse_seconds, OFF(interval_usec[2]), 0, 30 * DAY},
-        {"cycles", "user_policy_enabled", parse_bool, OFF(enabled[2]), 0, 0},
-        {"cycles", "app_evaluation_timeout", parse_seconds, OFF(timeout_usec[3]), 1, DAY},
-        {"cycles", "app_evaluation_interval", parse_seconds, OFF(interval_usec[3]), 0, 30 * DAY},
-        {"cycles", "app_evaluation_enabled", parse_bool, OFF(enabled[3]), 0, 0},
         {"cycles", "kill_grace", parse_seconds, OFF(kill_grace_usec), 1, 3600},
         {"cycles", "output_cap", parse_bytes, OFF(output_cap), 1024, 64u * 1024u * 1024u},
         {"log", "level", parse_log_level, OFF(log_level), 0, 0},
@@ -305,15 +296,60 @@ static int config_add_error(struct tether_config *c, const char *file, unsigned 
         return 0;
 }
 
+/* The keys of each task type, [cycles] <stem>_<suffix> (common/tasktype.h),
+ * at offset + type * stride. */
+static const struct cycle_key {
+        const char *suffix;
+        config_parser_fn parse;
+        size_t offset, stride;
+        uint64_t min, max;
+} cycle_keys[] = {
+        {"timeout", parse_seconds, OFF(timeout_usec), sizeof(uint64_t), 1, DAY},
+        {"interval", parse_seconds, OFF(interval_usec), sizeof(uint64_t), 0, 30 * DAY},
+        {"enabled", parse_bool, OFF(enabled), sizeof(bool), 0, 0},
+};
+
+/* The names of the keys of cycle_keys, "machine_policy_timeout", made once. */
+static char cycle_key_names[TETHER_TASK_TYPE_MAX][ELEMENTSOF(cycle_keys)][64];
+
+static const char *cycle_key_name(uint32_t type, size_t k) {
+        char *name = cycle_key_names[type - 1][k];
+
+        if (!name[0])
+                snprintf(name, sizeof(cycle_key_names[0][0]), "%s_%s",
+                         tether_task_type_info(type)->config_stem, cycle_keys[k].suffix);
+        return name;
+}
+
+/* The key named section/key as a struct config_key, from either table. */
+static bool find_key(const char *section, const char *key, struct config_key *ret) {
+        for (size_t i = 0; i < ELEMENTSOF(config_keys); i++)
+                if (strcmp(config_keys[i].section, section) == 0 && strcmp(config_keys[i].key, key) == 0) {
+                        *ret = config_keys[i];
+                        return true;
+                }
+        if (strcmp(section, "cycles") != 0)
+                return false;
+        for (uint32_t t = 1; t <= TETHER_TASK_TYPE_MAX; t++)
+                for (size_t k = 0; k < ELEMENTSOF(cycle_keys); k++)
+                        if (strcmp(cycle_key_name(t, k), key) == 0) {
+                                const struct cycle_key *ck = &cycle_keys[k];
+                                *ret = (struct config_key){"cycles",  cycle_key_name(t, k),
+                                                           ck->parse, ck->offset + t * ck->stride,
+                                                           ck->min,   ck->max};
+                                return true;
+                        }
+        return false;
+}
+
 int tether_config_set(struct tether_config *c, const char *file, unsigned line, const char *section,
                       const char *key, const char *value) {
         const char *reason = NULL;
+        struct config_key found;
         int r;
 
-        for (size_t i = 0; i < ELEMENTSOF(config_keys); i++) {
-                const struct config_key *k = &config_keys[i];
-                if (strcmp(k->section, section) != 0 || strcmp(k->key, key) != 0)
-                        continue;
+        if (find_key(section, key, &found)) {
+                const struct config_key *k = &found;
                 r = k->parse(value, (uint8_t *)c + k->offset, k->min, k->max, &reason);
                 if (r == -ENOMEM)
                         return r;
@@ -472,14 +508,12 @@ int tether_config_new_default(struct tether_config **ret) {
         c->log_level = LOG_INFO;
         c->kill_grace_usec = 5 * USEC_PER_SEC;
         c->output_cap = 64 * 1024;
-        for (int i = 1; i <= (TETHER_CONFIG_CYCLES - 1); i++)
-                c->enabled[i] = true;
-        c->timeout_usec[1] = 600 * USEC_PER_SEC;
-        c->timeout_usec[2] = 600 * USEC_PER_SEC;
-        c->timeout_usec[3] = 3600 * USEC_PER_SEC;
-        c->interval_usec[1] = 3600 * USEC_PER_SEC;
-        c->interval_usec[2] = 3600 * USEC_PER_SEC;
-        c->interval_usec[3] = 7 * DAY * USEC_PER_SEC;
+        for (uint32_t t = 1; t <= TETHER_TASK_TYPE_MAX; t++) {
+                const struct tether_task_type_info *info = tether_task_type_info(t);
+                c->enabled[t] = true;
+                c->timeout_usec[t] = info->time_limit_sec * USEC_PER_SEC;
+                c->interval_usec[t] = info->interval_sec * USEC_PER_SEC;
+        }
         c->state_dir = strdup(TETHER_STATEDIR_STR);
         c->runtime_dir = strdup(TETHER_RUNDIR_STR);
         c->user = strdup("tether");
@@ -556,10 +590,16 @@ struct tether_config *tether_config_free(struct tether_config *c) {
 }
 
 bool tether_config_key_at(size_t i, const char **ret_section, const char **ret_key) {
-        if (i >= ELEMENTSOF(config_keys))
+        if (i < ELEMENTSOF(config_keys)) {
+                *ret_section = config_keys[i].section;
+                *ret_key = config_keys[i].key;
+                return true;
+        }
+        i -= ELEMENTSOF(config_keys);
+        if (i >= TETHER_TASK_TYPE_MAX * ELEMENTSOF(cycle_keys))
                 return false;
-        *ret_section = config_keys[i].section;
-        *ret_key = config_keys[i].key;
+        *ret_section = "cycles";
+        *ret_key = cycle_key_name((uint32_t)(i / ELEMENTSOF(cycle_keys)) + 1, i % ELEMENTSOF(cycle_keys));
         return true;
 }
 
@@ -572,31 +612,6 @@ const char *tether_config_transport_name(enum tether_channel_mode m) {
         case TETHER_CHANNEL_HTTPS:
                 return "https";
         }
-        return "unknown";
-}
-
-static const struct {
-        int cycle;
-        const char *name, *number, *schedule_id;
-} cycle_names[] = {
-        {1, "machine-policy", "1", "{00000000-0000-0000-0000-000000000021}"},
-        {2, "user-policy", "2", "{00000000-0000-0000-0000-000000000026}"},
-        {3, "app-evaluation", "3", "{00000000-0000-0000-0000-000000000121}"},
-};
-
-int tether_cycle_from_string(const char *s) {
-        for (size_t i = 0; i < ELEMENTSOF(cycle_names); i++)
-                if (strcmp(s, cycle_names[i].name) == 0 || strcmp(s, cycle_names[i].number) == 0 ||
-                    strcasecmp(s, cycle_names[i].schedule_id) == 0 ||
-                    (strlen(s) == 36 && strncasecmp(s, cycle_names[i].schedule_id + 1, 36) == 0))
-                        return cycle_names[i].cycle;
-        return 0;
-}
-
-const char *tether_cycle_name(int c) {
-        for (size_t i = 0; i < ELEMENTSOF(cycle_names); i++)
-                if (cycle_names[i].cycle == c)
-                        return cycle_names[i].name;
         return "unknown";
 }
 

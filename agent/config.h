@@ -1,11 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #pragma once
 
-/* Indexed by the cycle number (TaskType 1..3). Kept apart from
- * scheduler/scheduler.h so that the channel process's files need not
- * include it. */
-#define TETHER_CONFIG_CYCLES 4
-
 /*
  * tetherd's configuration: /etc/tether/tether.conf, then every
  * /etc/tether/tether.conf.d/ *.conf in name order, INI read with inih. Each
@@ -21,6 +16,7 @@
 
 #include "agent/channel.h"
 #include "common/cleanup.h"
+#include "common/tasktype.h"
 
 struct tether_config {
         /* [mp] */
@@ -50,11 +46,11 @@ struct tether_config {
         uint32_t respawn_delay_max_seconds;    /* cap of the channel process's respawn backoff */
         char *machine_id_file;
         uint32_t key_rotation_days; /* 0: no periodic device key rotation */
-        /* [cycles] indexed by enum tether_cycle */
+        /* [cycles] indexed by enum tether_task_type; keys from its table */
         char *cycles_dir;
-        uint64_t timeout_usec[TETHER_CONFIG_CYCLES];
-        uint64_t interval_usec[TETHER_CONFIG_CYCLES];
-        bool enabled[TETHER_CONFIG_CYCLES];
+        uint64_t timeout_usec[TETHER_TASK_TYPE_MAX + 1];
+        uint64_t interval_usec[TETHER_TASK_TYPE_MAX + 1];
+        bool enabled[TETHER_TASK_TYPE_MAX + 1];
         uint64_t kill_grace_usec;
         uint64_t output_cap;
         /* [log] */
@@ -107,11 +103,6 @@ const char *tether_config_transport_name(enum tether_channel_mode m);
 /* The key table, for tests and documentation checks: the i-th key's
  * section and name; false past the end. */
 bool tether_config_key_at(size_t i, const char **ret_section, const char **ret_key);
-
-/* The cycle (1..3) for "machine-policy", "user-policy", "app-evaluation",
- * the numbers "1".."3", or a schedule-ID alias; 0 when unknown. */
-int tether_cycle_from_string(const char *s);
-const char *tether_cycle_name(int cycle); /* "machine-policy" */
 
 #define TETHER_DEFAULT_CONFIG TETHER_SYSCONFDIR_STR "/tether.conf"
 

@@ -8,7 +8,8 @@
 #include <sys/time.h>
 
 #include "common/strutil.h"
-#include "scheduler/scheduler.h"
+#include "common/tasktype.h"
+#include "transport/policy-answer.h"
 
 static bool allowed(enum priv_side side, uint32_t type) {
         switch (type) {
@@ -46,6 +47,72 @@ static int fixed(const uint8_t *buf, size_t len, size_t fixed_size, void *dst, s
         return 0;
 }
 
+static int check_run(const uint8_t *buf, size_t len, struct priv_msg *m) {
+        const size_t H = sizeof(struct priv_hdr);
+        size_t tail;
+
+        if (len < H + sizeof(m->run))
+                return -EBADMSG;
+        memcpy(&m->run, buf + H, sizeof(m->run));
+        tail = m->run.param_len;
+        if (tail > PRIV_PARAM_MAX || fixed(buf, len, sizeof(m->run), &m->run, tail) < 0)
+                return -EBADMSG;
+        if (m->run.cycle < 1 || m->run.cycle > TETHER_TASK_TYPE_MAX || !guid_or_empty(m->run.task_guid))
+                return -EBADMSG;
+        m->data = buf + H + sizeof(m->run);
+        m->data_len = tail;
+        if (memchr(m->data, 0, tail))
+                return -EBADMSG;
+        return 0;
+}
+
+static int check_done(const uint8_t *buf, size_t len, struct priv_msg *m) {
+        const size_t H = sizeof(struct priv_hdr);
+        size_t tail;
+
+        if (len < H + sizeof(m->done))
+                return -EBADMSG;
+        memcpy(&m->done, buf + H, sizeof(m->done));
+        tail = m->done.detail_len;
+        if (tail > PRIV_DETAIL_MAX || fixed(buf, len, sizeof(m->done), &m->done, tail) < 0)
+                return -EBADMSG;
+        if (m->done.cycle < 1 || m->done.cycle > TETHER_TASK_TYPE_MAX || !guid_or_empty(m->done.task_guid) ||
+            m->done.return_code < 1 || m->done.return_code > TETHER_RC_MAX)
+                return -EBADMSG;
+        m->data = buf + H + sizeof(m->done);
+        m->data_len = tail;
+        if (memchr(m->data, 0, tail))
+                return -EBADMSG;
+        return 0;
+}
+
+static int check_policy(const uint8_t *buf, size_t len, struct priv_msg *m) {
+        const size_t H = sizeof(struct priv_hdr);
+        size_t tail;
+
+        if (len < H + sizeof(m->policy))
+                return -EBADMSG;
+        memcpy(&m->policy, buf + H, sizeof(m->policy));
+        if (m->policy.body_len > PRIV_POLICY_MAX || m->policy.sig_len > PRIV_SIG_MAX)
+                return -EBADMSG;
+        tail = (size_t)m->policy.body_len + m->policy.sig_len;
+        if (fixed(buf, len, sizeof(m->policy), &m->policy, tail) < 0 ||
+            !string_in(m->policy.user, PRIV_USER_MAX) || m->policy.result > TETHER_POLICY_ERROR)
+                return -EBADMSG;
+        if (m->policy.result != TETHER_POLICY_NEW && tail != 0)
+                return -EBADMSG;
+        if (m->policy.result == TETHER_POLICY_NEW && m->policy.sig_len == 0)
+                return -EBADMSG;
+        /* A negative errno, or 0: the root half prints it. */
+        if (m->policy.error > 0 || m->policy.error < -4095)
+                return -EBADMSG;
+        m->data = buf + H + sizeof(m->policy);
+        m->data_len = m->policy.body_len;
+        m->data2 = m->data + m->data_len;
+        m->data2_len = m->policy.sig_len;
+        return 0;
+}
+
 int priv_msg_check(enum priv_side side, const uint8_t *buf, size_t len, struct priv_msg *ret) {
         const size_t H = sizeof(struct priv_hdr);
         struct priv_hdr hdr;
@@ -61,32 +128,11 @@ int priv_msg_check(enum priv_side side, const uint8_t *buf, size_t len, struct p
 
         switch (hdr.type) {
         case PRIV_RUN:
-                if (len < H + sizeof(m.run))
-                        return -EBADMSG;
-                memcpy(&m.run, buf + H, sizeof(m.run));
-                tail = m.run.param_len;
-                if (tail > PRIV_PARAM_MAX || fixed(buf, len, sizeof(m.run), &m.run, tail) < 0)
-                        return -EBADMSG;
-                if (m.run.cycle < 1 || m.run.cycle > TETHER_CYCLE_MAX || !guid_or_empty(m.run.task_guid))
-                        return -EBADMSG;
-                m.data = buf + H + sizeof(m.run);
-                m.data_len = tail;
-                if (memchr(m.data, 0, tail))
+                if (check_run(buf, len, &m) < 0)
                         return -EBADMSG;
                 break;
         case PRIV_DONE:
-                if (len < H + sizeof(m.done))
-                        return -EBADMSG;
-                memcpy(&m.done, buf + H, sizeof(m.done));
-                tail = m.done.detail_len;
-                if (tail > PRIV_DETAIL_MAX || fixed(buf, len, sizeof(m.done), &m.done, tail) < 0)
-                        return -EBADMSG;
-                if (m.done.cycle < 1 || m.done.cycle > TETHER_CYCLE_MAX ||
-                    !guid_or_empty(m.done.task_guid) || m.done.return_code < 1 || m.done.return_code > 7)
-                        return -EBADMSG;
-                m.data = buf + H + sizeof(m.done);
-                m.data_len = tail;
-                if (memchr(m.data, 0, tail))
+                if (check_done(buf, len, &m) < 0)
                         return -EBADMSG;
                 break;
         case PRIV_POLICY_REQUEST:
@@ -95,26 +141,8 @@ int priv_msg_check(enum priv_side side, const uint8_t *buf, size_t len, struct p
                         return -EBADMSG;
                 break;
         case PRIV_POLICY:
-                if (len < H + sizeof(m.policy))
+                if (check_policy(buf, len, &m) < 0)
                         return -EBADMSG;
-                memcpy(&m.policy, buf + H, sizeof(m.policy));
-                if (m.policy.body_len > PRIV_POLICY_MAX || m.policy.sig_len > PRIV_SIG_MAX)
-                        return -EBADMSG;
-                tail = (size_t)m.policy.body_len + m.policy.sig_len;
-                if (fixed(buf, len, sizeof(m.policy), &m.policy, tail) < 0 ||
-                    !string_in(m.policy.user, PRIV_USER_MAX) || m.policy.result > TETHER_POLICY_ERROR)
-                        return -EBADMSG;
-                if (m.policy.result != TETHER_POLICY_NEW && tail != 0)
-                        return -EBADMSG;
-                if (m.policy.result == TETHER_POLICY_NEW && m.policy.sig_len == 0)
-                        return -EBADMSG;
-                /* A negative errno, or 0: the root half prints it. */
-                if (m.policy.error > 0 || m.policy.error < -4095)
-                        return -EBADMSG;
-                m.data = buf + H + sizeof(m.policy);
-                m.data_len = m.policy.body_len;
-                m.data2 = m.data + m.data_len;
-                m.data2_len = m.policy.sig_len;
                 break;
         case PRIV_SITE_KEY:
                 if (len < H + sizeof(m.site_key))
@@ -280,6 +308,22 @@ int priv_send(int fd, const uint8_t *buf, size_t len) {
         if ((size_t)k != len)
                 return -EIO;
         return 0;
+}
+
+int priv_recv(int fd, enum priv_side side, uint8_t *buf, struct priv_msg *ret, size_t *ret_len) {
+        ssize_t k;
+
+        *ret_len = 0;
+        k = recv(fd, buf, PRIV_MSG_MAX, MSG_DONTWAIT | MSG_TRUNC);
+        if (k < 0 && (errno == EAGAIN || errno == EINTR))
+                return 0;
+        if (k <= 0)
+                return -EPIPE;
+        *ret_len = (size_t)k;
+        /* MSG_TRUNC: k is the datagram's real size, so a longer one fails. */
+        if ((size_t)k > PRIV_MSG_MAX || priv_msg_check(side, buf, (size_t)k, ret) < 0)
+                return -EBADMSG;
+        return 1;
 }
 
 int priv_socketpair(int ret[2]) {

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/tasktype.h"
 #include "transport/guid.h"
 
 enum priv_type {
@@ -37,7 +38,7 @@ enum priv_type {
 
 #define PRIV_USER_MAX 256u
 #define PRIV_PARAM_MAX 65536u
-#define PRIV_DETAIL_MAX 4096u
+#define PRIV_DETAIL_MAX TETHER_DETAIL_MAX
 #define PRIV_POLICY_MAX (4u * 1024u * 1024u)
 #define PRIV_SIG_MAX 1024u
 #define PRIV_KEY_MAX 4096u
@@ -139,6 +140,12 @@ int priv_build_site_chain(const char *text, size_t len, uint8_t **ret, size_t *r
 
 /* Sends one packet (blocking for at most the socket's send timeout). */
 int priv_send(int fd, const uint8_t *buf, size_t len);
+
+/* Receives one message into buf (PRIV_MSG_MAX bytes) and checks it for
+ * side: 1 and *ret filled (pointing into buf), 0 when nothing is there yet,
+ * -EPIPE when the peer is gone (or the socket failed), -EBADMSG when the
+ * peer sent what side may not accept (*ret_len says how much). */
+int priv_recv(int fd, enum priv_side side, uint8_t *buf, struct priv_msg *ret, size_t *ret_len);
 
 /* Makes the SOCK_SEQPACKET pair with buffers big enough for PRIV_MSG_MAX. */
 int priv_socketpair(int ret[2]);

@@ -136,7 +136,7 @@ static void memo_done(struct schedd *s, const char *guid, uint32_t cycle, uint32
         m->return_code = rc;
 }
 
-static void cycle_done(struct tether_scheduler *sch, enum tether_cycle cycle, const char *task_guid,
+static void cycle_done(struct tether_scheduler *sch, enum tether_task_type cycle, const char *task_guid,
                        uint32_t return_code, const char *detail, void *userdata) {
         struct schedd *s = userdata;
         uint8_t *buf = NULL;
@@ -147,7 +147,7 @@ static void cycle_done(struct tether_scheduler *sch, enum tether_cycle cycle, co
                 /* Cut short by the shutdown: no answer, so the task stays
                  * pending in the spool and runs again after the restart. */
                 log_info("Cycle %s for task %s stopped by the shutdown; it runs again after the restart",
-                         tether_cycle_name((int)cycle), task_guid ? task_guid : "(local)");
+                         tether_task_type_cli_name(cycle), task_guid ? task_guid : "(local)");
                 return;
         }
         if (task_guid)
@@ -155,7 +155,7 @@ static void cycle_done(struct tether_scheduler *sch, enum tether_cycle cycle, co
         if (s->fd < 0) {
                 log_info("Cycle %s for task %s finished while the channel process restarts; its answer "
                          "waits for the new one",
-                         tether_cycle_name((int)cycle), task_guid ? task_guid : "(local)");
+                         tether_task_type_cli_name(cycle), task_guid ? task_guid : "(local)");
                 return;
         }
         r = priv_build_done((uint32_t)cycle, task_guid ? task_guid : "", return_code, detail, &buf, &len);
@@ -186,12 +186,13 @@ static int policy_request(struct tether_scheduler *sch, const char *user, void *
         return r == -ENOTCONN ? 0 : r;
 }
 
-static void child_output(struct tether_scheduler *sch, enum tether_cycle cycle, const char *step, int status,
-                         const char *output, size_t len, uint64_t total, void *userdata) {
+static void child_output(struct tether_scheduler *sch, enum tether_task_type cycle, const char *step,
+                         int status, const char *output, size_t len, uint64_t total, void *userdata) {
         if (len == 0)
-                log_debug("%s: %s exited with %d, no output", tether_cycle_name((int)cycle), step, status);
+                log_debug("%s: %s exited with %d, no output", tether_task_type_cli_name(cycle), step,
+                          status);
         else
-                log_info("%s: %s exited with %d, output: %.*s%s", tether_cycle_name((int)cycle), step,
+                log_info("%s: %s exited with %d, output: %.*s%s", tether_task_type_cli_name(cycle), step,
                          status, (int)len, output, total > len ? " [cut]" : "");
 }
 
@@ -305,7 +306,7 @@ static int scheduler_create(struct schedd *s) {
         o.state_dir = root_state;
         o.cycles_dir = s->config->cycles_dir;
         o.site_key = site_verifier(s);
-        for (int i = 1; i <= TETHER_CYCLE_MAX; i++) {
+        for (int i = 1; i <= TETHER_TASK_TYPE_MAX; i++) {
                 o.time_limit_usec[i] = s->config->timeout_usec[i];
                 o.interval_usec[i] = s->config->enabled[i] ? s->config->interval_usec[i] : 0;
         }
@@ -325,20 +326,20 @@ static void refuse(struct schedd *s, uint32_t cycle, const char *task_guid, cons
         int r;
 
         log_warning("Refusing cycle %s for task %s from the channel process: %s",
-                    tether_cycle_name((int)cycle), task_guid[0] ? task_guid : "(local)", why);
+                    tether_task_type_cli_name(cycle), task_guid[0] ? task_guid : "(local)", why);
         if (task_guid[0])
-                memo_done(s, task_guid, cycle, 2, why);
-        r = priv_build_done(cycle, task_guid, 2, why, &buf, &len);
+                memo_done(s, task_guid, cycle, TETHER_RC_FAILED, why);
+        r = priv_build_done(cycle, task_guid, TETHER_RC_FAILED, why, &buf, &len);
         (void)send_msg(s, r, buf, len);
 }
 
 static void submit(struct schedd *s, uint32_t cycle, const char *task_guid, const char *param) {
-        int r = tether_scheduler_submit(s->scheduler, (enum tether_cycle)cycle,
+        int r = tether_scheduler_submit(s->scheduler, (enum tether_task_type)cycle,
                                         task_guid[0] ? task_guid : NULL, param);
         if (r == -ENOBUFS)
                 refuse(s, cycle, task_guid, "too many requests pending in the scheduler");
         else if (r < 0) {
-                log_error_errno(r, "Cannot queue cycle %s: %m", tether_cycle_name((int)cycle));
+                log_error_errno(r, "Cannot queue cycle %s: %m", tether_task_type_cli_name(cycle));
                 refuse(s, cycle, task_guid, "the scheduler refused the request");
         }
 }
@@ -380,7 +381,7 @@ static int queue_run(struct schedd *s, uint32_t cycle, const char *task_guid, co
         *s->queue_tail = q;
         s->queue_tail = &q->next;
         s->n_queued++;
-        log_info("Cycle %s waits for the site key to be known", tether_cycle_name((int)cycle));
+        log_info("Cycle %s waits for the site key to be known", tether_task_type_cli_name(cycle));
         return 0;
 }
 
@@ -450,16 +451,51 @@ static void set_watchdog(struct schedd *s, bool on) {
         }
 }
 
+/* RUN: a task for the scheduler, unless it is known or we are stopping. */
+static int handle_run(struct schedd *s, const struct priv_msg *m) {
+        _cleanup_(freep) char *param = strndup((const char *)m->data, m->data_len);
+        int r;
+
+        if (!param)
+                return -ENOMEM;
+        if (s->stopping || run_known(s, m->run.task_guid))
+                return 0;
+        if (m->run.task_guid[0])
+                memo_add(s, m->run.task_guid, m->run.cycle);
+        if (!s->scheduler) {
+                r = queue_run(s, m->run.cycle, m->run.task_guid, param);
+                return r < 0 ? r : 0;
+        }
+        submit(s, m->run.cycle, m->run.task_guid, param);
+        return 0;
+}
+
+/* POLICY: the answer to the scheduler's request. */
+static void handle_policy(struct schedd *s, const struct priv_msg *m) {
+        int r;
+
+        if (s->policy_pending && strcmp(m->policy.user, s->policy_user) == 0)
+                s->policy_pending = false;
+        if (!s->scheduler)
+                return;
+        (void)site_verifier(s);
+        r = tether_scheduler_policy(s->scheduler, m->policy.user[0] ? m->policy.user : NULL,
+                                    (enum tether_policy_result)m->policy.result, m->data, m->data_len,
+                                    m->data2, m->data2_len, m->policy.error);
+        if (r < 0 && r != -ESRCH)
+                log_warning_errno(r, "Policy answer not taken, ignoring: %m");
+}
+
 static int priv_io(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
         struct schedd *s = userdata;
         struct priv_msg m;
-        ssize_t k;
+        size_t k;
         int r;
 
-        k = recv(fd, s->buf, PRIV_MSG_MAX, MSG_DONTWAIT | MSG_TRUNC);
-        if (k < 0 && (errno == EAGAIN || errno == EINTR))
+        r = priv_recv(fd, PRIV_SIDE_SCHEDULER, s->buf, &m, &k);
+        if (r == 0)
                 return 0;
-        if (k <= 0) {
+        if (r == -EPIPE) {
                 if (s->stopping)
                         return sd_event_exit(s->event, 0);
                 /* The supervisor (tetherd.c) learns of the death from
@@ -468,44 +504,20 @@ static int priv_io(sd_event_source *src, int fd, uint32_t revents, void *userdat
                 schedd_detach(s);
                 return 0;
         }
-        if ((size_t)k > PRIV_MSG_MAX || priv_msg_check(PRIV_SIDE_SCHEDULER, s->buf, (size_t)k, &m) < 0) {
+        if (r < 0) {
                 /* The unprivileged side sent something the protocol does not
                  * allow: it is not trusted any further. Closing the socket
                  * ends it (it stops when the scheduler goes away), and the
                  * supervisor starts a fresh one. */
-                log_error("Invalid message from the channel process (%zd bytes); dropping it", k);
+                log_error("Invalid message from the channel process (%zu bytes); dropping it", k);
                 schedd_detach(s);
                 return 0;
         }
         switch (m.type) {
-        case PRIV_RUN: {
-                _cleanup_(freep) char *param = strndup((const char *)m.data, m.data_len);
-                if (!param)
-                        return -ENOMEM;
-                if (s->stopping || run_known(s, m.run.task_guid))
-                        break;
-                if (m.run.task_guid[0])
-                        memo_add(s, m.run.task_guid, m.run.cycle);
-                if (!s->scheduler) {
-                        r = queue_run(s, m.run.cycle, m.run.task_guid, param);
-                        if (r < 0)
-                                return r;
-                        break;
-                }
-                submit(s, m.run.cycle, m.run.task_guid, param);
-                break;
-        }
+        case PRIV_RUN:
+                return handle_run(s, &m);
         case PRIV_POLICY:
-                if (s->policy_pending && strcmp(m.policy.user, s->policy_user) == 0)
-                        s->policy_pending = false;
-                if (!s->scheduler)
-                        break;
-                (void)site_verifier(s);
-                r = tether_scheduler_policy(s->scheduler, m.policy.user[0] ? m.policy.user : NULL,
-                                            (enum tether_policy_result)m.policy.result, m.data, m.data_len,
-                                            m.data2, m.data2_len, m.policy.error);
-                if (r < 0 && r != -ESRCH)
-                        log_warning_errno(r, "Policy answer not taken, ignoring: %m");
+                handle_policy(s, &m);
                 break;
         case PRIV_SITE_KEY:
                 handle_site_key(s, m.data, m.data_len);

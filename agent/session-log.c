@@ -10,13 +10,13 @@
 
 /* The body of an encoded frame, for the seed-style log line. */
 static void frame_body(const uint8_t *frame, size_t len, const char **ret, int *ret_len) {
-        uint32_t b;
+        size_t b, sig;
 
         *ret = "";
         *ret_len = 0;
         if (len < TETHER_FRAME_HEADER_SIZE)
                 return;
-        b = (uint32_t)frame[4] << 24 | (uint32_t)frame[5] << 16 | (uint32_t)frame[6] << 8 | frame[7];
+        tether_frame_header_lengths(frame, &b, &sig);
         if (b > len - TETHER_FRAME_HEADER_SIZE)
                 return;
         *ret = (const char *)frame + TETHER_FRAME_HEADER_SIZE;

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "agent/session.h"
+#include "agent/session-internal.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -18,56 +19,7 @@
 #include "transport/rotation.h"
 #include "transport/sign.h"
 
-/* How far ahead of our clock a PUSH TimeStamp may be (section 5). */
-#define PUSH_FUTURE_SECONDS 300
-/* The clock-skew warning threshold (section 3). */
-#define SKEW_WARN_SECONDS 60
-/* Rejected: wait at least this long (the link adds jitter on top). */
-#define REJECTED_DELAY_SECONDS (15 * 60)
-/* Prefix of the spool name of a response to a PUSH whose signature failed:
- * its TaskGUID is unverified, so it must never shadow a genuine task's. */
-#define UNAUTH_PREFIX "U-"
-/* PUSH frames refused because the spool could not take them (disk full),
- * kept in memory to try again, up to this many; beyond, the MP re-delivers
- * them at the next sign-in, as it does for every push without PUSH_ACK. */
-#define HELD_MAX 64
-/* Tasks handed to the scheduler lately, so that their answer is built
- * without reading the task back from the spool. */
-#define RECENT_MAX 8
-
-struct recent_task {
-        char task_guid[TETHER_GUID_LEN];
-        uint64_t push_id;
-        uint64_t task_id;
-        uint64_t run_sent_ns; /* when RUN went to the root process (pushstats) */
-};
-
-struct session {
-        char client_id[TETHER_GUID_LEN];
-        const struct tether_key *device_key;
-        const struct tether_key *rollover_key; /* the old device key, while rotating */
-        bool rollover_sent;                    /* the SIGNIN on this link carried it */
-        char *hostname;
-        char *enrolment_token;
-        uint32_t max_frame;
-        bool enabled[4];
-        struct site_trust *trust;
-        struct tether_spool *spool;
-        struct session_ops ops;
-        void *userdata;
-        bool approved;
-        char last_error[256];
-        struct tether_frame *held[HELD_MAX];
-        size_t n_held;
-        struct recent_task recent[RECENT_MAX];
-        size_t recent_next;
-        struct pushstats *stats; /* owned */
-};
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(struct tether_msg *, tether_msg_free);
-
-static void set_error(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void set_error(struct session *s, const char *fmt, ...) {
+void set_error(struct session *s, const char *fmt, ...) {
         va_list ap;
 
         va_start(ap, fmt);
@@ -75,7 +27,7 @@ static void set_error(struct session *s, const char *fmt, ...) {
         va_end(ap);
 }
 
-static void changed(struct session *s) {
+void changed(struct session *s) {
         if (s->ops.changed)
                 s->ops.changed(s->userdata);
 }
@@ -151,7 +103,7 @@ static int add_rollover(struct session *s, struct tether_signin *m) {
         return 0;
 }
 
-void session_set_enabled(struct session *s, const bool enabled[4]) {
+void session_set_enabled(struct session *s, const bool enabled[TETHER_TASK_TYPE_MAX + 1]) {
         memcpy(s->enabled, enabled, sizeof(s->enabled));
 }
 
@@ -183,8 +135,8 @@ int session_make_signin(struct session *s, uint8_t **ret_frame, size_t *ret_len)
         r = tether_key_spki_base64(s->device_key, &m->signin.public_key);
         if (r < 0)
                 return r;
-        m->signin.n_task_types = 3;
-        for (unsigned i = 0; i < 3; i++)
+        m->signin.n_task_types = TETHER_TASK_TYPE_MAX;
+        for (unsigned i = 0; i < TETHER_TASK_TYPE_MAX; i++)
                 m->signin.task_types[i] = i + 1;
         m->signin.feature_1_1 = true;
         if (s->rollover_key) {
@@ -206,12 +158,12 @@ static int send_frame(struct session *s, const uint8_t *frame, size_t len) {
 
 /* The MP's address for log lines: the link's "host:port", or a plain
  * phrase when the link does not say. */
-static const char *peer_name(struct session *s) {
+const char *peer_name(struct session *s) {
         const char *p = s->ops.peer ? s->ops.peer(s->userdata) : NULL;
         return p && p[0] ? p : "the MP (address unknown)";
 }
 
-static void send_goodbye_and_reconnect(struct session *s, const char *reason_text) {
+void send_goodbye_and_reconnect(struct session *s, const char *reason_text) {
         _cleanup_(tether_msg_freep) struct tether_msg *m = NULL;
         _cleanup_(freep) uint8_t *frame = NULL;
         size_t len;
@@ -231,8 +183,8 @@ static void send_goodbye_and_reconnect(struct session *s, const char *reason_tex
 }
 
 /* Sends a stored response now if the channel is up and approved. */
-static void send_stored(struct session *s, const char *name, const char *guid, uint32_t rc,
-                        const uint8_t *frame, size_t len) {
+void send_stored(struct session *s, const char *name, const char *guid, uint32_t rc, const uint8_t *frame,
+                 size_t len) {
         int r;
 
         if (!s->approved)
@@ -260,14 +212,11 @@ static void make_room_unauth(struct session *s, size_t incoming) {
                         n, n == 1 ? "" : "s", SESSION_UNAUTH_MAX, SESSION_UNAUTH_BYTES_MAX / 1024);
 }
 
-/* Builds, signs, persists, then sends a RESPONSE. name is the spool name. */
-static int respond(struct session *s, const char *name, uint64_t push_id, uint64_t task_id, const char *guid,
-                   uint32_t rc, const char *detail) {
+/* The signed RESPONSE frame of a task: tether_msg_seal(), the one
+ * build-sign-frame path of every signed frame. */
+static int seal_response(struct session *s, uint64_t push_id, uint64_t task_id, const char *guid,
+                         uint32_t rc, const char *detail, uint8_t **ret_frame, size_t *ret_len) {
         _cleanup_(tether_msg_freep) struct tether_msg *m = NULL;
-        _cleanup_(freep) char *body = NULL;
-        _cleanup_(freep) uint8_t *sig = NULL, *frame = NULL;
-        size_t body_len, sig_len, frame_len;
-        uint64_t t_start = pushstats_now(), t_signed, t_saved;
         int r;
 
         r = tether_msg_new(TETHER_FRAME_RESPONSE, &m);
@@ -282,7 +231,7 @@ static int respond(struct session *s, const char *name, uint64_t push_id, uint64
         m->response.detail = strdup(detail ? detail : "");
         if (!m->response.detail)
                 return -ENOMEM;
-        r = tether_msg_build(m, &body, &body_len);
+        r = tether_msg_seal(m, s->device_key, s->max_frame, ret_frame, ret_len);
         if (r == -EINVAL && detail && detail[0]) {
                 /* A Detail the contract refuses must not leave the task
                  * unanswered for ever: answer without it. */
@@ -291,18 +240,22 @@ static int respond(struct session *s, const char *name, uint64_t push_id, uint64
                 m->response.detail = strdup("(the detail could not be encoded)");
                 if (!m->response.detail)
                         return -ENOMEM;
-                r = tether_msg_build(m, &body, &body_len);
+                r = tether_msg_seal(m, s->device_key, s->max_frame, ret_frame, ret_len);
         }
+        return r;
+}
+
+/* Builds, signs, persists, then sends a RESPONSE. name is the spool name. */
+int respond(struct session *s, const char *name, uint64_t push_id, uint64_t task_id, const char *guid,
+            uint32_t rc, const char *detail) {
+        _cleanup_(freep) uint8_t *frame = NULL;
+        size_t frame_len;
+        uint64_t t_start = pushstats_now(), t_signed, t_saved;
+        int r;
+
+        r = seal_response(s, push_id, task_id, guid, rc, detail, &frame, &frame_len);
         if (r < 0)
-                return log_error_errno(r, "Cannot build the response for task %s: %m", guid);
-        r = tether_sign(s->device_key, TETHER_FRAME_RESPONSE, (const uint8_t *)body, body_len, &sig,
-                        &sig_len);
-        if (r < 0)
-                return log_error_errno(r, "Cannot sign the response for task %s: %m", guid);
-        r = tether_frame_encode(TETHER_FRAME_RESPONSE, (const uint8_t *)body, body_len, sig, sig_len,
-                                s->max_frame, &frame, &frame_len);
-        if (r < 0)
-                return log_error_errno(r, "Cannot frame the response for task %s: %m", guid);
+                return log_error_errno(r, "Cannot build, sign and frame the response for task %s: %m", guid);
         t_signed = pushstats_now();
 
         if (startswith(name, UNAUTH_PREFIX) && !spool_has_response(s->spool, name))
@@ -324,7 +277,7 @@ static int respond(struct session *s, const char *name, uint64_t push_id, uint64
         return 0;
 }
 
-static int send_ack(struct session *s, const char *guid) {
+int send_ack(struct session *s, const char *guid) {
         _cleanup_(tether_msg_freep) struct tether_msg *m = NULL;
         _cleanup_(freep) uint8_t *frame = NULL;
         size_t len;
@@ -412,40 +365,6 @@ static void handle_confirm(struct session *s, struct tether_frame *frame) {
         changed(s);
 }
 
-/* Step 1 failed: nothing runs; answer Unauthorized naming the IDs if the
- * body can be read at all. */
-static void handle_unauthorized_push(struct session *s, struct tether_frame *frame, const char *why) {
-        _cleanup_(tether_msg_freep) struct tether_msg *m = NULL;
-        struct tether_diag diag = {0};
-        char name[64];
-
-        if (tether_msg_parse(TETHER_FRAME_PUSH, frame->body, frame->body_len, &m, &diag) < 0) {
-                log_warning("PUSH from %s with a bad signature (%s) and an unreadable body (%s): dropped",
-                            peer_name(s), why, diag.text);
-                set_error(s, "push with a bad signature dropped");
-                return;
-        }
-        log_warning("PUSH pushid=%llu taskguid=%s from %s: signature did not verify against the site key "
-                    "(%s); answering Unauthorized, nothing runs",
-                    (unsigned long long)m->push.push_id, m->push.task_guid, peer_name(s), why);
-        set_error(s, "push %s: bad signature", m->push.task_guid);
-        snprintf(name, sizeof(name), UNAUTH_PREFIX "%s", m->push.task_guid);
-        (void)respond(s, name, m->push.push_id, m->push.task_id, m->push.task_guid, TETHER_RC_UNAUTHORIZED,
-                      "the PUSH signature did not verify against the site key");
-}
-
-static struct recent_task *remember_task(struct session *s, const char *guid, uint64_t push_id,
-                                         uint64_t task_id) {
-        struct recent_task *t = &s->recent[s->recent_next];
-
-        strscpy(t->task_guid, sizeof(t->task_guid), guid);
-        t->push_id = push_id;
-        t->task_id = task_id;
-        t->run_sent_ns = 0;
-        s->recent_next = (s->recent_next + 1) % RECENT_MAX;
-        return t;
-}
-
 /* Takes a task out of the recent ones: its answer comes once. */
 static bool take_recent_task(struct session *s, const char *guid, uint64_t *ret_push_id,
                              uint64_t *ret_task_id, uint64_t *ret_run_sent_ns) {
@@ -460,140 +379,6 @@ static bool take_recent_task(struct session *s, const char *guid, uint64_t *ret_
                 }
         }
         return false;
-}
-
-/* Handles a PUSH; a retry of a held frame does not log the receive line
- * again. Sets *framep to NULL when it keeps the frame. */
-static void handle_push(struct session *s, struct tether_frame **framep, bool retry) {
-        struct tether_frame *frame = *framep;
-        _cleanup_(tether_msg_freep) struct tether_msg *m = NULL;
-        struct tether_diag diag = {0};
-        struct tether_push *p;
-        struct spool_task task = {0};
-        struct recent_task *recent;
-        char detail[256] = "";
-        uint32_t rc = 0;
-        /* Stage stamps (CLOCK_MONOTONIC ns) for pushstats. */
-        uint64_t t_received = pushstats_now(), t_verified, t_parsed, t_spooled;
-        time_t now;
-        int r;
-
-        if (!s->approved || !site_trust_key(s->trust)) {
-                send_goodbye_and_reconnect(s, "PUSH before an approved SIGNIN_CONFIRM");
-                return;
-        }
-        /* 1. Verify, before anything reads the body: tether_msg_open() in
-         * its two halves, so that each is timed on its own. */
-        r = tether_msg_verify(frame, site_trust_key(s->trust), &diag);
-        if (r == -EBADMSG && diag.kind == TETHER_DIAG_MISSING_SIGNATURE) {
-                /* Unsigned is not forged: a protocol error, not ReturnCode 5
-                 * (contract 7.6), and nothing of the body is read. */
-                send_goodbye_and_reconnect(s, "PUSH without a signature (S = 0)");
-                return;
-        }
-        if (r == -EBADMSG) {
-                handle_unauthorized_push(s, frame, diag.text);
-                return;
-        }
-        t_verified = pushstats_now();
-        /* 2. Parse and validate. */
-        if (r >= 0)
-                r = tether_msg_parse(frame->type, frame->body, frame->body_len, &m, &diag);
-        if (r < 0) {
-                char text[300];
-                snprintf(text, sizeof(text), "malformed PUSH: %s", diag.text[0] ? diag.text : strerror(-r));
-                send_goodbye_and_reconnect(s, text);
-                return;
-        }
-        p = &m->push;
-        t_parsed = pushstats_now();
-        pushstats_add(s->stats, PUSHSTATS_VERIFY, t_received, t_verified);
-        pushstats_add(s->stats, PUSHSTATS_PARSE, t_verified, t_parsed);
-        if (!retry)
-                session_log_push(p);
-
-        /* 3. A TaskGUID seen before never runs again. */
-        if (spool_has_task(s->spool, p->task_guid)) {
-                _cleanup_(freep) uint8_t *rsp = NULL;
-                size_t rlen;
-                uint32_t prc;
-                log_notice("Task %s was received before: not running it again", p->task_guid);
-                (void)send_ack(s, p->task_guid);
-                if (spool_load_response(s->spool, p->task_guid, &prc, &rsp, &rlen) >= 0)
-                        send_stored(s, p->task_guid, p->task_guid, prc, rsp, rlen);
-                return;
-        }
-
-        now = time(NULL);
-        if (p->expires <= now)
-                rc = TETHER_RC_INVALID_TASK, snprintf(detail, sizeof(detail), "the task expired");
-        else if (p->timestamp > now + PUSH_FUTURE_SECONDS)
-                rc = TETHER_RC_INVALID_TASK,
-                snprintf(detail, sizeof(detail), "TimeStamp is %llds ahead of the device clock",
-                         (long long)(p->timestamp - now));
-        else if (p->client_id[0] && strcmp(p->client_id, s->client_id) != 0)
-                rc = TETHER_RC_INVALID_TASK,
-                snprintf(detail, sizeof(detail), "addressed to another ClientID");
-        else if (p->task_type < 1 || p->task_type > 3)
-                rc = TETHER_RC_NOT_SUPPORTED,
-                snprintf(detail, sizeof(detail), "unknown TaskType %u", p->task_type);
-        else if (!s->enabled[p->task_type])
-                rc = TETHER_RC_NOT_SUPPORTED,
-                snprintf(detail, sizeof(detail), "disabled by local configuration");
-
-        /* 4. Persist (also the replay memory), before the ACK. */
-        memcpy(task.task_guid, p->task_guid, TETHER_GUID_LEN);
-        task.push_id = p->push_id;
-        task.task_id = p->task_id;
-        task.task_type = p->task_type;
-        task.param = p->task_param;
-        task.timestamp = p->timestamp;
-        /* A refused task is remembered at least a week from now. */
-        task.expires = rc && p->expires < now ? now : p->expires;
-        task.received = now;
-        r = spool_save_task(s->spool, &task);
-        if (r < 0) {
-                bool keep = s->n_held < HELD_MAX;
-                if (retry)
-                        log_debug_errno(r, "Task %s still cannot be persisted: %m", p->task_guid);
-                else
-                        log_error_errno(r, "Cannot persist task %s, refusing it for now (no PUSH_ACK)%s: %m",
-                                        p->task_guid,
-                                        keep ? "; trying again while connected"
-                                             : "; the MP delivers it again at the next sign-in");
-                set_error(s, "refusing task %s: cannot persist it: %s", p->task_guid, strerror(-r));
-                if (keep) {
-                        s->held[s->n_held++] = frame;
-                        *framep = NULL;
-                }
-                changed(s);
-                return;
-        }
-        t_spooled = pushstats_now();
-        if (retry)
-                log_info("Task %s persisted now that the spool takes it again", p->task_guid);
-        /* 5. Acknowledge. */
-        r = send_ack(s, p->task_guid);
-        if (r < 0)
-                log_debug_errno(r, "PUSH_ACK for %s not sent: %m", p->task_guid);
-        pushstats_add(s->stats, PUSHSTATS_SPOOL, t_parsed, t_spooled);
-        pushstats_add(s->stats, PUSHSTATS_ACK, t_spooled, pushstats_now());
-
-        if (rc) {
-                log_warning("Task %s refused: %s (%s)", p->task_guid, tether_return_code_name(rc), detail);
-                (void)respond(s, p->task_guid, p->push_id, p->task_id, p->task_guid, rc, detail);
-                return;
-        }
-        /* 6. Hand to the scheduler. */
-        recent = remember_task(s, p->task_guid, p->push_id, p->task_id);
-        recent->run_sent_ns = pushstats_now();
-        r = s->ops.run(s->userdata, p->task_type, p->task_guid, p->task_param);
-        if (r < 0) {
-                log_error_errno(r, "Cannot hand task %s to the scheduler: %m", p->task_guid);
-                (void)respond(s, p->task_guid, p->push_id, p->task_id, p->task_guid, TETHER_RC_FAILED,
-                              "the scheduler is not available");
-        }
-        changed(s);
 }
 
 static void handle_response_ack(struct session *s, struct tether_frame *frame) {
@@ -758,7 +543,7 @@ static int resume_one(struct tether_spool *spool, const struct spool_task *t, vo
         struct session *s = userdata;
         int r;
 
-        if (t->task_type < 1 || t->task_type > 3 || !s->enabled[t->task_type])
+        if (!tether_task_type_info(t->task_type) || !s->enabled[t->task_type])
                 return respond(s, t->task_guid, t->push_id, t->task_id, t->task_guid,
                                TETHER_RC_NOT_SUPPORTED,
                                "unknown TaskType, or disabled by local configuration");

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/tasktype.h"
 #include "transport/frame.h"
 #include "transport/guid.h"
 
@@ -63,7 +64,7 @@ struct session_config {
         const char *hostname;
         const char *enrolment_token; /* or NULL */
         uint32_t max_frame;
-        bool enabled[4]; /* by cycle; false: NotSupported (3) */
+        bool enabled[TETHER_TASK_TYPE_MAX + 1]; /* by task type; false: NotSupported (3) */
 };
 
 int session_new(const struct session_config *config, struct site_trust *trust, struct tether_spool *spool,
@@ -78,8 +79,8 @@ int session_set_identity(struct session *s, const char *client_id, const struct 
  * SIGNIN_CONFIRM answers one. NULL: none. */
 void session_set_rollover(struct session *s, const struct tether_key *old_key);
 
-/* Which cycles are enabled (index 1..3), after a reload. */
-void session_set_enabled(struct session *s, const bool enabled[4]);
+/* Which cycles are enabled (index 1..TETHER_TASK_TYPE_MAX), after a reload. */
+void session_set_enabled(struct session *s, const bool enabled[TETHER_TASK_TYPE_MAX + 1]);
 
 /* A fresh signed SIGNIN frame, owned by the caller. */
 int session_make_signin(struct session *s, uint8_t **ret_frame, size_t *ret_len);

@@ -13,21 +13,11 @@
 
 #include <openssl/evp.h>
 
+#include "common/bytes.h"
 #include "common/cleanup.h"
 #include "common/strutil.h"
 
 #define RECORD_MAGIC "TSP1"
-
-void spool_put_be32(uint8_t *p, uint32_t v) {
-        p[0] = (uint8_t)(v >> 24);
-        p[1] = (uint8_t)(v >> 16);
-        p[2] = (uint8_t)(v >> 8);
-        p[3] = (uint8_t)v;
-}
-
-uint32_t spool_get_be32(const uint8_t *p) {
-        return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
 
 static int record_check(const uint8_t *kind_len_payload, size_t n, uint8_t out[RECORD_CHECK]) {
         /* Fetched once: an implicit fetch on every record costs more than
@@ -56,7 +46,7 @@ int spool_record_encode(uint8_t kind, const uint8_t *payload, size_t len, uint8_
                 return -ENOMEM;
         memcpy(buf, RECORD_MAGIC, 4);
         buf[4] = kind;
-        spool_put_be32(buf + 5, (uint32_t)len);
+        put_be32(buf + 5, (uint32_t)len);
         if (len > 0)
                 memcpy(buf + RECORD_HEADER, payload, len);
         r = record_check(buf + 4, 5 + len, buf + RECORD_HEADER + len);
@@ -76,7 +66,7 @@ int spool_record_decode(const uint8_t *data, size_t len, uint8_t *ret_kind, cons
 
         if (len < RECORD_HEADER + RECORD_CHECK || memcmp(data, RECORD_MAGIC, 4) != 0)
                 return -EBADMSG;
-        plen = spool_get_be32(data + 5);
+        plen = get_be32(data + 5);
         if ((size_t)plen != len - RECORD_HEADER - RECORD_CHECK)
                 return -EBADMSG;
         if (record_check(data + 4, 5 + (size_t)plen, check) < 0)
@@ -109,14 +99,6 @@ int spool_task_encode(const struct spool_task *t, char **ret) {
                 return -ENOMEM;
         *ret = out;
         return 0;
-}
-
-static int hex_value(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        return -1;
 }
 
 static int parse_time_field(const char *v, size_t n, time_t *ret) {
@@ -187,7 +169,7 @@ int spool_task_decode(const uint8_t *p, size_t len, struct spool_task *ret) {
                                 goto fail;
                         }
                         for (size_t i = 0; i < vlen / 2; i++) {
-                                int hi = hex_value(v[2 * i]), lo = hex_value(v[2 * i + 1]);
+                                int hi = hex_digit_value(v[2 * i]), lo = hex_digit_value(v[2 * i + 1]);
                                 if (hi < 0 || lo < 0)
                                         goto bad;
                                 t.param[i] = (char)(hi << 4 | lo);

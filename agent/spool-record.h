@@ -27,9 +27,6 @@ enum {
         KIND_RESPONSE = 'R',
 };
 
-void spool_put_be32(uint8_t *p, uint32_t v);
-uint32_t spool_get_be32(const uint8_t *p);
-
 /* The task payload: *ret owned by the caller (free). */
 int spool_task_encode(const struct spool_task *t, char **ret);
 /* 0 and *ret filled (the caller calls spool_task_done), -EBADMSG, -ENOMEM. */

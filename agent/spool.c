@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "agent/spool-record.h"
+#include "common/bytes.h"
 #include "common/fsutil.h"
 #include "common/cleanup.h"
 #include "common/strutil.h"
@@ -263,7 +264,7 @@ int spool_save_response(struct tether_spool *s, const char *name, uint32_t retur
         payload = malloc(4 + len);
         if (!payload)
                 return -ENOMEM;
-        spool_put_be32(payload, return_code);
+        put_be32(payload, return_code);
         memcpy(payload + 4, frame, len);
         r = write_record(s->responses_fd, name, KIND_RESPONSE, payload, 4 + len);
         if (r < 0)
@@ -301,7 +302,7 @@ int spool_load_response(struct tether_spool *s, const char *name, uint32_t *ret_
         if (!frame)
                 return -ENOMEM;
         memcpy(frame, payload + 4, plen - 4);
-        *ret_code = spool_get_be32(payload);
+        *ret_code = get_be32(payload);
         *ret_frame = frame;
         *ret_len = plen - 4;
         return 0;

@@ -23,6 +23,9 @@ static struct {
 } arg = {.config_path = TETHER_SYSCONFDIR_STR "/tether.conf"};
 
 static void help(void) {
+        char names[TETHER_TASK_TYPE_NAMES_MAX];
+
+        tether_task_type_cli_names(names, sizeof(names));
         printf("Usage: tetherctl [OPTIONS] COMMAND\n"
                "\n"
                "Talks to the running tetherd over its control socket (root and the\n"
@@ -31,9 +34,9 @@ static void help(void) {
                "Commands:\n"
                "  status                     connection state, transport, MP, ClientID,\n"
                "                             site-key fingerprint, queue depths, last error\n"
-               "  trigger CYCLE              run a cycle now: machine-policy, user-policy,\n"
-               "                             app-evaluation, or a schedule ID such as\n"
-               "                             {00000000-0000-0000-0000-000000000021}\n"
+               "  trigger CYCLE              run a cycle now: one of %s,\n"
+               "                             or a schedule ID such as\n"
+               "                             %s\n"
                "  tasks                      recent tasks and their return codes\n"
                "  stats                      the agent's own timing of each push, by stage:\n"
                "                             count, median, p99 and max in microseconds\n"
@@ -49,6 +52,7 @@ static void help(void) {
                "  -c, --config FILE          tetherd's configuration (default %s)\n"
                "      --json                 print the raw JSON answer\n"
                "  -h, --help                 show this help\n",
+               names, tether_task_type_schedule_id(TETHER_TASK_MACHINE_POLICY),
                TETHER_SYSCONFDIR_STR "/tether.conf");
 }
 
@@ -202,8 +206,9 @@ int main(int argc, char **argv) {
                 return 2;
         }
         if (strcmp(command, "trigger") == 0 && !argument[0]) {
-                fprintf(stderr,
-                        "tetherctl: trigger needs a cycle: machine-policy, user-policy, app-evaluation\n");
+                char names[TETHER_TASK_TYPE_NAMES_MAX];
+                tether_task_type_cli_names(names, sizeof(names));
+                fprintf(stderr, "tetherctl: trigger needs a cycle: %s\n", names);
                 return 2;
         }
         if (strcmp(command, "identity") == 0 && strcmp(argument, "show") != 0 &&

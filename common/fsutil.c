@@ -124,26 +124,27 @@ int write_file_atomic(const char *path, const void *data, size_t len, mode_t mod
         return write_file_atomic_at(dirfd, slash ? strrchr(path, '/') + 1 : path, data, len, mode, flags);
 }
 
-int read_file_at(int dirfd, const char *name, size_t max, uint8_t **ret, size_t *ret_len) {
-        _cleanup_(closep) int fd = -1;
+int read_fd_capped(int fd, size_t max, uint8_t **ret, size_t *ret_len) {
         _cleanup_(freep) uint8_t *buf = NULL;
-        struct stat st;
-        size_t have = 0;
+        size_t have = 0, cap = 0;
 
-        fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (fd < 0)
-                return -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (!S_ISREG(st.st_mode))
-                return -EBADF;
-        if ((uint64_t)st.st_size > max)
-                return -EFBIG;
-        buf = malloc((size_t)st.st_size + 1);
-        if (!buf)
-                return -ENOMEM;
-        while (have < (size_t)st.st_size) {
-                ssize_t k = read(fd, buf + have, (size_t)st.st_size - have);
+        for (;;) {
+                ssize_t k;
+
+                if (have == cap) {
+                        /* Grows in steps up to max + 1, the byte that tells
+                         * a file of exactly max bytes from a longer one. */
+                        size_t want = cap ? cap * 2 : 4096;
+                        uint8_t *n;
+                        if (want > max + 1)
+                                want = max + 1;
+                        n = realloc(buf, want + 1);
+                        if (!n)
+                                return -ENOMEM;
+                        buf = n;
+                        cap = want;
+                }
+                k = read(fd, buf + have, cap - have);
                 if (k < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -152,11 +153,31 @@ int read_file_at(int dirfd, const char *name, size_t max, uint8_t **ret, size_t 
                 if (k == 0)
                         break;
                 have += (size_t)k;
+                if (have > max)
+                        return -EFBIG;
         }
+        if (!buf && !(buf = malloc(1)))
+                return -ENOMEM;
         buf[have] = 0;
         *ret = TAKE_PTR(buf);
         *ret_len = have;
         return 0;
+}
+
+int read_file_at(int dirfd, const char *name, size_t max, uint8_t **ret, size_t *ret_len) {
+        _cleanup_(closep) int fd = -1;
+        struct stat st;
+
+        fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -EBADF;
+        if ((uint64_t)st.st_size > max)
+                return -EFBIG;
+        return read_fd_capped(fd, max, ret, ret_len);
 }
 
 int mkdir_p(const char *path, mode_t mode) {

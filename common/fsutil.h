@@ -51,9 +51,15 @@ int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t l
 /* The same for a path: the directory is the one path names. */
 int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode, unsigned flags);
 
-/* Reads a whole file of at most max bytes. *ret (NUL-terminated one byte past
- * *ret_len) is owned by the caller. -EFBIG when larger than max. */
+/* Reads a whole file of at most max bytes (the one capped read of the tree).
+ * *ret (NUL-terminated one byte past *ret_len) is owned by the caller.
+ * -EFBIG when larger than max, -EBADF when name is not a regular file; a
+ * symbolic link is not followed (-ELOOP). */
 int read_file_at(int dirfd, const char *name, size_t max, uint8_t **ret, size_t *ret_len);
+
+/* The same for an open fd, read to its end (a pipe too): -EFBIG as soon as
+ * more than max bytes came. */
+int read_fd_capped(int fd, size_t max, uint8_t **ret, size_t *ret_len);
 
 /* Creates path and its parents with mode (existing ones are left alone). */
 int mkdir_p(const char *path, mode_t mode);

@@ -19,6 +19,9 @@ int strscpy(char *dst, size_t size, const char *src);
 /* Lowercase hex of len bytes into out, which must hold 2*len+1 bytes. */
 void hex_encode(const uint8_t *data, size_t len, char *out);
 
+/* The value of one hex digit (either case), or -1. */
+int hex_digit_value(char c);
+
 /* True when the len bytes are well-formed UTF-8 (no overlongs, no
  * surrogates, nothing above U+10FFFF). */
 bool utf8_is_valid(const uint8_t *s, size_t len);

@@ -14,6 +14,7 @@
 
 #include "common/log.h"
 #include "common/strutil.h"
+#include "common/tasktype.h"
 #include "mp/mp.h"
 
 #define DEFAULT_SOCKET "/var/lib/tether-mp/admin.sock"
@@ -201,13 +202,11 @@ static int cmd_conflicts(struct cli *cli) {
 static int parse_task_type(const char *s, uint32_t *ret) {
         uint64_t v;
 
-        if (!strcmp(s, "machine-policy") || !strcmp(s, "RequestMachinePolicy"))
-                *ret = 1;
-        else if (!strcmp(s, "user-policy") || !strcmp(s, "RequestUserPolicy"))
-                *ret = 2;
-        else if (!strcmp(s, "app-evaluation") || !strcmp(s, "AppEvaluation"))
-                *ret = 3;
-        else if (parse_u64(s, 1, 65535, &v) == 0)
+        /* The names of common/tasktype.h; any other number too (for tests of
+         * NotSupported). */
+        if ((*ret = tether_task_type_from_string(s)) != 0)
+                return 0;
+        if (parse_u64(s, 1, 65535, &v) == 0)
                 *ret = (uint32_t)v;
         else
                 return -EINVAL;

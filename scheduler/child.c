@@ -77,6 +77,33 @@ static int park_fd(int fd) {
 
 /* Runs in the forked child: only system calls from here on (the parent is
  * single-threaded, but we keep to async-signal-safe calls regardless). */
+/* In the child: become the user, each step checked; a hook never runs with
+ * root left over. setgroups + setgid + setuid: initgroups() is done in the
+ * parent (getgrouplist), because NSS is not fork-safe. */
+static void child_drop_to(const struct child_cred *cred) {
+        if (setgroups(cred->n_groups, cred->groups) < 0) {
+                write_child_error("setgroups", errno);
+                _exit(127);
+        }
+        if (setgid(cred->gid) < 0) {
+                write_child_error("setgid", errno);
+                _exit(127);
+        }
+        if (setuid(cred->uid) < 0) {
+                write_child_error("setuid", errno);
+                _exit(127);
+        }
+        if (getuid() != cred->uid || geteuid() != cred->uid || getgid() != cred->gid ||
+            getegid() != cred->gid) {
+                write_child_error("credential check", EPERM);
+                _exit(127);
+        }
+        if (cred->uid != 0 && setuid(0) == 0) {
+                write_child_error("privilege drop check", EPERM);
+                _exit(127);
+        }
+}
+
 static _Noreturn void child_exec(const struct child_spec *spec, int null_fd, int out_wr) {
         sigset_t all;
         int exec_fd, policy_fd;
@@ -122,32 +149,8 @@ static _Noreturn void child_exec(const struct child_spec *spec, int null_fd, int
         if (exec_fd < 0)
                 (void)close(CHILD_EXEC_FD);
 
-        if (spec->cred) {
-                /* setgroups + setgid + setuid: initgroups() done in the
-                 * parent (getgrouplist), because NSS is not fork-safe. Each
-                 * step is checked; a hook never runs with root left over. */
-                if (setgroups(spec->cred->n_groups, spec->cred->groups) < 0) {
-                        write_child_error("setgroups", errno);
-                        _exit(127);
-                }
-                if (setgid(spec->cred->gid) < 0) {
-                        write_child_error("setgid", errno);
-                        _exit(127);
-                }
-                if (setuid(spec->cred->uid) < 0) {
-                        write_child_error("setuid", errno);
-                        _exit(127);
-                }
-                if (getuid() != spec->cred->uid || geteuid() != spec->cred->uid ||
-                    getgid() != spec->cred->gid || getegid() != spec->cred->gid) {
-                        write_child_error("credential check", EPERM);
-                        _exit(127);
-                }
-                if (spec->cred->uid != 0 && setuid(0) == 0) {
-                        write_child_error("privilege drop check", EPERM);
-                        _exit(127);
-                }
-        }
+        if (spec->cred)
+                child_drop_to(spec->cred);
 
         if (!spec->cwd || chdir(spec->cwd) < 0) {
                 if (!spec->cred || chdir("/") < 0) {
@@ -276,6 +279,27 @@ static int on_child_exit(sd_event_source *source, const siginfo_t *si, void *use
         return 0;
 }
 
+/* The child's record, before the fork; NULL when out of memory. */
+static struct child *child_alloc(sd_event *event, const struct child_spec *spec, child_done_fn done,
+                                 void *userdata) {
+        struct child *c = calloc(1, sizeof(*c));
+
+        if (!c)
+                return NULL;
+        c->event = sd_event_ref(event);
+        c->out_fd = -1;
+        c->grace_usec = spec->grace_usec;
+        c->output_cap = spec->output_cap;
+        c->done = done;
+        c->userdata = userdata;
+        c->step = strdup(spec->step ? spec->step : "child");
+        c->output = malloc(spec->output_cap > 0 ? spec->output_cap : 1);
+        if (!c->step || !c->output)
+                return child_free(c);
+        c->result.output = c->output;
+        return c;
+}
+
 int child_spawn(sd_event *event, const struct child_spec *spec, child_done_fn done, void *userdata,
                 struct child **ret) {
         _cleanup_(closep) int null_fd = -1;
@@ -292,22 +316,9 @@ int child_spawn(sd_event *event, const struct child_spec *spec, child_done_fn do
         if (!sigismember(&mask, SIGCHLD))
                 return -EBUSY;
 
-        c = calloc(1, sizeof(*c));
+        c = child_alloc(event, spec, done, userdata);
         if (!c)
                 return -ENOMEM;
-        c->event = sd_event_ref(event);
-        c->out_fd = -1;
-        c->grace_usec = spec->grace_usec;
-        c->output_cap = spec->output_cap;
-        c->done = done;
-        c->userdata = userdata;
-        c->step = strdup(spec->step ? spec->step : "child");
-        c->output = malloc(spec->output_cap > 0 ? spec->output_cap : 1);
-        if (!c->step || !c->output) {
-                r = -ENOMEM;
-                goto fail;
-        }
-        c->result.output = c->output;
 
         null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (null_fd < 0) {

@@ -128,14 +128,6 @@ bool policy_user_name_valid(const char *name) {
 }
 
 static int parse_intervals(xmlNode *root, struct policy *p, char *reason, size_t size) {
-        static const struct {
-                const char *name;
-                enum tether_cycle cycle;
-        } map[] = {
-                {"MachinePolicy", TETHER_CYCLE_MACHINE_POLICY},
-                {"UserPolicy", TETHER_CYCLE_USER_POLICY},
-                {"AppEvaluation", TETHER_CYCLE_APP_EVALUATION},
-        };
         struct tether_diag diag = {0};
         xmlNode *intervals = NULL;
         int r;
@@ -145,19 +137,22 @@ static int parse_intervals(xmlNode *root, struct policy *p, char *reason, size_t
                 return fail(reason, size, "%s", diag.text);
         if (r == 0)
                 return 0;
-        for (size_t i = 0; i < ELEMENTSOF(map); i++) {
+        for (uint32_t t = 1; t <= TETHER_TASK_TYPE_MAX; t++) {
+                const char *name = tether_task_type_info(t)->interval_element;
                 _cleanup_(freep) char *text = NULL;
                 uint64_t v;
 
-                r = get_child_text(intervals, map[i].name, &text, reason, size);
+                if (!name)
+                        continue;
+                r = get_child_text(intervals, name, &text, reason, size);
                 if (r < 0)
                         return r;
                 if (r == 0)
                         continue;
                 if (parse_u64(text, INTERVAL_MIN_SEC, INTERVAL_MAX_SEC, &v) < 0)
-                        return fail(reason, size, "Intervals/%s must be %u..%u seconds", map[i].name,
+                        return fail(reason, size, "Intervals/%s must be %u..%u seconds", name,
                                     INTERVAL_MIN_SEC, INTERVAL_MAX_SEC);
-                p->interval_sec[map[i].cycle] = v;
+                p->interval_sec[t] = v;
         }
         return 0;
 }
@@ -427,40 +422,6 @@ int policy_store(const char *state_dir, const char *user, const uint8_t *body, s
         return write_file_atomic(path, body, len, 0644, FSUTIL_DURABLE);
 }
 
-static int read_file(const char *path, size_t max, uint8_t **ret, size_t *ret_len) {
-        _cleanup_(closep) int fd = -1;
-        _cleanup_(freep) uint8_t *buf = NULL;
-        struct stat st;
-        size_t off = 0;
-
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (fd < 0)
-                return -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (!S_ISREG(st.st_mode))
-                return -EBADMSG;
-        if ((uint64_t)st.st_size > max)
-                return -EFBIG;
-        buf = malloc((size_t)st.st_size + 1);
-        if (!buf)
-                return -ENOMEM;
-        while (off < (size_t)st.st_size) {
-                ssize_t n = read(fd, buf + off, (size_t)st.st_size - off);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                off += (size_t)n;
-        }
-        *ret = TAKE_PTR(buf);
-        *ret_len = off;
-        return 0;
-}
-
 int policy_seal(const uint8_t *body, size_t len) {
         _cleanup_(closep) int fd = -1;
         size_t off = 0;
@@ -499,12 +460,12 @@ int policy_load(const struct tether_key *key, const char *state_dir, const char 
                 return r;
         if (asprintf(&sig_path, "%s.sig", path) < 0)
                 return -ENOMEM;
-        r = read_file(path, POLICY_MAX_BYTES, &body, &len);
+        r = read_file_at(AT_FDCWD, path, POLICY_MAX_BYTES, &body, &len);
         if (r == -ENOENT)
                 return r;
         if (r < 0)
                 return fail(reason, reason_size, "stored policy unreadable: %s", strerror(-r));
-        r = read_file(sig_path, 65536, &sig, &sig_len);
+        r = read_file_at(AT_FDCWD, sig_path, 65536, &sig, &sig_len);
         if (r < 0)
                 return fail(reason, reason_size, "stored policy has no signature: %s", strerror(-r));
         r = policy_verify_parse(key, body, len, sig, sig_len, user, &p, reason, reason_size);
@@ -560,7 +521,7 @@ int policy_floor_get(const char *state_dir, const char *user, char ret[POLICY_TI
         r = floor_path(state_dir, user, false, &path);
         if (r < 0)
                 return r;
-        r = read_file(path, 64, &buf, &len);
+        r = read_file_at(AT_FDCWD, path, 64, &buf, &len);
         if (r < 0)
                 return r;
         while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' '))

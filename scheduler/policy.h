@@ -44,8 +44,8 @@ struct policy_app {
 struct policy {
         char *policy_id;
         char *timestamp;
-        char *user;                                  /* NULL for the machine scope */
-        uint64_t interval_sec[TETHER_CYCLE_MAX + 1]; /* 0: not overridden */
+        char *user;                                      /* NULL for the machine scope */
+        uint64_t interval_sec[TETHER_TASK_TYPE_MAX + 1]; /* 0: not overridden */
         struct policy_app *apps;
         size_t n_apps;
         bool empty; /* no child element at all: the signed "no policy" (section 7) */

@@ -22,12 +22,9 @@
 struct tether_key;
 struct tether_scheduler;
 
-enum tether_cycle {
-        TETHER_CYCLE_MACHINE_POLICY = 1, /* TaskType 1 */
-        TETHER_CYCLE_USER_POLICY = 2,    /* TaskType 2 */
-        TETHER_CYCLE_APP_EVALUATION = 3, /* TaskType 3 */
-};
-#define TETHER_CYCLE_MAX 3
+/* A cycle is a task type: enum tether_task_type, its number the TaskType. */
+#include "common/tasktype.h"
+#include "transport/policy-answer.h"
 
 struct tether_scheduler_options {
         const char *state_dir;             /* policies/ and floor/: root's own, 0700, that no
@@ -35,16 +32,16 @@ struct tether_scheduler_options {
         const char *cycles_dir;            /* "/etc/tether/cycles.d": machine-policy/, user-policy/,
                                             * app-evaluation/ */
         const struct tether_key *site_key; /* verifies policies; borrowed */
-        uint64_t time_limit_usec[TETHER_CYCLE_MAX + 1]; /* per cycle, index by enum */
-        uint64_t interval_usec[TETHER_CYCLE_MAX + 1];   /* 0: no periodic run */
-        uint64_t kill_grace_usec;                       /* SIGTERM to SIGKILL; default 5 s when 0 */
+        uint64_t time_limit_usec[TETHER_TASK_TYPE_MAX + 1]; /* per cycle, index by enum */
+        uint64_t interval_usec[TETHER_TASK_TYPE_MAX + 1];   /* 0: no periodic run */
+        uint64_t kill_grace_usec;                           /* SIGTERM to SIGKILL; default 5 s when 0 */
         size_t output_cap;    /* bytes of stdout+stderr kept per child; 64 KiB when 0 */
         uint64_t random_seed; /* for the per-device offset; 0 draws one */
 };
 
 /* Called once per submitted request (every joined request gets its own
  * call), and once per periodic run with task_guid NULL. */
-typedef void (*tether_cycle_done_fn)(struct tether_scheduler *s, enum tether_cycle cycle,
+typedef void (*tether_cycle_done_fn)(struct tether_scheduler *s, enum tether_task_type cycle,
                                      const char *task_guid, uint32_t return_code, const char *detail,
                                      void *userdata);
 
@@ -71,15 +68,8 @@ struct tether_scheduler *tether_scheduler_free(struct tether_scheduler *s); /* a
  * are already pending (the request is not queued; periodic ticks are never
  * refused).
  */
-int tether_scheduler_submit(struct tether_scheduler *s, enum tether_cycle cycle, const char *task_guid,
+int tether_scheduler_submit(struct tether_scheduler *s, enum tether_task_type cycle, const char *task_guid,
                             const char *param);
-
-enum tether_policy_result {
-        TETHER_POLICY_NEW = 0,   /* body and signature follow */
-        TETHER_POLICY_UNCHANGED, /* 304: keep the stored one */
-        TETHER_POLICY_NONE,      /* 404: the MP has no policy for this scope */
-        TETHER_POLICY_ERROR,     /* the fetch failed; error says how */
-};
 
 /* Answers a policy request. The body is verified against the site key
  * before it is parsed; one that fails is never stored and the cycle
@@ -227,9 +217,6 @@ unsigned tether_scheduler_pending(const struct tether_scheduler *s);
 #include <stdbool.h>
 #include <sys/types.h>
 
-/* The same token sequence as transport/message.h, so both may be included. */
-#define TETHER_DETAIL_MAX 4096u
-
 /* tether_scheduler_policy() returns -ESRCH when no cycle is waiting for
  * that policy (it came too late, or the cycle was cancelled or timed out);
  * the answer is then dropped. */
@@ -237,9 +224,9 @@ unsigned tether_scheduler_pending(const struct tether_scheduler *s);
 /* Receives each child's captured output (at most output_cap bytes, not
  * NUL-terminated; total is what the child wrote) when the child has ended,
  * for the program's logs. status: the exit code, or minus the signal. */
-typedef void (*tether_child_output_fn)(struct tether_scheduler *s, enum tether_cycle cycle, const char *step,
-                                       int status, const char *output, size_t len, uint64_t total,
-                                       void *userdata);
+typedef void (*tether_child_output_fn)(struct tether_scheduler *s, enum tether_task_type cycle,
+                                       const char *step, int status, const char *output, size_t len,
+                                       uint64_t total, void *userdata);
 /* Replaces the key that verifies policies (borrowed; after a site key
  * rotation, a key that accepts the current key and its predecessors in
  * their overlap: transport/rotation.h). */
@@ -259,5 +246,5 @@ void tether_scheduler_set_session_query(struct tether_scheduler *s, tether_activ
 /* When the cycle's next periodic run is due, CLOCK_BOOTTIME in usec, and
  * its current interval (after any policy override). Returns -ENOENT when
  * the cycle has no periodic run, -EINVAL for an unknown cycle. */
-int tether_scheduler_next_run(const struct tether_scheduler *s, enum tether_cycle cycle, uint64_t *ret_usec,
-                              uint64_t *ret_interval_usec);
+int tether_scheduler_next_run(const struct tether_scheduler *s, enum tether_task_type cycle,
+                              uint64_t *ret_usec, uint64_t *ret_interval_usec);

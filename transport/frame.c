@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/bytes.h"
 #include "common/cleanup.h"
 #include "transport/frame.h"
 
@@ -50,24 +51,9 @@ bool tether_frame_type_signed(uint8_t type) {
                type == TETHER_FRAME_PUSH || type == TETHER_FRAME_RESPONSE;
 }
 
-static void put_be32(uint8_t *p, uint32_t v) {
-        p[0] = (uint8_t)(v >> 24);
-        p[1] = (uint8_t)(v >> 16);
-        p[2] = (uint8_t)(v >> 8);
-        p[3] = (uint8_t)v;
-}
-
-static void put_be16(uint8_t *p, uint16_t v) {
-        p[0] = (uint8_t)(v >> 8);
-        p[1] = (uint8_t)v;
-}
-
-static uint32_t get_be32(const uint8_t *p) {
-        return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
-}
-
-static uint16_t get_be16(const uint8_t *p) {
-        return (uint16_t)((unsigned)p[0] << 8 | (unsigned)p[1]);
+void tether_frame_header_lengths(const uint8_t *header, size_t *ret_body, size_t *ret_sig) {
+        *ret_body = get_be32(header + 4);
+        *ret_sig = get_be16(header + 8);
 }
 
 int tether_frame_encode(uint8_t type, const uint8_t *body, size_t body_len, const uint8_t *sig,

@@ -46,6 +46,10 @@ struct tether_frame {
 
 void tether_frame_free(struct tether_frame *frame); /* accepts NULL */
 
+/* The lengths a header (TETHER_FRAME_HEADER_SIZE bytes of an encoded frame
+ * of ours) announces: the whole frame is HEADER + body + sig bytes. */
+void tether_frame_header_lengths(const uint8_t *header, size_t *ret_body, size_t *ret_sig);
+
 /* "SIGNIN", "PUSH", ...; "unknown" for anything else. */
 const char *tether_frame_type_name(uint8_t type);
 

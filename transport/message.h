@@ -16,27 +16,12 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "common/tasktype.h"
 #include "transport/diag.h"
 #include "transport/frame.h"
 #include "transport/guid.h"
 
 struct tether_key;
-
-enum tether_task_type {
-        TETHER_TASK_MACHINE_POLICY = 1,
-        TETHER_TASK_USER_POLICY = 2,
-        TETHER_TASK_APP_EVALUATION = 3,
-};
-
-enum tether_return_code {
-        TETHER_RC_SUCCESS = 1,
-        TETHER_RC_FAILED = 2,
-        TETHER_RC_NOT_SUPPORTED = 3,
-        TETHER_RC_INVALID_TASK = 4,
-        TETHER_RC_UNAUTHORIZED = 5,
-        TETHER_RC_TIMED_OUT = 6,
-        TETHER_RC_CANCELLED = 7,
-};
 
 enum tether_signin_status {
         TETHER_SIGNIN_APPROVED = 1,
@@ -52,7 +37,6 @@ enum tether_goodbye_reason {
         TETHER_GOODBYE_OVERLOADED,
 };
 
-#define TETHER_DETAIL_MAX 4096u
 #define TETHER_MAX_TASK_TYPES 16u
 /* The most SiteKeyEndorsement elements a SIGNIN_CONFIRM may carry. */
 #define TETHER_MAX_ENDORSEMENTS 64u
@@ -187,9 +171,6 @@ int tether_msg_open(const struct tether_frame *frame, const struct tether_key *p
 int tether_msg_verify(const struct tether_frame *frame, const struct tether_key *peer_key,
                       struct tether_diag *diag);
 
-/* Names for logs and the schedule-ID aliases of the contract. */
-const char *tether_task_type_name(uint32_t task_type);                /* "RequestMachinePolicy" */
-const char *tether_task_type_schedule_id(uint32_t task_type);         /* "{00000000-...-000000000021}" */
-const char *tether_return_code_name(uint32_t rc);                     /* "Success" */
+/* Names for logs (the task types' and return codes': common/tasktype.h). */
 const char *tether_goodbye_reason_name(enum tether_goodbye_reason r); /* "protocol-error" */
 const char *tether_signin_status_name(enum tether_signin_status s);   /* "Approved" */

@@ -197,34 +197,6 @@ bool tether_key_equal(const struct tether_key *a, const struct tether_key *b) {
 
 /* ---- files ---- */
 
-/* Reads a whole small file from an open fd. */
-static int read_fd_all(int fd, char **ret, size_t *ret_len) {
-        _cleanup_(freep) char *buf = NULL;
-        size_t have = 0;
-
-        buf = malloc(PEM_FILE_MAX + 1);
-        if (!buf)
-                return -ENOMEM;
-        for (;;) {
-                ssize_t n = read(fd, buf + have, PEM_FILE_MAX + 1 - have);
-
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                have += (size_t)n;
-                if (have > PEM_FILE_MAX)
-                        return -EFBIG;
-        }
-        buf[have] = '\0';
-        *ret = TAKE_PTR(buf);
-        *ret_len = have;
-        return 0;
-}
-
 /* Never prompts for a passphrase: an encrypted key is simply not loadable. */
 static int no_passphrase(char *buf, int size, int rwflag, void *userdata) {
         return -1;
@@ -232,7 +204,7 @@ static int no_passphrase(char *buf, int size, int rwflag, void *userdata) {
 
 int tether_key_load_private(const char *path, struct tether_key **ret) {
         _cleanup_(closep) int fd = -1;
-        _cleanup_(freep) char *pem = NULL;
+        _cleanup_(freep) uint8_t *pem = NULL;
         _cleanup_(BIO_freep) BIO *bio = NULL;
         EVP_PKEY *pkey;
         struct stat st;
@@ -252,7 +224,7 @@ int tether_key_load_private(const char *path, struct tether_key **ret) {
         if (st.st_mode & (S_IRWXG | S_IRWXO))
                 return -EPERM;
 
-        r = read_fd_all(fd, &pem, &len);
+        r = read_fd_capped(fd, PEM_FILE_MAX, &pem, &len);
         if (r < 0)
                 return r == -EFBIG ? -EBADMSG : r;
         bio = BIO_new_mem_buf(pem, (int)len);
@@ -269,7 +241,7 @@ int tether_key_load_private(const char *path, struct tether_key **ret) {
 
 int tether_key_load_public(const char *path, struct tether_key **ret) {
         _cleanup_(closep) int fd = -1;
-        _cleanup_(freep) char *pem = NULL;
+        _cleanup_(freep) uint8_t *pem = NULL;
         size_t len = 0;
         int r;
 
@@ -278,10 +250,10 @@ int tether_key_load_public(const char *path, struct tether_key **ret) {
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 return -errno;
-        r = read_fd_all(fd, &pem, &len);
+        r = read_fd_capped(fd, PEM_FILE_MAX, &pem, &len);
         if (r < 0)
                 return r == -EFBIG ? -EBADMSG : r;
-        return tether_key_from_public_pem(pem, len, ret);
+        return tether_key_from_public_pem((const char *)pem, len, ret);
 }
 
 /* Copies a memory BIO's contents into a NUL-terminated malloc'ed string. */

@@ -93,7 +93,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         abort();
                 if (m.data2 && (m.data2 < pkt || m.data2 + m.data2_len > pkt + size - 1))
                         abort();
-                if ((m.type == PRIV_RUN && (m.run.cycle < 1 || m.run.cycle > TETHER_CYCLE_MAX)) ||
+                if ((m.type == PRIV_RUN && (m.run.cycle < 1 || m.run.cycle > TETHER_TASK_TYPE_MAX)) ||
                     (m.type == PRIV_POLICY && (m.policy.result > TETHER_POLICY_ERROR || m.policy.error > 0)))
                         abort();
                 round_trip(side, &m);

@@ -166,12 +166,12 @@ static void test_set_and_cycles(void **state) {
         assert_int_equal(c->n_errors, 4);
         assert_string_equal(c->errors[1], "x:3: [agent] max_frame: number out of range: '12'");
 
-        assert_int_equal(tether_cycle_from_string("machine-policy"), 1);
-        assert_int_equal(tether_cycle_from_string("{00000000-0000-0000-0000-000000000026}"), 2);
-        assert_int_equal(tether_cycle_from_string("00000000-0000-0000-0000-000000000121"), 3);
-        assert_int_equal(tether_cycle_from_string("3"), 3);
-        assert_int_equal(tether_cycle_from_string("{00000000-0000-0000-0000-000000000022}"), 0);
-        assert_int_equal(tether_cycle_from_string("reboot"), 0);
+        assert_int_equal(tether_task_type_from_string("machine-policy"), 1);
+        assert_int_equal(tether_task_type_from_string("{00000000-0000-0000-0000-000000000026}"), 2);
+        assert_int_equal(tether_task_type_from_string("00000000-0000-0000-0000-000000000121"), 3);
+        assert_int_equal(tether_task_type_from_string("3"), 3);
+        assert_int_equal(tether_task_type_from_string("{00000000-0000-0000-0000-000000000022}"), 0);
+        assert_int_equal(tether_task_type_from_string("reboot"), 0);
         tether_config_free(c);
 }
 

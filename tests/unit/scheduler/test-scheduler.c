@@ -33,7 +33,7 @@
 #define USEC_PER_MSEC 1000ULL
 
 struct result {
-        enum tether_cycle cycle;
+        enum tether_task_type cycle;
         char *guid;
         uint32_t rc;
         char *detail;
@@ -144,7 +144,7 @@ static void answer_set(struct fx *f, struct answer *a, enum tether_policy_result
                                  0);
 }
 
-static void on_done(struct tether_scheduler *s, enum tether_cycle cycle, const char *task_guid,
+static void on_done(struct tether_scheduler *s, enum tether_task_type cycle, const char *task_guid,
                     uint32_t return_code, const char *detail, void *userdata) {
         struct fx *f = userdata;
 
@@ -186,7 +186,7 @@ static int fake_sessions(uid_t **ret, void *userdata) {
         return f->n_uids;
 }
 
-static void on_output(struct tether_scheduler *s, enum tether_cycle cycle, const char *step, int status,
+static void on_output(struct tether_scheduler *s, enum tether_task_type cycle, const char *step, int status,
                       const char *output, size_t len, uint64_t total, void *userdata) {
         struct fx *f = userdata;
 
@@ -223,7 +223,7 @@ static int fx_setup(void **state) {
                 .kill_grace_usec = 300 * USEC_PER_MSEC,
                 .random_seed = 42,
         };
-        for (int c = 1; c <= TETHER_CYCLE_MAX; c++)
+        for (int c = 1; c <= TETHER_TASK_TYPE_MAX; c++)
                 f->opt.time_limit_usec[c] = 20 * USEC_PER_SEC;
         f->machine.result = TETHER_POLICY_NONE;
         f->user.result = TETHER_POLICY_NONE;
@@ -313,7 +313,7 @@ static void test_machine_policy_env_scrubbed(void **state) {
                    make_policy(NULL, PID_A, "2026-11-21T10:00:00Z", NULL));
         fx_start(f);
 
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, GUID1, "param-x"), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, GUID1, "param-x"), 0);
         run_until_results(f, 1, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[0].rc, 1);
         assert_string_equal(f->results[0].guid, GUID1);
@@ -365,7 +365,7 @@ static void test_tampered_policy_rejected_old_kept(void **state) {
                    make_policy(NULL, PID_A, "2026-11-21T10:00:00Z", NULL));
         good = strdup(f->machine.body);
         fx_start(f);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, GUID1, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, GUID1, NULL), 0);
         run_until_results(f, 1, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[0].rc, 1);
         assert_int_equal(count_lines(runs), 1);
@@ -375,7 +375,7 @@ static void test_tampered_policy_rejected_old_kept(void **state) {
                    make_policy(NULL, PID_A, "2026-11-21T11:00:00Z", NULL));
         char *altered = strstr(f->machine.body, "2026-11-21T11");
         altered[12] = '2';
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, GUID2, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, GUID2, NULL), 0);
         run_until_results(f, 2, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[1].rc, 2);
         assert_non_null(strstr(f->results[1].detail, "policy rejected: signature does not verify"));
@@ -389,7 +389,7 @@ static void test_tampered_policy_rejected_old_kept(void **state) {
                                      strlen(f->machine.body), &f->machine.sig, &f->machine.sig_len),
                          0);
         tether_key_free(other);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 3, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[2].rc, 2);
         assert_non_null(strstr(f->results[2].detail, "signature"));
@@ -399,7 +399,7 @@ static void test_tampered_policy_rejected_old_kept(void **state) {
         assert_int_equal(tether_sign(f->key, 0x01, (const uint8_t *)f->machine.body, strlen(f->machine.body),
                                      &f->machine.sig, &f->machine.sig_len),
                          0);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 4, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[3].rc, 2);
         assert_non_null(strstr(f->results[3].detail, "signature"));
@@ -407,7 +407,7 @@ static void test_tampered_policy_rejected_old_kept(void **state) {
         /* 4: validly signed but older than the stored one: a rollback. */
         answer_set(f, &f->machine, TETHER_POLICY_NEW,
                    make_policy(NULL, PID_B, "2026-11-20T10:00:00Z", NULL));
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 5, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[4].rc, 2);
         assert_non_null(strstr(f->results[4].detail, "older"));
@@ -418,7 +418,7 @@ static void test_tampered_policy_rejected_old_kept(void **state) {
         free(f->machine.sig);
         f->machine.sig = NULL;
         f->machine.sig_len = 0;
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 6, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[5].rc, 2);
 
@@ -429,7 +429,7 @@ static void test_tampered_policy_rejected_old_kept(void **state) {
 
         /* And UNCHANGED still finds the good one, verified. */
         answer_set(f, &f->machine, TETHER_POLICY_UNCHANGED, NULL);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 7, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[6].rc, 1);
         assert_non_null(strstr(f->results[6].detail, "unchanged"));
@@ -440,7 +440,7 @@ static void test_tampered_policy_rejected_old_kept(void **state) {
         stored = strdup(good);
         stored[strlen(stored) - 3] = 'X'; /* </PolicX> */
         write_file(stored_path, stored, 0644);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 8, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[7].rc, 2);
         assert_non_null(strstr(f->results[7].detail, "stored policy refused"));
@@ -496,7 +496,7 @@ static void test_invalid_policies_rejected(void **state) {
         fx_start(f);
         for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
                 answer_set(f, &f->machine, TETHER_POLICY_NEW, strdup(bad[i]));
-                assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+                assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
                 run_until_results(f, i + 1, 10 * USEC_PER_SEC);
                 if (f->results[i].rc != 2 || !strstr(f->results[i].detail, "policy rejected"))
                         fail_msg("bad policy %zu accepted: rc %u, %s", i, f->results[i].rc,
@@ -512,7 +512,7 @@ static void test_invalid_policies_rejected(void **state) {
                                "<Application ID=\"a.b+c-d_e\" Version=\"1\"><Intent>Uninstall</Intent>"
                                "<Detect>false</Detect><Uninstall>true</Uninstall>"
                                "<TimeoutSeconds>86400</TimeoutSeconds></Application></Applications>"));
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, ELEMENTSOF(bad) + 1, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[ELEMENTSOF(bad)].rc, 1);
         assert_int_equal(access(stored_path, F_OK), 0);
@@ -536,7 +536,7 @@ static void test_policy_none_and_error(void **state) {
 
         /* 404 with nothing stored: the cycle succeeds without a policy. */
         answer_set(f, &f->machine, TETHER_POLICY_NONE, NULL);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 1, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[0].rc, 1);
         assert_non_null(strstr(f->results[0].detail, "no policy"));
@@ -546,7 +546,7 @@ static void test_policy_none_and_error(void **state) {
 
         /* UNCHANGED with nothing stored cannot succeed. */
         answer_set(f, &f->machine, TETHER_POLICY_UNCHANGED, NULL);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 2, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[1].rc, 2);
         assert_non_null(strstr(f->results[1].detail, "no stored policy"));
@@ -555,7 +555,7 @@ static void test_policy_none_and_error(void **state) {
                    make_policy(NULL, PID_A, "2026-11-21T10:00:00Z",
                                "<Settings><Setting Name=\"k\">v</Setting></Settings>"));
         assert_true(asprintf(&both, "\"\n%zu\n[/dev/fd/3]", strlen(f->machine.body)) > 0);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 3, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[2].rc, 1);
         assert_int_equal(access(stored_path, F_OK), 0);
@@ -563,7 +563,7 @@ static void test_policy_none_and_error(void **state) {
         /* A 404 is not signed: it removes nothing, and the hooks run with
          * the policy still in force. */
         answer_set(f, &f->machine, TETHER_POLICY_NONE, NULL);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 4, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[3].rc, 1);
         assert_non_null(strstr(f->results[3].detail, "no policy on the MP (404), policy "
@@ -577,7 +577,7 @@ static void test_policy_none_and_error(void **state) {
         /* A signed empty Policy withdraws it. */
         answer_set(f, &f->machine, TETHER_POLICY_NEW,
                    make_policy(NULL, PID_B, "2026-11-21T11:00:00Z", NULL));
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 5, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[4].rc, 1);
         assert_non_null(strstr(f->results[4].detail, "(empty) stored"));
@@ -588,12 +588,12 @@ static void test_policy_none_and_error(void **state) {
          * would be undefined) is just an unknown error. */
         answer_set(f, &f->machine, TETHER_POLICY_ERROR, NULL);
         f->machine.error = INT32_MIN;
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 6, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[5].rc, 2);
         assert_non_null(strstr(f->results[5].detail, "fetch failed: unknown error"));
         f->machine.error = -ECONNREFUSED;
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 7, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[6].rc, 2);
         assert_non_null(strstr(f->results[6].detail, "fetch failed: Connection refused"));
@@ -615,7 +615,7 @@ static void test_rollback_floor(void **state) {
         fx_start(f);
         answer_set(f, &f->machine, TETHER_POLICY_NEW,
                    make_policy(NULL, PID_B, "2026-11-21T12:00:00Z", NULL));
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 1, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[0].rc, 1);
         floor = read_text(floor_path);
@@ -625,7 +625,7 @@ static void test_rollback_floor(void **state) {
 
         answer_set(f, &f->machine, TETHER_POLICY_NEW,
                    make_policy(NULL, PID_A, "2026-11-21T11:59:59Z", NULL));
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 2, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[1].rc, 2);
         assert_non_null(strstr(f->results[1].detail, "older than 2026-11-21T12:00:00Z"));
@@ -634,7 +634,7 @@ static void test_rollback_floor(void **state) {
         /* The same revision again (a lost ETag) is fine. */
         answer_set(f, &f->machine, TETHER_POLICY_NEW,
                    make_policy(NULL, PID_B, "2026-11-21T12:00:00Z", NULL));
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 3, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[2].rc, 1);
 
@@ -642,7 +642,7 @@ static void test_rollback_floor(void **state) {
         write_file(floor_path, "garbage\n", 0600);
         answer_set(f, &f->machine, TETHER_POLICY_NEW,
                    make_policy(NULL, PID_A, "2027-01-01T00:00:00Z", NULL));
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 4, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[3].rc, 2);
         assert_non_null(strstr(f->results[3].detail, "rollback floor is unreadable"));
@@ -659,11 +659,11 @@ static void test_pending_bounded(void **state) {
         for (unsigned i = 0; i < TETHER_SCHEDULER_PENDING_MAX; i++) {
                 /* Distinct users: distinct runs, which coalescing does not join. */
                 snprintf(param, sizeof(param), "u%u", i % 64);
-                assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, GUID1, param), 0);
+                assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_USER_POLICY, GUID1, param), 0);
         }
         assert_int_equal(tether_scheduler_pending(f->s), TETHER_SCHEDULER_PENDING_MAX);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, GUID2, NULL), -ENOBUFS);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, GUID2, "u1"), -ENOBUFS);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, GUID2, NULL), -ENOBUFS);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_USER_POLICY, GUID2, "u1"), -ENOBUFS);
         assert_int_equal(tether_scheduler_pending(f->s), TETHER_SCHEDULER_PENDING_MAX);
         assert_int_equal(f->n_results, 0);
 }
@@ -696,7 +696,7 @@ static void test_run_parts_filtering(void **state) {
                    make_policy(NULL, PID_A, "2026-11-21T10:00:00Z", NULL));
         fx_start(f);
 
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, GUID1, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, GUID1, NULL), 0);
         run_until_results(f, 1, 10 * USEC_PER_SEC);
         order = read_text(order_path);
         assert_string_equal(order, "10\n50\n60\n");
@@ -715,7 +715,7 @@ static void test_run_parts_filtering(void **state) {
         snprintf(path, sizeof(path), "%s/machine-policy", f->cycles);
         assert_int_equal(chmod(path, 0777), 0);
         answer_set(f, &f->machine, TETHER_POLICY_UNCHANGED, NULL);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, GUID2, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, GUID2, NULL), 0);
         run_until_results(f, 2, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[1].rc, 2);
         assert_non_null(strstr(f->results[1].detail, "writable by group or others: no hook run"));
@@ -747,7 +747,7 @@ static void test_coalescing_and_order(void **state) {
 
         /* Three requests for a queued cycle: one run, three answers. */
         for (int i = 0; i < 3; i++)
-                assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, guids[i], NULL),
+                assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, guids[i], NULL),
                                  0);
         assert_int_equal(tether_scheduler_pending(f->s), 3);
         run_until_results(f, 3, 10 * USEC_PER_SEC);
@@ -756,18 +756,18 @@ static void test_coalescing_and_order(void **state) {
 
         /* One request starts a run; two more while it runs make exactly
          * one more run after it. App evaluation queued behind waits. */
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, guids[3], NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, guids[3], NULL), 0);
         run_until_requests(f, 2, 10 * USEC_PER_SEC);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_APP_EVALUATION, NULL, NULL), 0);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, guids[4], NULL), 0);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, guids[5], NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_APP_EVALUATION, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, guids[4], NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, guids[5], NULL), 0);
         assert_int_equal(tether_scheduler_pending(f->s), 4);
         run_until_results(f, 7, 20 * USEC_PER_SEC);
         assert_int_equal(count_lines(runs_path), 3);
         assert_int_equal(tether_scheduler_pending(f->s), 0);
 
         for (size_t i = 0; i < f->n_results; i++) {
-                if (f->results[i].cycle == TETHER_CYCLE_APP_EVALUATION) {
+                if (f->results[i].cycle == TETHER_TASK_APP_EVALUATION) {
                         assert_null(f->results[i].guid);
                         continue;
                 }
@@ -787,8 +787,8 @@ static void test_coalescing_and_order(void **state) {
         assert_string_equal(log, "mp-start\nmp-end\nmp-start\nmp-end\napp-detect\nmp-start\nmp-end\n");
 
         /* Bad input. */
-        assert_int_equal(tether_scheduler_submit(f->s, (enum tether_cycle)0, NULL, NULL), -EINVAL);
-        assert_int_equal(tether_scheduler_submit(f->s, (enum tether_cycle)4, NULL, NULL), -EINVAL);
+        assert_int_equal(tether_scheduler_submit(f->s, (enum tether_task_type)0, NULL, NULL), -EINVAL);
+        assert_int_equal(tether_scheduler_submit(f->s, (enum tether_task_type)4, NULL, NULL), -EINVAL);
 }
 
 static int pidfd_open_(pid_t pid) {
@@ -813,12 +813,12 @@ static void test_time_limit_kills_process_group(void **state) {
              "exec sleep 30' \"$M\" &\n"
              "sleep 30",
              0755);
-        f->opt.time_limit_usec[TETHER_CYCLE_MACHINE_POLICY] = 700 * USEC_PER_MSEC;
+        f->opt.time_limit_usec[TETHER_TASK_MACHINE_POLICY] = 700 * USEC_PER_MSEC;
         answer_set(f, &f->machine, TETHER_POLICY_NONE, NULL);
         fx_start(f);
 
         start = now_usec();
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, GUID1, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, GUID1, NULL), 0);
         run_until_results(f, 1, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[0].rc, 6);
         assert_non_null(strstr(f->results[0].detail, "hook 10-hangs timed out"));
@@ -853,7 +853,7 @@ static void test_output_cap(void **state) {
         answer_set(f, &f->machine, TETHER_POLICY_NONE, NULL);
         fx_start(f);
         start = now_usec();
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, GUID1, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, GUID1, NULL), 0);
         run_until_results(f, 1, 10 * USEC_PER_SEC);
         assert_true(now_usec() - start < 8 * USEC_PER_SEC);
         assert_int_equal(f->outputs, 2);
@@ -868,7 +868,7 @@ static void test_output_cap(void **state) {
         assert_null(strstr(f->results[0].detail, "10-chatty"));
 }
 
-static void output_cap_exact(struct tether_scheduler *s, enum tether_cycle cycle, const char *step,
+static void output_cap_exact(struct tether_scheduler *s, enum tether_task_type cycle, const char *step,
                              int status, const char *output, size_t len, uint64_t total, void *userdata) {
         struct fx *f = userdata;
 
@@ -887,7 +887,7 @@ static void test_output_cap_counts(void **state) {
         answer_set(f, &f->machine, TETHER_POLICY_NONE, NULL);
         fx_start(f);
         tether_scheduler_set_output_handler(f->s, output_cap_exact, f);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, GUID1, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, GUID1, NULL), 0);
         run_until_results(f, 1, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[0].rc, 1);
         assert_int_equal(f->outputs, 1);
@@ -930,12 +930,12 @@ static void test_app_evaluation(void **state) {
                    make_policy(NULL, PID_A, "2026-11-21T10:00:00Z", apps));
         fx_start(f);
         /* Store the policy through a machine policy cycle first. */
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 1, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[0].rc, 1);
 
         start = now_usec();
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_APP_EVALUATION, GUID1, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_APP_EVALUATION, GUID1, NULL), 0);
         run_until_results(f, 2, 15 * USEC_PER_SEC);
         assert_true(now_usec() - start < 8 * USEC_PER_SEC);
         d = f->results[1].detail;
@@ -952,7 +952,7 @@ static void test_app_evaluation(void **state) {
         assert_int_equal(access(rm, F_OK), -1);
 
         /* A second evaluation: what was fixed stays compliant. */
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_APP_EVALUATION, GUID2, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_APP_EVALUATION, GUID2, NULL), 0);
         run_until_results(f, 3, 15 * USEC_PER_SEC);
         assert_non_null(strstr(f->results[2].detail, "install-me: compliant"));
         assert_non_null(strstr(f->results[2].detail, "remove-me: compliant"));
@@ -971,17 +971,17 @@ static void test_app_evaluation_compliant_and_cycle_limit(void **state) {
                              "</Applications>") > 0);
         answer_set(f, &f->machine, TETHER_POLICY_NEW,
                    make_policy(NULL, PID_A, "2026-11-21T10:00:00Z", apps));
-        f->opt.time_limit_usec[TETHER_CYCLE_APP_EVALUATION] = 600 * USEC_PER_MSEC;
+        f->opt.time_limit_usec[TETHER_TASK_APP_EVALUATION] = 600 * USEC_PER_MSEC;
         fx_start(f);
         /* No policy yet: nothing to evaluate, which is compliant. */
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_APP_EVALUATION, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_APP_EVALUATION, NULL, NULL), 0);
         run_until_results(f, 1, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[0].rc, 1);
         assert_non_null(strstr(f->results[0].detail, "no application deployments"));
 
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 2, 10 * USEC_PER_SEC);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_APP_EVALUATION, GUID1, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_APP_EVALUATION, GUID1, NULL), 0);
         run_until_results(f, 3, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[2].rc, 1);
         assert_string_equal(f->results[2].detail, "one: compliant; two: compliant");
@@ -993,9 +993,9 @@ static void test_app_evaluation_compliant_and_cycle_limit(void **state) {
                                     "</Applications>") > 0);
         answer_set(f, &f->machine, TETHER_POLICY_NEW,
                    make_policy(NULL, PID_B, "2026-11-21T11:00:00Z", apps));
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 4, 10 * USEC_PER_SEC);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_APP_EVALUATION, GUID2, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_APP_EVALUATION, GUID2, NULL), 0);
         run_until_results(f, 5, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[4].rc, 6);
         assert_non_null(strstr(f->results[4].detail, "hang: timed out (detect)"));
@@ -1029,7 +1029,7 @@ static void test_user_policy_runs_as_user(void **state) {
         fx_start(f);
 
         /* The user named in TaskParam. */
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, GUID1, "nobody"), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_USER_POLICY, GUID1, "nobody"), 0);
         run_until_results(f, 1, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[0].rc, 1);
         assert_string_equal(f->last_user, "nobody");
@@ -1064,7 +1064,7 @@ static void test_user_policy_runs_as_user(void **state) {
         snprintf(path, sizeof(path), "%s/uid", out);
         unlink(path);
         answer_set(f, &f->user, TETHER_POLICY_UNCHANGED, NULL);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, GUID2, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_USER_POLICY, GUID2, NULL), 0);
         run_until_results(f, 2, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[1].rc, 1);
         free(uid);
@@ -1076,7 +1076,7 @@ static void test_user_policy_runs_as_user(void **state) {
         /* A policy signed for another user is refused as nobody's. */
         answer_set(f, &f->user, TETHER_POLICY_NEW,
                    make_policy("alice", PID_A, "2026-11-22T10:00:00Z", NULL));
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, NULL, "nobody"), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_USER_POLICY, NULL, "nobody"), 0);
         run_until_results(f, 3, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[2].rc, 2);
         assert_non_null(strstr(f->results[2].detail, "User is not 'nobody'"));
@@ -1091,31 +1091,31 @@ static void test_user_policy_invalid_task(void **state) {
         hook(f, "user-policy", "10-never", "echo ran >> \"$M/ran\"", 0755);
         f->n_uids = 0;
         fx_start(f);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, GUID1, "nobody"), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_USER_POLICY, GUID1, "nobody"), 0);
         run_until_results(f, 1, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[0].rc, 4);
         assert_string_equal(f->results[0].detail, "user 'nobody' has no active session");
 
-        assert_int_equal(
-                tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, NULL, "no-such-user-tether"), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_USER_POLICY, NULL, "no-such-user-tether"),
+                         0);
         run_until_results(f, 2, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[1].rc, 4);
         assert_non_null(strstr(f->results[1].detail, "does not exist"));
 
         f->uids[0] = 0;
         f->n_uids = 1;
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, NULL, "root"), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_USER_POLICY, NULL, "root"), 0);
         run_until_results(f, 3, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[2].rc, 4);
         assert_non_null(strstr(f->results[2].detail, "never runs as root"));
 
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, NULL, "../etc/passwd"), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_USER_POLICY, NULL, "../etc/passwd"), 0);
         run_until_results(f, 4, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[3].rc, 4);
         assert_non_null(strstr(f->results[3].detail, "not a valid user name"));
 
         /* All users, but only root is logged in: nothing to do. */
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_USER_POLICY, NULL, NULL), 0);
         run_until_results(f, 5, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[4].rc, 1);
         assert_non_null(strstr(f->results[4].detail, "no user with an active session"));
@@ -1129,7 +1129,7 @@ static void test_user_policy_invalid_task(void **state) {
         tether_scheduler_set_session_query(f->s, NULL, NULL);
         f->user.result = TETHER_POLICY_NONE;
         hook(f, "user-policy", "10-never", "true", 0755);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_USER_POLICY, NULL, NULL), 0);
         run_until_results(f, 6, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[5].rc, 1);
 }
@@ -1143,8 +1143,8 @@ static void test_cancel_all(void **state) {
         hook(f, "machine-policy", "10-hang", "echo $$ > \"$M/pid\"; exec sleep 30", 0755);
         answer_set(f, &f->machine, TETHER_POLICY_NONE, NULL);
         fx_start(f);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, GUID1, NULL), 0);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_APP_EVALUATION, GUID2, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, GUID1, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_APP_EVALUATION, GUID2, NULL), 0);
         run_until_requests(f, 1, 10 * USEC_PER_SEC);
         while (access(pid_path, F_OK) < 0)
                 run_for(f, 50 * USEC_PER_MSEC);
@@ -1162,7 +1162,7 @@ static void test_cancel_all(void **state) {
         /* A new request waits for the cancelled child to go, then runs. */
         unlink(pid_path);
         hook(f, "machine-policy", "10-hang", "echo fine", 0755);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 3, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[2].rc, 1);
         assert_true(kill(pid, 0) < 0);
@@ -1179,7 +1179,7 @@ static void test_detail_truncated(void **state) {
         }
         answer_set(f, &f->machine, TETHER_POLICY_NONE, NULL);
         fx_start(f);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 1, 10 * USEC_PER_SEC);
         d = f->results[0].detail;
         assert_true(strlen(d) <= TETHER_DETAIL_MAX);
@@ -1192,27 +1192,27 @@ static void test_periodic(void **state) {
         struct fx *f = *state;
         uint64_t next = 0, interval = 0, now = 0;
 
-        f->opt.interval_usec[TETHER_CYCLE_APP_EVALUATION] = 2 * USEC_PER_SEC;
-        f->opt.interval_usec[TETHER_CYCLE_MACHINE_POLICY] = 3600 * USEC_PER_SEC;
+        f->opt.interval_usec[TETHER_TASK_APP_EVALUATION] = 2 * USEC_PER_SEC;
+        f->opt.interval_usec[TETHER_TASK_MACHINE_POLICY] = 3600 * USEC_PER_SEC;
         answer_set(f, &f->machine, TETHER_POLICY_NEW,
                    make_policy(NULL, PID_A, "2026-11-21T10:00:00Z",
                                "<Intervals><MachinePolicy>120</MachinePolicy></Intervals>"));
         fx_start(f);
-        assert_int_equal(tether_scheduler_next_run(f->s, TETHER_CYCLE_USER_POLICY, &next, &interval),
+        assert_int_equal(tether_scheduler_next_run(f->s, TETHER_TASK_USER_POLICY, &next, &interval),
                          -ENOENT);
-        assert_int_equal(tether_scheduler_next_run(f->s, TETHER_CYCLE_MACHINE_POLICY, &next, &interval), 0);
+        assert_int_equal(tether_scheduler_next_run(f->s, TETHER_TASK_MACHINE_POLICY, &next, &interval), 0);
         assert_int_equal(interval, 3600 * USEC_PER_SEC);
         assert_true(sd_event_now(f->event, CLOCK_BOOTTIME, &now) >= 0);
         assert_true(next > now && next <= now + 3600 * USEC_PER_SEC);
 
         /* A periodic run answers with task_guid NULL within interval + slack. */
         run_until_results(f, 1, 5 * USEC_PER_SEC);
-        assert_int_equal(f->results[0].cycle, TETHER_CYCLE_APP_EVALUATION);
+        assert_int_equal(f->results[0].cycle, TETHER_TASK_APP_EVALUATION);
         assert_null(f->results[0].guid);
         assert_int_equal(f->results[0].rc, 1);
 
         /* The machine policy's Intervals override the option. */
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, GUID1, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, GUID1, NULL), 0);
         /* Periodic app evaluations keep coming meanwhile: wait for ours. */
         for (bool found = false; !found;) {
                 run_until_results(f, f->n_results + 1, 5 * USEC_PER_SEC);
@@ -1221,7 +1221,7 @@ static void test_periodic(void **state) {
                 if (found)
                         assert_int_equal(last->rc, 1);
         }
-        assert_int_equal(tether_scheduler_next_run(f->s, TETHER_CYCLE_MACHINE_POLICY, &next, &interval), 0);
+        assert_int_equal(tether_scheduler_next_run(f->s, TETHER_TASK_MACHINE_POLICY, &next, &interval), 0);
         assert_int_equal(interval, 120 * USEC_PER_SEC);
         assert_true(sd_event_now(f->event, CLOCK_BOOTTIME, &now) >= 0);
         assert_true(next > now && next <= now + 120 * USEC_PER_SEC);
@@ -1229,7 +1229,7 @@ static void test_periodic(void **state) {
         /* The same seed gives the same offset; the override survives a restart. */
         f->s = tether_scheduler_free(f->s);
         fx_start(f);
-        assert_int_equal(tether_scheduler_next_run(f->s, TETHER_CYCLE_MACHINE_POLICY, &next, &interval), 0);
+        assert_int_equal(tether_scheduler_next_run(f->s, TETHER_TASK_MACHINE_POLICY, &next, &interval), 0);
         assert_int_equal(interval, 120 * USEC_PER_SEC);
 }
 
@@ -1243,7 +1243,7 @@ static void test_sigchld_not_blocked(void **state) {
         sigemptyset(&mask);
         sigaddset(&mask, SIGCHLD);
         assert_int_equal(sigprocmask(SIG_UNBLOCK, &mask, NULL), 0);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 1, 5 * USEC_PER_SEC);
         assert_int_equal(sigprocmask(SIG_BLOCK, &mask, NULL), 0);
         assert_int_equal(f->results[0].rc, 2);
@@ -1254,9 +1254,9 @@ static void test_policy_wait_timeout_and_cancel(void **state) {
         struct fx *f = *state;
 
         f->no_answer = true;
-        f->opt.time_limit_usec[TETHER_CYCLE_MACHINE_POLICY] = 500 * USEC_PER_MSEC;
+        f->opt.time_limit_usec[TETHER_TASK_MACHINE_POLICY] = 500 * USEC_PER_MSEC;
         fx_start(f);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, GUID1, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, GUID1, NULL), 0);
         run_until_results(f, 1, 5 * USEC_PER_SEC);
         assert_int_equal(f->results[0].rc, 6);
         assert_non_null(strstr(f->results[0].detail, "timed out waiting for the policy"));
@@ -1265,7 +1265,7 @@ static void test_policy_wait_timeout_and_cancel(void **state) {
                          -ESRCH);
 
         /* Cancelled while waiting for the policy, then a late answer. */
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, GUID2, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_USER_POLICY, GUID2, NULL), 0);
         f->uids[0] = 65534;
         f->n_uids = 1;
         run_until_requests(f, 2, 5 * USEC_PER_SEC);
@@ -1307,9 +1307,9 @@ static void test_user_policy_applications(void **state) {
         f->uids[0] = 65534;
         f->n_uids = 1;
         fx_start(f);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, NULL, NULL), 0);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_APP_EVALUATION, GUID1, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_USER_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_APP_EVALUATION, GUID1, NULL), 0);
         run_until_results(f, 3, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[1].rc, 1);
         assert_int_equal(f->results[2].rc, 1);
@@ -1340,7 +1340,7 @@ static void test_app_evaluation_hooks(void **state) {
              "if [ -n \"$TETHER_POLICY\" ]; then cat \"$TETHER_POLICY\" > \"$M/policy\"; fi",
              0755);
         fx_start(f);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_APP_EVALUATION, GUID1, "p1"), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_APP_EVALUATION, GUID1, "p1"), 0);
         run_until_results(f, 1, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[0].rc, 1);
         assert_string_equal(f->results[0].detail, "no application deployments; 1 hook ran");
@@ -1358,7 +1358,7 @@ static void test_app_evaluation_hooks(void **state) {
                                "<Applications><Application ID=\"base\"><Intent>Required</Intent>"
                                "<Detect>echo app >> \"$TETHER_STATE_DIR/../marks/order\"</Detect>"
                                "<Install>false</Install></Application></Applications>"));
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 2, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[1].rc, 1);
         hook(f, "app-evaluation", "20-fails", "echo 20 >> \"$M/order\"; echo 'no licence' >&2; exit 4",
@@ -1367,7 +1367,7 @@ static void test_app_evaluation_hooks(void **state) {
         snprintf(path, sizeof(path), "%s/app-evaluation/30-unsafe", f->cycles);
         assert_int_equal(chmod(path, 0777), 0);
         assert_int_equal(unlink(order_path), 0);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_APP_EVALUATION, GUID2, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_APP_EVALUATION, GUID2, NULL), 0);
         run_until_results(f, 3, 10 * USEC_PER_SEC);
         order = read_text(order_path);
         assert_string_equal(order, "app\n10 app-evaluation\n20\n");
@@ -1413,7 +1413,7 @@ static void test_shipped_examples(void **state) {
         assert_int_equal(p->apps[0].intent, POLICY_INTENT_REQUIRED);
         assert_string_equal(p->apps[1].id, "cowsay");
         assert_int_equal(p->apps[1].intent, POLICY_INTENT_UNINSTALL);
-        assert_int_equal(p->interval_sec[TETHER_CYCLE_APP_EVALUATION], 86400);
+        assert_int_equal(p->interval_sec[TETHER_TASK_APP_EVALUATION], 86400);
         p = policy_free(p);
         /* The same bytes as someone's user policy: refused. */
         assert_int_equal(policy_verify_parse(f->key, (const uint8_t *)body, strlen(body), sig, sig_len,
@@ -1448,13 +1448,13 @@ static void test_shipped_examples(void **state) {
         fx_start(f);
         /* With no policy, the hook says so and succeeds. */
         answer_set(f, &f->machine, TETHER_POLICY_NONE, NULL);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 1, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[0].rc, 1);
         assert_string_equal(f->last_output, "machine policy: none for this device\n");
 
         answer_set(f, &f->machine, TETHER_POLICY_NEW, strdup(body));
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, GUID1, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, GUID1, NULL), 0);
         run_until_results(f, 2, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[1].rc, 1);
         assert_string_equal(f->last_output, "machine policy 6B1E2C4A-3F5D-4E7A-9C8B-1D2E3F4A5B6C in effect "
@@ -1462,7 +1462,7 @@ static void test_shipped_examples(void **state) {
 
         /* A 404 leaves it in effect. */
         answer_set(f, &f->machine, TETHER_POLICY_NONE, NULL);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_MACHINE_POLICY, NULL, NULL), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_MACHINE_POLICY, NULL, NULL), 0);
         run_until_results(f, 3, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[2].rc, 1);
         assert_string_equal(
@@ -1492,7 +1492,7 @@ static void test_user_hook_without_policy(void **state) {
         f->uids[0] = 65534;
         f->n_uids = 1;
         fx_start(f);
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, GUID1, "nobody"), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_USER_POLICY, GUID1, "nobody"), 0);
         run_until_results(f, 1, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[0].rc, 1);
         snprintf(path, sizeof(path), "%s/seen", out);
@@ -1504,7 +1504,7 @@ static void test_user_hook_without_policy(void **state) {
         /* With a policy, the example hook reads it through fd 3. */
         answer_set(f, &f->user, TETHER_POLICY_NEW,
                    make_policy("nobody", PID_B, "2026-11-21T10:00:00Z", NULL));
-        assert_int_equal(tether_scheduler_submit(f->s, TETHER_CYCLE_USER_POLICY, GUID2, "nobody"), 0);
+        assert_int_equal(tether_scheduler_submit(f->s, TETHER_TASK_USER_POLICY, GUID2, "nobody"), 0);
         run_until_results(f, 2, 10 * USEC_PER_SEC);
         assert_int_equal(f->results[1].rc, 1);
         assert_string_equal(
