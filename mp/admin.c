@@ -408,6 +408,7 @@ int mp_admin_request(struct mp_conn *c, int method, const char *path, const char
                      size_t body_len) {
         char id[128];
         const char *rest;
+        int r;
 
         if (strcmp(path, "/v1/status") == 0 && method == HTTP_GET)
                 return admin_status(c);
@@ -439,5 +440,8 @@ int mp_admin_request(struct mp_conn *c, int method, const char *path, const char
                 return admin_responses(c, query);
         if (strcmp(path, "/v1/site-key") == 0 && method == HTTP_GET)
                 return admin_site_key(c);
+        r = mp_admin_console_request(c, method, path, body, body_len);
+        if (r != -ENOENT)
+                return r;
         return respond_error(c, 404, "no such endpoint: %s %s", http_method_str(method), path);
 }

@@ -31,6 +31,8 @@ void mp_config_done(struct mp_config *c) {
         free(c->store);
         free(c->listen);
         free(c->https_listen);
+        free(c->console_listen);
+        free(c->console_webroot);
         free(c->admin_socket);
         free(c->admin_group);
         free(c->token);
@@ -115,6 +117,8 @@ static const struct config_key {
         {"Store", parse_string, offsetof(struct mp_config, store), 0, 0},
         {"Listen", parse_string, offsetof(struct mp_config, listen), 0, 0},
         {"HTTPSListen", parse_string, offsetof(struct mp_config, https_listen), 0, 0},
+        {"ConsoleListen", parse_string, offsetof(struct mp_config, console_listen), 0, 0},
+        {"ConsoleWebRoot", parse_string, offsetof(struct mp_config, console_webroot), 0, 0},
         {"AdminSocket", parse_string, offsetof(struct mp_config, admin_socket), 0, 0},
         {"AdminSocketGroup", parse_string, offsetof(struct mp_config, admin_group), 0, 0},
         {"Approval", parse_approval, 0, 0, 0},

@@ -37,6 +37,8 @@ static void help_main(void) {
                "  push           push a task to devices\n"
                "  push-status ID per-device state of a push\n"
                "  responses      recent responses, newest first\n"
+               "  user add NAME  add a console account (--role ROLE)\n"
+               "  audit verify   check the console's hash-chained audit log\n"
                "\n"
                "Run 'tether-mp COMMAND --help' for a command's options.\n");
 }
@@ -48,6 +50,8 @@ static void help_serve(void) {
                "  --config FILE            INI configuration ([MP] section, see tether-mp.conf)\n"
                "  --listen ADDR:PORT       TLS frame channel (default 0.0.0.0:10123; port 0 = any)\n"
                "  --https-listen ADDR:PORT HTTPS fallback and policies (default 0.0.0.0:10124; 'off')\n"
+               "  --console-listen ADDR:PORT the console and REST API, HTTPS (default 0.0.0.0:10125; "
+               "'off')\n"
                "  --admin-socket PATH      admin API socket (default DIR/admin.sock)\n"
                "  --admin-group GROUP      make the admin socket 0660 for this group\n"
                "  --approval MODE          auto | manual | token (default auto)\n"
@@ -64,7 +68,8 @@ static void help_serve(void) {
                "  --verbose                debug logging\n"
                "\n"
                "With port 0 the bound ports are written to DIR/ports as 'tcp=PORT' and\n"
-               "'https=PORT'. SIGTERM sends GOODBYE(shutdown) to every agent and exits 0.\n");
+               "'https=PORT' (and 'console=PORT'). SIGTERM sends GOODBYE(shutdown) to every agent and exits "
+               "0.\n");
 }
 
 static void journal_sink(int priority, const char *message, const char *const *fields, void *userdata) {
@@ -134,6 +139,7 @@ static int cmd_serve(int argc, char **argv) {
                 ARG_BATCH,
                 ARG_EXPIRES,
                 ARG_STORE,
+                ARG_CONSOLE,
                 ARG_CHECK,
         };
         static const struct option opts[] = {
@@ -153,6 +159,7 @@ static int cmd_serve(int argc, char **argv) {
                 {"push-batch", required_argument, NULL, ARG_BATCH},
                 {"push-expires", required_argument, NULL, ARG_EXPIRES},
                 {"store", required_argument, NULL, ARG_STORE},
+                {"console-listen", required_argument, NULL, ARG_CONSOLE},
                 {"check", no_argument, NULL, ARG_CHECK},
                 {"verbose", no_argument, NULL, 'v'},
                 {},
@@ -172,6 +179,7 @@ static int cmd_serve(int argc, char **argv) {
                 [ARG_BATCH - ARG_STATE] = "PushBatch",
                 [ARG_EXPIRES - ARG_STATE] = "PushExpiresSeconds",
                 [ARG_STORE - ARG_STATE] = "Store",
+                [ARG_CONSOLE - ARG_STATE] = "ConsoleListen",
         };
         struct mp_config cfg;
         struct mp_server *srv = NULL;
@@ -220,7 +228,7 @@ static int cmd_serve(int argc, char **argv) {
                         cfg.n_tls_names = 0;
                         names_from_cli = true;
                 }
-                if (c < ARG_STATE || c > ARG_STORE || !key_of[c - ARG_STATE]) {
+                if (c < ARG_STATE || c > ARG_CONSOLE || !key_of[c - ARG_STATE]) {
                         mp_config_done(&cfg);
                         return 2;
                 }
@@ -242,6 +250,8 @@ static int cmd_serve(int argc, char **argv) {
         if ((!cfg.state_dir && mp_config_set(&cfg, "StateDirectory", DEFAULT_STATE_DIR) < 0) ||
             (!cfg.listen && mp_config_set(&cfg, "Listen", "0.0.0.0:10123") < 0) ||
             (!cfg.https_listen && mp_config_set(&cfg, "HTTPSListen", "0.0.0.0:10124") < 0) ||
+            (!cfg.console_listen && mp_config_set(&cfg, "ConsoleListen", "0.0.0.0:10125") < 0) ||
+            (!cfg.console_webroot && mp_config_set(&cfg, "ConsoleWebRoot", TETHER_MP_WEBROOT) < 0) ||
             set_default(&cfg.admin_socket, cfg.state_dir, "admin.sock") < 0 ||
             set_default(&cfg.policy_dir, cfg.state_dir, "policies") < 0) {
                 mp_config_done(&cfg);

@@ -18,6 +18,7 @@
 #include "common/fsutil.h"
 #include "common/log.h"
 #include "common/strutil.h"
+#include "mp/console.h"
 #include "mp/mp.h"
 #include "transport/sign.h"
 #include "transport/tls.h"
@@ -35,7 +36,7 @@ uint64_t mp_now_usec(void) {
 }
 
 /* "ADDR:PORT", "[V6]:PORT" or ":PORT". */
-static int listen_tcp(const char *spec, int *ret_fd, uint16_t *ret_port) {
+int mp_listen_tcp(const char *spec, int *ret_fd, uint16_t *ret_port) {
         char host[256];
         const char *colon = strrchr(spec, ':');
         struct addrinfo hints = {.ai_family = AF_UNSPEC,
@@ -486,9 +487,29 @@ static int write_ports(struct mp_server *srv) {
 
         snprintf(path, sizeof(path), "%s/ports", srv->cfg->state_dir);
         n = snprintf(text, sizeof(text), "tcp=%u\nhttps=%u\n", srv->channel_port, srv->https_port);
+        if (srv->console)
+                n += snprintf(text + n, sizeof(text) - (size_t)n, "console=%u\n",
+                              mp_console_port(srv->console));
         /* Atomic so that a reader never sees half of it; not durable: it is
          * written anew at every start. */
         return write_file_atomic(path, text, (size_t)n, 0644, 0);
+}
+
+/* The administrator's console (mp/console.h), with the MP's TLS key. */
+static int start_console(struct mp_server *srv, const char *cert) {
+        const char *spec = srv->cfg->console_listen;
+        _cleanup_(freep) uint8_t *key = NULL;
+        char path[4096];
+        size_t len = 0;
+        int r;
+
+        if (!spec || !*spec || strcmp(spec, "off") == 0)
+                return 0;
+        snprintf(path, sizeof(path), "%s/tls.key", srv->cfg->state_dir);
+        r = read_file_at(AT_FDCWD, path, 1u << 20, &key, &len);
+        if (r < 0)
+                return log_error_errno(r, "Failed to read %s for the console: %m", path);
+        return mp_console_new(srv, spec, cert, (const char *)key, srv->cfg->console_webroot, &srv->console);
 }
 
 static void raise_fd_limit(void) {
@@ -557,7 +578,7 @@ int mp_server_new(struct mp_config *cfg, struct mp_server **ret) {
                 goto fail;
         /* Pings systemd's watchdog from the loop itself when WatchdogSec= is set. */
         (void)sd_event_set_watchdog(srv->event, true);
-        r = listen_tcp(cfg->listen, &srv->channel_fd, &srv->channel_port);
+        r = mp_listen_tcp(cfg->listen, &srv->channel_fd, &srv->channel_port);
         if (r < 0) {
                 log_error_errno(r, "Failed to listen on %s: %m", cfg->listen);
                 goto fail;
@@ -566,7 +587,7 @@ int mp_server_new(struct mp_config *cfg, struct mp_server **ret) {
         if (r < 0)
                 goto fail;
         if (cfg->https_listen && *cfg->https_listen && strcmp(cfg->https_listen, "off") != 0) {
-                r = listen_tcp(cfg->https_listen, &srv->https_fd, &srv->https_port);
+                r = mp_listen_tcp(cfg->https_listen, &srv->https_fd, &srv->https_port);
                 if (r < 0) {
                         log_error_errno(r, "Failed to listen on %s: %m", cfg->https_listen);
                         goto fail;
@@ -581,6 +602,10 @@ int mp_server_new(struct mp_config *cfg, struct mp_server **ret) {
                 goto fail;
         }
         r = sd_event_add_io(srv->event, &srv->admin_src, srv->admin_fd, EPOLLIN, on_accept, srv);
+        if (r < 0)
+                goto fail;
+
+        r = start_console(srv, cert);
         if (r < 0)
                 goto fail;
 
@@ -628,9 +653,11 @@ int mp_server_run(struct mp_server *srv) {
                 if (tether_key_fingerprint(srv->tls_key, fpr) >= 0)
                         log_info("TLS key fingerprint: %s", fpr);
         }
-        log_info("tether-mp listening: channel TCP port %u, HTTPS port %u, admin socket %s, approval %s",
-                 srv->channel_port, srv->https_port, srv->cfg->admin_socket,
-                 mp_approval_mode_name(srv->approval.mode));
+        log_info(
+                "tether-mp listening: channel TCP port %u, HTTPS port %u, console port %u, admin socket %s, "
+                "approval %s",
+                srv->channel_port, srv->https_port, srv->console ? mp_console_port(srv->console) : 0,
+                srv->cfg->admin_socket, mp_approval_mode_name(srv->approval.mode));
         (void)sd_notifyf(0, "READY=1\nSTATUS=channel port %u, HTTPS port %u", srv->channel_port,
                          srv->https_port);
         r = sd_event_loop(srv->event);
@@ -661,6 +688,7 @@ struct mp_server *mp_server_free(struct mp_server *srv) {
                 struct mp_session *s = *(struct mp_session **)srv->sessions;
                 mp_session_drop(srv, s);
         }
+        srv->console = mp_console_free(srv->console);
         mp_buf_unref(srv->confirm_cache);
         sd_event_source_disable_unref(srv->channel_src);
         sd_event_source_disable_unref(srv->https_src);

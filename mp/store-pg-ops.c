@@ -522,6 +522,14 @@ static const struct mp_store_ops ops = {
         .response_insert = pg_response_insert,
         .push_get = pg_push_get,
         .responses = pg_responses,
+        /* the console's records, mp/store-pg-admin.c */
+        .doc_put = pg_doc_put,
+        .doc_get = pg_doc_get,
+        .doc_delete = pg_doc_delete,
+        .docs = pg_docs,
+        .audit_append = pg_audit_append,
+        .audit_list = pg_audit_list,
+        .audit_last = pg_audit_last,
 };
 
 const struct mp_store_ops *pg_ops(void) {

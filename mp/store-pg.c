@@ -263,6 +263,8 @@ static const char *const migrations[MP_STORE_SCHEMA_VERSION] = {
         " return_code BIGINT, detail TEXT, body BYTEA, signature BYTEA, address TEXT, received BIGINT,"
         " seq BIGSERIAL, PRIMARY KEY (client_id, task_guid));"
         "CREATE INDEX responses_received ON responses (received, seq);",
+        /* 1 -> 2: the console's records (mp/store-pg-admin.c) */
+        pg_admin_schema_v2,
 };
 
 /* Runs the missing migrations in one transaction, under an advisory lock

@@ -147,6 +147,16 @@ static int stmt_get(struct sqlite_store *s, enum stmt_id id, sqlite3_stmt **ret)
         return 0;
 }
 
+sqlite3 *sqlite_db(struct mp_store *st) {
+        return SQ(st)->db;
+}
+
+static int begin_write(struct sqlite_store *s);
+
+int sqlite_begin_write(struct mp_store *st) {
+        return begin_write(SQ(st));
+}
+
 static int begin_write(struct sqlite_store *s) {
         int r;
 
@@ -269,11 +279,16 @@ static int migrate(struct sqlite_store *s, const char *path) {
         if (r < 0)
                 return r;
         /* version 0 -> 1 */
-        r = exec_sql(s, schema_v1);
+        if (version < 1) {
+                r = exec_sql(s, schema_v1);
+                if (r >= 0)
+                        r = upgrade_conflicts(s);
+        }
+        /* 1 -> 2: the console's records (mp/store-sqlite-admin.c) */
+        if (r >= 0 && version < 2)
+                r = exec_sql(s, sqlite_admin_schema_v2);
         if (r >= 0)
-                r = upgrade_conflicts(s);
-        if (r >= 0)
-                r = exec_sql(s, "DELETE FROM schema_version; INSERT INTO schema_version VALUES (1)");
+                r = exec_sql(s, "DELETE FROM schema_version; INSERT INTO schema_version VALUES (2)");
         if (r < 0) {
                 (void)exec_sql(s, "ROLLBACK");
                 return r;
@@ -625,6 +640,14 @@ static const struct mp_store_ops sqlite_ops = {
         .response_insert = sq_response_insert,
         .push_get = sq_push_get,
         .responses = sq_responses,
+        /* the console's records, mp/store-sqlite-admin.c */
+        .doc_put = sqlite_doc_put,
+        .doc_get = sqlite_doc_get,
+        .doc_delete = sqlite_doc_delete,
+        .docs = sqlite_docs,
+        .audit_append = sqlite_audit_append,
+        .audit_list = sqlite_audit_list,
+        .audit_last = sqlite_audit_last,
 };
 
 int mp_store_open_sqlite(const char *path, struct mp_store **ret) {

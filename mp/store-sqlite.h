@@ -27,3 +27,22 @@ int sqlite_read_approved_ids(sqlite3 *db, char ***ret_ids, size_t *ret_n);
 int sqlite_read_push(sqlite3 *db, uint64_t push_id, time_t now, struct mp_push_rec *ret,
                      struct mp_target_rec **ret_targets, size_t *ret_n);
 int sqlite_read_responses(sqlite3 *db, unsigned limit, struct mp_response_rec **ret, size_t *ret_n);
+
+/* For mp/store-sqlite-admin.c: the handle, and opening the write
+ * transaction that commit() ends. */
+struct mp_store;
+struct mp_doc_rec;
+struct mp_audit_rec;
+sqlite3 *sqlite_db(struct mp_store *st);
+int sqlite_begin_write(struct mp_store *st);
+
+/* mp/store-sqlite-admin.c: the console's tables (schema version 2). */
+extern const char sqlite_admin_schema_v2[];
+int sqlite_doc_put(struct mp_store *st, const char *kind, const char *name, const char *body, time_t now);
+int sqlite_doc_get(struct mp_store *st, const char *kind, const char *name, char **ret_body);
+int sqlite_doc_delete(struct mp_store *st, const char *kind, const char *name);
+int sqlite_docs(struct mp_store *st, const char *kind, struct mp_doc_rec **ret, size_t *ret_n);
+int sqlite_audit_append(struct mp_store *st, const struct mp_audit_rec *rec);
+int sqlite_audit_list(struct mp_store *st, int64_t after, unsigned limit, struct mp_audit_rec **ret,
+                      size_t *ret_n);
+int sqlite_audit_last(struct mp_store *st, int64_t *ret_seq, char ret_hash[65]);

@@ -38,7 +38,7 @@
 #include <time.h>
 
 /* The schema version this binary writes and understands. */
-#define MP_STORE_SCHEMA_VERSION 1
+#define MP_STORE_SCHEMA_VERSION 2
 
 enum mp_device_status {
         MP_DEVICE_APPROVED = 0,
@@ -145,6 +145,20 @@ struct mp_frame_rec {
         size_t len;
 };
 
+/* The console's records (mp/console.h), schema version 2: accounts, API
+ * tokens, custom roles and collections as named JSON documents of a kind
+ * ("user", "token", "role", "collection"), and the hash-chained audit log. */
+struct mp_doc_rec {
+        char *name, *body;
+        int64_t updated;
+};
+
+struct mp_audit_rec {
+        int64_t seq, time;
+        char *actor, *address, *action, *target, *outcome, *detail;
+        char *prev_hash, *hash; /* sha256 hex; prev of the first is 64 zeros */
+};
+
 struct mp_store;
 
 /* Each engine fills one table; every call returns a negative errno on
@@ -192,6 +206,22 @@ struct mp_store_ops {
                         struct mp_target_rec **ret_targets, size_t *ret_n);
         /* The latest responses, newest first. */
         int (*responses)(struct mp_store *st, unsigned limit, struct mp_response_rec **ret, size_t *ret_n);
+
+        /* The console's records (schema version 2; mp/store-*-admin.c). */
+        int (*doc_put)(struct mp_store *st, const char *kind, const char *name, const char *body,
+                       time_t now);
+        int (*doc_get)(struct mp_store *st, const char *kind, const char *name,
+                       char **ret_body);                                            /* -ENOENT */
+        int (*doc_delete)(struct mp_store *st, const char *kind, const char *name); /* -ENOENT */
+        /* Every document of a kind, by name. */
+        int (*docs)(struct mp_store *st, const char *kind, struct mp_doc_rec **ret, size_t *ret_n);
+        /* Appends one record; its seq must be the last one's + 1 (-EEXIST if taken). */
+        int (*audit_append)(struct mp_store *st, const struct mp_audit_rec *rec);
+        /* Records with seq > after, oldest first, at most limit (0: all). */
+        int (*audit_list)(struct mp_store *st, int64_t after, unsigned limit, struct mp_audit_rec **ret,
+                          size_t *ret_n);
+        /* The last record's seq and hash; seq 0 and 64 zeros when empty. */
+        int (*audit_last)(struct mp_store *st, int64_t *ret_seq, char ret_hash[65]);
 };
 
 /* Every engine's struct starts with this. */
@@ -220,6 +250,8 @@ void mp_target_recs_free(struct mp_target_rec *r, size_t n);
 void mp_response_recs_free(struct mp_response_rec *r, size_t n);
 void mp_frame_recs_free(struct mp_frame_rec *r, size_t n);
 void mp_strv_free(char **v, size_t n);
+void mp_doc_recs_free(struct mp_doc_rec *r, size_t n);
+void mp_audit_recs_free(struct mp_audit_rec *r, size_t n);
 
 /* Grows *arr (of elem-sized items) to hold n + 1; zeroes the new slot. */
 int mp_store_grow(void *arr, size_t elem, size_t n, size_t *cap);

@@ -8,6 +8,7 @@ packages=(
   cmake ninja-build pkg-config gcc make
   libssl-dev libxml2-dev libsystemd-dev libcurl4-openssl-dev
   libinih-dev libsqlite3-dev libjson-c-dev libhttp-parser-dev libpq-dev
+  libmicrohttpd-dev libargon2-dev  # the console's HTTPS listener and password hashing
   # tests and fuzzing
   libcmocka-dev clang libclang-rt-14-dev clang-format openssl python3 procps iproute2 nftables
   postgresql  # initdb and pg_ctl for the throwaway database of the PostgreSQL store tests

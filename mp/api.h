@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * Inside the console (mp/console.c, mp/api*.c): one REST request, its
+ * caller, and the answer helpers. Not for use outside those files.
+ *
+ * Every answer carries the strict security headers (Content-Security-
+ * Policy, nosniff, no-store...). Errors are {"error": "..."} with a 4xx/5xx.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <json-c/json.h>
+#include <microhttpd.h>
+
+#include "mp/auth.h"
+#include "mp/rbac.h"
+
+struct mp_server;
+struct mp_console;
+
+#define API_MAX_BODY (64u * 1024u)
+#define API_MAX_PAGE 500
+#define API_COOKIE "tether_session"
+
+struct api_req {
+        struct mp_console *con;
+        struct mp_server *srv;
+        struct MHD_Connection *mc;
+        const char *method, *url;
+        char *body;
+        size_t body_len;
+        bool body_too_big;
+        char address[64];
+        /* the caller, once authenticated */
+        char *user;
+        struct mp_principal *who;
+        bool via_session; /* a cookie (CSRF applies), not a bearer token */
+        bool queued;
+};
+
+struct mp_auth *api_auth(struct api_req *q);
+const char *api_webroot(struct api_req *q); /* NULL: none installed */
+/* Queues resp with the security headers (takes it). */
+int api_queue(struct api_req *q, unsigned status, struct MHD_Response *resp);
+
+/* Queues the answer (at most one per request). */
+int api_json(struct api_req *q, unsigned status, json_object *o, const char *extra_header,
+             const char *extra_value);
+int api_error(struct api_req *q, unsigned status, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+/* A failure of the records: 503 while the database is unreachable. */
+int api_store_error(struct api_req *q, const char *what, int r);
+/* Serves a static file of the web console (GET only). */
+int api_static(struct api_req *q);
+
+/* The JSON body: a strict object with only the allowed keys ("name"
+ * followed by its json_type as a char: s string, i int, b bool, a array,
+ * o object), NULL-terminated. 4xx answered (and -EINVAL returned) on a
+ * wrong content type, malformed JSON or an unknown or mistyped field. */
+int api_body(struct api_req *q, json_object **ret, const char *const *allowed);
+/* A query parameter, or NULL. */
+const char *api_query(struct api_req *q, const char *key);
+
+/* Authenticates (session cookie + CSRF on writes, or bearer token); 401 or
+ * 403 answered when not. */
+int api_authenticate(struct api_req *q);
+/* Appends an audit record for this request's caller and commits it with
+ * the store's open transaction. */
+int api_audit(struct api_req *q, const char *action, const char *target, const char *outcome,
+              const char *detail);
+/* 403 with the reason, audited as "denied". */
+int api_deny(struct api_req *q, const char *action, const char *target, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+
+/* mp/api.c: routes a request under /api/v1/. */
+int api_dispatch(struct api_req *q);
+/* mp/api-devices.c */
+int api_devices_list(struct api_req *q);
+int api_device_get(struct api_req *q, const char *id);
+int api_action(struct api_req *q, const char *device_id);
+int api_push_get(struct api_req *q, const char *id);
+int api_approvals_list(struct api_req *q);
+int api_approval_decide(struct api_req *q, const char *id);
+/* Fills the devices the caller may read, each with its online state. */
+int api_visible_devices(struct api_req *q, json_object **ret);
