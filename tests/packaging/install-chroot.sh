@@ -131,7 +131,7 @@ wait_file() { # SECONDS FILE
         return 1
 }
 run_in_root_bg "$work/mp.log" /usr/bin/tether-mp serve --state-dir /tmp/mp-state --listen 127.0.0.1:0 \
-        --https-listen 127.0.0.1:0 --approval auto
+        --https-listen 127.0.0.1:0 --console-listen 127.0.0.1:0 --approval auto
 wait_file 20 "$root/tmp/mp-state/ports" || { cat "$work/mp.log"; fail "tether-mp did not start in the root"; }
 tcp_port=$(sed -n 's/^tcp=//p' "$root/tmp/mp-state/ports")
 https_port=$(sed -n 's/^https=//p' "$root/tmp/mp-state/ports")
