@@ -22,6 +22,7 @@
 
 #include "common/log.h"
 #include "common/strutil.h"
+#include "mp/console.h"
 #include "mp/mp.h"
 #include "transport/sign.h"
 
@@ -291,6 +292,7 @@ void mp_admin_conn_closed(struct mp_server *srv, struct mp_conn *c) {
 }
 
 void mp_server_push_progress(struct mp_server *srv, uint64_t push_id) {
+        mp_console_push_progress(srv->console, push_id);
         for (struct mp_waiter *w = srv->waiters; w; w = w->next)
                 if (w->push_id == push_id)
                         w->dirty = true;

@@ -46,30 +46,41 @@ static struct mp_rbac_device rbac_dev(json_object *row) {
 }
 
 static void add_online(struct mp_server *srv, json_object *row) {
-        struct mp_session *s = mp_session_find(srv, jstr(row, "client_id"));
+        const char *id = jstr(row, "client_id");
+        struct mp_session *s = mp_session_find(srv, id);
         bool online = s && mp_session_online(srv, s, mp_now_usec());
+        json_object *why = NULL;
 
         json_object_object_add(row, "online", json_object_new_boolean(online));
         if (online)
                 json_object_object_add(row, "transport", json_object_new_string(s->https ? "https" : "tcp"));
+        else if (srv->console && json_object_object_get_ex(srv->console->offline_reasons, id, &why))
+                json_object_object_add(row, "offline_reason", json_object_get(why));
+        else
+                json_object_object_add(row, "offline_reason",
+                                       json_object_new_string("not connected since the MP started"));
 }
 
 int api_visible_devices(struct api_req *q, json_object **ret) {
+        return api_devices_for(q->srv, q->who, ret);
+}
+
+int api_devices_for(struct mp_server *srv, const struct mp_principal *who, json_object **ret) {
         _cleanup_(json_object_putp) json_object *all = NULL, *out = json_object_new_array();
         int r;
 
         if (!out)
                 return -ENOMEM;
-        r = mp_registry_devices_json(q->srv->reg, &all);
+        r = mp_registry_devices_json(srv->reg, &all);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < json_object_array_length(all); i++) {
                 json_object *row = json_object_array_get_idx(all, i);
                 struct mp_rbac_device d = rbac_dev(row);
 
-                if (!d.client_id || !mp_principal_can(q->who, MP_PERM_DEVICES_READ, &d, NULL))
+                if (!d.client_id || !mp_principal_can(who, MP_PERM_DEVICES_READ, &d, NULL))
                         continue;
-                add_online(q->srv, row);
+                add_online(srv, row);
                 json_object_array_add(out, json_object_get(row));
         }
         *ret = TAKE_PTR(out);

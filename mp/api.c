@@ -82,11 +82,49 @@ static int api_logout(struct api_req *q) {
                         API_COOKIE "=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0");
 }
 
+/* The caller; with a session, its CSRF token too (a page reloaded reads it
+ * here: SameSite=Strict and no CORS keep other origins from reading it). */
 static int api_me(struct api_req *q) {
         _cleanup_(json_object_putp) json_object *o = mp_principal_json(q->who);
+        const char *cookie = MHD_lookup_connection_value(q->mc, MHD_COOKIE_KIND, API_COOKIE);
+        const char *user, *csrf;
 
         if (!o)
                 return -ENOMEM;
+        if (q->via_session && cookie && mp_auth_session(api_auth(q), cookie, time(NULL), &user, &csrf) >= 0)
+                json_object_object_add(o, "csrf_token", json_object_new_string(csrf));
+        return api_json(q, 200, o, NULL, NULL);
+}
+
+/* GET /api/v1/users: accounts and their grants (never a hash). */
+static int api_users(struct api_req *q) {
+        _cleanup_(json_object_putp) json_object *o = json_object_new_object(),
+                                                *arr = json_object_new_array();
+        struct mp_doc_rec *docs = NULL;
+        size_t n = 0;
+        int r;
+
+        if (!o || !arr)
+                return -ENOMEM;
+        if (!mp_principal_has(q->who, MP_PERM_USERS_MANAGE, NULL))
+                return api_deny(q, "users.read", NULL, "user '%s' has no role granting users.manage",
+                                q->user);
+        r = STORE(q)->ops->docs(STORE(q), "user", &docs, &n);
+        if (r < 0)
+                return api_store_error(q, "users", r);
+        for (size_t i = 0; i < n; i++) {
+                json_object *doc = json_tokener_parse(docs[i].body), *row = json_object_new_object(), *v;
+
+                json_object_object_add(row, "name", json_object_new_string(docs[i].name));
+                if (doc && json_object_object_get_ex(doc, "grants", &v))
+                        json_object_object_add(row, "grants", json_object_get(v));
+                if (doc && json_object_object_get_ex(doc, "created", &v))
+                        json_object_object_add(row, "created", json_object_get(v));
+                json_object_put(doc);
+                json_object_array_add(arr, row);
+        }
+        mp_doc_recs_free(docs, n);
+        json_object_object_add(o, "users", TAKE_PTR(arr));
         return api_json(q, 200, o, NULL, NULL);
 }
 
@@ -279,6 +317,8 @@ static int route_authenticated(struct api_req *q, const char *path) {
                 return api_token_new(q);
         if (strcmp(path, "devices") == 0 && get)
                 return api_devices_list(q);
+        if (strcmp(path, "events") == 0 && get)
+                return api_events(q);
         if (startswith(path, "devices/") && split_id(path + 8, id, sizeof(id), &verb)) {
                 if (!*verb && get)
                         return api_device_get(q, id);
@@ -295,6 +335,8 @@ static int route_authenticated(struct api_req *q, const char *path) {
                 return api_approval_decide(q, id);
         if (strcmp(path, "audit") == 0 && get)
                 return api_audit_list(q);
+        if (strcmp(path, "users") == 0 && get)
+                return api_users(q);
         if (strcmp(path, "roles") == 0 && get)
                 return api_docs_list(q, "role", "roles");
         if (strcmp(path, "collections") == 0 && get)

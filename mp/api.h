@@ -14,12 +14,30 @@
 
 #include <json-c/json.h>
 #include <microhttpd.h>
+#include <systemd/sd-event.h>
 
 #include "mp/auth.h"
 #include "mp/rbac.h"
 
 struct mp_server;
-struct mp_console;
+struct sse_stream;
+
+/* The console (mp/console.h), shared by its files. */
+struct mp_console {
+        struct mp_server *srv;
+        struct MHD_Daemon *mhd;
+        sd_event_source *io, *timer;
+        struct mp_auth *auth;
+        int fd;
+        uint16_t port;
+        char *webroot;
+        /* server-sent events (mp/console-events.c) */
+        struct sse_stream *streams;
+        sd_event_source *sse_timer;
+        json_object *offline_reasons; /* ClientID -> why it went offline */
+        json_object *progress;        /* PushIDs advanced since the last tick */
+        uint64_t last_ping_usec;
+};
 
 #define API_MAX_BODY (64u * 1024u)
 #define API_MAX_PAGE 500
@@ -84,5 +102,15 @@ int api_action(struct api_req *q, const char *device_id);
 int api_push_get(struct api_req *q, const char *id);
 int api_approvals_list(struct api_req *q);
 int api_approval_decide(struct api_req *q, const char *id);
-/* Fills the devices the caller may read, each with its online state. */
+/* Fills the devices the caller may read, each with its online state (and
+ * why it went offline, when known). */
 int api_visible_devices(struct api_req *q, json_object **ret);
+int api_devices_for(struct mp_server *srv, const struct mp_principal *who, json_object **ret);
+
+/* mp/console.c: runs MHD now (after queuing event data) */
+void console_run(struct mp_console *con);
+/* mp/console-events.c: GET /api/v1/events, and the streams' upkeep */
+int api_events(struct api_req *q);
+int console_events_init(struct mp_console *con);
+void console_events_stop(struct mp_console *con); /* before MHD_stop_daemon */
+void console_events_done(struct mp_console *con);

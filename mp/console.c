@@ -19,16 +19,6 @@
 #include "mp/console.h"
 #include "mp/mp.h"
 
-struct mp_console {
-        struct mp_server *srv;
-        struct MHD_Daemon *mhd;
-        sd_event_source *io, *timer;
-        struct mp_auth *auth;
-        int fd;
-        uint16_t port;
-        char *webroot;
-};
-
 static const char *const security_headers[][2] = {
         {"Content-Security-Policy",
          "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -57,6 +47,10 @@ static void run_mhd(struct mp_console *con) {
         /* answers write records: make them durable and flush the channels */
         mp_server_flush(con->srv);
         rearm(con);
+}
+
+void console_run(struct mp_console *con) {
+        run_mhd(con);
 }
 
 static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
@@ -388,11 +382,11 @@ int mp_console_new(struct mp_server *srv, const char *spec, const char *cert_pem
                 goto fail;
         }
         con->mhd = MHD_start_daemon(
-                MHD_USE_EPOLL | MHD_USE_TLS | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, con,
-                MHD_OPTION_LISTEN_SOCKET, con->fd, MHD_OPTION_HTTPS_MEM_CERT, cert_pem,
-                MHD_OPTION_HTTPS_MEM_KEY, key_pem, MHD_OPTION_NOTIFY_COMPLETED, on_completed, con,
-                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
-                MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                MHD_USE_EPOLL | MHD_USE_TLS | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME, 0, NULL, NULL,
+                on_request, con, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,
+                con->fd, MHD_OPTION_HTTPS_MEM_CERT, cert_pem, MHD_OPTION_HTTPS_MEM_KEY, key_pem,
+                MHD_OPTION_NOTIFY_COMPLETED, on_completed, con, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+                MHD_OPTION_CONNECTION_LIMIT, (unsigned)256, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)64,
                 MHD_OPTION_END);
         if (!con->mhd) {
                 r = log_error_errno(-EIO, "Failed to start the console's HTTPS server on %s (TLS key?)",
@@ -411,6 +405,9 @@ int mp_console_new(struct mp_server *srv, const char *spec, const char *cert_pem
                                                con);
         if (r < 0)
                 goto fail;
+        r = console_events_init(con);
+        if (r < 0)
+                goto fail;
         rearm(con);
         *ret = con;
         return 0;
@@ -422,6 +419,11 @@ fail:
 struct mp_console *mp_console_free(struct mp_console *con) {
         if (!con)
                 return NULL;
+        console_events_stop(con);
+        if (con->mhd)
+                MHD_stop_daemon(con->mhd); /* frees the event streams through their callbacks */
+        con->mhd = NULL;
+        console_events_done(con);
         sd_event_source_disable_unref(con->io);
         sd_event_source_disable_unref(con->timer);
         if (con->mhd)
@@ -436,9 +438,4 @@ struct mp_console *mp_console_free(struct mp_console *con) {
 
 uint16_t mp_console_port(const struct mp_console *con) {
         return con->port;
-}
-
-void mp_console_push_progress(struct mp_console *con, uint64_t push_id) {
-        (void)con;
-        (void)push_id;
 }

@@ -17,6 +17,7 @@
  * Ownership: the console is the server's (mp_console_free).
  */
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct mp_server;
@@ -30,3 +31,7 @@ uint16_t mp_console_port(const struct mp_console *con);
 /* Something a live view shows changed (a push advanced): wakes the
  * server-sent event streams. */
 void mp_console_push_progress(struct mp_console *con, uint64_t push_id);
+/* A device went offline, and why (shown in the console). A weak reason
+ * (the connection closed) does not replace a stronger one given before it
+ * (the agent's GOODBYE). con may be NULL. */
+void mp_console_device_offline(struct mp_console *con, const char *client_id, const char *reason, bool weak);

@@ -52,6 +52,7 @@ static void help_serve(void) {
                "  --https-listen ADDR:PORT HTTPS fallback and policies (default 0.0.0.0:10124; 'off')\n"
                "  --console-listen ADDR:PORT the console and REST API, HTTPS (default 0.0.0.0:10125; "
                "'off')\n"
+               "  --console-webroot DIR    the web console's files (default " TETHER_MP_WEBROOT ")\n"
                "  --admin-socket PATH      admin API socket (default DIR/admin.sock)\n"
                "  --admin-group GROUP      make the admin socket 0660 for this group\n"
                "  --approval MODE          auto | manual | token (default auto)\n"
@@ -140,6 +141,7 @@ static int cmd_serve(int argc, char **argv) {
                 ARG_EXPIRES,
                 ARG_STORE,
                 ARG_CONSOLE,
+                ARG_WEBROOT,
                 ARG_CHECK,
         };
         static const struct option opts[] = {
@@ -160,6 +162,7 @@ static int cmd_serve(int argc, char **argv) {
                 {"push-expires", required_argument, NULL, ARG_EXPIRES},
                 {"store", required_argument, NULL, ARG_STORE},
                 {"console-listen", required_argument, NULL, ARG_CONSOLE},
+                {"console-webroot", required_argument, NULL, ARG_WEBROOT},
                 {"check", no_argument, NULL, ARG_CHECK},
                 {"verbose", no_argument, NULL, 'v'},
                 {},
@@ -180,6 +183,7 @@ static int cmd_serve(int argc, char **argv) {
                 [ARG_EXPIRES - ARG_STATE] = "PushExpiresSeconds",
                 [ARG_STORE - ARG_STATE] = "Store",
                 [ARG_CONSOLE - ARG_STATE] = "ConsoleListen",
+                [ARG_WEBROOT - ARG_STATE] = "ConsoleWebRoot",
         };
         struct mp_config cfg;
         struct mp_server *srv = NULL;
@@ -228,7 +232,7 @@ static int cmd_serve(int argc, char **argv) {
                         cfg.n_tls_names = 0;
                         names_from_cli = true;
                 }
-                if (c < ARG_STATE || c > ARG_CONSOLE || !key_of[c - ARG_STATE]) {
+                if (c < ARG_STATE || c > ARG_WEBROOT || !key_of[c - ARG_STATE]) {
                         mp_config_done(&cfg);
                         return 2;
                 }
