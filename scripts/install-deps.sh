@@ -11,6 +11,7 @@ packages=(
   libmicrohttpd-dev libargon2-dev  # the console's HTTPS listener and password hashing
   # tests and fuzzing
   libcmocka-dev clang libclang-rt-14-dev clang-format openssl python3 procps iproute2 nftables
+  chromium chromium-driver  # the web console's browser tests (headless)
   postgresql  # initdb and pg_ctl for the throwaway database of the PostgreSQL store tests
   systemd  # systemd-analyze, systemd-sysusers and systemd-tmpfiles in the packaging tests
   # packaging tests: rpmbuild, lintian, debootstrap; dpkg-shlibdeps and file for CPack DEB
