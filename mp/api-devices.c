@@ -58,7 +58,7 @@ static void add_online(struct mp_server *srv, json_object *row) {
                 json_object_object_add(row, "offline_reason", json_object_get(why));
         else
                 json_object_object_add(row, "offline_reason",
-                                       json_object_new_string("not connected since the MP started"));
+                                       json_object_new_string("no live connection to this MP"));
 }
 
 int api_visible_devices(struct api_req *q, json_object **ret) {

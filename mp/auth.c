@@ -38,6 +38,7 @@ struct fail_entry {
 };
 
 struct mp_auth {
+        char *dummy_hash; /* verified for unknown users: same time as a known one */
         struct session *sessions;
         size_t n_sessions;
         struct fail_entry *fails; /* MAX_FAIL_KEYS slots; count 0 is free */
@@ -49,7 +50,8 @@ int mp_auth_new(struct mp_auth **ret) {
         if (!a)
                 return -ENOMEM;
         a->fails = calloc(MAX_FAIL_KEYS, sizeof(*a->fails));
-        if (!a->fails) {
+        if (!a->fails || mp_auth_password_hash("tether: no such user", &a->dummy_hash) < 0) {
+                free(a->fails);
                 free(a);
                 return -ENOMEM;
         }
@@ -71,6 +73,7 @@ struct mp_auth *mp_auth_free(struct mp_auth *a) {
                 session_free(s);
         }
         free(a->fails);
+        free(a->dummy_hash);
         free(a);
         return NULL;
 }
@@ -332,8 +335,12 @@ int mp_auth_login(struct mp_auth *a, struct mp_store *st, const char *user, cons
                 return r;
         if (r >= 0)
                 doc = json_tokener_parse(body);
-        if (!doc || !json_object_object_get_ex(doc, "password_hash", &h) ||
-            mp_auth_password_verify(json_object_get_string(h), password) < 0) {
+        if (!doc || !json_object_object_get_ex(doc, "password_hash", &h)) {
+                /* an unknown user costs one hash too: no timing tells which names exist */
+                (void)mp_auth_password_verify(a->dummy_hash, password);
+                h = NULL;
+        }
+        if (!h || mp_auth_password_verify(json_object_get_string(h), password) < 0) {
                 count_failure(a, ukey, now);
                 count_failure(a, akey, now);
                 return -EACCES;
