@@ -96,38 +96,6 @@ static int api_me(struct api_req *q) {
         return api_json(q, 200, o, NULL, NULL);
 }
 
-/* GET /api/v1/users: accounts and their grants (never a hash). */
-static int api_users(struct api_req *q) {
-        _cleanup_(json_object_putp) json_object *o = json_object_new_object(),
-                                                *arr = json_object_new_array();
-        struct mp_doc_rec *docs = NULL;
-        size_t n = 0;
-        int r;
-
-        if (!o || !arr)
-                return -ENOMEM;
-        if (!mp_principal_has(q->who, MP_PERM_USERS_MANAGE, NULL))
-                return api_deny(q, "users.read", NULL, "user '%s' has no role granting users.manage",
-                                q->user);
-        r = STORE(q)->ops->docs(STORE(q), "user", &docs, &n);
-        if (r < 0)
-                return api_store_error(q, "users", r);
-        for (size_t i = 0; i < n; i++) {
-                json_object *doc = json_tokener_parse(docs[i].body), *row = json_object_new_object(), *v;
-
-                json_object_object_add(row, "name", json_object_new_string(docs[i].name));
-                if (doc && json_object_object_get_ex(doc, "grants", &v))
-                        json_object_object_add(row, "grants", json_object_get(v));
-                if (doc && json_object_object_get_ex(doc, "created", &v))
-                        json_object_object_add(row, "created", json_object_get(v));
-                json_object_put(doc);
-                json_object_array_add(arr, row);
-        }
-        mp_doc_recs_free(docs, n);
-        json_object_object_add(o, "users", TAKE_PTR(arr));
-        return api_json(q, 200, o, NULL, NULL);
-}
-
 /* POST /api/v1/tokens {"label": "...", "expires_in": seconds}: a token of
  * the caller's own, shown once. */
 static int api_token_new(struct api_req *q) {
@@ -337,6 +305,11 @@ static int route_authenticated(struct api_req *q, const char *path) {
                 return api_audit_list(q);
         if (strcmp(path, "users") == 0 && get)
                 return api_users(q);
+        if (strcmp(path, "users") == 0 && post)
+                return api_user_add(q);
+        if (startswith(path, "users/") && put && split_id(path + 6, id, sizeof(id), &verb) &&
+            strcmp(verb, "/grants") == 0)
+                return api_user_grants(q, id);
         if (strcmp(path, "roles") == 0 && get)
                 return api_docs_list(q, "role", "roles");
         if (strcmp(path, "collections") == 0 && get)

@@ -102,6 +102,10 @@ int api_action(struct api_req *q, const char *device_id);
 int api_push_get(struct api_req *q, const char *id);
 int api_approvals_list(struct api_req *q);
 int api_approval_decide(struct api_req *q, const char *id);
+/* mp/api-users.c: accounts and their grants (users.manage) */
+int api_users(struct api_req *q);
+int api_user_add(struct api_req *q);
+int api_user_grants(struct api_req *q, const char *name);
 /* Fills the devices the caller may read, each with its online state (and
  * why it went offline, when known). */
 int api_visible_devices(struct api_req *q, json_object **ret);

@@ -17,8 +17,16 @@ from tetherlib import *  # noqa: E402,F401,F403
 import tetherlib  # noqa: E402
 
 
+def pg_url():
+    """The throwaway PostgreSQL of tests/integration/mp-pg/pg-run.sh, if any."""
+    return os.environ.get("TETHER_TEST_PG") or None
+
+
 def console_mp(tmp):
-    mp = MP(tmp, extra=["--console-listen", "127.0.0.1:0", "--keepalive", "5"])  # noqa: F405
+    extra = ["--console-listen", "127.0.0.1:0", "--keepalive", "5"]
+    if pg_url():
+        extra += ["--store", pg_url()]
+    mp = MP(tmp, extra=extra)  # noqa: F405
     mp.write_machine_policy()
     mp.start()
     ports = dict(l.strip().split("=", 1) for l in open(os.path.join(mp.dir, "ports")) if "=" in l)
@@ -44,6 +52,24 @@ def agent_named(tmp, mp, name, hostname):
     else:
         a.start()
     return a
+
+
+def store_sql(mp, sql):
+    """Runs SQL on the MP's records behind its back (SQLite file or PostgreSQL)."""
+    if pg_url():
+        r = subprocess.run(["psql", pg_url(), "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql],  # noqa: F405
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            fail("psql: %s" % r.stderr)  # noqa: F405
+        return r.stdout.strip()
+    import sqlite3
+    db = sqlite3.connect(os.path.join(mp.dir, "tether-mp.db"), timeout=10)
+    try:
+        rows = db.execute(sql).fetchall()
+        db.commit()
+    finally:
+        db.close()
+    return "\n".join("|".join(str(c) for c in row) for row in rows)
 
 
 def user_add(mp, name, role, password=None, collection=None):

@@ -7,7 +7,6 @@ log holds the refusal; a collection hides and protects the devices outside
 it; API tokens expire; bad input gets a clear 4xx and changes nothing;
 failed logins lock out; an edited audit row breaks the chain."""
 import os
-import sqlite3
 import sys
 import time
 
@@ -117,6 +116,25 @@ def test_console_api(tmp):
         if d2["hostname"] != XSS:
             fail("hostname: %r" % d2["hostname"])
 
+    # -- accounts and grants over the API (users.manage)
+    expect(alice.post("/api/v1/users", {"name": "eve", "role": "full-administrator"}), 403,
+           "an operator adding a user")
+    dan = expect(admin.post("/api/v1/users", {"name": "dan", "role": "read-only-analyst"}), 201, "user add")
+    if Client(mp).login("dan", dan["password"])[0] != 200:
+        fail("the one-time password answered by POST /users does not log in")
+    expect(admin.request("PUT", "/api/v1/users/carol/grants",
+                         {"grants": [{"role": "operator", "collection": "No such"}]}), 400, "unknown collection")
+    expect(admin.request("PUT", "/api/v1/users/carol/grants",
+                         {"grants": [{"role": "read-only-analyst", "collection": "All devices"}]}), 200, "grants")
+    seen = expect(carol.get("/api/v1/devices"), 200, "carol's list after her new grant")
+    if seen["total"] != 2:
+        fail("carol's new grant did not take effect at once: %r" % seen)
+    expect(carol.post("/api/v1/devices/%s/actions" % id1, {"action": "AppEvaluation"}), 403,
+           "carol, now an analyst")
+    users = expect(admin.get("/api/v1/users"), 200, "users")["users"]
+    if "argon2" in json.dumps(users) or {u["name"] for u in users} != {"root-admin", "alice", "bob", "carol", "dan"}:
+        fail("users list: %r" % users)
+
     # -- tokens: shown once, work as bearer, expire
     tok = expect(admin.post("/api/v1/tokens", {"label": "ci", "expires_in": 3}), 201, "token")
     api = Client(mp, token=tok["token"])
@@ -169,11 +187,8 @@ def test_console_api(tmp):
     r = mp.admin("audit", "verify")
     if "intact" not in r.stdout:
         fail("audit verify: %r" % r.stdout)
-    db = sqlite3.connect(os.path.join(mp.dir, "tether-mp.db"), timeout=10)
-    db.execute("UPDATE audit SET outcome = 'ok' WHERE actor = 'bob' AND outcome = 'denied'")
-    db.commit()
-    bad = db.execute("SELECT min(seq) FROM audit WHERE actor = 'bob' AND action = 'device.action'").fetchone()[0]
-    db.close()
+    store_sql(mp, "UPDATE audit SET outcome = 'ok' WHERE actor = 'bob' AND outcome = 'denied'")
+    bad = int(store_sql(mp, "SELECT min(seq) FROM audit WHERE actor = 'bob' AND action = 'device.action'"))
     r = mp.admin("audit", "verify", check=False)
     if r.returncode != 1 or ("record %d" % bad) not in r.stdout or "edited" not in r.stdout:
         fail("audit verify after an edit: %d %r" % (r.returncode, r.stdout))
