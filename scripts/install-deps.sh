@@ -16,6 +16,7 @@ packages=(
   systemd  # systemd-analyze, systemd-sysusers and systemd-tmpfiles in the packaging tests
   # packaging tests: rpmbuild, lintian, debootstrap; dpkg-shlibdeps and file for CPack DEB
   rpm lintian debootstrap dpkg-dev file
+  curl  # the packaging test fetches the installed console's files
   # the demo prints through these
   ca-certificates
 )

@@ -79,8 +79,9 @@ def test_console_browser(tmp):
         # stop the agent: the page shows it offline, with why
         agent.kill(signal.SIGTERM)
         e = b.wait("#device-online.offline", timeout=40, what="the device offline on its page")
-        if "offline: " not in b.text(e) or b.js("return window.__noReload;") != 1:
-            fail("offline without a reason, or reloaded: %r" % b.text(e))
+        log("device page after SIGTERM: %r" % b.text(e))
+        if "offline: the agent said goodbye (shutdown)" not in b.text(e) or b.js("return window.__noReload;") != 1:
+            fail("offline without its reason, or reloaded: %r" % b.text(e))
 
         # a read-only analyst: the buttons are disabled with the reason
         b.click(b.find("#logout"))
