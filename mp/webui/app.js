@@ -234,7 +234,22 @@ async function renderAudit() {
 async function renderUsers() {
   const r = await api("GET", "users");
   if (r.status !== 200) { view(el("h1", {}, "Users"), el("p", { class: "error" }, r.data ? r.data.error : "error")); return; }
-  view(el("h1", {}, "Users"), el("p", {}, "Add accounts with: tether-mp user add NAME --role ROLE"),
+  const roles = ["operator", "read-only-analyst", "approver", "full-administrator"];
+  const custom = await api("GET", "roles");
+  if (custom.status === 200) for (const x of custom.data.roles) roles.push(x.name);
+  const name = el("input", { id: "new-user-name", placeholder: "name", required: true });
+  const role = el("select", { id: "new-user-role" }, ...roles.map(x => el("option", { value: x }, x)));
+  const coll = el("input", { id: "new-user-collection", value: "All devices" });
+  const out = el("p", { id: "new-user-result" });
+  const form = el("form", { id: "new-user" }, name, role, coll, el("button", { type: "submit" }, "Add user"), out);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const res = await api("POST", "users", { name: name.value, role: role.value, collection: coll.value });
+    if (res.status !== 201) { out.replaceChildren(el("span", { class: "error" }, res.data ? res.data.error : "error")); return; }
+    out.replaceChildren(`User ${res.data.name} added. One-time password (shown only now): `,
+      el("code", {}, res.data.password));
+  });
+  view(el("h1", {}, "Users"), form,
     el("table", {}, el("tbody", {}, ...r.data.users.map(u => el("tr", {}, el("td", {}, u.name),
       el("td", {}, (u.grants || []).map(g => g.role + " on " + g.collection).join(", ")))))));
 }

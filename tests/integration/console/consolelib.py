@@ -22,8 +22,8 @@ def pg_url():
     return os.environ.get("TETHER_TEST_PG") or None
 
 
-def console_mp(tmp):
-    extra = ["--console-listen", "127.0.0.1:0", "--keepalive", "5"]
+def console_mp(tmp, approval="auto"):
+    extra = ["--console-listen", "127.0.0.1:0", "--keepalive", "5", "--approval", approval]
     if pg_url():
         extra += ["--store", pg_url()]
     mp = MP(tmp, extra=extra)  # noqa: F405

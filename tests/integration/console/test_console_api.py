@@ -5,7 +5,8 @@ an operator's action reaches the device and its answer appears; a
 read-only analyst's action answers 403, nothing is pushed, and the audit
 log holds the refusal; a collection hides and protects the devices outside
 it; API tokens expire; bad input gets a clear 4xx and changes nothing;
-failed logins lock out; an edited audit row breaks the chain."""
+failed logins lock out; an edited audit row breaks the chain; an approver
+approves the pending devices."""
 import os
 import sys
 import time
@@ -22,12 +23,30 @@ def count_pushes(mp):
 
 
 def test_console_api(tmp):
-    mp = console_mp(tmp)
+    mp = console_mp(tmp, approval="manual")
     root = os.geteuid() == 0
     a1 = agent_named(tmp, mp, "agent1", "web-01")
     a2 = agent_named(tmp, mp, "agent2", XSS if root else None)
+
+    # -- approvals: the devices wait for an approver
+    user_add(mp, "ann", "approver", password="ann's long password")
+    ann = Client(mp)
+    if ann.login("ann", "ann's long password")[0] != 200:
+        fail("ann cannot log in")
+
+    def two_pending():
+        st, js, _, _ = ann.get("/api/v1/approvals")
+        return js["pending"] if st == 200 and len(js["pending"]) == 2 else None
+    for d in wait_for(two_pending, 60, "two devices pending approval"):  # noqa: F405
+        if d["status"] != "pending":
+            fail("approvals list: %r" % d)
+        r = expect(ann.post("/api/v1/approvals/" + d["client_id"], {"decision": "approve"}), 200, "approve")
+        if r["status"] != "approved":
+            fail("approval answer: %r" % r)
     id1 = a1.wait_signed_in()["client_id"]
     id2 = a2.wait_signed_in()["client_id"]
+    # an approver runs no actions
+    expect(ann.post("/api/v1/devices/%s/actions" % id1, {"action": "RequestMachinePolicy"}), 403, "approver's action")
 
     admin_pw = user_add(mp, "root-admin", "full-administrator")
     alice_pw = user_add(mp, "alice", "operator")
@@ -85,8 +104,12 @@ def test_console_api(tmp):
     if not any(x["actor"] == "bob" and x["action"] == "device.action" and x["outcome"] == "denied"
                for x in audit):
         fail("the audit log lacks bob's refusal: %r" % audit[-5:])
-    # bob may not read the audit log either; alice may not
+    # an operator may not read the audit log, nor decide approvals
     expect(alice.get("/api/v1/audit"), 403, "operator reading the audit log")
+    expect(bob.get("/api/v1/approvals"), 403, "analyst reading approvals")
+    expect(alice.post("/api/v1/approvals/" + id2, {"decision": "reject"}), 403, "operator rejecting")
+    if not any(x["action"] == "device.approval" and x["actor"] == "ann" and x["outcome"] == "ok" for x in audit):
+        fail("the approvals are not in the audit log")
 
     # -- a collection hides and protects the devices outside it
     expect(admin.request("PUT", "/api/v1/collections/First", {"client_ids": [id1]}), 200, "collection")
@@ -132,7 +155,8 @@ def test_console_api(tmp):
     expect(carol.post("/api/v1/devices/%s/actions" % id1, {"action": "AppEvaluation"}), 403,
            "carol, now an analyst")
     users = expect(admin.get("/api/v1/users"), 200, "users")["users"]
-    if "argon2" in json.dumps(users) or {u["name"] for u in users} != {"root-admin", "alice", "bob", "carol", "dan"}:
+    if "argon2" in json.dumps(users) or {u["name"] for u in users} != {"ann", "root-admin", "alice", "bob", "carol",
+                                                                        "dan"}:
         fail("users list: %r" % users)
 
     # -- tokens: shown once, work as bearer, expire

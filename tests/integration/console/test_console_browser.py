@@ -5,7 +5,7 @@ chromium-driver), against a real tether-mp and a real tetherd: log in, see
 the device online, press Sync Machine Policy and see the result arrive
 without a reload; stop the agent and see it turn offline with its reason;
 a read-only analyst sees the buttons disabled with the reason; a hostname
-holding markup is shown as text. Screenshots
+holding markup is shown as text; an administrator adds a user. Screenshots
 of the device list and the device page go to $TETHER_SCREENSHOT_DIR when
 set (docs/ holds the committed ones)."""
 import os
@@ -49,6 +49,7 @@ def test_console_browser(tmp):
     cid2 = other.wait_signed_in()["client_id"] if other else None
     alice_pw = user_add(mp, "alice", "operator")
     user_add(mp, "bob", "read-only-analyst", password="bob's long password")
+    admin_pw = user_add(mp, "root-admin", "full-administrator")
     url = "https://127.0.0.1:%d/" % mp.console
     shots = os.environ.get("TETHER_SCREENSHOT_DIR") or tmp.sub("shots")
     os.makedirs(shots, exist_ok=True)
@@ -94,6 +95,17 @@ def test_console_browser(tmp):
         reason = b.wait('p[data-reason-for="RequestMachinePolicy"]')
         if "actions.run" not in b.text(reason):
             fail("bob's page does not show the reason: %r" % b.text(reason))
+
+        # an administrator adds a user on the Users page; its password is shown once
+        b.click(b.find("#logout"))
+        b.wait("#login-user", what="the login form after logout")
+        login(b, url, "root-admin", admin_pw)
+        b.go(url + "#/users")
+        b.type(b.wait("#new-user-name"), "carol")
+        b.click(b.find("#new-user button"))
+        out = b.wait("#new-user-result code", what="the new user's one-time password")
+        if len(b.text(out)) < 16:
+            fail("one-time password: %r" % b.text(out))
     finally:
         b.close()
 
