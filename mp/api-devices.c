@@ -65,26 +65,39 @@ int api_visible_devices(struct api_req *q, json_object **ret) {
         return api_devices_for(q->srv, q->who, ret);
 }
 
-int api_devices_for(struct mp_server *srv, const struct mp_principal *who, json_object **ret) {
-        _cleanup_(json_object_putp) json_object *all = NULL, *out = json_object_new_array();
-        int r;
+int api_devices_all(struct mp_server *srv, json_object **ret) {
+        json_object *all = NULL;
+        int r = mp_registry_devices_json(srv->reg, &all);
+
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < json_object_array_length(all); i++)
+                add_online(srv, json_object_array_get_idx(all, i));
+        *ret = all;
+        return 0;
+}
+
+int api_devices_filter(json_object *all, const struct mp_principal *who, json_object **ret) {
+        json_object *out = json_object_new_array();
 
         if (!out)
                 return -ENOMEM;
-        r = mp_registry_devices_json(srv->reg, &all);
-        if (r < 0)
-                return r;
         for (size_t i = 0; i < json_object_array_length(all); i++) {
                 json_object *row = json_object_array_get_idx(all, i);
                 struct mp_rbac_device d = rbac_dev(row);
 
-                if (!d.client_id || !mp_principal_can(who, MP_PERM_DEVICES_READ, &d, NULL))
-                        continue;
-                add_online(srv, row);
-                json_object_array_add(out, json_object_get(row));
+                if (d.client_id && mp_principal_can(who, MP_PERM_DEVICES_READ, &d, NULL))
+                        json_object_array_add(out, json_object_get(row));
         }
-        *ret = TAKE_PTR(out);
+        *ret = out;
         return 0;
+}
+
+int api_devices_for(struct mp_server *srv, const struct mp_principal *who, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *all = NULL;
+        int r = api_devices_all(srv, &all);
+
+        return r < 0 ? r : api_devices_filter(all, who, ret);
 }
 
 static int cmp_rows(const void *a, const void *b, void *arg) {

@@ -110,6 +110,11 @@ int api_user_grants(struct api_req *q, const char *name);
  * why it went offline, when known). */
 int api_visible_devices(struct api_req *q, json_object **ret);
 int api_devices_for(struct mp_server *srv, const struct mp_principal *who, json_object **ret);
+/* The same in two steps: every device with its online state (read once a
+ * tick for all event streams), then the rows one caller may read (shared
+ * references). */
+int api_devices_all(struct mp_server *srv, json_object **ret);
+int api_devices_filter(json_object *all, const struct mp_principal *who, json_object **ret);
 
 /* mp/console.c: runs MHD now (after queuing event data) */
 void console_run(struct mp_console *con);

@@ -132,15 +132,16 @@ static bool row_changed(json_object *old, json_object *row) {
         return false;
 }
 
-/* Sends what changed for this stream's user since its last tick. */
-static void stream_tick(struct sse_stream *s, bool ping) {
+/* Sends what changed for this stream's user since its last tick; all is
+ * every device with its online state, read once for all streams. */
+static void stream_tick(struct sse_stream *s, json_object *all, bool ping) {
         struct mp_server *srv = s->con->srv;
         _cleanup_(json_object_putp) json_object *rows = NULL;
         struct mp_principal *who = NULL;
         json_object *now;
 
-        if (mp_principal_load(mp_registry_store(srv->reg), s->user, &who) < 0 ||
-            api_devices_for(srv, who, &rows) < 0) {
+        if (!all || mp_principal_load(mp_registry_store(srv->reg), s->user, &who) < 0 ||
+            api_devices_filter(all, who, &rows) < 0) {
                 mp_principal_free(who);
                 s->dead = true;
                 return;
@@ -191,13 +192,18 @@ static void forget_online(struct mp_console *con) {
 
 static int on_tick(sd_event_source *src, uint64_t usec, void *userdata) {
         struct mp_console *con = userdata;
+        _cleanup_(json_object_putp) json_object *all = NULL;
         bool ping = usec - con->last_ping_usec >= PING_USEC;
 
         if (ping)
                 con->last_ping_usec = usec;
         forget_online(con);
+        /* the records are read once a tick for every stream; a failure
+         * (database down) ends the streams, which the browsers reopen */
+        if (con->streams && api_devices_all(con->srv, &all) < 0)
+                all = NULL;
         for (struct sse_stream *s = con->streams; s; s = s->next) {
-                stream_tick(s, ping);
+                stream_tick(s, all, ping);
                 if (s->dead)
                         wake(s); /* to end it */
         }
@@ -232,7 +238,12 @@ int api_events(struct api_req *q) {
         s->next = con->streams;
         con->streams = s;
         /* the first tick sends every device */
-        stream_tick(s, false);
+        {
+                _cleanup_(json_object_putp) json_object *all = NULL;
+                if (api_devices_all(con->srv, &all) < 0)
+                        all = NULL;
+                stream_tick(s, all, false);
+        }
         (void)MHD_add_response_header(resp, "Content-Type", "text/event-stream");
         return api_queue(q, 200, resp);
 }
