@@ -7,6 +7,7 @@
  *                          one is generated and answered once
  *   GET  /v1/audit/verify  walks the audit chain: intact, or the first
  *                          record that breaks it
+ *   GET  /v1/audit         every record, oldest first (the export)
  *
  * Both are audited with the actor "admin-socket".
  */
@@ -125,11 +126,31 @@ static int audit_verify(struct mp_conn *c) {
         return reply(c, 200, o);
 }
 
+static int audit_export(struct mp_conn *c) {
+        struct mp_store *st = mp_registry_store(c->srv->reg);
+        _cleanup_(json_object_putp) json_object *o = json_object_new_object(),
+                                                *arr = json_object_new_array();
+        struct mp_audit_rec *recs = NULL;
+        size_t n = 0;
+
+        if (!o || !arr)
+                return -ENOMEM;
+        if (st->ops->audit_list(st, 0, 0, &recs, &n) < 0)
+                return reply_error(c, 500, "cannot read the audit log");
+        for (size_t i = 0; i < n; i++)
+                json_object_array_add(arr, mp_audit_rec_json(&recs[i]));
+        mp_audit_recs_free(recs, n);
+        json_object_object_add(o, "records", TAKE_PTR(arr));
+        return reply(c, 200, o);
+}
+
 int mp_admin_console_request(struct mp_conn *c, int method, const char *path, const uint8_t *body,
                              size_t len) {
         if (strcmp(path, "/v1/users") == 0 && method == HTTP_POST)
                 return user_add(c, body, len);
         if (strcmp(path, "/v1/audit/verify") == 0 && method == HTTP_GET)
                 return audit_verify(c);
+        if (strcmp(path, "/v1/audit") == 0 && method == HTTP_GET)
+                return audit_export(c);
         return -ENOENT;
 }

@@ -388,6 +388,21 @@ static int cmd_audit_verify(struct cli *cli) {
         return 1;
 }
 
+/* tether-mp audit export: the records as JSON lines, oldest first. */
+static int cmd_audit_export(struct cli *cli) {
+        json_object *arr;
+
+        if (request(cli, "GET", "/v1/audit", NULL, 300) < 0)
+                return 1;
+        if (!json_object_object_get_ex(cli->reply, "records", &arr))
+                return 1;
+        for (size_t i = 0; i < json_object_array_length(arr); i++)
+                printf("%s\n", json_object_to_json_string_ext(json_object_array_get_idx(arr, i),
+                                                              JSON_C_TO_STRING_PLAIN |
+                                                                      JSON_C_TO_STRING_NOSLASHESCAPE));
+        return 0;
+}
+
 static const char *command_usage(const char *cmd) {
         if (!strcmp(cmd, "devices"))
                 return "[--json]\n\nLists devices: ClientID, hostname, status (approved|pending|rejected),\n"
@@ -422,9 +437,10 @@ static const char *command_usage(const char *cmd) {
                        "read-only-analyst or a custom role) on a collection (default \"All devices\").\n"
                        "Prints a one-time password, or takes the password from standard input.";
         if (!strcmp(cmd, "audit"))
-                return "verify [--json]\n\nWalks the console's hash-chained audit log: 'intact' (exit 0), "
-                       "or\n"
-                       "the first record that breaks the chain and why (exit 1).";
+                return "verify [--json] | export\n\n"
+                       "verify walks the console's hash-chained audit log: 'intact' (exit 0),\n"
+                       "or the first record that breaks the chain and why (exit 1). export prints\n"
+                       "every record as one JSON line, oldest first.";
         return NULL;
 }
 
@@ -553,6 +569,8 @@ int mp_cli_main(const char *cmd, int argc, char **argv) {
                 ret = cmd_user_add(&cli, args[1], role, collection, pw_stdin);
         else if (!strcmp(cmd, "audit") && nargs == 1 && !strcmp(args[0], "verify"))
                 ret = cmd_audit_verify(&cli);
+        else if (!strcmp(cmd, "audit") && nargs == 1 && !strcmp(args[0], "export"))
+                ret = cmd_audit_export(&cli);
         else
                 fprintf(stderr, "Usage: tether-mp %s %.*s\n", cmd, (int)strcspn(usage_text, "\n"),
                         usage_text);

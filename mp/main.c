@@ -39,6 +39,7 @@ static void help_main(void) {
                "  responses      recent responses, newest first\n"
                "  user add NAME  add a console account (--role ROLE)\n"
                "  audit verify   check the console's hash-chained audit log\n"
+               "  audit export   the audit log as JSON lines\n"
                "\n"
                "Run 'tether-mp COMMAND --help' for a command's options.\n");
 }

@@ -7,6 +7,7 @@ log holds the refusal; a collection hides and protects the devices outside
 it; API tokens expire; bad input gets a clear 4xx and changes nothing;
 failed logins lock out; an edited audit row breaks the chain; an approver
 approves the pending devices."""
+import http.client
 import os
 import sys
 import time
@@ -111,7 +112,31 @@ def test_console_api(tmp):
     if not any(x["action"] == "device.approval" and x["actor"] == "ann" and x["outcome"] == "ok" for x in audit):
         fail("the approvals are not in the audit log")
 
-    # -- a collection hides and protects the devices outside it
+    # -- the live events of a scoped user: only her devices
+    def events_of(client, seconds):
+        conn = http.client.HTTPSConnection("127.0.0.1", mp.console, context=client.ctx, timeout=seconds)
+        conn.request("GET", "/api/v1/events", headers={"Cookie": client.cookie})
+        r = conn.getresponse()
+        if r.status != 200 or r.getheader("Content-Type") != "text/event-stream":
+            fail("events: %d %r" % (r.status, r.getheaders()))
+        seen, buf, deadline = set(), b"", time.monotonic() + seconds
+        try:
+            while time.monotonic() < deadline:
+                if seen:
+                    conn.sock.settimeout(2)  # the first burst is whole once 2 s pass quietly
+                chunk = r.read1(65536)
+                if not chunk:
+                    break
+                buf += chunk
+                while b"\n\n" in buf:
+                    ev, buf = buf.split(b"\n\n", 1)
+                    lines = dict(x.split(": ", 1) for x in ev.decode().splitlines() if ": " in x)
+                    if lines.get("event") == "device":
+                        seen.add(json.loads(lines["data"])["client_id"])
+        except (TimeoutError, OSError):
+            pass
+        conn.close()
+        return seen
     expect(admin.request("PUT", "/api/v1/collections/First", {"client_ids": [id1]}), 200, "collection")
     carol_pw = user_add(mp, "carol", "operator", collection="First")
     carol = Client(mp)
@@ -120,6 +145,10 @@ def test_console_api(tmp):
     if [d["client_id"] for d in seen["devices"]] != [id1] or seen["total"] != 1:
         fail("carol sees outside her collection: %r" % seen)
     expect(carol.get("/api/v1/devices/" + id2), 404, "carol's look at device 2")
+    if events_of(carol, 10) != {id1}:
+        fail("carol's live events show devices outside her collection")
+    if events_of(alice, 10) != {id1, id2}:
+        fail("alice's live events do not show both devices")
     before = count_pushes(mp)
     expect(carol.post("/api/v1/devices/%s/actions" % id2, {"action": "AppEvaluation"}), 404, "carol's action")
     expect(carol.post("/api/v1/actions", {"action": "AppEvaluation", "targets": [id1, id2]}), 404,
@@ -211,6 +240,9 @@ def test_console_api(tmp):
     r = mp.admin("audit", "verify")
     if "intact" not in r.stdout:
         fail("audit verify: %r" % r.stdout)
+    cli_rows = [json.loads(x) for x in mp.admin("audit", "export").stdout.splitlines()]
+    if [x["hash"] for x in cli_rows[:len(rows)]] != [x["hash"] for x in rows]:
+        fail("tether-mp audit export differs from the API's export")
     store_sql(mp, "UPDATE audit SET outcome = 'ok' WHERE actor = 'bob' AND outcome = 'denied'")
     bad = int(store_sql(mp, "SELECT min(seq) FROM audit WHERE actor = 'bob' AND action = 'device.action'"))
     r = mp.admin("audit", "verify", check=False)
