@@ -185,6 +185,11 @@ static int forward(struct api_req *q, struct action_ctx *a) {
                 fprintf(f, "%s%s", i ? "," : "", a->ids[i]);
         if (!f || fclose(f) != 0)
                 return -ENOMEM;
+        /* The record first: an action that cannot be audited is not run. */
+        snprintf(detail, sizeof(detail), "%s TaskGUID %s", a->template_id, guid);
+        r = api_audit(q, "device.action", ids, "ok", detail);
+        if (r < 0)
+                return api_store_error(q, "audit log (nothing was pushed)", r);
         log_info("Forwarded BGB remote task. TemplateID: %u TaskGuid: %s TaskParam: %s TargetDeviceIDs: %s",
                  a->task_type, guid, a->param, ids);
         r = mp_push_start(q->srv, &pr, &push_id, got, &n_targets);
@@ -192,9 +197,6 @@ static int forward(struct api_req *q, struct action_ctx *a) {
                 (void)api_audit(q, "device.action", ids, "failed", strerror(-r));
                 return api_store_error(q, "push", r);
         }
-        snprintf(detail, sizeof(detail), "%s TaskGUID %s PushID %llu", a->template_id, got,
-                 (unsigned long long)push_id);
-        (void)api_audit(q, "device.action", ids, "ok", detail);
         o = json_object_new_object();
         if (!o)
                 return -ENOMEM;

@@ -44,7 +44,7 @@ int mp_audit_hash(const struct mp_audit_rec *r, char ret[65]) {
         return rc;
 }
 
-int mp_audit_append(struct mp_store *st, const struct mp_audit_entry *e, int64_t *ret_seq) {
+static int append_once(struct mp_store *st, const struct mp_audit_entry *e, int64_t *ret_seq) {
         char prev[65], hash[65];
         struct mp_audit_rec rec = {
                 .time = e->now,
@@ -69,6 +69,16 @@ int mp_audit_append(struct mp_store *st, const struct mp_audit_entry *e, int64_t
                 r = st->ops->audit_append(st, &rec);
         if (r >= 0 && ret_seq)
                 *ret_seq = rec.seq;
+        return r;
+}
+
+/* Another node may take the next seq first (-EEXIST): read the chain's end
+ * again and link to its record. */
+int mp_audit_append(struct mp_store *st, const struct mp_audit_entry *e, int64_t *ret_seq) {
+        int r = -EEXIST;
+
+        for (int i = 0; i < 5 && r == -EEXIST; i++)
+                r = append_once(st, e, ret_seq);
         return r;
 }
 

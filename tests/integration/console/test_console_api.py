@@ -188,6 +188,12 @@ def test_console_api(tmp):
                                                                         "dan"}:
         fail("users list: %r" % users)
 
+    # -- a session after logout is stale
+    gone = Client(mp)
+    gone.login("bob", "bob's long password")
+    expect(gone.post("/api/v1/logout", {}), 200, "logout")
+    expect(gone.get("/api/v1/devices"), 401, "a logged-out session")
+
     # -- tokens: shown once, work as bearer, expire
     tok = expect(admin.post("/api/v1/tokens", {"label": "ci", "expires_in": 3}), 201, "token")
     api = Client(mp, token=tok["token"])

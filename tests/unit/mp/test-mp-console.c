@@ -122,6 +122,23 @@ static void test_audit_chain(void **state) {
         assert_int_equal(mp_audit_verify(f->st, &n, &bad, &reason), 0);
         assert_int_equal(n, 3);
 
+        /* a seq taken (by another node) is -EEXIST, and the open transaction
+         * goes on: the next append links after it */
+        {
+                char h[65];
+                int64_t last = 0;
+                struct mp_audit_rec dup = {
+                        .seq = 3, .time = 1, .action = "x", .outcome = "ok", .prev_hash = h, .hash = h};
+
+                assert_int_equal(f->st->ops->audit_last(f->st, &last, h), 0);
+                assert_int_equal(last, 3);
+                assert_int_equal(f->st->ops->audit_append(f->st, &dup), -EEXIST);
+                append(f, "carol", "login", "ok");
+                assert_int_equal(mp_registry_commit(f->reg), 0);
+                assert_int_equal(mp_audit_verify(f->st, &n, &bad, &reason), 0);
+                assert_int_equal(n, 4);
+        }
+
         /* editing a field of record 2 (the refusal turned into success) */
         tamper(f, "UPDATE audit SET outcome = 'ok' WHERE seq = 2");
         assert_int_equal(mp_audit_verify(f->st, &n, &bad, &reason), -EBADMSG);
@@ -136,6 +153,7 @@ static void test_audit_chain(void **state) {
         reason = NULL;
         assert_int_equal(mp_audit_verify(f->st, &n, &bad, &reason), -EBADMSG);
         assert_int_equal(bad, 3);
+        assert_non_null(strstr(reason, "missing"));
 }
 
 static void test_users_and_passwords(void **state) {
