@@ -152,3 +152,116 @@ int api_user_grants(struct api_req *q, const char *name) {
         json_object_object_add(o, "grants", json_object_get(grants));
         return api_json(q, 200, o, NULL, NULL);
 }
+
+/* DELETE /api/v1/users/NAME: the account, its sessions and its tokens. */
+int api_user_delete(struct api_req *q, const char *name) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        struct mp_doc_rec *tokens = NULL;
+        size_t n = 0;
+        int r;
+
+        if (!mp_principal_has(q->who, MP_PERM_USERS_MANAGE, NULL))
+                return api_deny(q, "user.delete", name, "user '%s' has no role granting users.manage",
+                                q->user);
+        if (strcmp(name, q->user) == 0)
+                return api_error(q, 409, "you cannot remove your own account");
+        r = STORE(q)->ops->doc_delete(STORE(q), "user", name);
+        if (r == -ENOENT)
+                return api_error(q, 404, "no user '%.64s'", name);
+        if (r < 0)
+                return api_store_error(q, "user", r);
+        mp_auth_logout_user(api_auth(q), name);
+        r = STORE(q)->ops->docs(STORE(q), "token", &tokens, &n);
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                _cleanup_(json_object_putp) json_object *t = json_tokener_parse(tokens[i].body);
+                json_object *u;
+
+                if (t && json_object_object_get_ex(t, "user", &u) &&
+                    strcmp(json_object_get_string(u), name) == 0)
+                        r = STORE(q)->ops->doc_delete(STORE(q), "token", tokens[i].name);
+        }
+        mp_doc_recs_free(tokens, n);
+        if (r < 0)
+                return api_store_error(q, "tokens", r);
+        (void)api_audit(q, "user.delete", name, "ok", NULL);
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        json_object_object_add(o, "deleted", json_object_new_string(name));
+        return api_json(q, 200, o, NULL, NULL);
+}
+
+/* POST /api/v1/me/password {"old", "new"}: the caller's own password; every
+ * other session of the caller ends. */
+int api_password_change(struct api_req *q) {
+        static const char *const allowed[] = {"olds", "news", NULL};
+        _cleanup_(json_object_putp) json_object *body = NULL, *doc = NULL, *o = NULL;
+        _cleanup_(freep) char *text = NULL, *hash = NULL;
+        const char *old = NULL, *new = NULL;
+        json_object *v, *h;
+        int r;
+
+        if (api_body(q, &body, allowed) < 0)
+                return 0;
+        if (json_object_object_get_ex(body, "old", &v))
+                old = json_object_get_string(v);
+        if (json_object_object_get_ex(body, "new", &v))
+                new = json_object_get_string(v);
+        if (!old || !new || strlen(new) < 12 || strlen(new) > 1024)
+                return api_error(q, 400, "give \"old\" and \"new\" (12 to 1024 characters)");
+        r = STORE(q)->ops->doc_get(STORE(q), "user", q->user, &text);
+        if (r < 0)
+                return api_store_error(q, "user", r);
+        doc = json_tokener_parse(text);
+        if (!doc || !json_object_object_get_ex(doc, "password_hash", &h) ||
+            mp_auth_password_verify(json_object_get_string(h), old) < 0) {
+                (void)api_audit(q, "user.password", q->user, "denied", "wrong old password");
+                return api_error(q, 403, "the old password is wrong");
+        }
+        r = mp_auth_password_hash(new, &hash);
+        if (r < 0)
+                return api_store_error(q, "password", r);
+        json_object_object_add(doc, "password_hash", json_object_new_string(hash));
+        r = STORE(q)->ops->doc_put(STORE(q), "user", q->user,
+                                   json_object_to_json_string_ext(doc, JSON_C_TO_STRING_PLAIN), time(NULL));
+        if (r < 0)
+                return api_store_error(q, "user", r);
+        mp_auth_logout_user(api_auth(q), q->user); /* this session too: log in again */
+        (void)api_audit(q, "user.password", q->user, "ok", NULL);
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        json_object_object_add(o, "changed", json_object_new_boolean(true));
+        return api_json(q, 200, o, NULL, NULL);
+}
+
+/* DELETE /api/v1/tokens/ID: one of the caller's tokens (or anyone's with
+ * users.manage). */
+int api_token_delete(struct api_req *q, const char *id) {
+        _cleanup_(json_object_putp) json_object *t = NULL, *o = NULL;
+        _cleanup_(freep) char *text = NULL;
+        json_object *u;
+        int r;
+
+        r = STORE(q)->ops->doc_get(STORE(q), "token", id, &text);
+        if (r == -ENOENT)
+                return api_error(q, 404, "no token '%.64s'", id);
+        if (r < 0)
+                return api_store_error(q, "token", r);
+        t = json_tokener_parse(text);
+        if (!t || !json_object_object_get_ex(t, "user", &u))
+                return api_error(q, 500, "the stored token is not JSON");
+        if (strcmp(json_object_get_string(u), q->user) != 0 &&
+            !mp_principal_has(q->who, MP_PERM_USERS_MANAGE, NULL))
+                return api_deny(q, "token.delete", id,
+                                "the token is not yours and user '%s' has no users.manage", q->user);
+        r = STORE(q)->ops->doc_delete(STORE(q), "token", id);
+        if (r < 0)
+                return api_store_error(q, "token", r);
+        (void)api_audit(q, "token.delete", id, "ok", NULL);
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        json_object_object_add(o, "deleted", json_object_new_string(id));
+        return api_json(q, 200, o, NULL, NULL);
+}

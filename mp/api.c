@@ -273,7 +273,7 @@ static bool split_id(const char *rest, char *id, size_t size, const char **ret_v
 
 static int route_authenticated(struct api_req *q, const char *path) {
         bool get = strcmp(q->method, "GET") == 0, post = strcmp(q->method, "POST") == 0,
-             put = strcmp(q->method, "PUT") == 0;
+             put = strcmp(q->method, "PUT") == 0, del = strcmp(q->method, "DELETE") == 0;
         const char *verb;
         char id[256];
 
@@ -283,6 +283,12 @@ static int route_authenticated(struct api_req *q, const char *path) {
                 return api_me(q);
         if (strcmp(path, "tokens") == 0 && post)
                 return api_token_new(q);
+        if (startswith(path, "tokens/") && del && split_id(path + 7, id, sizeof(id), &verb) && !*verb)
+                return api_token_delete(q, id);
+        if (strcmp(path, "me/password") == 0 && post)
+                return api_password_change(q);
+        if (startswith(path, "users/") && del && split_id(path + 6, id, sizeof(id), &verb) && !*verb)
+                return api_user_delete(q, id);
         if (strcmp(path, "devices") == 0 && get)
                 return api_devices_list(q);
         if (strcmp(path, "events") == 0 && get)

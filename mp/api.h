@@ -106,6 +106,9 @@ int api_approval_decide(struct api_req *q, const char *id);
 int api_users(struct api_req *q);
 int api_user_add(struct api_req *q);
 int api_user_grants(struct api_req *q, const char *name);
+int api_user_delete(struct api_req *q, const char *name);
+int api_password_change(struct api_req *q);
+int api_token_delete(struct api_req *q, const char *id);
 /* Fills the devices the caller may read, each with its online state (and
  * why it went offline, when known). */
 int api_visible_devices(struct api_req *q, json_object **ret);
