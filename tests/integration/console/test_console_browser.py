@@ -24,7 +24,7 @@ WEBROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "
 
 def login(b, url, user, password):
     b.go(url)
-    b.type(b.wait("#login-user"), user)
+    b.type(b.wait("#login:not([hidden]) #login-user"), user)
     b.type(b.find("#login-password"), password)
     b.click(b.find("#login-submit"))
     b.wait("#devices", what="the device list after login")
@@ -86,7 +86,7 @@ def test_console_browser(tmp):
 
         # a read-only analyst: the buttons are disabled with the reason
         b.click(b.find("#logout"))
-        b.wait("#login-user", what="the login form after logout")
+        b.wait("#login:not([hidden]) #login-user", what="the login form after logout")
         login(b, url, "bob", "bob's long password")
         b.go(url + "#/device/" + cid)
         sync = b.wait('button[data-action="RequestMachinePolicy"]')
@@ -98,7 +98,7 @@ def test_console_browser(tmp):
 
         # an administrator adds a user on the Users page; its password is shown once
         b.click(b.find("#logout"))
-        b.wait("#login-user", what="the login form after logout")
+        b.wait("#login:not([hidden]) #login-user", what="the login form after logout")
         login(b, url, "root-admin", admin_pw)
         b.go(url + "#/users")
         b.type(b.wait("#new-user-name"), "carol")
