@@ -543,7 +543,8 @@ int main(int argc, char **argv) {
                 }
                 setenv("NOTIFY_SOCKET", notify, 1);
                 execl(mp, mp, "serve", "--state-dir", state, "--listen", "127.0.0.1:0", "--https-listen",
-                      "off", "--push-rate", rate, "--push-batch", batch, (char *)NULL);
+                      "off", "--console-listen", "off", "--push-rate", rate, "--push-batch", batch,
+                      (char *)NULL);
                 _exit(127);
         }
         if (wait_ready(nfd, pid) < 0) {
