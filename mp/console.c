@@ -351,7 +351,8 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
         *con_cls = NULL;
 }
 
-static void mhd_log(void *cls, const char *fmt, va_list ap) {
+/* fmt is libmicrohttpd's own format string (clang's -Wformat-nonliteral). */
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap) {
         char msg[512];
 
         (void)cls;

@@ -66,7 +66,12 @@ def test_commit_lost(tmp):
     push_id = mp.push(1, cid)["push_id"]
 
     def answered():
-        st = mp.push_status(push_id, wait=5)
+        try:
+            st = mp.push_status(push_id, wait=5)
+        except AssertionError:
+            # the MP closes an admin request that was waiting in the round
+            # whose commit failed (its reply could acknowledge lost records)
+            return None
         t = (st.get("targets") or [{}])[0]
         return t if t.get("state") == "answered" and t.get("return_code") == 1 else None
     wait_for(answered, 60, "the response stored after the failed commit", interval=0.5)
