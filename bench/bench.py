@@ -506,7 +506,7 @@ def start_mp(bins, g, mp_dir, keepalive, extra=()):
     os.makedirs(os.path.join(mp_dir, "policies"), exist_ok=True)
     tcp, https = free_port(), free_port()
     mp = g.start([bins["mp"], "serve", "--state-dir", mp_dir, "--listen", f"127.0.0.1:{tcp}",
-                  "--https-listen", f"127.0.0.1:{https}", "--approval", "auto",
+                  "--https-listen", f"127.0.0.1:{https}", "--console-listen", "off", "--approval", "auto",
                   "--keepalive", str(keepalive), *extra], os.path.join(mp_dir, "..", "mp.log"))
     wait_file(os.path.join(mp_dir, "ports"), 30, mp)
     ports = read_ports(os.path.join(mp_dir, "ports"))

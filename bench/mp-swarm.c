@@ -534,8 +534,8 @@ static void mp_start(struct swarm *s, struct mp_run *m) {
                 }
                 setenv("NOTIFY_SOCKET", m->notify, 1);
                 execl(m->mp, m->mp, "serve", "--state-dir", m->state, "--listen", "127.0.0.1:0",
-                      "--https-listen", "off", "--push-rate", m->rate, "--push-batch", m->batch,
-                      (char *)NULL);
+                      "--https-listen", "off", "--console-listen", "off", "--push-rate", m->rate,
+                      "--push-batch", m->batch, (char *)NULL);
                 _exit(127);
         }
         if (wait_ready(m->notify_fd, m->pid) < 0) {

@@ -22,6 +22,7 @@
 
 #include "common/log.h"
 #include "common/strutil.h"
+#include "mp/console.h"
 #include "mp/mp.h"
 #include "transport/rotation.h"
 #include "transport/sign.h"
@@ -292,6 +293,7 @@ void mp_admin_conn_closed(struct mp_server *srv, struct mp_conn *c) {
 }
 
 void mp_server_push_progress(struct mp_server *srv, uint64_t push_id) {
+        mp_console_push_progress(srv->console, push_id);
         for (struct mp_waiter *w = srv->waiters; w; w = w->next)
                 if (w->push_id == push_id)
                         w->dirty = true;
@@ -476,6 +478,7 @@ int mp_admin_request(struct mp_conn *c, int method, const char *path, const char
                      size_t body_len) {
         char id[128];
         const char *rest;
+        int r;
 
         if (strcmp(path, "/v1/status") == 0 && method == HTTP_GET)
                 return admin_status(c);
@@ -511,5 +514,8 @@ int mp_admin_request(struct mp_conn *c, int method, const char *path, const char
                 return admin_site_key_rotate(c, query);
         if (strcmp(path, "/v1/key-events") == 0 && method == HTTP_GET)
                 return admin_simple(c, mp_registry_key_events_json, "key_events");
+        r = mp_admin_console_request(c, method, path, body, body_len);
+        if (r != -ENOENT)
+                return r;
         return respond_error(c, 404, "no such endpoint: %s %s", http_method_str(method), path);
 }

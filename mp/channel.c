@@ -7,6 +7,7 @@
 
 #include "common/log.h"
 #include "common/strutil.h"
+#include "mp/console.h"
 #include "mp/mp.h"
 #include "transport/rotation.h"
 #include "transport/sign.h"
@@ -570,6 +571,12 @@ int mp_session_frame(struct mp_session *s, struct mp_conn *c, const struct tethe
                         return r;
                 log_info("Client '%s' at %s said goodbye (%s)", s->client_id, c->peer,
                          tether_goodbye_reason_name(msg->goodbye.reason));
+                {
+                        char why[96];
+                        snprintf(why, sizeof(why), "the agent said goodbye (%s)",
+                                 tether_goodbye_reason_name(msg->goodbye.reason));
+                        mp_console_device_offline(c->srv->console, s->client_id, why, false);
+                }
                 tether_msg_free(msg);
                 if (!acks)
                         mp_conn_close_after_flush(c);
@@ -776,6 +783,7 @@ void mp_channel_closed(struct mp_conn *c) {
         s->conn = NULL;
         if (c->kind == MP_CONN_CHANNEL) {
                 log_info("Client '%s' at %s is offline", s->client_id, c->peer);
+                mp_console_device_offline(c->srv->console, s->client_id, "the connection closed", true);
                 mp_session_drop(c->srv, s);
         } else {
                 s->last_seen_usec = mp_now_usec();

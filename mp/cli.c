@@ -381,6 +381,73 @@ static int cmd_key_events(struct cli *cli) {
         return 0;
 }
 
+/* tether-mp user add NAME --role ROLE [--collection C] [--password-stdin] */
+static int cmd_user_add(struct cli *cli, const char *name, const char *role, const char *coll,
+                        bool pw_stdin) {
+        _cleanup_(json_object_putp) json_object *req = json_object_new_object();
+        char pw[1024] = "";
+
+        if (!req)
+                return 1;
+        if (pw_stdin) {
+                if (!fgets(pw, sizeof(pw), stdin)) {
+                        fprintf(stderr, "tether-mp: no password on standard input\n");
+                        return 2;
+                }
+                pw[strcspn(pw, "\r\n")] = 0;
+                json_object_object_add(req, "password", json_object_new_string(pw));
+        }
+        json_object_object_add(req, "name", json_object_new_string(name));
+        json_object_object_add(req, "role", json_object_new_string(role));
+        if (coll)
+                json_object_object_add(req, "collection", json_object_new_string(coll));
+        explicit_bzero(pw, sizeof(pw));
+        if (request(cli, "POST", "/v1/users", json_object_to_json_string(req), 60) < 0)
+                return 1;
+        if (cli->json)
+                print_json(cli->reply);
+        else if (str(cli->reply, "password")[0])
+                printf("User %s added (%s on %s). One-time password, shown only now:\n%s\n", name, role,
+                       str(cli->reply, "collection"), str(cli->reply, "password"));
+        else
+                printf("User %s added (%s on %s).\n", name, role, str(cli->reply, "collection"));
+        return 0;
+}
+
+/* tether-mp audit verify: exit 0 intact, 1 broken (or unreadable). */
+static int cmd_audit_verify(struct cli *cli) {
+        json_object *v;
+
+        if (request(cli, "GET", "/v1/audit/verify", NULL, 300) < 0)
+                return 1;
+        if (cli->json)
+                print_json(cli->reply);
+        if (json_object_object_get_ex(cli->reply, "intact", &v) && json_object_get_boolean(v)) {
+                if (!cli->json)
+                        printf("audit log intact: %s records\n", str(cli->reply, "records"));
+                return 0;
+        }
+        if (!cli->json)
+                printf("audit log BROKEN at record %s: %s\n", str(cli->reply, "broken_at"),
+                       str(cli->reply, "reason"));
+        return 1;
+}
+
+/* tether-mp audit export: the records as JSON lines, oldest first. */
+static int cmd_audit_export(struct cli *cli) {
+        json_object *arr;
+
+        if (request(cli, "GET", "/v1/audit", NULL, 300) < 0)
+                return 1;
+        if (!json_object_object_get_ex(cli->reply, "records", &arr))
+                return 1;
+        for (size_t i = 0; i < json_object_array_length(arr); i++)
+                printf("%s\n", json_object_to_json_string_ext(json_object_array_get_idx(arr, i),
+                                                              JSON_C_TO_STRING_PLAIN |
+                                                                      JSON_C_TO_STRING_NOSLASHESCAPE));
+        return 0;
+}
+
 static const char *command_usage(const char *cmd) {
         if (!strcmp(cmd, "devices"))
                 return "[--json]\n\nLists devices: ClientID, hostname, status (approved|pending|rejected),\n"
@@ -418,6 +485,16 @@ static const char *command_usage(const char *cmd) {
                        "agent;\nfrom NotBefore (default now) the new key signs. At most 90 days ahead.";
         if (!strcmp(cmd, "key-events"))
                 return "[--json]\n\nDevice key rotations and refused rollovers, newest first.";
+        if (!strcmp(cmd, "user"))
+                return "add NAME --role ROLE [--collection NAME] [--password-stdin] [--json]\n\n"
+                       "Adds a console account holding ROLE (full-administrator, operator, approver,\n"
+                       "read-only-analyst or a custom role) on a collection (default \"All devices\").\n"
+                       "Prints a one-time password, or takes the password from standard input.";
+        if (!strcmp(cmd, "audit"))
+                return "verify [--json] | export\n\n"
+                       "verify walks the console's hash-chained audit log: 'intact' (exit 0),\n"
+                       "or the first record that breaks the chain and why (exit 1). export prints\n"
+                       "every record as one JSON line, oldest first.";
         return NULL;
 }
 
@@ -432,7 +509,10 @@ int mp_cli_main(const char *cmd, int argc, char **argv) {
                 ARG_ALL,
                 ARG_WAIT,
                 ARG_LIMIT,
-                ARG_NOT_BEFORE
+                ARG_NOT_BEFORE,
+                ARG_ROLE,
+                ARG_COLLECTION,
+                ARG_PW_STDIN,
         };
         static const struct option opts[] = {
                 {"help", no_argument, NULL, 'h'},
@@ -446,11 +526,15 @@ int mp_cli_main(const char *cmd, int argc, char **argv) {
                 {"wait", required_argument, NULL, ARG_WAIT},
                 {"limit", required_argument, NULL, ARG_LIMIT},
                 {"not-before", required_argument, NULL, ARG_NOT_BEFORE},
+                {"role", required_argument, NULL, ARG_ROLE},
+                {"collection", required_argument, NULL, ARG_COLLECTION},
+                {"password-stdin", no_argument, NULL, ARG_PW_STDIN},
                 {},
         };
         struct cli cli = {0};
         const char *usage_text = command_usage(cmd);
-        const char *param = NULL, *not_before = NULL;
+        const char *param = NULL, *not_before = NULL, *role = NULL, *collection = NULL;
+        bool pw_stdin = false;
         uint32_t type = 0;
         uint64_t expires = 0, wait = 0, limit = 20;
         bool all = false, have_type = false;
@@ -509,6 +593,15 @@ int mp_cli_main(const char *cmd, int argc, char **argv) {
                                 return 2;
                         }
                         break;
+                case ARG_ROLE:
+                        role = optarg;
+                        break;
+                case ARG_COLLECTION:
+                        collection = optarg;
+                        break;
+                case ARG_PW_STDIN:
+                        pw_stdin = true;
+                        break;
                 default:
                         return 2;
                 }
@@ -535,6 +628,12 @@ int mp_cli_main(const char *cmd, int argc, char **argv) {
                 ret = cmd_site_key(&cli, !strcmp(cmd, "site-key-rotate"), not_before);
         else if (!strcmp(cmd, "key-events") && nargs == 0)
                 ret = cmd_key_events(&cli);
+        else if (!strcmp(cmd, "user") && nargs == 2 && !strcmp(args[0], "add") && role)
+                ret = cmd_user_add(&cli, args[1], role, collection, pw_stdin);
+        else if (!strcmp(cmd, "audit") && nargs == 1 && !strcmp(args[0], "verify"))
+                ret = cmd_audit_verify(&cli);
+        else if (!strcmp(cmd, "audit") && nargs == 1 && !strcmp(args[0], "export"))
+                ret = cmd_audit_export(&cli);
         else
                 fprintf(stderr, "Usage: tether-mp %s %.*s\n", cmd, (int)strcspn(usage_text, "\n"),
                         usage_text);

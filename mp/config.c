@@ -43,6 +43,8 @@ void mp_config_done(struct mp_config *c) {
         free(c->node_id);
         free(c->listen);
         free(c->https_listen);
+        free(c->console_listen);
+        free(c->console_webroot);
         free(c->admin_socket);
         free(c->admin_group);
         free(c->token);
@@ -194,6 +196,8 @@ static const struct config_key {
         {"NodeID", parse_string, offsetof(struct mp_config, node_id), 0, 0},
         {"Listen", parse_string, offsetof(struct mp_config, listen), 0, 0},
         {"HTTPSListen", parse_listen_list, offsetof(struct mp_config, https_listen), 0, 0},
+        {"ConsoleListen", parse_string, offsetof(struct mp_config, console_listen), 0, 0},
+        {"ConsoleWebRoot", parse_string, offsetof(struct mp_config, console_webroot), 0, 0},
         {"AdminSocket", parse_string, offsetof(struct mp_config, admin_socket), 0, 0},
         {"AdminSocketGroup", parse_string, offsetof(struct mp_config, admin_group), 0, 0},
         {"Approval", parse_approval, 0, 0, 0},

@@ -40,6 +40,9 @@ static void help_main(void) {
                "  site-key status the site key chain and the devices that follow each key\n"
                "  site-key rotate [--not-before TIME] make, endorse and start the next site key\n"
                "  key-events     device key rotations and refused rollovers\n"
+               "  user add NAME  add a console account (--role ROLE)\n"
+               "  audit verify   check the console's hash-chained audit log\n"
+               "  audit export   the audit log as JSON lines\n"
                "\n"
                "Run 'tether-mp COMMAND --help' for a command's options.\n");
 }
@@ -52,6 +55,9 @@ static void help_serve(void) {
                "  --listen ADDR:PORT       TLS frame channel (default 0.0.0.0:10123; port 0 = any)\n"
                "  --https-listen ADDR:PORT[,ADDR:PORT...] HTTPS fallback and policies, up to 4\n"
                "                           listeners (default 0.0.0.0:10124; 'off')\n"
+               "  --console-listen ADDR:PORT the console and REST API, HTTPS (default 0.0.0.0:10125; "
+               "'off')\n"
+               "  --console-webroot DIR    the web console's files (default " TETHER_MP_WEBROOT ")\n"
                "  --admin-socket PATH      admin API socket (default DIR/admin.sock)\n"
                "  --admin-group GROUP      make the admin socket 0660 for this group\n"
                "  --approval MODE          auto | manual | token (default auto)\n"
@@ -72,7 +78,8 @@ static void help_serve(void) {
                "  --verbose                debug logging\n"
                "\n"
                "With port 0 the bound ports are written to DIR/ports as 'tcp=PORT' and\n"
-               "'https=PORT'. SIGTERM sends GOODBYE(shutdown) to every agent and exits 0.\n");
+               "'https=PORT' (and 'console=PORT'). SIGTERM sends GOODBYE(shutdown) to every agent and exits "
+               "0.\n");
 }
 
 static void journal_sink(int priority, const char *message, const char *const *fields, void *userdata) {
@@ -144,6 +151,8 @@ static int cmd_serve(int argc, char **argv) {
                 ARG_EXPIRES,
                 ARG_STORE,
                 ARG_NODE_ID,
+                ARG_CONSOLE,
+                ARG_WEBROOT,
                 ARG_CHECK,
         };
         static const struct option opts[] = {
@@ -165,6 +174,8 @@ static int cmd_serve(int argc, char **argv) {
                 {"push-expires", required_argument, NULL, ARG_EXPIRES},
                 {"store", required_argument, NULL, ARG_STORE},
                 {"node-id", required_argument, NULL, ARG_NODE_ID},
+                {"console-listen", required_argument, NULL, ARG_CONSOLE},
+                {"console-webroot", required_argument, NULL, ARG_WEBROOT},
                 {"check", no_argument, NULL, ARG_CHECK},
                 {"verbose", no_argument, NULL, 'v'},
                 {},
@@ -186,6 +197,8 @@ static int cmd_serve(int argc, char **argv) {
                 [ARG_EXPIRES - ARG_STATE] = "PushExpiresSeconds",
                 [ARG_STORE - ARG_STATE] = "Store",
                 [ARG_NODE_ID - ARG_STATE] = "NodeID",
+                [ARG_CONSOLE - ARG_STATE] = "ConsoleListen",
+                [ARG_WEBROOT - ARG_STATE] = "ConsoleWebRoot",
         };
         struct mp_config cfg;
         struct mp_server *srv = NULL;
@@ -239,7 +252,7 @@ static int cmd_serve(int argc, char **argv) {
                         cfg.n_tls_names = 0;
                         names_from_cli = true;
                 }
-                if (c < ARG_STATE || c > ARG_NODE_ID || !key_of[c - ARG_STATE]) {
+                if (c < ARG_STATE || c > ARG_WEBROOT || !key_of[c - ARG_STATE]) {
                         mp_config_done(&cfg);
                         return 2;
                 }
@@ -261,6 +274,8 @@ static int cmd_serve(int argc, char **argv) {
         if ((!cfg.state_dir && mp_config_set(&cfg, "StateDirectory", DEFAULT_STATE_DIR) < 0) ||
             (!cfg.listen && mp_config_set(&cfg, "Listen", "0.0.0.0:10123") < 0) ||
             (!cfg.https_listen && mp_config_set(&cfg, "HTTPSListen", "0.0.0.0:10124") < 0) ||
+            (!cfg.console_listen && mp_config_set(&cfg, "ConsoleListen", "0.0.0.0:10125") < 0) ||
+            (!cfg.console_webroot && mp_config_set(&cfg, "ConsoleWebRoot", TETHER_MP_WEBROOT) < 0) ||
             set_default(&cfg.admin_socket, cfg.state_dir, "admin.sock") < 0 ||
             set_default(&cfg.policy_dir, cfg.state_dir, "policies") < 0) {
                 mp_config_done(&cfg);

@@ -61,10 +61,12 @@ struct tether_tls_conn;
 
 struct mp_config {
         char *state_dir;
-        char *store;        /* NULL: <state_dir>/tether-mp.db (SQLite); or a postgresql:// URL */
-        char *node_id;      /* NULL: <state_dir>/node-id (made at first start) */
-        char *listen;       /* "ADDR:PORT" */
-        char *https_listen; /* "ADDR:PORT[ ADDR:PORT...]", "" or "off" disables */
+        char *store;           /* NULL: <state_dir>/tether-mp.db (SQLite); or a postgresql:// URL */
+        char *node_id;         /* NULL: <state_dir>/node-id (made at first start) */
+        char *listen;          /* "ADDR:PORT" */
+        char *https_listen;    /* "ADDR:PORT[ ADDR:PORT...]", "" or "off" disables */
+        char *console_listen;  /* the console's HTTPS "ADDR:PORT", "" or "off" disables */
+        char *console_webroot; /* the web console's static files */
         char *admin_socket;
         char *admin_group; /* NULL: socket 0600; else 0660 with this group */
         enum mp_approval_mode approval;
@@ -248,6 +250,7 @@ struct mp_server {
         sd_event_source *https_more_src[MP_MAX_HTTPS_LISTEN - 1];
         uint16_t https_more_port[MP_MAX_HTTPS_LISTEN - 1];
         unsigned n_https_more;
+        struct mp_console *console; /* mp/console.h; NULL when off */
 
         struct mp_conn *conns;
         size_t n_conns;
@@ -286,6 +289,8 @@ struct mp_server {
 uint64_t mp_now_usec(void);
 
 /* server.c */
+/* A listening TCP socket on "ADDR:PORT" (port 0: any; *ret_port says which). */
+int mp_listen_tcp(const char *spec, int *ret_fd, uint16_t *ret_port);
 int mp_server_new(struct mp_config *cfg, struct mp_server **ret);
 struct mp_server *mp_server_free(struct mp_server *srv);
 int mp_server_run(struct mp_server *srv);
@@ -408,6 +413,7 @@ struct mp_push_request {
         bool all;
         char **targets;
         size_t n_targets;
+        const char *task_guid; /* NULL: a new one; else the caller's (the console logs it first) */
 };
 int mp_push_start(struct mp_server *srv, const struct mp_push_request *req, uint64_t *ret_push_id,
                   char ret_guid[TETHER_GUID_LEN], size_t *ret_n_targets);
@@ -439,6 +445,9 @@ int mp_admin_request(struct mp_conn *c, int method, const char *path, const char
                      size_t body_len);
 void mp_admin_check_waiters(struct mp_server *srv, bool all);
 void mp_admin_conn_closed(struct mp_server *srv, struct mp_conn *c);
+/* admin-console.c: the console's users and audit check; -ENOENT: not its path. */
+int mp_admin_console_request(struct mp_conn *c, int method, const char *path, const uint8_t *body,
+                             size_t len);
 
 /* state.c */
 int mp_state_load(const struct mp_config *cfg, bool create, struct tether_key **ret_site_key,

@@ -209,7 +209,10 @@ int mp_push_start(struct mp_server *srv, const struct mp_push_request *req, uint
         r = mp_registry_push_reserve(srv->reg, &p->push_id, &p->task_id);
         if (r < 0)
                 goto fail;
-        r = tether_guid_new(p->task_guid);
+        if (req->task_guid && tether_guid_valid(req->task_guid))
+                r = strscpy(p->task_guid, sizeof(p->task_guid), req->task_guid);
+        else
+                r = tether_guid_new(p->task_guid);
         if (r < 0)
                 goto fail;
 

@@ -11,6 +11,7 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "mp/audit.h"
 
 /* The session epoch of each device this node signed in, by ClientID: the
  * writes made on a device's behalf are guarded by it (a node that no
@@ -567,9 +568,28 @@ int mp_registry_key_event(struct mp_registry *reg, const struct mp_signin_reques
                 .at = req->now,
         };
 
+        char detail[256];
+        struct mp_audit_entry audit = {
+                .actor = "device",
+                .address = req->address,
+                .action = why ? "device.key-rollover-refused" : "device.key-rotation",
+                .target = req->client_id,
+                .outcome = why ? "denied" : "ok",
+                .detail = why ? why : detail,
+                .now = req->now,
+        };
+        int r;
+
         if (!req->client_id || !kind)
                 return -EINVAL;
-        return reg->st->ops->key_event_insert(reg->st, &ev);
+        r = reg->st->ops->key_event_insert(reg->st, &ev);
+        if (r < 0)
+                return r;
+        /* The console's audit log records it too (issue #15), in the same
+         * transaction as the key event. */
+        snprintf(detail, sizeof(detail), "key %s -> %s", old_fingerprint ? old_fingerprint : "-",
+                 req->fingerprint ? req->fingerprint : "-");
+        return mp_audit_append(reg->st, &audit, NULL);
 }
 
 /* Before the sign-in that claims the device, as its first binding is: the

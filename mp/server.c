@@ -18,6 +18,7 @@
 #include "common/fsutil.h"
 #include "common/log.h"
 #include "common/strutil.h"
+#include "mp/console.h"
 #include "mp/mp.h"
 #include "mp/tickets.h"
 #include "transport/sign.h"
@@ -36,7 +37,7 @@ uint64_t mp_now_usec(void) {
 }
 
 /* "ADDR:PORT", "[V6]:PORT" or ":PORT". */
-static int listen_tcp(const char *spec, int *ret_fd, uint16_t *ret_port) {
+int mp_listen_tcp(const char *spec, int *ret_fd, uint16_t *ret_port) {
         char host[256];
         const char *colon = strrchr(spec, ':');
         struct addrinfo hints = {.ai_family = AF_UNSPEC,
@@ -155,7 +156,7 @@ static int listen_https(struct mp_server *srv, const char *list) {
                 memcpy(spec, p, len);
                 spec[len] = '\0';
                 p += len;
-                r = listen_tcp(spec, &fd, &port);
+                r = mp_listen_tcp(spec, &fd, &port);
                 if (r < 0)
                         return log_error_errno(r, "Failed to listen on %s (HTTPS)%s: %m", spec,
                                                r == -EACCES ? "; a port below 1024 needs "
@@ -547,7 +548,7 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 }
 
 static int write_ports(struct mp_server *srv) {
-        char path[4096], text[64 + 24 * MP_MAX_HTTPS_LISTEN];
+        char path[4096], text[64 + 24 * (MP_MAX_HTTPS_LISTEN + 1)];
         int n;
 
         snprintf(path, sizeof(path), "%s/ports", srv->cfg->state_dir);
@@ -555,9 +556,29 @@ static int write_ports(struct mp_server *srv) {
         for (unsigned i = 0; i < srv->n_https_more; i++)
                 n += snprintf(text + n, sizeof(text) - (size_t)n, "https_more=%u\n",
                               srv->https_more_port[i]);
+        if (srv->console)
+                n += snprintf(text + n, sizeof(text) - (size_t)n, "console=%u\n",
+                              mp_console_port(srv->console));
         /* Atomic so that a reader never sees half of it; not durable: it is
          * written anew at every start. */
         return write_file_atomic(path, text, (size_t)n, 0644, 0);
+}
+
+/* The administrator's console (mp/console.h), with the MP's TLS key. */
+static int start_console(struct mp_server *srv, const char *cert) {
+        const char *spec = srv->cfg->console_listen;
+        _cleanup_(freep) uint8_t *key = NULL;
+        char path[4096];
+        size_t len = 0;
+        int r;
+
+        if (!spec || !*spec || strcmp(spec, "off") == 0)
+                return 0;
+        snprintf(path, sizeof(path), "%s/tls.key", srv->cfg->state_dir);
+        r = read_file_at(AT_FDCWD, path, 1u << 20, &key, &len);
+        if (r < 0)
+                return log_error_errno(r, "Failed to read %s for the console: %m", path);
+        return mp_console_new(srv, spec, cert, (const char *)key, srv->cfg->console_webroot, &srv->console);
 }
 
 static void raise_fd_limit(void) {
@@ -640,7 +661,7 @@ int mp_server_new(struct mp_config *cfg, struct mp_server **ret) {
                 r = mp_tickets_start(srv);
         if (r < 0)
                 goto fail;
-        r = listen_tcp(cfg->listen, &srv->channel_fd, &srv->channel_port);
+        r = mp_listen_tcp(cfg->listen, &srv->channel_fd, &srv->channel_port);
         if (r < 0) {
                 log_error_errno(r, "Failed to listen on %s: %m", cfg->listen);
                 goto fail;
@@ -657,6 +678,10 @@ int mp_server_new(struct mp_config *cfg, struct mp_server **ret) {
                 goto fail;
         }
         r = sd_event_add_io(srv->event, &srv->admin_src, srv->admin_fd, EPOLLIN, on_accept, srv);
+        if (r < 0)
+                goto fail;
+
+        r = start_console(srv, cert);
         if (r < 0)
                 goto fail;
 
@@ -707,9 +732,11 @@ int mp_server_run(struct mp_server *srv) {
                 if (tether_key_fingerprint(srv->tls_key, fpr) >= 0)
                         log_info("TLS key fingerprint: %s", fpr);
         }
-        log_info("tether-mp listening: channel TCP port %u, HTTPS port %u, admin socket %s, approval %s",
-                 srv->channel_port, srv->https_port, srv->cfg->admin_socket,
-                 mp_approval_mode_name(srv->approval.mode));
+        log_info(
+                "tether-mp listening: channel TCP port %u, HTTPS port %u, console port %u, admin socket %s, "
+                "approval %s",
+                srv->channel_port, srv->https_port, srv->console ? mp_console_port(srv->console) : 0,
+                srv->cfg->admin_socket, mp_approval_mode_name(srv->approval.mode));
         for (unsigned i = 0; i < srv->n_https_more; i++)
                 log_info("tether-mp listening: HTTPS also on port %u", srv->https_more_port[i]);
         (void)sd_notifyf(0, "READY=1\nSTATUS=channel port %u, HTTPS port %u", srv->channel_port,
@@ -744,6 +771,7 @@ struct mp_server *mp_server_free(struct mp_server *srv) {
         }
         for (size_t i = 0; i < ELEMENTSOF(srv->confirm_cache); i++)
                 mp_buf_unref(srv->confirm_cache[i]);
+        srv->console = mp_console_free(srv->console);
         sd_event_source_disable_unref(srv->channel_src);
         sd_event_source_disable_unref(srv->https_src);
         sd_event_source_disable_unref(srv->admin_src);

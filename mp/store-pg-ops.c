@@ -710,6 +710,14 @@ static const struct mp_store_ops ops = {
         .device_rebind = pg_device_rebind,
         .key_event_insert = pg_key_event_insert,
         .key_events = pg_key_events,
+        /* the console's records, mp/store-pg-admin.c */
+        .doc_put = pg_doc_put,
+        .doc_get = pg_doc_get,
+        .doc_delete = pg_doc_delete,
+        .docs = pg_docs,
+        .audit_append = pg_audit_append,
+        .audit_list = pg_audit_list,
+        .audit_last = pg_audit_last,
 };
 
 const struct mp_store_ops *pg_ops(void) {

@@ -281,6 +281,8 @@ static const char *const migrations[MP_STORE_SCHEMA_VERSION] = {
         "CREATE TABLE key_events ("
         " id BIGSERIAL PRIMARY KEY, client_id TEXT NOT NULL, kind TEXT NOT NULL, old_fingerprint TEXT,"
         " new_fingerprint TEXT, reason TEXT, hostname TEXT, address TEXT, at BIGINT);",
+        /* 4 -> 5: the console's records (mp/store-pg-admin.c) */
+        pg_admin_schema_v5,
 };
 
 /* Runs the missing migrations in one transaction, under an advisory lock

@@ -63,3 +63,22 @@ int pg_device_rebind(struct mp_store *st, const char *client_id, const char *old
                      const char *new_fingerprint);
 int pg_key_event_insert(struct mp_store *st, const struct mp_key_event_new *ev);
 int pg_key_events(struct mp_store *st, struct mp_key_event_rec **ret, size_t *ret_n);
+
+/* mp/store-pg-admin.c: the console's tables (schema version 5). */
+#include <time.h>
+struct mp_doc_rec;
+struct mp_audit_rec;
+#define pg_admin_schema_v5                                                                                  \
+        "CREATE TABLE IF NOT EXISTS console_docs (kind TEXT NOT NULL, name TEXT NOT NULL,"                  \
+        " body TEXT NOT NULL, updated BIGINT, PRIMARY KEY (kind, name));"                                   \
+        "CREATE TABLE IF NOT EXISTS audit (seq BIGINT PRIMARY KEY, time BIGINT NOT NULL, actor TEXT,"       \
+        " address TEXT, action TEXT NOT NULL, target TEXT, outcome TEXT NOT NULL, detail TEXT,"             \
+        " prev_hash TEXT NOT NULL, hash TEXT NOT NULL);"
+int pg_doc_put(struct mp_store *st, const char *kind, const char *name, const char *body, time_t now);
+int pg_doc_get(struct mp_store *st, const char *kind, const char *name, char **ret_body);
+int pg_doc_delete(struct mp_store *st, const char *kind, const char *name);
+int pg_docs(struct mp_store *st, const char *kind, struct mp_doc_rec **ret, size_t *ret_n);
+int pg_audit_append(struct mp_store *st, const struct mp_audit_rec *rec);
+int pg_audit_list(struct mp_store *st, int64_t after, unsigned limit, struct mp_audit_rec **ret,
+                  size_t *ret_n);
+int pg_audit_last(struct mp_store *st, int64_t *ret_seq, char ret_hash[65]);

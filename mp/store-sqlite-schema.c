@@ -133,6 +133,9 @@ int sqlite_migrate(sqlite3 *db, const char *path) {
                 r = sqlite_exec(db, schema_v3);
         if (r >= 0 && version < 4)
                 r = sqlite_exec(db, schema_v4);
+        /* 4 -> 5: the console's records (mp/store-sqlite-admin.c) */
+        if (r >= 0 && version < 5)
+                r = sqlite_exec(db, sqlite_admin_schema_v5);
         if (r >= 0)
                 r = sqlite_exec(db, "DELETE FROM schema_version");
         if (r >= 0) {

@@ -675,6 +675,14 @@ static const struct mp_store_ops sqlite_ops = {
         .device_rebind = sqlite_device_rebind,
         .key_event_insert = sqlite_key_event_insert,
         .key_events = sqlite_key_events,
+        /* the console's records, mp/store-sqlite-admin.c */
+        .doc_put = sqlite_doc_put,
+        .doc_get = sqlite_doc_get,
+        .doc_delete = sqlite_doc_delete,
+        .docs = sqlite_docs,
+        .audit_append = sqlite_audit_append,
+        .audit_list = sqlite_audit_list,
+        .audit_last = sqlite_audit_last,
 };
 
 int mp_store_open_sqlite(const char *path, struct mp_store **ret) {

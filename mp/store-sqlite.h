@@ -59,3 +59,17 @@ int sqlite_device_rebind(struct mp_store *st, const char *client_id, const char 
                          const char *new_key, const char *new_fingerprint);
 int sqlite_key_event_insert(struct mp_store *st, const struct mp_key_event_new *ev);
 int sqlite_key_events(struct mp_store *st, struct mp_key_event_rec **ret, size_t *ret_n);
+
+struct mp_doc_rec;
+struct mp_audit_rec;
+
+/* mp/store-sqlite-admin.c: the console's tables (schema version 5). */
+extern const char sqlite_admin_schema_v5[];
+int sqlite_doc_put(struct mp_store *st, const char *kind, const char *name, const char *body, time_t now);
+int sqlite_doc_get(struct mp_store *st, const char *kind, const char *name, char **ret_body);
+int sqlite_doc_delete(struct mp_store *st, const char *kind, const char *name);
+int sqlite_docs(struct mp_store *st, const char *kind, struct mp_doc_rec **ret, size_t *ret_n);
+int sqlite_audit_append(struct mp_store *st, const struct mp_audit_rec *rec);
+int sqlite_audit_list(struct mp_store *st, int64_t after, unsigned limit, struct mp_audit_rec **ret,
+                      size_t *ret_n);
+int sqlite_audit_last(struct mp_store *st, int64_t *ret_seq, char ret_hash[65]);

@@ -132,3 +132,25 @@ void mp_strv_free(char **v, size_t n) {
                 free(v[i]);
         free(v);
 }
+
+void mp_doc_recs_free(struct mp_doc_rec *r, size_t n) {
+        for (size_t i = 0; r && i < n; i++) {
+                free(r[i].name);
+                free(r[i].body);
+        }
+        free(r);
+}
+
+void mp_audit_recs_free(struct mp_audit_rec *r, size_t n) {
+        for (size_t i = 0; r && i < n; i++) {
+                free(r[i].actor);
+                free(r[i].address);
+                free(r[i].action);
+                free(r[i].target);
+                free(r[i].outcome);
+                free(r[i].detail);
+                free(r[i].prev_hash);
+                free(r[i].hash);
+        }
+        free(r);
+}

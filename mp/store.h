@@ -39,7 +39,7 @@
 #include <time.h>
 
 /* The schema version this binary writes and understands. */
-#define MP_STORE_SCHEMA_VERSION 4
+#define MP_STORE_SCHEMA_VERSION 5
 
 enum mp_device_status {
         MP_DEVICE_APPROVED = 0,
@@ -167,6 +167,20 @@ struct mp_key_event_rec {
         int64_t at;
 };
 
+/* The console's records (mp/console.h), schema version 5: accounts, API
+ * tokens, custom roles and collections as named JSON documents of a kind
+ * ("user", "token", "role", "collection"), and the hash-chained audit log. */
+struct mp_doc_rec {
+        char *name, *body;
+        int64_t updated;
+};
+
+struct mp_audit_rec {
+        int64_t seq, time;
+        char *actor, *address, *action, *target, *outcome, *detail;
+        char *prev_hash, *hash; /* sha256 hex; prev of the first is 64 zeros */
+};
+
 struct mp_store;
 
 typedef void (*mp_store_hint_cb)(const char *channel, const char *payload, void *userdata);
@@ -269,6 +283,21 @@ struct mp_store_ops {
         int (*key_event_insert)(struct mp_store *st, const struct mp_key_event_new *ev);
         /* All key events, newest first. */
         int (*key_events)(struct mp_store *st, struct mp_key_event_rec **ret, size_t *ret_n);
+        /* The console's records (schema version 5; mp/store-*-admin.c). */
+        int (*doc_put)(struct mp_store *st, const char *kind, const char *name, const char *body,
+                       time_t now);
+        int (*doc_get)(struct mp_store *st, const char *kind, const char *name,
+                       char **ret_body);                                            /* -ENOENT */
+        int (*doc_delete)(struct mp_store *st, const char *kind, const char *name); /* -ENOENT */
+        /* Every document of a kind, by name. */
+        int (*docs)(struct mp_store *st, const char *kind, struct mp_doc_rec **ret, size_t *ret_n);
+        /* Appends one record; its seq must be the last one's + 1 (-EEXIST if taken). */
+        int (*audit_append)(struct mp_store *st, const struct mp_audit_rec *rec);
+        /* Records with seq > after, oldest first, at most limit (0: all). */
+        int (*audit_list)(struct mp_store *st, int64_t after, unsigned limit, struct mp_audit_rec **ret,
+                          size_t *ret_n);
+        /* The last record's seq and hash; seq 0 and 64 zeros when empty. */
+        int (*audit_last)(struct mp_store *st, int64_t *ret_seq, char ret_hash[65]);
 };
 
 /* Every engine's struct starts with this. */
@@ -298,6 +327,8 @@ void mp_response_recs_free(struct mp_response_rec *r, size_t n);
 void mp_frame_recs_free(struct mp_frame_rec *r, size_t n);
 void mp_key_event_recs_free(struct mp_key_event_rec *r, size_t n);
 void mp_strv_free(char **v, size_t n);
+void mp_doc_recs_free(struct mp_doc_rec *r, size_t n);
+void mp_audit_recs_free(struct mp_audit_rec *r, size_t n);
 
 /* Grows *arr (of elem-sized items) to hold n + 1; zeroes the new slot. */
 int mp_store_grow(void *arr, size_t elem, size_t n, size_t *cap);

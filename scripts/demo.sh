@@ -7,12 +7,23 @@
 #   4. push Sync Machine Policy, Sync User Policy and App Evaluation Cycle;
 #   5. print each signed BgbResponseMessage as the MP recorded it, and the
 #      seed-style log lines of both sides;
-#   6. leave nothing running.
+#   6. print the web console's address and a one-time administrator
+#      password;
+#   7. leave nothing running, or with --keep-running keep the MP, the agent
+#      and the console up until Ctrl-C.
 # Needs no root beyond installing packages: run as a normal user, tetherd
 # keeps both halves in one process and says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
+keep_running=
+for arg in "$@"; do
+  case $arg in
+    --keep-running) keep_running=1 ;;
+    -h|--help) echo "Usage: scripts/demo.sh [--keep-running]"; exit 0 ;;
+    *) echo "demo: unknown argument '$arg'" >&2; exit 2 ;;
+  esac
+done
 
 scripts/install-deps.sh
 echo "== build (release)"
@@ -43,6 +54,7 @@ wait_for() { # wait_for SECONDS description command...
 echo "== start tether-mp in $work/mp"
 mkdir -p "$work/mp/policies" "$work/agent/state" "$work/agent/run" "$work/agent/cycles.d"/{machine-policy,user-policy}
 "$mp_bin" serve --state-dir "$work/mp" --listen 127.0.0.1:0 --https-listen 127.0.0.1:0 \
+  --console-listen 127.0.0.1:0 --console-webroot "$top/mp/webui" \
   --approval auto --keepalive 60 >"$work/mp.log" 2>&1 &
 pids+=($!)
 wait_for 20 "tether-mp to listen" test -s "$work/mp/ports"
@@ -136,4 +148,15 @@ echo "== tetherd log (seed-style lines)"
 grep -E 'Receive task from server|Send Task response message' "$work/agent.log" || true
 echo
 "$ctl_bin" --socket "$work/agent/run/tetherd.sock" status || true
+
+echo
+echo "== the web console"
+console_port=$(sed -n 's/^console=//p' "$work/mp/ports")
+"$mp_bin" user add admin --role full-administrator --state-dir "$work/mp"
+echo "Console: https://127.0.0.1:$console_port/  (user admin; self-signed certificate:"
+echo "         fingerprint $("$mp_bin" tls-fingerprint --state-dir "$work/mp"))"
+if [ -n "$keep_running" ]; then
+  echo "Running until Ctrl-C (the MP, the agent and the console)."
+  wait "${pids[0]}" || true
+fi
 exit $status

@@ -8,8 +8,10 @@ packages=(
   cmake ninja-build pkg-config gcc make
   libssl-dev libxml2-dev libsystemd-dev libcurl4-openssl-dev
   libinih-dev libsqlite3-dev libjson-c-dev libhttp-parser-dev libpq-dev
+  libmicrohttpd-dev libargon2-dev  # the console's HTTPS listener and password hashing
   # tests and fuzzing
   libcmocka-dev clang libclang-rt-14-dev clang-format openssl python3 procps iproute2 nftables
+  chromium chromium-driver  # the web console's browser tests (headless)
   postgresql  # initdb and pg_ctl for the throwaway database of the PostgreSQL store tests
   systemd  # systemd-analyze, systemd-sysusers and systemd-tmpfiles in the packaging tests
   squid  # agent-https-squid: the HTTPS fallback through a stock squid
@@ -20,6 +22,7 @@ packages=(
   # compose programs Debian 12 ships
   podman runc containernetworking-plugins golang-github-containernetworking-plugin-dnsname
   iptables podman-compose docker-compose
+  curl  # the packaging test fetches the installed console's files
   # the demo prints through these
   ca-certificates
 )

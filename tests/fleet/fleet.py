@@ -516,6 +516,7 @@ class Fleet:
         argv = self.mp_cmd("serve", "--state-dir", self.mp_dir,
                            "--listen", f"{self.net.mp_addr}:{self.net.tcp_port}",
                            "--https-listen", f"{self.net.mp_addr}:{self.net.https_port}",
+                           "--console-listen", "off",
                            "--approval", "auto", "--keepalive", str(self.args.keepalive),
                            "--tls-name", self.net.mp_addr, "--tls-name", "localhost",
                            *extra)

@@ -100,7 +100,7 @@ mkdir -p "$mp_state"
 site_fp=$("$mp_bin" site-key --state-dir "$mp_state" | sed -n 's/^fingerprint: \([0-9a-f]\{64\}\)$/\1/p')
 [ -n "$site_fp" ] || fail "tether-mp site-key printed no fingerprint"
 "$mp_bin" serve --state-dir "$mp_state" --listen 127.0.0.1:0 --https-listen 127.0.0.1:0 \
-        --approval auto >"$work/mp.log" 2>&1 &
+        --console-listen off --approval auto >"$work/mp.log" 2>&1 &
 pids+=($!)
 wait_for 20 "the MP's ports file" test -s "$mp_state/ports"
 tcp_port=$(sed -n 's/^tcp=//p' "$mp_state/ports")

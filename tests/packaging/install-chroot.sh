@@ -131,7 +131,7 @@ wait_file() { # SECONDS FILE
         return 1
 }
 run_in_root_bg "$work/mp.log" /usr/bin/tether-mp serve --state-dir /tmp/mp-state --listen 127.0.0.1:0 \
-        --https-listen 127.0.0.1:0 --approval auto
+        --https-listen 127.0.0.1:0 --console-listen 127.0.0.1:0 --approval auto
 wait_file 20 "$root/tmp/mp-state/ports" || { cat "$work/mp.log"; fail "tether-mp did not start in the root"; }
 tcp_port=$(sed -n 's/^tcp=//p' "$root/tmp/mp-state/ports")
 https_port=$(sed -n 's/^https=//p' "$root/tmp/mp-state/ports")
@@ -170,6 +170,10 @@ push_id=$(printf '%s' "$push" | sed -n 's/^PushID: \([0-9]*\) .*/\1/p')
 in_root /usr/bin/tether-mp push-status "$push_id" --wait 30 --state-dir /tmp/mp-state >"$work/push.txt" 2>&1 ||
         { cat "$work/push.txt" "$work/tetherd.log"; fail "push $push_id not answered"; }
 grep_q "answered  ReturnCode: 1 (Success)" "$work/push.txt" || fail "push $push_id: $(cat "$work/push.txt")"
+# the packaged web console's files are served (no CDN: from the package)
+console_port=$(sed -n 's/^console=//p' "$root/tmp/mp-state/ports")
+curl -sk "https://127.0.0.1:$console_port/app.js" >"$work/app.js" || fail "the packaged console did not answer"
+grep -q "The Tether web console" "$work/app.js" || fail "the packaged console served no app.js: $(head -c 300 "$work/app.js")"
 stop_all
 echo "ok: packaged tetherd with the privilege split: identity owned by tether, control socket, push answered (ReturnCode 1)"
 

@@ -124,7 +124,8 @@ class MP:
             os.unlink(ports)
         self.proc = spawn([TETHER_MP, "serve", "--state-dir", self.dir,
                            "--listen", "127.0.0.1:%d" % self.tcp,
-                           "--https-listen", "127.0.0.1:%d" % self.https] + self.extra, self.log)
+                           "--https-listen", "127.0.0.1:%d" % self.https,
+                           "--console-listen", "off"] + self.extra, self.log)
 
         def read_ports():
             if self.proc.poll() is not None:

@@ -112,6 +112,8 @@ static int spawn(struct mp_server_proc *p, const char *const *extra) {
         argv[n++] = "127.0.0.1:0";
         argv[n++] = "--https-listen";
         argv[n++] = "127.0.0.1:0";
+        argv[n++] = "--console-listen";
+        argv[n++] = "127.0.0.1:0";
         argv[n++] = "--verbose";
         r = pg_store_url(p, store, sizeof(store));
         if (r < 0)

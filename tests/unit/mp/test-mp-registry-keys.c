@@ -20,6 +20,7 @@
 #include <sqlite3.h>
 
 #include "mp/registry.h"
+#include "mp/store.h"
 #include "mp/util.h"
 
 #define ID_A "11111111-2222-3333-4444-555555555555"
@@ -205,6 +206,20 @@ static void test_rebind(void **state) {
         assert_string_equal(field(e, "hostname"), "host");
         assert_string_equal(field(e, "address"), "127.0.0.1");
         assert_int_equal(json_object_get_int64(json_object_object_get(e, "at")), 2000);
+
+        /* the console's audit log has the rotation too, and only it */
+        struct mp_store *st = mp_registry_store(reg);
+        struct mp_audit_rec *recs = NULL;
+        size_t n = 0;
+        assert_int_equal(st->ops->audit_list(st, 0, 0, &recs, &n), 0);
+        assert_int_equal(n, 1);
+        assert_string_equal(recs[0].action, "device.key-rotation");
+        assert_string_equal(recs[0].target, ID_A);
+        assert_string_equal(recs[0].outcome, "ok");
+        assert_string_equal(recs[0].detail, "key FPR-KA1 -> KA2");
+        assert_string_equal(recs[0].address, "127.0.0.1");
+        assert_int_equal(recs[0].time, 2000);
+        mp_audit_recs_free(recs, n);
 }
 
 /* Refused rollovers are listed with their reason, newest first. */
