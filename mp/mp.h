@@ -73,6 +73,12 @@ struct mp_config {
         uint32_t max_frame;
         uint32_t shutdown_reconnect_rate; /* sign-ins a second the fleet may come back at */
         bool verbose;
+        /* device sync (mp/devsync.h); no URL: off */
+        char *devsync_url;
+        char *devsync_ca_file;
+        uint32_t devsync_interval_min;
+        uint32_t devsync_interval_sec; /* overrides the minutes when set (tests, demos) */
+        uint32_t devsync_batch;
 };
 
 void mp_config_init(struct mp_config *c);
@@ -203,6 +209,7 @@ struct mp_server {
         sd_event_source *sigterm_src, *sigint_src;
         uint16_t channel_port, https_port;
         struct mp_console *console; /* mp/console.h; NULL when off */
+        struct mp_devsync *devsync; /* mp/devsync.h; NULL when off */
 
         struct mp_conn *conns;
         size_t n_conns;
