@@ -9,6 +9,15 @@
  * from /proc. A benchmark, not a test.
  *
  *   mp-swarm [--clients N] [--mp PATH] [--push-rate N] [--push-batch N]
+ *            [--console SCRIPT]
+ *
+ * With --console, the MP's console listens on 127.0.0.1:0 and, once every
+ * client is signed in, SCRIPT (bench/console-bench.py) is started with
+ * the state directory, the tether-mp path, N and a result file instead of
+ * the admin push: it times the REST API and starts the action itself,
+ * while this process answers the pushes. The script writes
+ * "page_all_answered=<CLOCK_MONOTONIC seconds>" to the result file: the
+ * lag of the console's view behind the last acknowledged response.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -468,22 +477,64 @@ static int admin_push_all(const char *sock) {
         return rc == CURLE_OK && status == 200 ? 0 : -EIO;
 }
 
+/* The console bench script (see the top): it starts the action itself. */
+static pid_t start_console_script(const char *script, const char *dir, const char *state, const char *mp,
+                                  unsigned n) {
+        char result[128], count[16];
+        pid_t pid;
+
+        snprintf(result, sizeof(result), "%s/console-result", dir);
+        snprintf(count, sizeof(count), "%u", n);
+        fflush(stdout);
+        pid = fork();
+        if (pid < 0)
+                die("fork", errno);
+        if (pid == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                execl(script, script, state, mp, count, result, (char *)NULL);
+                _exit(127);
+        }
+        return pid;
+}
+
+/* Waits for the script (it stops once the console shows every answer) and
+ * prints the lag of that view behind the last acknowledged response. */
+static void console_script_done(pid_t pid, const char *dir, double t_last_ack) {
+        char path[128], line[128];
+        int status = 0;
+        FILE *f;
+
+        if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                fprintf(stderr, "mp-swarm: the console script failed (status %d)\n", status);
+        snprintf(path, sizeof(path), "%s/console-result", dir);
+        f = fopen(path, "re");
+        while (f && fgets(line, sizeof(line), f))
+                if (startswith(line, "page_all_answered=")) {
+                        double t = strtod(line + 18, NULL);
+                        printf("console view lag:     %.3f s after the last acknowledged response\n",
+                               t - t_last_ack);
+                }
+        if (f)
+                fclose(f);
+}
+
 int main(int argc, char **argv) {
         static const struct option opts[] = {
                 {"clients", required_argument, NULL, 'n'},
                 {"mp", required_argument, NULL, 'm'},
                 {"push-rate", required_argument, NULL, 'r'},
                 {"push-batch", required_argument, NULL, 'b'},
+                {"console", required_argument, NULL, 'c'},
                 {"help", no_argument, NULL, 'h'},
                 {},
         };
-        const char *mp = TETHER_MP_BIN, *rate = "0", *batch = "500";
+        const char *mp = TETHER_MP_BIN, *rate = "0", *batch = "500", *console = NULL;
         struct swarm s = {.n = 1000};
         struct rlimit rl;
         uint64_t v;
         int c;
 
-        while ((c = getopt_long(argc, argv, "n:m:r:b:h", opts, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "n:m:r:b:c:h", opts, NULL)) >= 0) {
                 switch (c) {
                 case 'n':
                         if (parse_u64(optarg, 1, 100000, &v) < 0)
@@ -499,10 +550,13 @@ int main(int argc, char **argv) {
                 case 'b':
                         batch = optarg;
                         break;
+                case 'c':
+                        console = optarg;
+                        break;
                 default:
                         printf("Usage: mp-swarm [--clients N (1000)] [--mp PATH] [--push-rate N (0: "
                                "unlimited)] "
-                               "[--push-batch N (500)]\n");
+                               "[--push-batch N (500)] [--console SCRIPT]\n");
                         return c == 'h' ? 0 : 2;
                 }
         }
@@ -543,8 +597,8 @@ int main(int argc, char **argv) {
                 }
                 setenv("NOTIFY_SOCKET", notify, 1);
                 execl(mp, mp, "serve", "--state-dir", state, "--listen", "127.0.0.1:0", "--https-listen",
-                      "off", "--console-listen", "off", "--push-rate", rate, "--push-batch", batch,
-                      (char *)NULL);
+                      "off", "--console-listen", console ? "127.0.0.1:0" : "off", "--push-rate", rate,
+                      "--push-batch", batch, (char *)NULL);
                 _exit(127);
         }
         if (wait_ready(nfd, pid) < 0) {
@@ -596,9 +650,28 @@ int main(int argc, char **argv) {
         long held = admin_connections(sock);
         double cpu_before_push = cpu;
         double t_push = now_s();
-        if (admin_push_all(sock) < 0)
+        pid_t script = -1;
+        if (console)
+                script = start_console_script(console, dir, state, mp, s.n);
+        else if (admin_push_all(sock) < 0)
                 die("push", EIO);
-        run_until(&s, &s.acked, s.ready, 600, NULL);
+        if (console) /* in slices, to stop early when the script failed */
+                for (double t_stop = now_s() + 300; s.acked < s.ready && now_s() < t_stop;) {
+                        run_until(&s, &s.acked, s.ready, 1.0, NULL);
+                        int st;
+                        if (waitpid(script, &st, WNOHANG) == script) {
+                                if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+                                        fprintf(stderr, "mp-swarm: the console script failed (status %d)\n",
+                                                st);
+                                        break;
+                                }
+                                script = -1;
+                        }
+                }
+        else
+                run_until(&s, &s.acked, s.ready, 600, NULL);
+        if (console && script > 0)
+                console_script_done(script, dir, s.t_last_ack);
         double t_end = now_s();
         proc_figures(pid, &rss, &cpu);
 
