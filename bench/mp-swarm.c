@@ -497,14 +497,15 @@ static pid_t start_console_script(const char *script, const char *dir, const cha
         return pid;
 }
 
-/* Waits for the script (it stops once the console shows every answer) and
+/* Waits for the script unless reaped (pid -1; it stops once the console
+ * shows every answer) and
  * prints the lag of that view behind the last acknowledged response. */
 static void console_script_done(pid_t pid, const char *dir, double t_last_ack) {
         char path[128], line[128];
         int status = 0;
         FILE *f;
 
-        if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        if (pid > 0 && (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0))
                 fprintf(stderr, "mp-swarm: the console script failed (status %d)\n", status);
         snprintf(path, sizeof(path), "%s/console-result", dir);
         f = fopen(path, "re");
@@ -660,17 +661,19 @@ int main(int argc, char **argv) {
                         run_until(&s, &s.acked, s.ready, 1.0, NULL);
                         int st;
                         if (waitpid(script, &st, WNOHANG) == script) {
-                                if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+                                bool ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+
+                                script = -1;
+                                if (!ok) {
                                         fprintf(stderr, "mp-swarm: the console script failed (status %d)\n",
                                                 st);
                                         break;
                                 }
-                                script = -1;
                         }
                 }
         else
                 run_until(&s, &s.acked, s.ready, 600, NULL);
-        if (console && script > 0)
+        if (console)
                 console_script_done(script, dir, s.t_last_ack);
         double t_end = now_s();
         proc_figures(pid, &rss, &cpu);
