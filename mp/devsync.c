@@ -130,7 +130,9 @@ static int consider(struct mp_devsync *ds, const struct mp_device_rec *d) {
                 return -ENOMEM;
         char digest[65];
         sha256_hex(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN), digest);
+        /* a hand-edited state file may hold anything: only an equal string counts */
         if (json_object_object_get_ex(ds->sent, d->client_id, &prev) &&
+            json_object_is_type(prev, json_type_string) &&
             strcmp(json_object_get_string(prev), digest) == 0) {
                 json_object_put(o);
                 return 0;
