@@ -690,24 +690,9 @@ def part_swarm(a, bins):
     save(a.results, "swarm", res)
 
 
-def part_console(a, bins):
-    """The console with the swarm's N devices (bench/console-bench.py, run by
-    mp-swarm --console): the device list's first page, an action on an
-    N-device collection accepted, an open console's event stream while the
-    N answers arrive. Figures only: nothing here fails on timing."""
-    script = os.path.join(TOP, "bench", "console-bench.py")
-    cmd = [bins["swarm"], "--clients", str(a.swarm_clients), "--mp", bins["mp"], "--console", script]
-    log("console: " + " ".join(cmd))
-    res = {"clients": a.swarm_clients}
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    except subprocess.TimeoutExpired:
-        res["error"] = "mp-swarm --console did not finish within 900 s"
-        save(a.results, "console", res)
-        return
-    res["exit"] = p.returncode
-    res["output"] = p.stdout
-    print(p.stdout, end="")
+def console_figures(text):
+    """The figures of mp-swarm --console's output (bench/console-bench.py)."""
+    res = {}
     num = r"([0-9.]+)"
     figures = {
         "page_first_ms": r"first page:.*first " + num + " ms",
@@ -728,9 +713,31 @@ def part_console(a, bins):
         "mp_loadavg_line": r"console: \d+ devices, load average (.*)",
     }
     for key, rx in figures.items():
-        m = re.search(rx, p.stdout)
+        m = re.search(rx, text)
         if m:
             res[key] = m.group(1) if key == "mp_loadavg_line" else float(m.group(1))
+    return res
+
+
+def part_console(a, bins):
+    """The console with the swarm's N devices (bench/console-bench.py, run by
+    mp-swarm --console): the device list's first page, an action on an
+    N-device collection accepted, an open console's event stream while the
+    N answers arrive. Figures only: nothing here fails on timing."""
+    script = os.path.join(TOP, "bench", "console-bench.py")
+    cmd = [bins["swarm"], "--clients", str(a.swarm_clients), "--mp", bins["mp"], "--console", script]
+    log("console: " + " ".join(cmd))
+    res = {"clients": a.swarm_clients}
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        res["error"] = "mp-swarm --console did not finish within 900 s"
+        save(a.results, "console", res)
+        return
+    res["exit"] = p.returncode
+    res["output"] = p.stdout
+    print(p.stdout, end="")
+    res.update(console_figures(p.stdout))
     if p.returncode != 0 or "action_ms" not in res:
         res["error"] = f"mp-swarm --console exited {p.returncode}: {p.stderr.strip()[-400:]}"
     save(a.results, "console", res)
