@@ -435,6 +435,7 @@ def write_report(results, out_path, made, machine, load):
     w("python3 bench/bench.py latency --build build/release --pushes 10000")
     w("python3 bench/bench.py idle --build build/release --window 120")
     w("python3 bench/bench.py fleet --build build/release --agents 1000")
+    w("python3 bench/bench.py console --build build/release   # mp-swarm --console, 10,000 devices")
     w("python3 bench/bench.py report --build build/release")
     w("```")
     w("")
