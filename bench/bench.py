@@ -717,6 +717,60 @@ def part_swarm(a, bins):
     save(a.results, "swarm", res)
 
 
+def console_figures(text):
+    """The figures of mp-swarm --console's output (bench/console-bench.py)."""
+    res = {}
+    num = r"([0-9.]+)"
+    figures = {
+        "page_first_ms": r"first page:.*first " + num + " ms",
+        "page_median_ms": r"first page:.*median " + num + " ms",
+        "page_p95_ms": r"first page:.*p95 " + num + " ms",
+        "page_max_ms": r"first page:.*max " + num + " ms",
+        "action_ms": r"action accepted:.*HTTP 202 in " + num + " ms",
+        "device_events": r"event stream:\s+(\d+) device events",
+        "devices_stream_s": r"event stream:.* " + num + " s after it opened",
+        "page_all_answered_s": r"answered seen " + num + " s after",
+        "push_events": r"(\d+) push events",
+        "rereads": r"(\d+) re-reads",
+        "reread_median_ms": r"re-reads of the push \(median " + num + " ms",
+        "reread_max_ms": r"re-reads of the push \(median [0-9.]+ ms, max " + num + " ms",
+        "busy_events": r"(\d+) events arrived during a re-read",
+        "lag_s": r"console view lag:\s+(-?[0-9.]+) s",
+        "last_ack_s": r"last response acked:.*after " + num + " s",
+        "mp_loadavg_line": r"console: \d+ devices, load average (.*)",
+    }
+    for key, rx in figures.items():
+        m = re.search(rx, text)
+        if m:
+            res[key] = m.group(1) if key == "mp_loadavg_line" else float(m.group(1))
+    return res
+
+
+def part_console(a, bins):
+    """The console with the swarm's N devices (bench/console-bench.py, run by
+    mp-swarm --console): the device list's first page, an action on an
+    N-device collection accepted, an open console's event stream while the
+    N answers arrive. Figures only: nothing here fails on timing."""
+    script = os.path.join(TOP, "bench", "console-bench.py")
+    cmd = [bins["swarm"], "--clients", str(a.swarm_clients), "--mp", bins["mp"], "--no-storm",
+           "--console", script]
+    log("console: " + " ".join(cmd))
+    res = {"clients": a.swarm_clients}
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        res["error"] = "mp-swarm --console did not finish within 900 s"
+        save(a.results, "console", res)
+        return
+    res["exit"] = p.returncode
+    res["output"] = p.stdout
+    print(p.stdout, end="")
+    res.update(console_figures(p.stdout))
+    if p.returncode != 0 or "action_ms" not in res:
+        res["error"] = f"mp-swarm --console exited {p.returncode}: {p.stderr.strip()[-400:]}"
+    save(a.results, "console", res)
+
+
 # --------------------------------------------------------------------------
 # peers
 
@@ -1045,7 +1099,7 @@ def part_report_mp(a, bins):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=("latency", "idle", "fleet", "faults", "swarm", "mqtt",
+    ap.add_argument("part", choices=("latency", "idle", "fleet", "faults", "swarm", "console", "mqtt",
                                      "cfengine", "report", "report-mp", "all"))
     ap.add_argument("--build", default=os.path.join(TOP, "build", "release"),
                     help="the build directory with tetherd, tether-mp, tether-bench-push")
@@ -1084,17 +1138,17 @@ def main():
             "swarm": os.path.join(a.build, "bench", "mp-swarm")}
     need = {"latency": ("tetherd", "bench"), "idle": ("tetherd", "mp"),
             "fleet": ("tetherd", "mp"), "faults": ("tetherd", "mp"), "swarm": ("mp", "swarm"),
-            "all": ("tetherd", "mp", "bench", "swarm")}.get(a.part, ())
+            "console": ("mp", "swarm"), "all": ("tetherd", "mp", "bench", "swarm")}.get(a.part, ())
     missing = [bins[k] for k in need if not os.access(bins[k], os.X_OK)]
     if missing:
         print(f"bench: not built: {', '.join(missing)}", file=sys.stderr)
         return 2
-    parts = ["latency", "idle", "mqtt", "cfengine", "swarm", "fleet", "faults", "report"] \
+    parts = ["latency", "idle", "mqtt", "cfengine", "swarm", "console", "fleet", "faults", "report"] \
         if a.part == "all" \
         else [a.part]
     for p in parts:
         {"latency": part_latency, "idle": part_idle, "fleet": part_fleet, "faults": part_faults,
-         "swarm": part_swarm, "mqtt": part_mqtt, "cfengine": part_cfengine,
+         "swarm": part_swarm, "console": part_console, "mqtt": part_mqtt, "cfengine": part_cfengine,
          "report": part_report, "report-mp": part_report_mp}[p](a, bins)
     return 0
 

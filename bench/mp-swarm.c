@@ -12,7 +12,15 @@
  * (after another restart) with full handshakes. A benchmark, not a test.
  *
  *   mp-swarm [--clients N] [--mp PATH] [--push-rate N] [--push-batch N]
- *            [--storm-inflight N] [--no-storm]
+ *            [--storm-inflight N] [--no-storm] [--console SCRIPT]
+ *
+ * With --console, the MP's console listens on 127.0.0.1:0 and, once every
+ * client is signed in, SCRIPT (bench/console-bench.py) is started with
+ * the state directory, the tether-mp path, N and a result file instead of
+ * the admin push: it times the REST API and starts the action itself,
+ * while this process answers the pushes. The script writes
+ * "page_all_answered=<CLOCK_MONOTONIC seconds>" to the result file: the
+ * lag of the console's view behind the last acknowledged response.
  *
  * MP_SWARM_IDLE=N holds the idle connections N seconds (default 2) before
  * their memory is read, e.g. to attach heaptrack or gdb to the MP.
@@ -511,8 +519,71 @@ static int admin_push_all(const char *sock) {
         return rc == CURLE_OK && status == 200 ? 0 : -EIO;
 }
 
+/* The console bench script (see the top): it starts the action itself. */
+static pid_t start_console_script(const char *script, const char *dir, const char *state, const char *mp,
+                                  unsigned n) {
+        char result[128], count[16];
+        pid_t pid;
+
+        snprintf(result, sizeof(result), "%s/console-result", dir);
+        snprintf(count, sizeof(count), "%u", n);
+        fflush(stdout);
+        pid = fork();
+        if (pid < 0)
+                die("fork", errno);
+        if (pid == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                execl(script, script, state, mp, count, result, (char *)NULL);
+                _exit(127);
+        }
+        return pid;
+}
+
+/* Waits for the script unless reaped (pid -1; it stops once the console
+ * shows every answer) and prints the lag of that view behind the last
+ * acknowledged response. */
+static void console_script_done(pid_t pid, const char *dir, double t_last_ack) {
+        char path[160], line[128];
+        int status = 0;
+        FILE *f;
+
+        if (pid > 0 && (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0))
+                fprintf(stderr, "mp-swarm: the console script failed (status %d)\n", status);
+        snprintf(path, sizeof(path), "%s/console-result", dir);
+        f = fopen(path, "re");
+        while (f && fgets(line, sizeof(line), f))
+                if (startswith(line, "page_all_answered=")) {
+                        double t = strtod(line + 18, NULL);
+                        printf("console view lag:     %.3f s after the last acknowledged response\n",
+                               t - t_last_ack);
+                }
+        if (f)
+                fclose(f);
+}
+
+/* Runs the console script while answering the pushes it starts, in slices,
+ * to stop early when the script failed. */
+static void console_round(struct swarm *s, const char *script, const char *dir, const char *state,
+                          const char *mp) {
+        pid_t pid = start_console_script(script, dir, state, mp, s->n);
+
+        for (double t_stop = now_s() + 300; s->acked < s->ready && now_s() < t_stop;) {
+                int st;
+
+                run_until(s, &s->acked, s->ready, 1.0, NULL);
+                if (waitpid(pid, &st, WNOHANG) == pid) {
+                        pid = -1;
+                        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+                                fprintf(stderr, "mp-swarm: the console script failed (status %d)\n", st);
+                                break;
+                        }
+                }
+        }
+        console_script_done(pid, dir, s->t_last_ack);
+}
+
 struct mp_run {
-        const char *mp, *rate, *batch;
+        const char *mp, *rate, *batch, *console;
         char dir[64], state[96], notify[128], sock[128], config[128];
         int notify_fd;
         pid_t pid;
@@ -534,8 +605,8 @@ static void mp_start(struct swarm *s, struct mp_run *m) {
                 }
                 setenv("NOTIFY_SOCKET", m->notify, 1);
                 execl(m->mp, m->mp, "serve", "--state-dir", m->state, "--listen", "127.0.0.1:0",
-                      "--https-listen", "off", "--console-listen", "off", "--push-rate", m->rate,
-                      "--push-batch", m->batch, (char *)NULL);
+                      "--https-listen", "off", "--console-listen", m->console ? "127.0.0.1:0" : "off",
+                      "--push-rate", m->rate, "--push-batch", m->batch, (char *)NULL);
                 _exit(127);
         }
         if (wait_ready(m->notify_fd, m->pid) < 0) {
@@ -611,6 +682,7 @@ int main(int argc, char **argv) {
                 {"push-batch", required_argument, NULL, 'b'},
                 {"storm-inflight", required_argument, NULL, 'i'},
                 {"no-storm", no_argument, NULL, 'S'},
+                {"console", required_argument, NULL, 'c'},
                 {"help", no_argument, NULL, 'h'},
                 {},
         };
@@ -622,7 +694,7 @@ int main(int argc, char **argv) {
         uint64_t v;
         int c;
 
-        while ((c = getopt_long(argc, argv, "n:m:r:b:i:Sh", opts, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "n:m:r:b:i:Sc:h", opts, NULL)) >= 0) {
                 switch (c) {
                 case 'n':
                         if (parse_u64(optarg, 1, 100000, &v) < 0)
@@ -646,10 +718,13 @@ int main(int argc, char **argv) {
                 case 'S':
                         do_storm = false;
                         break;
+                case 'c':
+                        m.console = optarg;
+                        break;
                 default:
                         printf("Usage: mp-swarm [--clients N (1000)] [--mp PATH] [--push-rate N (0: "
                                "unlimited)] [--push-batch N (500)] [--storm-inflight N (1000)] "
-                               "[--no-storm]\n");
+                               "[--no-storm] [--console SCRIPT]\n");
                         return c == 'h' ? 0 : 2;
                 }
         }
@@ -729,9 +804,12 @@ int main(int argc, char **argv) {
         long held = admin_connections(m.sock);
         double cpu_before_push = cpu;
         double t_push = now_s();
-        if (admin_push_all(m.sock) < 0)
+        if (m.console)
+                console_round(&s, m.console, m.dir, m.state, m.mp);
+        else if (admin_push_all(m.sock) < 0)
                 die("push", EIO);
-        run_until(&s, &s.acked, s.ready, 600, NULL);
+        else
+                run_until(&s, &s.acked, s.ready, 600, NULL);
         double t_end = now_s();
         proc_figures(m.pid, &rss, &cpu);
 

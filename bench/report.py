@@ -38,6 +38,49 @@ def _load(d):
     return f"{la[0]:.2f}" if la else "?"
 
 
+def console_section(c):
+    """The console with the swarm's devices (bench.py console): lines of markdown."""
+    L = ["## Console with 10,000 devices", ""]
+    if not c or "action_ms" not in c:
+        L += ["Not measured: " + ((c or {}).get("error") or "the console part did not run") + ".", ""]
+        return L
+
+    def verdict(ok):
+        return "met" if ok else "**missed**"
+
+    n = int(c.get("clients", 0))
+    la = c.get("mp_loadavg_line") or _load(c)
+    L += [f"`python3 bench/bench.py console` ({c.get('when', '?')}): `mp-swarm --clients {n} --console "
+          "bench/console-bench.py` signs in the simulated agents, then the script logs in as the web console "
+          "does and times the REST API on the console listener while mp-swarm answers the pushes. "
+          f"Load average when the figures were taken: {la} (the machine is shared and was not quiet). "
+          "A benchmark, not a test: nothing fails on timing.", ""]
+    L += ["| figure | target | measured | |", "|---|---|---|---|"]
+    L.append(f"| device list's first page, `GET /api/v1/devices?limit=50`, {n} devices | < 50 ms | "
+             f"first {c['page_first_ms']:.1f} ms; then median {c.get('page_median_ms', 0):.1f}, "
+             f"p95 {c.get('page_p95_ms', 0):.1f}, max {c.get('page_max_ms', 0):.1f} ms (20 requests) | "
+             f"{verdict(c['page_first_ms'] < 50 and c.get('page_median_ms', 1e9) < 50)} |")
+    L.append(f"| an action on a {n}-device collection accepted, `POST /api/v1/actions` (202) | < 200 ms | "
+             f"{c['action_ms']:.1f} ms | {verdict(c['action_ms'] < 200)} |")
+    keeps_up = c.get("busy_events") == 0 and c.get("lag_s") is not None and c["lag_s"] < 2
+    L.append(f"| an open console sees the {n} results arrive | keeps up | all {n} answered on the page "
+             f"{c.get('page_all_answered_s', 0):.2f} s after the action was accepted, "
+             f"{c.get('lag_s', float('nan')):.2f} s after the last response was acknowledged "
+             f"(that took {c.get('last_ack_s', 0):.2f} s); {int(c.get('push_events', 0))} push events, "
+             f"{int(c.get('rereads', 0))} re-reads of the push (median {c.get('reread_median_ms', 0):.0f} ms, "
+             f"max {c.get('reread_max_ms', 0):.0f} ms), {int(c.get('busy_events', 0))} events arrived "
+             "during a re-read | " + verdict(keeps_up) + " |")
+    L.append(f"| the event stream's first view: one `device` event per device | all {n} | "
+             f"{int(c.get('device_events', 0))} in {c.get('devices_stream_s', 0):.2f} s | "
+             f"{verdict(int(c.get('device_events', 0)) >= n)} |")
+    L += ["", "The page model follows `mp/webui/app.js`: on each `push` event it re-reads "
+          "`GET /api/v1/pushes/ID` (every target, with its response), and events that come during a "
+          "re-read are coalesced into the next one. \"Keeps up\" here means every re-read ends before "
+          "the next event (the stream ticks once a second: no event waits) and the page shows the last "
+          "answer within 2 s of its acknowledgement.", ""]
+    return L
+
+
 def write_report(results, out_path, made, machine, load):
     top = os.path.dirname(os.path.dirname(os.path.abspath(out_path)))
     lat = load(results, "latency") or {}
@@ -62,7 +105,7 @@ def write_report(results, out_path, made, machine, load):
     # Parts may come from separate runs (bench.py runs one part at a time
     # too): say when each one ran, so that no figure passes for newer than it is.
     ran = []
-    for part in ("latency", "idle", "mqtt", "cfengine", "swarm", "fleet", "faults"):
+    for part in ("latency", "idle", "mqtt", "cfengine", "swarm", "console", "fleet", "faults"):
         d = load(results, part)
         if d and d.get("when"):
             ran.append(f"{part} {d['when']}")
@@ -368,6 +411,7 @@ def write_report(results, out_path, made, machine, load):
           "network cut.")
     w("")
 
+    L.extend(console_section(load(results, "console")))
     w("## Plots")
     w("")
     if isinstance(made, dict) and "error" in made:
@@ -393,6 +437,7 @@ def write_report(results, out_path, made, machine, load):
     w("python3 bench/bench.py latency --build build/release --pushes 10000")
     w("python3 bench/bench.py idle --build build/release --window 120")
     w("python3 bench/bench.py fleet --build build/release --agents 1000")
+    w("python3 bench/bench.py console --build build/release   # mp-swarm --console, 10,000 devices")
     w("python3 bench/bench.py report --build build/release")
     w("```")
     w("")

@@ -12,6 +12,7 @@
  * followed by the MP's own "Starting to send push task ..." with the same
  * TaskGUID. Also a push's per-device state and the device approvals.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,18 +52,52 @@ struct action_ctx {
         uint32_t task_type;
         const char *param;
         json_object *visible; /* the caller's devices */
+        json_object *index;   /* the same by ClientID (visible_index) */
         char **ids;           /* the targets' ClientIDs (borrowed) */
         size_t n;
         const char *role;
 };
 
-static json_object *visible_row(json_object *visible, const char *id) {
+/* One device of the list (a scan: for one lookup). */
+static json_object *visible_find(json_object *visible, const char *id) {
         for (size_t i = 0; i < json_object_array_length(visible); i++) {
                 json_object *row = json_object_array_get_idx(visible, i);
                 if (strcasecmp(jstr(row, "client_id"), id) == 0)
                         return row;
         }
         return NULL;
+}
+
+/* Lower-cases a ClientID into key (false when it cannot be one: too long). */
+static bool index_key(const char *id, char key[128]) {
+        size_t i;
+
+        for (i = 0; id && id[i] && i < 127; i++)
+                key[i] = (char)tolower((unsigned char)id[i]);
+        key[i] = 0;
+        return id && !id[i];
+}
+
+/* The caller's devices by lower-case ClientID: one hash lookup per target
+ * (a scan of the list per target made an action on, or a read of, a push
+ * to 10,000 devices take seconds). Owned by the caller. */
+static json_object *visible_index(json_object *visible) {
+        json_object *idx = json_object_new_object();
+        char key[128];
+
+        for (size_t i = 0; idx && i < json_object_array_length(visible); i++) {
+                json_object *row = json_object_array_get_idx(visible, i);
+                if (index_key(jstr(row, "client_id"), key))
+                        json_object_object_add(idx, key, json_object_get(row));
+        }
+        return idx;
+}
+
+static json_object *visible_row(json_object *index, const char *id) {
+        json_object *row = NULL;
+        char key[128];
+
+        return index_key(id, key) && json_object_object_get_ex(index, key, &row) ? row : NULL;
 }
 
 /* The targets: one device, a list, or a collection's devices the caller sees. */
@@ -113,7 +148,7 @@ static int collect_targets(struct api_req *q, json_object *body, const char *dev
 /* Every target must be visible, approved and within an actions.run grant. */
 static int authorize(struct api_req *q, struct action_ctx *a) {
         for (size_t i = 0; i < a->n; i++) {
-                json_object *row = visible_row(a->visible, a->ids[i]);
+                json_object *row = visible_row(a->index, a->ids[i]);
                 struct mp_rbac_device d;
                 const char *role = NULL;
 
@@ -209,7 +244,7 @@ static int forward(struct api_req *q, struct action_ctx *a) {
 
 int api_action(struct api_req *q, const char *device_id) {
         static const char *const allowed[] = {"actions", "params", "targetsa", "collections", NULL};
-        _cleanup_(json_object_putp) json_object *body = NULL, *visible = NULL;
+        _cleanup_(json_object_putp) json_object *body = NULL, *visible = NULL, *index = NULL;
         struct action_ctx a = {};
         int r;
 
@@ -223,6 +258,9 @@ int api_action(struct api_req *q, const char *device_id) {
         if (r < 0)
                 return api_store_error(q, "devices", r);
         a.visible = visible;
+        a.index = index = visible_index(visible);
+        if (!index)
+                return -ENOMEM;
         r = collect_targets(q, body, device_id, &a);
         if (r >= 0)
                 r = authorize(q, &a);
@@ -237,7 +275,7 @@ int api_action(struct api_req *q, const char *device_id) {
 
 /* GET /api/v1/pushes/ID: the rows of the devices the caller may see. */
 int api_push_get(struct api_req *q, const char *id) {
-        _cleanup_(json_object_putp) json_object *o = NULL, *visible = NULL, *mine = NULL;
+        _cleanup_(json_object_putp) json_object *o = NULL, *visible = NULL, *mine = NULL, *index = NULL;
         json_object *targets;
         uint64_t push_id;
         bool done = false;
@@ -254,12 +292,13 @@ int api_push_get(struct api_req *q, const char *id) {
         if (r < 0)
                 return api_store_error(q, "devices", r);
         mine = json_object_new_array();
-        if (!mine)
+        index = visible_index(visible);
+        if (!mine || !index)
                 return -ENOMEM;
         if (json_object_object_get_ex(o, "targets", &targets))
                 for (size_t i = 0; i < json_object_array_length(targets); i++) {
                         json_object *t = json_object_array_get_idx(targets, i), *row;
-                        row = visible_row(visible, jstr(t, "client_id"));
+                        row = visible_row(index, jstr(t, "client_id"));
                         if (!row)
                                 continue;
                         json_object_object_add(t, "hostname",
@@ -321,7 +360,7 @@ int api_approval_decide(struct api_req *q, const char *id) {
         r = api_visible_devices(q, &visible);
         if (r < 0)
                 return api_store_error(q, "devices", r);
-        row = visible_row(visible, id);
+        row = visible_find(visible, id);
         if (!row)
                 return api_error(q, 404, "no device with ClientID '%.64s' that you may see", id);
         d = rbac_dev(row);

@@ -35,6 +35,8 @@ void mp_config_init(struct mp_config *c) {
         c->max_unauth_per_addr = 1024;
         c->overload_retry_after = 60;
         c->max_body_total = 128u * 1024u * 1024u;
+        c->devsync_interval_min = 15;
+        c->devsync_batch = 500;
 }
 
 void mp_config_done(struct mp_config *c) {
@@ -49,6 +51,8 @@ void mp_config_done(struct mp_config *c) {
         free(c->admin_group);
         free(c->token);
         free(c->policy_dir);
+        free(c->devsync_url);
+        free(c->devsync_ca_file);
         for (unsigned i = 0; i < c->n_tls_names; i++)
                 free(c->tls_names[i]);
         memset(c, 0, sizeof(*c));
@@ -212,6 +216,12 @@ static const struct config_key {
         {"MaxFrameBytes", parse_uint, offsetof(struct mp_config, max_frame), 4096, 64 * 1024 * 1024},
         {"ShutdownReconnectRate", parse_uint, offsetof(struct mp_config, shutdown_reconnect_rate), 1,
          1000000},
+        {"DeviceSyncURL", parse_string, offsetof(struct mp_config, devsync_url), 0, 0},
+        {"DeviceSyncCAFile", parse_string, offsetof(struct mp_config, devsync_ca_file), 0, 0},
+        {"DeviceSyncIntervalMinutes", parse_uint, offsetof(struct mp_config, devsync_interval_min), 1, 1440},
+        {"DeviceSyncIntervalSeconds", parse_uint, offsetof(struct mp_config, devsync_interval_sec), 1,
+         86400},
+        {"DeviceSyncBatchSize", parse_uint, offsetof(struct mp_config, devsync_batch), 1, 10000},
         {"Verbose", parse_bool, offsetof(struct mp_config, verbose), 0, 0},
         {"MaxSignInBytes", parse_uint, offsetof(struct mp_config, max_signin), 4096, 1024 * 1024},
         {"RequestTimeoutSeconds", parse_uint, offsetof(struct mp_config, request_timeout), 1, 3600},

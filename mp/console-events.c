@@ -41,6 +41,7 @@ struct sse_stream {
         struct MHD_Connection *mc;
         char *buf;
         size_t len, off;
+        size_t backlog; /* unread bytes from earlier ticks, when this tick began */
         bool dead;
         bool suspended; /* nothing to send: out of MHD's loop until there is */
 };
@@ -67,8 +68,11 @@ static void emit(struct sse_stream *s, const char *event, json_object *data) {
 
         if (s->dead || !text)
                 return;
-        if (s->len - s->off + need > MAX_PENDING) {
-                s->dead = true; /* a reader that does not read: end its stream */
+        /* A reader that did not read the earlier ticks' data: end its
+         * stream. One tick's own data is not capped: a stream's first view
+         * holds every device it may see (10,000 devices: about 2 MiB). */
+        if (s->backlog > MAX_PENDING) {
+                s->dead = true;
                 return;
         }
         if (s->off > 0) {
@@ -140,6 +144,7 @@ static void stream_tick(struct sse_stream *s, json_object *all, bool ping) {
         struct mp_principal *who = NULL;
         json_object *now;
 
+        s->backlog = s->len - s->off;
         if (!all || mp_principal_load(mp_registry_store(srv->reg), s->user, &who) < 0 ||
             api_devices_filter(all, who, &rows) < 0) {
                 mp_principal_free(who);

@@ -90,6 +90,12 @@ struct mp_config {
         uint32_t overload_retry_after; /* RetryAfterSeconds of GOODBYE(overloaded) */
         uint32_t max_body_total;       /* bytes of all HTTPS request bodies held at once */
         bool verbose;
+        /* device sync (mp/devsync.h); no URL: off */
+        char *devsync_url;
+        char *devsync_ca_file;
+        uint32_t devsync_interval_min;
+        uint32_t devsync_interval_sec; /* overrides the minutes when set (tests, demos) */
+        uint32_t devsync_batch;
 };
 
 void mp_config_init(struct mp_config *c);
@@ -251,6 +257,7 @@ struct mp_server {
         uint16_t https_more_port[MP_MAX_HTTPS_LISTEN - 1];
         unsigned n_https_more;
         struct mp_console *console; /* mp/console.h; NULL when off */
+        struct mp_devsync *devsync; /* mp/devsync.h; NULL when off */
 
         struct mp_conn *conns;
         size_t n_conns;

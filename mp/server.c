@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/strutil.h"
 #include "mp/console.h"
+#include "mp/devsync.h"
 #include "mp/mp.h"
 #include "mp/tickets.h"
 #include "transport/sign.h"
@@ -684,6 +685,9 @@ int mp_server_new(struct mp_config *cfg, struct mp_server **ret) {
         r = start_console(srv, cert);
         if (r < 0)
                 goto fail;
+        r = mp_devsync_new(srv, &srv->devsync);
+        if (r < 0)
+                goto fail;
 
         r = sd_event_add_defer(srv->event, &srv->flush_src, on_flush, srv);
         if (r < 0)
@@ -772,6 +776,7 @@ struct mp_server *mp_server_free(struct mp_server *srv) {
         for (size_t i = 0; i < ELEMENTSOF(srv->confirm_cache); i++)
                 mp_buf_unref(srv->confirm_cache[i]);
         srv->console = mp_console_free(srv->console);
+        srv->devsync = mp_devsync_free(srv->devsync);
         sd_event_source_disable_unref(srv->channel_src);
         sd_event_source_disable_unref(srv->https_src);
         sd_event_source_disable_unref(srv->admin_src);
