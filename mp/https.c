@@ -16,6 +16,7 @@
 
 #include <openssl/evp.h>
 
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "common/strutil.h"
 #include "mp/http-internal.h"
@@ -336,42 +337,12 @@ static bool policy_name_valid(const char *name) {
         return true;
 }
 
-static int read_file(const char *path, uint8_t **ret, size_t *ret_len) {
-        _cleanup_(closep) int fd = -1;
-        uint8_t *buf = NULL;
-        size_t len = 0, cap = 0;
-        struct stat st;
+/* A policy file, read whole (common/fsutil.h); anything but a regular
+ * file counts as no policy. */
+static int read_policy_file(const char *path, uint8_t **ret, size_t *ret_len) {
+        int r = read_file_at(AT_FDCWD, path, POLICY_MAX, ret, ret_len);
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (fd < 0)
-                return -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (!S_ISREG(st.st_mode))
-                return -ENOENT;
-        if ((uint64_t)st.st_size > POLICY_MAX)
-                return -EFBIG;
-        cap = (size_t)st.st_size + 1;
-        buf = malloc(cap);
-        if (!buf)
-                return -ENOMEM;
-        for (;;) {
-                ssize_t n = read(fd, buf + len, cap - len);
-                if (n < 0) {
-                        free(buf);
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                len += (size_t)n;
-                if (len == cap) {
-                        free(buf);
-                        return -EFBIG; /* grew while reading */
-                }
-        }
-        *ret = buf;
-        *ret_len = len;
-        return 0;
+        return r == -EBADF ? -ENOENT : r;
 }
 
 int mp_https_policy(struct mp_conn *c, const char *path) {
@@ -400,10 +371,10 @@ int mp_https_policy(struct mp_conn *c, const char *path) {
         if (strcmp(path, "/tether/v1/policy/machine") == 0) {
                 /* A per-device override wins over the site-wide policy. */
                 snprintf(file, sizeof(file), "%s/devices/%s/machine.xml", srv->cfg->policy_dir, client_id);
-                r = read_file(file, &body, &body_len);
+                r = read_policy_file(file, &body, &body_len);
                 if (r == -ENOENT) {
                         snprintf(file, sizeof(file), "%s/machine.xml", srv->cfg->policy_dir);
-                        r = read_file(file, &body, &body_len);
+                        r = read_policy_file(file, &body, &body_len);
                 }
         } else {
                 user = path + strlen("/tether/v1/policy/user/");
@@ -411,10 +382,10 @@ int mp_https_policy(struct mp_conn *c, const char *path) {
                         return mp_http_respond_text(c, 404, "no such policy\n");
                 snprintf(file, sizeof(file), "%s/devices/%s/users/%s.xml", srv->cfg->policy_dir, client_id,
                          user);
-                r = read_file(file, &body, &body_len);
+                r = read_policy_file(file, &body, &body_len);
                 if (r == -ENOENT) {
                         snprintf(file, sizeof(file), "%s/users/%s.xml", srv->cfg->policy_dir, user);
-                        r = read_file(file, &body, &body_len);
+                        r = read_policy_file(file, &body, &body_len);
                 }
         }
         if (r == -ENOENT || r == -ELOOP)
