@@ -598,6 +598,18 @@ static int channel_frame(struct mp_conn *c, const struct tether_frame *frame) {
         if (!c->session) {
                 _cleanup_(mp_buf_unrefp) struct mp_buf *confirm = NULL;
 
+                /* PROTOCOL-v1 7.4: a node above its limit sends the device
+                 * to another node (the agent tries its next address). */
+                if (srv->cfg->max_connections && srv->n_channel_conns > srv->cfg->max_connections) {
+                        log_info("%zu channel connections, above MaxConnections=%u: GOODBYE(overloaded, "
+                                 "RetryAfterSeconds=%u) to %s",
+                                 srv->n_channel_conns, srv->cfg->max_connections,
+                                 srv->cfg->overload_retry_after, c->peer);
+                        (void)mp_channel_goodbye(c, TETHER_GOODBYE_OVERLOADED,
+                                                 srv->cfg->overload_retry_after);
+                        mp_conn_close_after_flush(c);
+                        return -EBUSY;
+                }
                 r = mp_signin(c, frame, MP_VIA_CHANNEL, &outcome, &s);
                 if (r < 0) {
                         mp_conn_close(c, "internal error during sign-in");

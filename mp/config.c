@@ -24,6 +24,7 @@ void mp_config_init(struct mp_config *c) {
         c->push_expires = 3600;
         c->max_frame = 1024 * 1024;
         c->shutdown_reconnect_rate = 200;
+        c->overload_retry_after = 30;
 }
 
 void mp_config_done(struct mp_config *c) {
@@ -130,6 +131,8 @@ static const struct config_key {
         {"MaxFrameBytes", parse_uint, offsetof(struct mp_config, max_frame), 4096, 64 * 1024 * 1024},
         {"ShutdownReconnectRate", parse_uint, offsetof(struct mp_config, shutdown_reconnect_rate), 1,
          1000000},
+        {"MaxConnections", parse_uint, offsetof(struct mp_config, max_connections), 0, 100000000},
+        {"OverloadRetryAfterSeconds", parse_uint, offsetof(struct mp_config, overload_retry_after), 1, 3600},
         {"Verbose", parse_bool, offsetof(struct mp_config, verbose), 0, 0},
 };
 

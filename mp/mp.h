@@ -71,6 +71,8 @@ struct mp_config {
         uint32_t push_expires;
         uint32_t max_frame;
         uint32_t shutdown_reconnect_rate; /* sign-ins a second the fleet may come back at */
+        uint32_t max_connections;         /* TCP channels; above: GOODBYE(overloaded). 0: no limit */
+        uint32_t overload_retry_after;    /* its RetryAfterSeconds */
         bool verbose;
 };
 

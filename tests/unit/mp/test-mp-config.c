@@ -110,12 +110,31 @@ static void test_example_conf_parses(void **state) {
         mp_config_done(&c);
 }
 
+/* PROTOCOL-v1 7.4: the connection limit and the RetryAfterSeconds it sends. */
+static void test_max_connections(void **state) {
+        struct mp_config c;
+
+        (void)state;
+        mp_config_init(&c);
+        assert_int_equal(c.max_connections, 0);
+        assert_int_equal(c.overload_retry_after, 30);
+        assert_int_equal(mp_config_set(&c, "MaxConnections", "5000"), 0);
+        assert_int_equal(mp_config_set(&c, "OverloadRetryAfterSeconds", "7"), 0);
+        assert_int_equal(c.max_connections, 5000);
+        assert_int_equal(c.overload_retry_after, 7);
+        assert_int_equal(mp_config_set(&c, "OverloadRetryAfterSeconds", "0"), -ERANGE);
+        assert_int_equal(mp_config_set(&c, "MaxConnections", "lots"), -EINVAL);
+        assert_int_equal(c.overload_retry_after, 7);
+        mp_config_done(&c);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_defaults),
                 cmocka_unit_test(test_set_and_ranges),
                 cmocka_unit_test(test_file_bad_values_keep_previous),
                 cmocka_unit_test(test_example_conf_parses),
+                cmocka_unit_test(test_max_connections),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
