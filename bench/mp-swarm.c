@@ -9,6 +9,13 @@
  * from /proc. A benchmark, not a test.
  *
  *   mp-swarm [--clients N] [--mp PATH] [--push-rate N] [--push-batch N]
+ *            [--nodes N --store postgresql://...]
+ *
+ * With --nodes N (PostgreSQL only) the clients are spread over N nodes on
+ * this machine, round robin, and the push is made on node 1: the other
+ * nodes take their devices' targets from the database. The figures are
+ * then per second (sign-ins, pushes fanned out, responses recorded, the
+ * database's rows) and memory per connection, with the load average.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -31,6 +38,7 @@
 #include <curl/curl.h>
 #include <json-c/json.h>
 
+#include "bench/swarm-nodes.h"
 #include "common/strutil.h"
 #include "transport/frame.h"
 #include "transport/guid.h"
@@ -69,7 +77,8 @@ struct swarm {
         unsigned n;
         struct client *clients;
         int ep;
-        uint16_t port;
+        uint16_t ports[SWARM_MAX_NODES]; /* client i connects to node i % n_nodes */
+        unsigned n_nodes;
         char pin[65];
         struct tether_key *site_key;
         unsigned ready, pushed, acked, failed, in_handshake, goodbyes;
@@ -295,7 +304,7 @@ static void client_io(struct swarm *s, struct client *c) {
 
 static void client_start(struct swarm *s, struct client *c) {
         struct sockaddr_in sa = {.sin_family = AF_INET,
-                                 .sin_port = htons(s->port),
+                                 .sin_port = htons(s->ports[(size_t)(c - s->clients) % s->n_nodes]),
                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         struct epoll_event e;
         char *cert = NULL;
@@ -336,74 +345,6 @@ static void run_until(struct swarm *s, unsigned *counter, unsigned target, doubl
                 for (int i = 0; i < n; i++)
                         client_io(s, evs[i].data.ptr);
         }
-}
-
-static int wait_ready(int notify_fd, pid_t pid) {
-        char buf[256];
-        double deadline = now_s() + 60;
-
-        while (now_s() < deadline) {
-                struct pollfd p = {.fd = notify_fd, .events = POLLIN};
-                if (waitpid(pid, NULL, WNOHANG) == pid)
-                        return -ECHILD;
-                if (poll(&p, 1, 200) <= 0)
-                        continue;
-                ssize_t n = recv(notify_fd, buf, sizeof(buf) - 1, 0);
-                if (n > 0) {
-                        buf[n] = 0;
-                        if (strstr(buf, "READY=1"))
-                                return 0;
-                }
-        }
-        return -ETIMEDOUT;
-}
-
-static void proc_figures(pid_t pid, double *rss_mib, double *cpu_s) {
-        char path[64], line[512];
-        FILE *f;
-
-        *rss_mib = *cpu_s = 0;
-        snprintf(path, sizeof(path), "/proc/%d/status", pid);
-        f = fopen(path, "re");
-        if (f) {
-                while (fgets(line, sizeof(line), f)) {
-                        if (startswith(line, "VmRSS:")) {
-                                char *p = line + 6;
-                                while (*p == ' ' || *p == '\t')
-                                        p++;
-                                p[strcspn(p, " ")] = 0;
-                                uint64_t kb;
-                                if (parse_u64(p, 0, UINT64_MAX, &kb) == 0)
-                                        *rss_mib = (double)kb / 1024.0;
-                        }
-                }
-                fclose(f);
-        }
-        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-        f = fopen(path, "re");
-        if (f && fgets(line, sizeof(line), f)) {
-                /* fields 14 and 15 (utime, stime), counted after the ")" of comm */
-                char *p = strrchr(line, ')');
-                unsigned field = 2;
-                uint64_t ut = 0, st = 0;
-
-                while (p && *p) {
-                        p++;
-                        if (*p != ' ')
-                                continue;
-                        field++;
-                        size_t len = strcspn(p + 1, " ");
-                        if (field == 14)
-                                (void)parse_u64_n(p + 1, len, 0, UINT64_MAX, &ut);
-                        if (field == 15) {
-                                (void)parse_u64_n(p + 1, len, 0, UINT64_MAX, &st);
-                                break;
-                        }
-                }
-                *cpu_s = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-        }
-        if (f)
-                fclose(f);
 }
 
 static size_t sink(char *ptr, size_t size, size_t nmemb, void *ud) {
@@ -468,18 +409,22 @@ static int admin_push_all(const char *sock) {
         return rc == CURLE_OK && status == 200 ? 0 : -EIO;
 }
 
-int main(int argc, char **argv) {
+struct options {
+        const char *mp, *rate, *batch, *store;
+        unsigned n_nodes;
+};
+
+static void parse_args(int argc, char **argv, struct swarm *s, struct options *o) {
         static const struct option opts[] = {
                 {"clients", required_argument, NULL, 'n'},
                 {"mp", required_argument, NULL, 'm'},
                 {"push-rate", required_argument, NULL, 'r'},
                 {"push-batch", required_argument, NULL, 'b'},
+                {"nodes", required_argument, NULL, 'N'},
+                {"store", required_argument, NULL, 'S'},
                 {"help", no_argument, NULL, 'h'},
                 {},
         };
-        const char *mp = TETHER_MP_BIN, *rate = "0", *batch = "500";
-        struct swarm s = {.n = 1000};
-        struct rlimit rl;
         uint64_t v;
         int c;
 
@@ -488,25 +433,82 @@ int main(int argc, char **argv) {
                 case 'n':
                         if (parse_u64(optarg, 1, 100000, &v) < 0)
                                 die("--clients", EINVAL);
-                        s.n = (unsigned)v;
+                        s->n = (unsigned)v;
+                        break;
+                case 'N':
+                        if (parse_u64(optarg, 1, SWARM_MAX_NODES, &v) < 0)
+                                die("--nodes (1 to 8)", EINVAL);
+                        o->n_nodes = (unsigned)v;
                         break;
                 case 'm':
-                        mp = optarg;
+                        o->mp = optarg;
                         break;
                 case 'r':
-                        rate = optarg;
+                        o->rate = optarg;
                         break;
                 case 'b':
-                        batch = optarg;
+                        o->batch = optarg;
+                        break;
+                case 'S':
+                        o->store = optarg;
                         break;
                 default:
                         printf("Usage: mp-swarm [--clients N (1000)] [--mp PATH] [--push-rate N (0: "
-                               "unlimited)] "
-                               "[--push-batch N (500)]\n");
-                        return c == 'h' ? 0 : 2;
+                               "unlimited)] [--push-batch N (500)] [--nodes N (1) --store "
+                               "postgresql://...]\n");
+                        exit(c == 'h' ? 0 : 2);
                 }
         }
+}
 
+static double per_s(double n, double seconds) {
+        return seconds > 0 ? n / seconds : 0;
+}
+
+/* The rows the database wrote since before (after the statistics collector
+ * caught up), per second over seconds; -1 without PostgreSQL. */
+static double db_rows_per_s(const char *store, long long before, double seconds) {
+        long long after;
+
+        if (before < 0)
+                return -1;
+        sleep(1);
+        after = swarm_db_rows(store);
+        return after < 0 ? -1 : per_s((double)(after - before), seconds);
+}
+
+static void print_db(const char *what, double rows_per_s) {
+        if (rows_per_s < 0)
+                printf("%-22s(SQLite: not measured)\n", what);
+        else
+                printf("%-22s%.0f rows/s\n", what, rows_per_s);
+}
+
+static void stop_nodes(struct swarm *s, struct swarm_node *nodes, unsigned n) {
+        double t_term = now_s();
+        unsigned failed_before = s->failed;
+        int status = 0;
+
+        /* SIGTERM: every channel gets GOODBYE(shutdown), then the MPs exit. */
+        for (unsigned i = 0; i < n; i++)
+                kill(nodes[i].pid, SIGTERM);
+        run_until(s, &s->goodbyes, s->acked + failed_before, 60, NULL);
+        double t_goodbye = now_s() - t_term;
+        for (unsigned i = 0; i < n; i++)
+                waitpid(nodes[i].pid, &status, 0);
+        printf("SIGTERM:              %u GOODBYE(shutdown) in %.3f s (RetryAfterSeconds %u), MPs exited "
+               "after %.3f s\n",
+               s->goodbyes, t_goodbye, s->retry_max, now_s() - t_term);
+}
+
+int main(int argc, char **argv) {
+        struct options o = {.mp = TETHER_MP_BIN, .rate = "0", .batch = "500", .n_nodes = 1};
+        struct swarm s = {.n = 1000};
+        struct swarm_node nodes[SWARM_MAX_NODES] = {0};
+        struct rlimit rl;
+        char load[128];
+
+        parse_args(argc, argv, &s, &o);
         /* Both ends need an fd each per connection. */
         if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
                 rl.rlim_cur = rl.rlim_max;
@@ -518,111 +520,77 @@ int main(int argc, char **argv) {
         signal(SIGPIPE, SIG_IGN);
         curl_global_init(CURL_GLOBAL_DEFAULT);
 
-        char dir[] = "/tmp/mp-swarm-XXXXXX", state[64], notify[96], sock[96], path[128];
+        char dir[] = "/tmp/mp-swarm-XXXXXX", path[192];
         if (!mkdtemp(dir))
                 die("mkdtemp", errno);
-        snprintf(state, sizeof(state), "%s/state", dir);
-        snprintf(notify, sizeof(notify), "%s/notify", dir);
-        snprintf(sock, sizeof(sock), "%s/admin.sock", state);
-
-        int nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        strscpy(sa.sun_path, sizeof(sa.sun_path), notify);
-        if (nfd < 0 || bind(nfd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-                die("notify socket", errno);
-
-        pid_t pid = fork();
-        if (pid == 0) {
-                char log[96];
-                snprintf(log, sizeof(log), "%s/mp.log", dir);
-                int lfd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-                prctl(PR_SET_PDEATHSIG, SIGKILL);
-                if (lfd >= 0) {
-                        dup2(lfd, STDOUT_FILENO);
-                        dup2(lfd, STDERR_FILENO);
-                }
-                setenv("NOTIFY_SOCKET", notify, 1);
-                execl(mp, mp, "serve", "--state-dir", state, "--listen", "127.0.0.1:0", "--https-listen",
-                      "off", "--push-rate", rate, "--push-batch", batch, (char *)NULL);
-                _exit(127);
-        }
-        if (wait_ready(nfd, pid) < 0) {
-                fprintf(stderr, "mp-swarm: %s did not start; see %s/mp.log\n", mp, dir);
-                kill(pid, SIGKILL);
-                return 1;
-        }
+        struct swarm_nodes_config nc = {
+                .mp = o.mp, .dir = dir, .store = o.store, .rate = o.rate, .batch = o.batch, .n = o.n_nodes};
+        swarm_nodes_start(&nc, nodes);
+        s.n_nodes = o.n_nodes;
+        for (unsigned i = 0; i < o.n_nodes; i++)
+                s.ports[i] = nodes[i].port;
 
         struct tether_key *tls_key = NULL;
-        snprintf(path, sizeof(path), "%s/tls.key", state);
+        snprintf(path, sizeof(path), "%s/tls.key", nodes[0].state);
         if (tether_key_load_private(path, &tls_key) < 0 || tether_key_fingerprint(tls_key, s.pin) < 0)
                 die("tls.key", EIO);
         tether_key_free(tls_key);
-        snprintf(path, sizeof(path), "%s/site.pub", state);
+        snprintf(path, sizeof(path), "%s/site.pub", nodes[0].state);
         if (tether_key_load_public(path, &s.site_key) < 0)
                 die("site.pub", EIO);
-        snprintf(path, sizeof(path), "%s/ports", state);
-        FILE *pf = fopen(path, "re");
-        char line[64];
-        while (pf && fgets(line, sizeof(line), pf))
-                if (startswith(line, "tcp=")) {
-                        line[strcspn(line, "\n")] = 0;
-                        if (parse_u64(line + 4, 1, 65535, &v) == 0)
-                                s.port = (uint16_t)v;
-                }
-        if (pf)
-                fclose(pf);
-        if (!s.port)
-                die("ports", EIO);
 
         s.clients = calloc(s.n, sizeof(*s.clients));
         s.ep = epoll_create1(EPOLL_CLOEXEC);
         if (!s.clients || s.ep < 0)
                 die("setup", ENOMEM);
 
-        double rss, cpu, cpu0;
-        proc_figures(pid, &rss, &cpu0);
-        printf("mp-swarm: %u clients against %s (pid %d), push rate %s/s, batch %s\n", s.n, mp, pid, rate,
-               batch);
+        double rss0, rss, cpu, cpu0;
+        swarm_nodes_figures(nodes, o.n_nodes, &rss0, &cpu0);
+        swarm_load(load, sizeof(load));
+        printf("mp-swarm: %u clients over %u node(s) (%s), push rate %s/s, batch %s\n", s.n, o.n_nodes,
+               o.store ? "PostgreSQL" : "SQLite", o.rate, o.batch);
+        printf("machine:              %s at the start (shared: other work runs too)\n", load);
 
+        long long rows0 = swarm_db_rows(o.store);
         double t0 = now_s();
         unsigned next = 0;
         run_until(&s, &s.ready, s.n, 600, &next);
         double t_signed_in = now_s() - t0;
-        proc_figures(pid, &rss, &cpu);
-        printf("signed in:            %u of %u in %.2f s (%u failed); MP RSS %.1f MiB, CPU %.2f s\n",
-               s.ready, s.n, t_signed_in, s.failed, rss, cpu - cpu0);
+        swarm_nodes_figures(nodes, o.n_nodes, &rss, &cpu);
+        printf("signed in:            %u of %u in %.2f s (%u failed): %.0f sign-ins/s; MP RSS %.1f MiB, CPU "
+               "%.2f s\n",
+               s.ready, s.n, t_signed_in, s.failed, per_s(s.ready, t_signed_in), rss, cpu - cpu0);
+        printf("memory per connection: %.1f KiB (RSS growth over all nodes / connections)\n",
+               per_s((rss - rss0) * 1024.0, s.ready));
+        print_db("database, sign-ins:", db_rows_per_s(o.store, rows0, t_signed_in));
 
-        long held = admin_connections(sock);
+        long held = 0;
+        for (unsigned i = 0; i < o.n_nodes; i++)
+                held += admin_connections(nodes[i].sock);
         double cpu_before_push = cpu;
+        long long rows1 = swarm_db_rows(o.store);
         double t_push = now_s();
-        if (admin_push_all(sock) < 0)
+        if (admin_push_all(nodes[0].sock) < 0)
                 die("push", EIO);
         run_until(&s, &s.acked, s.ready, 600, NULL);
         double t_end = now_s();
-        proc_figures(pid, &rss, &cpu);
+        swarm_nodes_figures(nodes, o.n_nodes, &rss, &cpu);
 
-        printf("connections held:     %ld (MP's count), %u signed in here\n", held, s.ready);
-        printf("fan-out:              %u pushes received, last after %.3f s\n", s.pushed,
-               s.pushed ? s.t_last_push - t_push : 0.0);
-        printf("last response acked:  %u of %u after %.3f s\n", s.acked, s.ready,
-               s.acked ? s.t_last_ack - t_push : t_end - t_push);
-        printf("MP RSS:               %.1f MiB\n", rss);
+        double fan = s.pushed ? s.t_last_push - t_push : 0.0;
+        double resp = s.acked ? s.t_last_ack - t_push : t_end - t_push;
+        printf("connections held:     %ld (the MPs' count), %u signed in here\n", held, s.ready);
+        printf("fan-out:              %u pushes received, last after %.3f s: %.0f pushes/s\n", s.pushed, fan,
+               per_s(s.pushed, fan));
+        printf("responses recorded:   %u of %u acknowledged, last after %.3f s: %.0f responses/s\n", s.acked,
+               s.ready, resp, per_s(s.acked, resp));
+        print_db("database, push round:", db_rows_per_s(o.store, rows1, resp));
+        printf("MP RSS:               %.1f MiB over %u node(s)\n", rss, o.n_nodes);
         printf("MP CPU seconds:       %.2f total, %.2f for the push round\n", cpu - cpu0,
                cpu - cpu_before_push);
+        swarm_load(load, sizeof(load));
+        printf("machine:              %s at the end\n", load);
 
-        /* SIGTERM: every channel gets GOODBYE(shutdown), then the MP exits. */
-        double t_term = now_s();
-        unsigned failed_before = s.failed;
-        kill(pid, SIGTERM);
-        run_until(&s, &s.goodbyes, s.acked + failed_before, 60, NULL);
-        double t_goodbye = now_s() - t_term;
-        int status = 0;
-        waitpid(pid, &status, 0);
-        printf("SIGTERM:              %u GOODBYE(shutdown) in %.3f s (RetryAfterSeconds %u), MP exited %d "
-               "after "
-               "%.3f s\n",
-               s.goodbyes, t_goodbye, s.retry_max, WIFEXITED(status) ? WEXITSTATUS(status) : -1,
-               now_s() - t_term);
+        stop_nodes(&s, nodes, o.n_nodes);
         for (unsigned i = 0; i < s.n; i++) {
                 struct client *cl = &s.clients[i];
                 tether_tls_conn_free(cl->tls);

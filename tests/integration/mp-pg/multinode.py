@@ -76,8 +76,7 @@ def make_agent(tmp, nodes, name, first, marker_hook=True, hook_body=""):
         f.write(machine_id_first(first, len(nodes)))
     a.runs = tmp.sub(name, "runs")
     if marker_hook:
-        for cycle in ("machine-policy", "app-evaluation"):
-            write_hook(a.cycles, cycle, "10-mark", 'echo "$TETHER_TASK_GUID" >> %s\n%s' % (a.runs, hook_body))
+        write_hook(a.cycles, "machine-policy", "10-mark", 'echo "$TETHER_TASK_GUID" >> %s\n%s' % (a.runs, hook_body))
     return a
 
 
@@ -99,29 +98,44 @@ def runs_of(agent):
         return []
 
 
-def check_once(mp, push_ids, agents, ids):
-    """Every push answered exactly once per target in the database, every
-    agent ran each task once."""
+def check_once(mp, statuses, agents, agent_ids):
+    """Every push answered exactly once per target in the database (with
+    Success), and no agent ran a task twice or one that did not target it.
+    The agent may answer tasks of one cycle queued behind a running one with
+    a single run of that cycle (the hook then sees one of their TaskGUIDs),
+    so a task need not have a run of its own. statuses: the pushes'
+    push-status, each with its targets."""
     resp = mp.responses(limit=100000)
     resp = resp.get("responses", resp) if isinstance(resp, dict) else resp
-    for pid in push_ids:
+    expected = {cid: set() for cid in agent_ids}
+    for st in statuses:
+        pid = st["push_id"]
+        targets = [t["client_id"] for t in st["targets"]]
         got = [r["client_id"] for r in resp if r.get("push_id") == pid]
-        if sorted(got) != sorted(ids):
+        if sorted(got) != sorted(targets):
             dup = sorted(c for c in set(got) if got.count(c) > 1)
             fail("push %s: %d responses recorded for %d targets (duplicates %r, missing %r)"
-                 % (pid, len(got), len(ids), dup, sorted(set(ids) - set(got))))
-    for a in agents:
+                 % (pid, len(got), len(targets), dup, sorted(set(targets) - set(got))))
+        for t in st["targets"]:
+            if t.get("return_code") != 1:
+                fail("push %s: %s answered %r" % (pid, t["client_id"], t.get("return_code")))
+            expected[t["client_id"]].add(st["task_guid"])
+    for a, cid in zip(agents, agent_ids):
         r = runs_of(a)
         if len(r) != len(set(r)):
             fail("%s ran a task twice: %r" % (a.log, r))
-        if len(r) != len(push_ids):
-            fail("%s ran %d tasks, not %d: %r" % (a.log, len(r), len(push_ids), r))
+        if not set(r) <= expected[cid] or not r:
+            fail("%s ran %r, not among the tasks that targeted it %r" % (a.log, sorted(r), sorted(expected[cid])))
 
 
-def wait_answered(mp, push_id, n, timeout):
+def wait_answered(mp, push_id, timeout, n=None):
+    """Waits until every target of the push answered (n targets, when
+    given); returns its push-status."""
     def done():
         st = mp.push_status(push_id, wait=2)
         tg = st.get("targets") or []
         ok = [t for t in tg if t.get("state") == "answered"]
-        return st if len(ok) == n else None
-    return wait_for(done, timeout, "push %s answered by its %d targets" % (push_id, n), interval=1)
+        if n is not None and len(tg) != n:
+            fail("push %s has %d targets, not %d" % (push_id, len(tg), n))
+        return st if tg and len(ok) == len(tg) else None
+    return wait_for(done, timeout, "push %s answered by all its targets" % push_id, interval=1)

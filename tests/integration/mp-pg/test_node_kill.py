@@ -56,16 +56,15 @@ def test_node_kill(tmp):
         if ids[a.status()["client_id"]] == 2 and "Trying the next MP address" not in a.logtext():
             fail("%s never logged moving to its next address" % a.log)
 
-    for pid in push_ids:
-        wait_answered(nodes[0], pid, N_AGENTS, 120)
-    check_once(nodes[1], push_ids, agents, list(ids))
+    statuses = [wait_answered(nodes[0], pid, 120, n=N_AGENTS) for pid in push_ids]
+    check_once(nodes[1], statuses, agents, list(ids))
 
     # and the fleet is whole: a new push reaches all 15 on two nodes
     out = json.loads(nodes[0].admin("push", "--type", "1", "--all", "--json").stdout)
     if out.get("targets") != N_AGENTS:
         fail("push --all after the kill targets %r, not %d" % (out.get("targets"), N_AGENTS))
-    wait_answered(nodes[1], out["push_id"], N_AGENTS, 90)
-    check_once(nodes[0], push_ids + [out["push_id"]], agents, list(ids))
+    statuses.append(wait_answered(nodes[1], out["push_id"], 90, n=N_AGENTS))
+    check_once(nodes[0], statuses, agents, list(ids))
 
 
 if __name__ == "__main__":

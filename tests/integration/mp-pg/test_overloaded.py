@@ -49,8 +49,8 @@ def test_overloaded(tmp):
     out = json.loads(nodes[1].admin("push", "--type", "1", "--all", "--json").stdout)
     if out.get("targets") != 4:
         fail("push --all targets %r, not 4" % out.get("targets"))
-    wait_answered(nodes[0], out["push_id"], 4, 60)
-    check_once(nodes[0], [out["push_id"]], agents, ids)
+    st = wait_answered(nodes[0], out["push_id"], 60, n=4)
+    check_once(nodes[0], [st], agents, ids)
 
 
 if __name__ == "__main__":
