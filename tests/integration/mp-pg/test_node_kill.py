@@ -63,7 +63,7 @@ def test_node_kill(tmp):
     out = json.loads(nodes[0].admin("push", "--type", "1", "--all", "--json").stdout)
     if out.get("targets") != N_AGENTS:
         fail("push --all after the kill targets %r, not %d" % (out.get("targets"), N_AGENTS))
-    statuses.append(wait_answered(nodes[1], out["push_id"], 90, n=N_AGENTS))
+    statuses.append(all_succeeded(wait_answered(nodes[1], out["push_id"], 90, n=N_AGENTS)))
     check_once(nodes[0], statuses, agents, list(ids))
 
 
