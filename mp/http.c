@@ -437,7 +437,7 @@ static int https_channel(struct mp_conn *c, const char *query) {
         struct mp_session *s = NULL;
         const uint8_t *p = h->body;
         size_t left = h->body_len;
-        bool first = true;
+        bool first = true, unstored = false;
         unsigned hold = query_hold(query);
         int r;
 
@@ -486,7 +486,10 @@ static int https_channel(struct mp_conn *c, const char *query) {
                         r = tether_diag_set(&diag, TETHER_DIAG_BAD_TYPE, "a second SIGNIN in one poll");
                 } else {
                         r = mp_session_frame(s, c, frame, &h->acks, &h->n_acks, &diag);
-                        if (r < 0 && r != -EBADMSG) {
+                        if (r == -EAGAIN) {
+                                unstored = true;
+                                r = 0;
+                        } else if (r < 0 && r != -EBADMSG) {
                                 log_warning_errno(r, "Failed to handle %s from '%s', ignoring: %m",
                                                   tether_frame_type_name(frame->type), s->client_id);
                                 r = 0;
@@ -510,6 +513,22 @@ static int https_channel(struct mp_conn *c, const char *query) {
                                 s->conn = NULL;
                 }
                 return respond_goodbye(c, TETHER_GOODBYE_PROTOCOL_ERROR, 0);
+        }
+        if (unstored) {
+                /* A response the store could not take (the database is
+                 * away): the agent re-sends its unacknowledged responses
+                 * only when it connects again, which GOODBYE(overloaded)
+                 * makes it do, at another node if it has one (PROTOCOL-v1
+                 * 7.4). The acknowledgements of this poll go with it: the
+                 * responses they named come again and are acknowledged as
+                 * duplicates. */
+                log_warning("A response from '%s' could not be stored: answering the poll with "
+                            "GOODBYE(overloaded, RetryAfterSeconds=1) so that it is sent again",
+                            s->client_id);
+                c->session = NULL;
+                if (s->conn == c)
+                        s->conn = NULL;
+                return respond_goodbye(c, TETHER_GOODBYE_OVERLOADED, 1);
         }
 
         /* Answer at once when there is more than the SIGNIN_CONFIRM to say,

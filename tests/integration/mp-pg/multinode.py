@@ -65,13 +65,14 @@ def host_list(nodes):
     return ", ".join("127.0.0.1:%d" % mp.tcp for mp in nodes)
 
 
-def make_agent(tmp, nodes, name, first, marker_hook=True, hook_body=""):
+def make_agent(tmp, nodes, name, first, marker_hook=True, hook_body="", transport="tcp"):
     """An agent given every node's address, trying node number first first;
-    transport tcp (auto would fall back to HTTPS on the same address)."""
+    transport tcp (auto would fall back to HTTPS on the same address). With
+    https every entry has node 1's HTTPS port (https_port is one for all)."""
     mp = nodes[0]
     a = Agent(tmp, host_list(nodes), mp.tcp, mp.https, site_pub=os.path.join(mp.dir, "site.pub"),
               ca_file=os.path.join(mp.dir, "tls.crt"), name=name,
-              extra_conf="[mp]\ntransport = tcp\n[agent]\nstart_delay_max_seconds = 0\n")
+              extra_conf="[mp]\ntransport = %s\n[agent]\nstart_delay_max_seconds = 0\n" % transport)
     with open(a.machine_id, "w") as f:
         f.write(machine_id_first(first, len(nodes)))
     a.runs = tmp.sub(name, "runs")

@@ -63,7 +63,10 @@ def test_pg_restart(tmp):
     if not url:
         fail("TETHER_TEST_PG is not set: run under tests/integration/mp-pg/pg-run.sh")
     nodes = start_nodes(tmp, url, 3)
-    agents = [make_agent(tmp, nodes, "agent%02d" % i, i % 3, hook_body="sleep 0.2") for i in range(N_AGENTS)]
+    # TETHER_TEST_TRANSPORT=https: the same over the HTTPS fallback
+    transport = os.environ.get("TETHER_TEST_TRANSPORT", "tcp")
+    agents = [make_agent(tmp, nodes, "agent%02d" % i, i % 3, hook_body="sleep 0.2", transport=transport)
+              for i in range(N_AGENTS)]
     for a in agents:
         a.start()
     ids = [a.wait_signed_in(timeout=90)["client_id"] for a in agents]
