@@ -1412,6 +1412,37 @@ static void test_https_wrong_pin(void **state) {
         assert_int_equal(F->https.n_posts, 0);
 }
 
+/* Several nodes, each its own key: a list of pins, any one matching, over
+ * HTTPS (libcurl's "sha256//a;sha256//b") and over TCP. */
+static bool connected_tcp(void) {
+        return count_state(TETHER_CHANNEL_CONNECTED, "tcp") > 0;
+}
+
+static void test_pin_list_https_and_tcp(void **state) {
+        struct tether_key *other = NULL;
+        char fp[TETHER_FINGERPRINT_LEN], list[3 * TETHER_FINGERPRINT_LEN];
+
+        server_listen(&F->https);
+        server_listen(&F->tcp);
+        assert_int_equal(tether_key_generate(TETHER_KEY_EC_P256, &other), 0);
+        assert_int_equal(tether_key_fingerprint(other, fp), 0);
+        tether_key_free(other);
+        snprintf(list, sizeof(list), "%s,%s", fp, F->mp_fp);
+        F->cfg.pinned_fingerprint = list;
+        F->cfg.mode = TETHER_CHANNEL_HTTPS;
+        new_channel();
+        assert_int_equal(tether_channel_start(F->ch), 0);
+        assert_true(run_until(is_connected, 10 * SEC));
+        assert_true(F->https.n_posts > 0);
+        tether_channel_free(F->ch);
+        F->ch = NULL;
+
+        F->cfg.mode = TETHER_CHANNEL_TCP;
+        new_channel();
+        assert_int_equal(tether_channel_start(F->ch), 0);
+        assert_true(run_until(connected_tcp, 10 * SEC));
+}
+
 static void cb_policy(void *userdata, int error, long http_status, const uint8_t *body, size_t len,
                       const char *signature_b64, const char *etag) {
         struct fixture *f = userdata;
@@ -1491,6 +1522,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_tcp_stop_goodbye, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_tcp_reconnect_floor, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_addresses_next_and_move, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_pin_list_https_and_tcp, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_https_forced, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_auto_fallback_and_back, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_auto_handshake_deadline, setup, teardown),
