@@ -473,7 +473,9 @@ static int handle_response(struct mp_session *s, struct mp_conn *c, const struct
                 log_error_errno(r, "Failed to store the response of '%s' for TaskGUID %s: %m", s->client_id,
                                 resp->task_guid);
                 tether_msg_free(msg);
-                return 0; /* no ACK: the agent re-sends it */
+                /* No ACK: the agent re-sends it, but only after it
+                 * reconnects; the caller closes a TCP channel for that. */
+                return -EAGAIN;
         }
         {
                 char push_id[32], guid[64], rc[32];
@@ -726,6 +728,16 @@ static int channel_frame(struct mp_conn *c, const struct tether_frame *frame) {
         r = mp_session_frame(c->session, c, frame, NULL, NULL, &diag);
         if (r == -EBADMSG) {
                 protocol_error(c, &diag);
+                return r;
+        }
+        if (r == -EAGAIN) {
+                /* A response the store could not take (the database is
+                 * away): the agent re-sends its unacknowledged responses at
+                 * every connection, so this one must end, or the response
+                 * would wait for the next link failure. */
+                log_warning("Closing the channel of '%s' so that it re-sends the response not stored",
+                            c->session->client_id);
+                mp_conn_close_after_flush(c);
                 return r;
         }
         if (r < 0)
