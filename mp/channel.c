@@ -767,6 +767,13 @@ int mp_channel_input(struct mp_conn *c, const uint8_t *data, size_t len) {
                 }
                 data += used;
                 len -= used;
+                if (r == 1 && c->overloaded) {
+                        /* Refused at the handshake (GOODBYE(overloaded)
+                         * sent): its first frame, read, is not looked at. */
+                        tether_frame_free(frame);
+                        mp_conn_close_after_flush(c);
+                        return 0;
+                }
                 if (r == 1) {
                         r = channel_frame(c, frame);
                         tether_frame_free(frame);

@@ -5,7 +5,11 @@ OverloadRetryAfterSeconds=3; four real agents given both addresses, all
 trying node 1 first, started one after the other. The first two sign in
 to node 1; node 1 answers the next two with GOODBYE(overloaded,
 RetryAfterSeconds=3) and they sign in to node 2, no sooner than 3 s after
-(PROTOCOL-v1 7.4). A push to all then reaches the four."""
+(PROTOCOL-v1 7.4). A push to all then reaches the four, each answering
+once. MaxConnections counts channel and HTTPS connections together (main's
+connection caps, mp/conn.c): node 1, full with its two channels, refuses
+its agents' policy fetches too (503), so their tasks may end ReturnCode 2
+without a run; the push is still answered once per target."""
 import os
 import sys
 import time
@@ -52,7 +56,7 @@ def test_overloaded(tmp):
     if out.get("targets") != 4:
         fail("push --all targets %r, not 4" % out.get("targets"))
     st = wait_answered(nodes[0], out["push_id"], 60, n=4)
-    check_once(nodes[0], [st], agents, ids)
+    check_once(nodes[0], [st], agents, ids, require_runs=False)
 
 
 if __name__ == "__main__":
