@@ -43,7 +43,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -54,6 +53,7 @@
 #include <curl/curl.h>
 #include <json-c/json.h>
 
+#include "bench/swarm-console.h"
 #include "bench/swarm-nodes.h"
 #include "common/strutil.h"
 #include "transport/frame.h"
@@ -461,53 +461,11 @@ static int admin_push_all(const char *sock) {
         return rc == CURLE_OK && status == 200 ? 0 : -EIO;
 }
 
-/* The console bench script (see the top): it starts the action itself. */
-static pid_t start_console_script(const char *script, const char *dir, const char *state, const char *mp,
-                                  unsigned n) {
-        char result[128], count[16];
-        pid_t pid;
-
-        snprintf(result, sizeof(result), "%s/console-result", dir);
-        snprintf(count, sizeof(count), "%u", n);
-        fflush(stdout);
-        pid = fork();
-        if (pid < 0)
-                die("fork", errno);
-        if (pid == 0) {
-                prctl(PR_SET_PDEATHSIG, SIGKILL);
-                execl(script, script, state, mp, count, result, (char *)NULL);
-                _exit(127);
-        }
-        return pid;
-}
-
-/* Waits for the script unless reaped (pid -1; it stops once the console
- * shows every answer) and prints the lag of that view behind the last
- * acknowledged response. */
-static void console_script_done(pid_t pid, const char *dir, double t_last_ack) {
-        char path[160], line[128];
-        int status = 0;
-        FILE *f;
-
-        if (pid > 0 && (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0))
-                fprintf(stderr, "mp-swarm: the console script failed (status %d)\n", status);
-        snprintf(path, sizeof(path), "%s/console-result", dir);
-        f = fopen(path, "re");
-        while (f && fgets(line, sizeof(line), f))
-                if (startswith(line, "page_all_answered=")) {
-                        double t = strtod(line + 18, NULL);
-                        printf("console view lag:     %.3f s after the last acknowledged response\n",
-                               t - t_last_ack);
-                }
-        if (f)
-                fclose(f);
-}
-
 /* Runs the console script while answering the pushes it starts, in slices,
  * to stop early when the script failed. */
 static void console_round(struct swarm *s, const char *script, const char *dir, const char *state,
                           const char *mp) {
-        pid_t pid = start_console_script(script, dir, state, mp, s->n);
+        pid_t pid = swarm_console_start(script, dir, state, mp, s->n);
 
         for (double t_stop = now_s() + 300; s->acked < s->ready && now_s() < t_stop;) {
                 int st;
@@ -521,7 +479,7 @@ static void console_round(struct swarm *s, const char *script, const char *dir, 
                         }
                 }
         }
-        console_script_done(pid, dir, s->t_last_ack);
+        swarm_console_done(pid, dir, s->t_last_ack);
 }
 
 struct options {
