@@ -16,6 +16,7 @@
 #include <systemd/sd-event.h>
 
 #include "agent/channel.h"
+#include "agent/mp-addresses.h"
 #include "transport/backoff.h"
 
 struct tether_tls_ctx;
@@ -67,9 +68,13 @@ struct tether_channel {
         sd_event *event; /* a reference */
 
         /* Configuration: owned copies. */
-        char *host;
+        struct mp_addresses addrs; /* [mp] host, in this device's order (7.4) */
+        /* The address tried now: host borrowed from addrs, the TCP port its
+         * own or tcp_port_config. Set by each attempt. */
+        const char *host;
         uint16_t tcp_port;
-        uint16_t https_port; /* the current one of https_ports[] */
+        uint16_t tcp_port_config; /* [mp] tcp_port: for addresses without their own */
+        uint16_t https_port;      /* the current one of https_ports[] */
         /* https_port of the configuration, then its alternatives */
         uint16_t https_ports[1 + TETHER_CHANNEL_MAX_ALT_PORTS];
         unsigned n_https_ports;

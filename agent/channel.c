@@ -154,10 +154,51 @@ static void schedule_reconnect(struct tether_channel *ch, const struct link_ops 
         (void)notify(ch, TETHER_CHANNEL_DISCONNECTED, was, detail);
 }
 
+/* Sets host and tcp_port to the address the rotation points at. */
+static void select_address(struct tether_channel *ch) {
+        const struct mp_address *a = mp_addresses_current(&ch->addrs);
+
+        ch->host = a->host;
+        ch->tcp_port = a->tcp_port ? a->tcp_port : ch->tcp_port_config;
+}
+
+/*
+ * The current address failed (or sent the agent away): the rotation moves
+ * on. Within a round the next address is tried after delay_usec, without
+ * the backoff (PROTOCOL-v1 7.4); a failure that completes the round gets
+ * the backoff, with floor_usec as its floor.
+ */
+static void next_address(struct tether_channel *ch, const struct link_ops *was, uint64_t delay_usec,
+                         uint64_t floor_usec, const char *detail) {
+        char peer[300];
+        int r;
+
+        tether_backoff_disconnected(&ch->backoff, channel_now(ch));
+        if (mp_addresses_failed(&ch->addrs)) {
+                select_address(ch);
+                schedule_reconnect(ch, was, floor_usec, detail);
+                return;
+        }
+        select_address(ch);
+        ch->link = NULL;
+        ch->state = TETHER_CHANNEL_DISCONNECTED;
+        channel_peer_name(ch, ch->tcp_port, peer, sizeof(peer));
+        r = channel_arm_timer(ch, &ch->retry_timer, delay_usec, on_retry, ch);
+        if (r < 0)
+                log_error_errno(r, "Failed to schedule the connection to the next MP address, the "
+                                   "channel stays down: %m");
+        else
+                log_info("Trying the next MP address, %s, in %llu.%01llu s", peer,
+                         (unsigned long long)(delay_usec / USEC_PER_SEC),
+                         (unsigned long long)(delay_usec % USEC_PER_SEC / 100000ULL));
+        (void)notify(ch, TETHER_CHANNEL_DISCONNECTED, was, detail);
+}
+
 /* The one place a link failure lands. */
 static void handle_failure(struct tether_channel *ch, int error, bool connect_failure,
                            const char *link_detail) {
         const struct link_ops *was = ch->link;
+        bool was_up = ch->state == TETHER_CHANNEL_CONNECTED;
         char detail[1024];
 
         /* The text may live in the link that is about to go. */
@@ -166,7 +207,10 @@ static void handle_failure(struct tether_channel *ch, int error, bool connect_fa
         if (was && was->fail_over(ch, connect_failure, detail))
                 return;
         log_warning("%s", detail);
-        schedule_reconnect(ch, was, 0, detail);
+        /* A node that dies drops all its devices at once: those moving on
+         * from a live link spread over a second, as the backoff's first
+         * step would; a refused connection moves on at once. */
+        next_address(ch, was, was_up ? channel_random_u64() % (USEC_PER_SEC + 1) : 0, 0, detail);
 }
 
 void channel_start_link(struct tether_channel *ch, const struct link_ops *ops) {
@@ -187,6 +231,7 @@ void channel_start_link(struct tether_channel *ch, const struct link_ops *ops) {
 /* The channel chooses the link here, and only here. */
 static void attempt(struct tether_channel *ch) {
         ch->https_tried = false;
+        select_address(ch);
         ch->https_ports_left = ch->n_https_ports;
         ch->https_index = ch->https_good;
         channel_start_link(ch, ch->mode == TETHER_CHANNEL_HTTPS ? &https_link_ops : &tcp_link_ops);
@@ -335,32 +380,55 @@ void channel_https_failed(struct tether_channel *ch, int error, const char *deta
 
 /* ---- configuration ---- */
 
-/* "ab12..." (64 hex digits, colons allowed between bytes) into libcurl's
- * "sha256//<base64>". */
-static int pin_to_curl(const char *hex, char **ret) {
+/* One fingerprint of len bytes at hex (64 hex digits, colons allowed
+ * between bytes) as base64 of the digest into b64 (45 bytes with NUL). */
+static int pin_to_base64(const char *hex, size_t len, unsigned char b64[64]) {
         uint8_t digest[32];
-        unsigned char b64[64];
         size_t n = 0;
-        char *s;
 
-        for (const char *p = hex; *p;) {
-                if (*p == ':') {
-                        p++;
+        for (size_t i = 0; i < len;) {
+                if (hex[i] == ':' || hex[i] == ' ') {
+                        i++;
                         continue;
                 }
-                int hi = hex_digit_value(p[0]);
-                int lo = hi < 0 ? -1 : hex_digit_value(p[1]);
+                int hi = hex_digit_value(hex[i]);
+                int lo = hi < 0 || i + 1 >= len ? -1 : hex_digit_value(hex[i + 1]);
                 if (hi < 0 || lo < 0 || n >= sizeof(digest))
                         return -EINVAL;
                 digest[n++] = (uint8_t)(hi << 4 | lo);
-                p += 2;
+                i += 2;
         }
         if (n != sizeof(digest))
                 return -EINVAL;
         EVP_EncodeBlock(b64, digest, (int)sizeof(digest));
-        if (asprintf(&s, "sha256//%s", (const char *)b64) < 0)
+        return 0;
+}
+
+/* "ab12...,cd34..." (64 hex digits each, comma-separated: one per MP node)
+ * into libcurl's "sha256//<base64>;sha256//<base64>". */
+static int pin_to_curl(const char *hex, char **ret) {
+        _cleanup_(freep) char *s = NULL;
+        size_t used = 0, size = 1;
+
+        for (const char *p = hex; *p; p++)
+                size += *p == ',' ? 64 : 0;
+        size += 64;
+        s = calloc(1, size);
+        if (!s)
                 return -ENOMEM;
-        *ret = s;
+        for (const char *p = hex;;) {
+                size_t len = strcspn(p, ",");
+                unsigned char b64[64];
+
+                if (pin_to_base64(p, len, b64) < 0)
+                        return -EINVAL;
+                used += (size_t)snprintf(s + used, size - used, "%ssha256//%s", used ? ";" : "",
+                                         (const char *)b64);
+                if (!p[len])
+                        break;
+                p += len + 1;
+        }
+        *ret = TAKE_PTR(s);
         return 0;
 }
 
@@ -423,7 +491,7 @@ struct tether_channel *tether_channel_free(struct tether_channel *ch) {
                 OPENSSL_cleanse(ch->key_pem, ch->key_pem_len);
                 free(ch->key_pem);
         }
-        free(ch->host);
+        mp_addresses_done(&ch->addrs);
         free(ch->ca_file);
         free(ch->pinned_fingerprint);
         free(ch->pinned_curl);
@@ -458,7 +526,6 @@ static int copy_strings(struct tether_channel *ch, const struct tether_channel_c
                 const char *from;
                 char **to;
         } strings[] = {
-                {config->host, &ch->host},
                 {config->ca_file, &ch->ca_file},
                 {config->pinned_fingerprint, &ch->pinned_fingerprint},
                 {config->proxy, &ch->proxy},
@@ -481,6 +548,7 @@ int tether_channel_new(sd_event *event, const struct tether_channel_config *conf
                        const struct tether_channel_callbacks *callbacks, void *userdata,
                        struct tether_channel **ret) {
         _cleanup_(tether_channel_freep) struct tether_channel *ch = NULL;
+        const char *reason = NULL;
         int r;
 
         if (!event || !config || !callbacks || !ret)
@@ -507,7 +575,7 @@ int tether_channel_new(sd_event *event, const struct tether_channel_config *conf
         ch->cb = *callbacks;
         ch->userdata = userdata;
         ch->mode = config->mode;
-        ch->tcp_port = config->tcp_port;
+        ch->tcp_port_config = config->tcp_port;
         ch->https_port = config->https_port;
         set_https_ports(ch, config);
         ch->device_key = config->device_key;
@@ -533,6 +601,14 @@ int tether_channel_new(sd_event *event, const struct tether_channel_config *conf
         r = copy_strings(ch, config);
         if (r < 0)
                 return r;
+        r = mp_addresses_parse(config->host, &ch->addrs, &reason);
+        if (r < 0) {
+                if (r == -EINVAL)
+                        log_error("[mp] host: %s: '%s'", reason, config->host);
+                return r;
+        }
+        mp_addresses_order(&ch->addrs, config->order_seed);
+        select_address(ch);
         r = key_to_pem(ch->device_key, &ch->key_pem, &ch->key_pem_len);
         if (r < 0)
                 return r;
@@ -597,6 +673,7 @@ void tether_channel_confirmed(struct tether_channel *ch, uint32_t keepalive_seco
          * starts at the first one, not the latest. */
         if (ch->backoff.connected_at == 0)
                 tether_backoff_connected(&ch->backoff, channel_now(ch));
+        mp_addresses_succeeded(&ch->addrs);
 }
 
 void tether_channel_reconnect(struct tether_channel *ch, uint32_t min_delay_seconds, const char *reason) {
@@ -612,6 +689,30 @@ void tether_channel_reconnect(struct tether_channel *ch, uint32_t min_delay_seco
                 (void)sd_event_source_set_enabled(ch->retry_timer, SD_EVENT_OFF);
         schedule_reconnect(ch, was, (uint64_t)min_delay_seconds * USEC_PER_SEC,
                            reason ? reason : "reconnect requested");
+}
+
+void tether_channel_move(struct tether_channel *ch, uint32_t min_delay_seconds, const char *reason) {
+        const struct link_ops *was;
+        uint64_t floor = (uint64_t)min_delay_seconds * USEC_PER_SEC;
+
+        if (!ch || !ch->started)
+                return;
+        was = ch->link;
+        log_info("Moving to another MP address (%s), not before %u s", reason ? reason : "on request",
+                 min_delay_seconds);
+        teardown_links(ch);
+        if (ch->retry_timer)
+                (void)sd_event_source_set_enabled(ch->retry_timer, SD_EVENT_OFF);
+        /* Up to a second on top, so that the devices a node sent away
+         * together do not all arrive at the next one together. */
+        next_address(ch, was, floor + channel_random_u64() % (USEC_PER_SEC + 1), floor,
+                     reason ? reason : "moving to another MP address");
+}
+
+void tether_channel_peer(const struct tether_channel *ch, char *buf, size_t size) {
+        bool https = ch->link == &https_link_ops || ch->mode == TETHER_CHANNEL_HTTPS;
+
+        channel_peer_name(ch, https ? ch->https_port : ch->tcp_port, buf, size);
 }
 
 void tether_channel_stop(struct tether_channel *ch) {

@@ -69,9 +69,10 @@ struct tether_port_list {
 };
 
 struct tether_channel_config {
-        const char *host;                        /* MP host name or address */
-        uint16_t tcp_port;                       /* 10123 */
-        uint16_t https_port;                     /* tether-mp serves HTTPS on 10124 */
+        const char *host;       /* MP host name or address, or a list (agent/mp-addresses.h) */
+        const char *order_seed; /* stable per device (machine ID): the order of the list */
+        uint16_t tcp_port;      /* 10123 */
+        uint16_t https_port;    /* tether-mp serves HTTPS on 10124 */
         struct tether_port_list https_alt_ports; /* tried after https_port when it fails */
         uint64_t tcp_retry_usec; /* auto mode on HTTPS: try TCP this often (+/- 25 %); 0: 60 s */
         enum tether_channel_mode mode;
@@ -121,6 +122,14 @@ void tether_channel_confirmed(struct tether_channel *ch, uint32_t keepalive_seco
  * (with jitter on top): GOODBYE's RetryAfterSeconds, Rejected's 15 min, a
  * protocol error. reason is logged. */
 void tether_channel_reconnect(struct tether_channel *ch, uint32_t min_delay_seconds, const char *reason);
+
+/* GOODBYE(overloaded): closes the transport and tries the next MP address
+ * no sooner than min_delay_seconds (PROTOCOL-v1 7.4); when that completes a
+ * round of failed addresses, the backoff applies on top, as after any round. */
+void tether_channel_move(struct tether_channel *ch, uint32_t min_delay_seconds, const char *reason);
+
+/* The address tried or connected now ("host:port"), for status. */
+void tether_channel_peer(const struct tether_channel *ch, char *buf, size_t size);
 
 /* Sends GOODBYE(shutdown) best effort and closes. */
 void tether_channel_stop(struct tether_channel *ch);

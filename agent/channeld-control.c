@@ -121,9 +121,7 @@ static struct json_object *ctl_status(struct channeld *c) {
         (void)spool_count(c->spool, &counts);
         if (site)
                 (void)tether_key_fingerprint(site, fp);
-        snprintf(mp, sizeof(mp), "%s:%u", c->config->mp_host,
-                 strcmp(c->transport, "https") == 0 ? tether_channel_https_port(c->channel)
-                                                    : c->config->tcp_port);
+        mp_peer(c, mp, sizeof(mp));
         add_str(o, "state",
                 c->state == TETHER_CHANNEL_CONNECTED && session_approved(c->session) ? "signed-in"
                                                                                      : state_name(c->state));

@@ -65,6 +65,8 @@ struct channeld {
 int op_run(void *userdata, uint32_t cycle, const char *task_guid, const char *param);
 /* Makes the link from the configuration and the identity. */
 int channel_create(struct channeld *c);
+/* "host:port" of the MP address tried or connected now (PROTOCOL-v1 7.4). */
+void mp_peer(struct channeld *c, char *buf, size_t size);
 
 /* channeld-control.c: tetherctl's commands, and the periodic device key
  * rotation they share with the life cycle. */

@@ -58,32 +58,42 @@ static int status_flush(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* "host:port" of the MP address tried or connected now: one of [mp] host's
+ * list (PROTOCOL-v1 7.4). */
+void mp_peer(struct channeld *c, char *buf, size_t size) {
+        uint16_t port = strcmp(c->transport, "https") == 0 ? c->config->https_port : c->config->tcp_port;
+
+        if (c->channel)
+                tether_channel_peer(c->channel, buf, size);
+        else
+                snprintf(buf, size, "%s:%u", c->config->mp_host, port);
+}
+
 static void update_status(struct channeld *c) {
         struct spool_counts counts = {0};
-        char text[PRIV_STATUS_MAX + 1];
-        uint16_t port = strcmp(c->transport, "https") == 0 ? tether_channel_https_port(c->channel)
-                                                           : c->config->tcp_port;
+        char text[PRIV_STATUS_MAX + 1], peer[200];
+
+        mp_peer(c, peer, sizeof(peer));
 
         (void)spool_count(c->spool, &counts);
         switch (c->state) {
         case TETHER_CHANNEL_CONNECTED:
                 if (session_approved(c->session))
-                        snprintf(text, sizeof(text), "Connected to %s:%u (%s), %u responses queued",
-                                 c->config->mp_host, port, c->transport, counts.unacked);
+                        snprintf(text, sizeof(text), "Connected to %s (%s), %u responses queued", peer,
+                                 c->transport, counts.unacked);
                 else
-                        snprintf(text, sizeof(text), "Signing in to %s:%u (%s): %s, %u responses queued",
-                                 c->config->mp_host, port, c->transport,
+                        snprintf(text, sizeof(text), "Signing in to %s (%s): %s, %u responses queued", peer,
+                                 c->transport,
                                  session_last_error(c->session)[0] ? session_last_error(c->session)
                                                                    : "waiting for SIGNIN_CONFIRM",
                                  counts.unacked);
                 break;
         case TETHER_CHANNEL_CONNECTING:
-                snprintf(text, sizeof(text), "Connecting to %s, %u responses queued", c->config->mp_host,
-                         counts.unacked);
+                snprintf(text, sizeof(text), "Connecting to %s, %u responses queued", peer, counts.unacked);
                 break;
         default:
-                snprintf(text, sizeof(text), "Disconnected from %s%s%s, %u responses queued",
-                         c->config->mp_host, c->detail[0] ? ": " : "", c->detail, counts.unacked);
+                snprintf(text, sizeof(text), "Disconnected from %s%s%.200s, %u responses queued", peer,
+                         c->detail[0] ? ": " : "", c->detail, counts.unacked);
                 break;
         }
         for (char *p = text; *p; p++)
@@ -241,6 +251,11 @@ static void op_reconnect(void *userdata, uint32_t min_delay, const char *reason)
                 return;
         if (strcmp(reason, "shutdown") == 0 && spread_after_shutdown(c, min_delay))
                 return;
+        if (strcmp(reason, "overloaded") == 0) {
+                /* PROTOCOL-v1 7.4: another address after RetryAfterSeconds. */
+                tether_channel_move(c->channel, min_delay, reason);
+                return;
+        }
         if (strcmp(reason, "protocol-error") == 0 && !c->reconnect_timer) {
                 /* The link writes asynchronously and closing now would drop
                  * the GOODBYE; give it a moment (the write has its own
@@ -489,8 +504,10 @@ static uint64_t uptime_seconds(void) {
 }
 
 int channel_create(struct channeld *c) {
+        char seed[65] = "";
         struct tether_channel_config cc = {
                 .host = c->config->mp_host,
+                .order_seed = seed,
                 .tcp_port = c->config->tcp_port,
                 .https_port = c->config->https_port,
                 .mode = c->config->transport,
@@ -511,6 +528,10 @@ int channel_create(struct channeld *c) {
                 .on_frame = cb_on_frame,
                 .on_state = cb_on_state,
         };
+        /* The order of several MP addresses is stable per device: the
+         * machine ID's hash, or the ClientID where there is none. */
+        if (identity_machine_hash(c->config->machine_id_file, seed) < 0)
+                strscpy(seed, sizeof(seed), c->identity->client_id);
         return tether_channel_new(c->event, &cc, &callbacks, c, &c->channel);
 }
 

@@ -12,11 +12,12 @@
  * (after another restart) with full handshakes. A benchmark, not a test.
  *
  *   mp-swarm [--clients N] [--mp PATH] [--push-rate N] [--push-batch N]
- *            [--storm-inflight N] [--no-storm] [--console SCRIPT]
+ *            [--storm-inflight N] [--no-storm] [--nodes N --store postgresql://...]
+ *            [--console SCRIPT]
  *
  * With --console, the MP's console listens on 127.0.0.1:0 and, once every
  * client is signed in, SCRIPT (bench/console-bench.py) is started with
- * the state directory, the tether-mp path, N and a result file instead of
+ * node 1's state directory, the tether-mp path, N and a result file instead of
  * the admin push: it times the REST API and starts the action itself,
  * while this process answers the pushes. The script writes
  * "page_all_answered=<CLOCK_MONOTONIC seconds>" to the result file: the
@@ -24,6 +25,13 @@
  *
  * MP_SWARM_IDLE=N holds the idle connections N seconds (default 2) before
  * their memory is read, e.g. to attach heaptrack or gdb to the MP.
+ *
+ * With --nodes N (PostgreSQL only) the clients are spread over N nodes on
+ * this machine, round robin, and the push is made on node 1: the other
+ * nodes take their devices' targets from the database. The figures are
+ * then per second (sign-ins, pushes fanned out, responses recorded, the
+ * database's rows) and memory per connection, with the load average. The
+ * storm then restarts every node.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,7 +43,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -46,6 +53,8 @@
 #include <curl/curl.h>
 #include <json-c/json.h>
 
+#include "bench/swarm-console.h"
+#include "bench/swarm-nodes.h"
 #include "common/strutil.h"
 #include "transport/frame.h"
 #include "transport/guid.h"
@@ -85,7 +94,8 @@ struct swarm {
         unsigned n;
         struct client *clients;
         int ep;
-        uint16_t port;
+        uint16_t ports[SWARM_MAX_NODES]; /* client i connects to node i % n_nodes */
+        unsigned n_nodes;
         char pin[65];
         struct tether_key *site_key;
         unsigned ready, pushed, acked, failed, in_handshake, goodbyes, resumed;
@@ -348,7 +358,7 @@ static void client_reset(struct client *c) {
 
 static void client_start(struct swarm *s, struct client *c) {
         struct sockaddr_in sa = {.sin_family = AF_INET,
-                                 .sin_port = htons(s->port),
+                                 .sin_port = htons(s->ports[(size_t)(c - s->clients) % s->n_nodes]),
                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         struct epoll_event e;
         int r;
@@ -387,74 +397,6 @@ static void run_until(struct swarm *s, unsigned *counter, unsigned target, doubl
                 for (int i = 0; i < n; i++)
                         client_io(s, evs[i].data.ptr);
         }
-}
-
-static int wait_ready(int notify_fd, pid_t pid) {
-        char buf[256];
-        double deadline = now_s() + 60;
-
-        while (now_s() < deadline) {
-                struct pollfd p = {.fd = notify_fd, .events = POLLIN};
-                if (waitpid(pid, NULL, WNOHANG) == pid)
-                        return -ECHILD;
-                if (poll(&p, 1, 200) <= 0)
-                        continue;
-                ssize_t n = recv(notify_fd, buf, sizeof(buf) - 1, 0);
-                if (n > 0) {
-                        buf[n] = 0;
-                        if (strstr(buf, "READY=1"))
-                                return 0;
-                }
-        }
-        return -ETIMEDOUT;
-}
-
-static void proc_figures(pid_t pid, double *rss_mib, double *cpu_s) {
-        char path[64], line[512];
-        FILE *f;
-
-        *rss_mib = *cpu_s = 0;
-        snprintf(path, sizeof(path), "/proc/%d/status", pid);
-        f = fopen(path, "re");
-        if (f) {
-                while (fgets(line, sizeof(line), f)) {
-                        if (startswith(line, "VmRSS:")) {
-                                char *p = line + 6;
-                                while (*p == ' ' || *p == '\t')
-                                        p++;
-                                p[strcspn(p, " ")] = 0;
-                                uint64_t kb;
-                                if (parse_u64(p, 0, UINT64_MAX, &kb) == 0)
-                                        *rss_mib = (double)kb / 1024.0;
-                        }
-                }
-                fclose(f);
-        }
-        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-        f = fopen(path, "re");
-        if (f && fgets(line, sizeof(line), f)) {
-                /* fields 14 and 15 (utime, stime), counted after the ")" of comm */
-                char *p = strrchr(line, ')');
-                unsigned field = 2;
-                uint64_t ut = 0, st = 0;
-
-                while (p && *p) {
-                        p++;
-                        if (*p != ' ')
-                                continue;
-                        field++;
-                        size_t len = strcspn(p + 1, " ");
-                        if (field == 14)
-                                (void)parse_u64_n(p + 1, len, 0, UINT64_MAX, &ut);
-                        if (field == 15) {
-                                (void)parse_u64_n(p + 1, len, 0, UINT64_MAX, &st);
-                                break;
-                        }
-                }
-                *cpu_s = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-        }
-        if (f)
-                fclose(f);
 }
 
 static size_t sink(char *ptr, size_t size, size_t nmemb, void *ud) {
@@ -519,53 +461,11 @@ static int admin_push_all(const char *sock) {
         return rc == CURLE_OK && status == 200 ? 0 : -EIO;
 }
 
-/* The console bench script (see the top): it starts the action itself. */
-static pid_t start_console_script(const char *script, const char *dir, const char *state, const char *mp,
-                                  unsigned n) {
-        char result[128], count[16];
-        pid_t pid;
-
-        snprintf(result, sizeof(result), "%s/console-result", dir);
-        snprintf(count, sizeof(count), "%u", n);
-        fflush(stdout);
-        pid = fork();
-        if (pid < 0)
-                die("fork", errno);
-        if (pid == 0) {
-                prctl(PR_SET_PDEATHSIG, SIGKILL);
-                execl(script, script, state, mp, count, result, (char *)NULL);
-                _exit(127);
-        }
-        return pid;
-}
-
-/* Waits for the script unless reaped (pid -1; it stops once the console
- * shows every answer) and prints the lag of that view behind the last
- * acknowledged response. */
-static void console_script_done(pid_t pid, const char *dir, double t_last_ack) {
-        char path[160], line[128];
-        int status = 0;
-        FILE *f;
-
-        if (pid > 0 && (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0))
-                fprintf(stderr, "mp-swarm: the console script failed (status %d)\n", status);
-        snprintf(path, sizeof(path), "%s/console-result", dir);
-        f = fopen(path, "re");
-        while (f && fgets(line, sizeof(line), f))
-                if (startswith(line, "page_all_answered=")) {
-                        double t = strtod(line + 18, NULL);
-                        printf("console view lag:     %.3f s after the last acknowledged response\n",
-                               t - t_last_ack);
-                }
-        if (f)
-                fclose(f);
-}
-
 /* Runs the console script while answering the pushes it starts, in slices,
  * to stop early when the script failed. */
 static void console_round(struct swarm *s, const char *script, const char *dir, const char *state,
                           const char *mp) {
-        pid_t pid = start_console_script(script, dir, state, mp, s->n);
+        pid_t pid = swarm_console_start(script, dir, state, mp, s->n);
 
         for (double t_stop = now_s() + 300; s->acked < s->ready && now_s() < t_stop;) {
                 int st;
@@ -579,75 +479,37 @@ static void console_round(struct swarm *s, const char *script, const char *dir, 
                         }
                 }
         }
-        console_script_done(pid, dir, s->t_last_ack);
+        swarm_console_done(pid, dir, s->t_last_ack);
 }
 
-struct mp_run {
-        const char *mp, *rate, *batch, *console;
-        char dir[64], state[96], notify[128], sock[128], config[128];
-        int notify_fd;
-        pid_t pid;
+struct options {
+        const char *mp, *rate, *batch, *store, *console;
+        unsigned n_nodes, storm_inflight;
+        bool storm;
 };
 
-/* Starts tether-mp on the run's state directory and reads its port. */
-static void mp_start(struct swarm *s, struct mp_run *m) {
-        char path[160], line[64], log[160];
-        uint64_t v;
-
-        snprintf(log, sizeof(log), "%s/mp.log", m->dir);
-        m->pid = fork();
-        if (m->pid == 0) {
-                int lfd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-                prctl(PR_SET_PDEATHSIG, SIGKILL);
-                if (lfd >= 0) {
-                        dup2(lfd, STDOUT_FILENO);
-                        dup2(lfd, STDERR_FILENO);
-                }
-                setenv("NOTIFY_SOCKET", m->notify, 1);
-                execl(m->mp, m->mp, "serve", "--state-dir", m->state, "--listen", "127.0.0.1:0",
-                      "--https-listen", "off", "--console-listen", m->console ? "127.0.0.1:0" : "off",
-                      "--push-rate", m->rate, "--push-batch", m->batch, (char *)NULL);
-                _exit(127);
-        }
-        if (wait_ready(m->notify_fd, m->pid) < 0) {
-                fprintf(stderr, "mp-swarm: %s did not start; see %s\n", m->mp, log);
-                kill(m->pid, SIGKILL);
-                exit(1);
-        }
-        snprintf(path, sizeof(path), "%s/ports", m->state);
-        FILE *pf = fopen(path, "re");
-        s->port = 0;
-        while (pf && fgets(line, sizeof(line), pf))
-                if (startswith(line, "tcp=")) {
-                        line[strcspn(line, "\n")] = 0;
-                        if (parse_u64(line + 4, 1, 65535, &v) == 0)
-                                s->port = (uint16_t)v;
-                }
-        if (pf)
-                fclose(pf);
-        if (!s->port)
-                die("ports", EIO);
-}
-
-/* SIGTERM: every channel gets GOODBYE(shutdown), then the MP exits. */
-static void mp_stop(struct swarm *s, struct mp_run *m, unsigned expect) {
+/* SIGTERM: every channel gets GOODBYE(shutdown), then the MPs exit. */
+static void stop_nodes(struct swarm *s, struct swarm_node *nodes, unsigned n, unsigned expect) {
         double t_term = now_s();
         int status = 0;
 
         s->goodbyes = 0;
-        kill(m->pid, SIGTERM);
+        for (unsigned i = 0; i < n; i++)
+                kill(nodes[i].pid, SIGTERM);
         run_until(s, &s->goodbyes, expect, 60, NULL);
         double t_goodbye = now_s() - t_term;
-        waitpid(m->pid, &status, 0);
-        printf("SIGTERM:              %u GOODBYE(shutdown) in %.3f s (RetryAfterSeconds %u), MP exited %d "
+        for (unsigned i = 0; i < n; i++)
+                waitpid(nodes[i].pid, &status, 0);
+        printf("SIGTERM:              %u GOODBYE(shutdown) in %.3f s (RetryAfterSeconds %u), MPs exited "
                "after %.3f s\n",
-               s->goodbyes, t_goodbye, s->retry_max, WIFEXITED(status) ? WEXITSTATUS(status) : -1,
-               now_s() - t_term);
+               s->goodbyes, t_goodbye, s->retry_max, now_s() - t_term);
         fflush(stdout);
 }
 
-/* All agents back at once after a restart; resume: offer the kept tickets. */
-static void storm(struct swarm *s, struct mp_run *m, bool resume) {
+/* All agents back at once after a restart of every node on its state
+ * directory; resume: offer the kept tickets. */
+static void storm(struct swarm *s, const struct swarm_nodes_config *nc, struct swarm_node *nodes,
+                  bool resume) {
         double rss, cpu0, cpu, t0, t;
         unsigned next = 0;
 
@@ -658,77 +520,121 @@ static void storm(struct swarm *s, struct mp_run *m, bool resume) {
         }
         s->ready = s->failed = s->resumed = s->retries = s->n_retry = 0;
         s->retry = true;
-        mp_start(s, m);
-        proc_figures(m->pid, &rss, &cpu0);
+        swarm_nodes_restart(nc, nodes);
+        for (unsigned i = 0; i < nc->n; i++)
+                s->ports[i] = nodes[i].port;
+        swarm_nodes_figures(nodes, nc->n, &rss, &cpu0);
         t0 = now_s();
         run_until(s, &s->ready, s->n, 600, &next);
         t = now_s() - t0;
         s->retry = false;
-        proc_figures(m->pid, &rss, &cpu);
+        swarm_nodes_figures(nodes, nc->n, &rss, &cpu);
         printf("storm %-14s %u of %u back in %.2f s, %.0f sign-ins/s, %u resumed TLS sessions, %u "
                "connection "
                "attempts failed and retried; MP CPU %.2f s, %.0f sign-ins per MP CPU second\n",
                resume ? "(resumption):" : "(full):", s->ready, s->n, t, t > 0 ? s->ready / t : 0.0,
                s->resumed, s->retries, cpu - cpu0, cpu > cpu0 ? s->ready / (cpu - cpu0) : 0.0);
         fflush(stdout);
-        mp_stop(s, m, s->ready);
+        stop_nodes(s, nodes, nc->n, s->ready);
 }
 
-int main(int argc, char **argv) {
+static void parse_args(int argc, char **argv, struct swarm *s, struct options *o) {
         static const struct option opts[] = {
                 {"clients", required_argument, NULL, 'n'},
                 {"mp", required_argument, NULL, 'm'},
                 {"push-rate", required_argument, NULL, 'r'},
                 {"push-batch", required_argument, NULL, 'b'},
                 {"storm-inflight", required_argument, NULL, 'i'},
-                {"no-storm", no_argument, NULL, 'S'},
+                {"no-storm", no_argument, NULL, 'X'},
+                {"nodes", required_argument, NULL, 'N'},
+                {"store", required_argument, NULL, 'S'},
                 {"console", required_argument, NULL, 'c'},
                 {"help", no_argument, NULL, 'h'},
                 {},
         };
-        struct mp_run m = {.mp = TETHER_MP_BIN, .rate = "0", .batch = "500"};
-        struct swarm s = {.n = 1000, .max_inflight = 256};
-        unsigned storm_inflight = 1000;
-        bool do_storm = true;
-        struct rlimit rl;
         uint64_t v;
         int c;
 
-        while ((c = getopt_long(argc, argv, "n:m:r:b:i:Sc:h", opts, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "n:m:r:b:i:XN:S:c:h", opts, NULL)) >= 0) {
                 switch (c) {
                 case 'n':
                         if (parse_u64(optarg, 1, 100000, &v) < 0)
                                 die("--clients", EINVAL);
-                        s.n = (unsigned)v;
+                        s->n = (unsigned)v;
+                        break;
+                case 'N':
+                        if (parse_u64(optarg, 1, SWARM_MAX_NODES, &v) < 0)
+                                die("--nodes (1 to 8)", EINVAL);
+                        o->n_nodes = (unsigned)v;
                         break;
                 case 'm':
-                        m.mp = optarg;
+                        o->mp = optarg;
                         break;
                 case 'r':
-                        m.rate = optarg;
+                        o->rate = optarg;
                         break;
                 case 'b':
-                        m.batch = optarg;
+                        o->batch = optarg;
                         break;
                 case 'i':
                         if (parse_u64(optarg, 1, 100000, &v) < 0)
                                 die("--storm-inflight", EINVAL);
-                        storm_inflight = (unsigned)v;
+                        o->storm_inflight = (unsigned)v;
+                        break;
+                case 'X':
+                        o->storm = false;
                         break;
                 case 'S':
-                        do_storm = false;
+                        o->store = optarg;
                         break;
                 case 'c':
-                        m.console = optarg;
+                        o->console = optarg;
                         break;
                 default:
                         printf("Usage: mp-swarm [--clients N (1000)] [--mp PATH] [--push-rate N (0: "
                                "unlimited)] [--push-batch N (500)] [--storm-inflight N (1000)] "
-                               "[--no-storm] [--console SCRIPT]\n");
-                        return c == 'h' ? 0 : 2;
+                               "[--no-storm] [--nodes N (1) --store postgresql://...] [--console SCRIPT]\n");
+                        exit(c == 'h' ? 0 : 2);
                 }
         }
+}
 
+static double per_s(double n, double seconds) {
+        return seconds > 0 ? n / seconds : 0;
+}
+
+/* The rows the database wrote since before (after the statistics collector
+ * caught up), per second over seconds; -1 without PostgreSQL. */
+static double db_rows_per_s(const char *store, long long before, double seconds) {
+        long long after;
+
+        if (before < 0)
+                return -1;
+        sleep(1);
+        after = swarm_db_rows(store);
+        return after < 0 ? -1 : per_s((double)(after - before), seconds);
+}
+
+static void print_db(const char *what, double rows_per_s) {
+        if (rows_per_s < 0)
+                printf("%-22s(SQLite: not measured)\n", what);
+        else
+                printf("%-22s%.0f rows/s\n", what, rows_per_s);
+}
+
+int main(int argc, char **argv) {
+        struct options o = {.mp = TETHER_MP_BIN,
+                            .rate = "0",
+                            .batch = "500",
+                            .n_nodes = 1,
+                            .storm_inflight = 1000,
+                            .storm = true};
+        struct swarm s = {.n = 1000, .max_inflight = 256};
+        struct swarm_node nodes[SWARM_MAX_NODES] = {0};
+        struct rlimit rl;
+        char load[128];
+
+        parse_args(argc, argv, &s, &o);
         /* Both ends need an fd each per connection. */
         if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
                 rl.rlim_cur = rl.rlim_max;
@@ -740,33 +646,34 @@ int main(int argc, char **argv) {
         signal(SIGPIPE, SIG_IGN);
         curl_global_init(CURL_GLOBAL_DEFAULT);
 
-        char path[160];
-        snprintf(m.dir, sizeof(m.dir), "/tmp/mp-swarm-XXXXXX");
-        if (!mkdtemp(m.dir))
+        char dir[] = "/tmp/mp-swarm-XXXXXX", path[192], config[192];
+        if (!mkdtemp(dir))
                 die("mkdtemp", errno);
-        snprintf(m.state, sizeof(m.state), "%s/state", m.dir);
-        snprintf(m.notify, sizeof(m.notify), "%s/notify", m.dir);
-        snprintf(m.sock, sizeof(m.sock), "%s/admin.sock", m.state);
         /* Every simulated agent comes from 127.0.0.1: the per-address cap
          * would stand for one host, not a fleet. The global caps stay. */
-        snprintf(m.config, sizeof(m.config), "%s/mp.conf", m.dir);
-        FILE *cf = fopen(m.config, "we");
+        snprintf(config, sizeof(config), "%s/mp.conf", dir);
+        FILE *cf = fopen(config, "we");
         if (!cf || fprintf(cf, "[MP]\nMaxUnauthenticatedPerAddress=1000000\n") < 0 || fclose(cf) != 0)
                 die("mp.conf", EIO);
+        struct swarm_nodes_config nc = {.mp = o.mp,
+                                        .dir = dir,
+                                        .config = config,
+                                        .store = o.store,
+                                        .rate = o.rate,
+                                        .batch = o.batch,
+                                        .console = o.console != NULL,
+                                        .n = o.n_nodes};
+        swarm_nodes_start(&nc, nodes);
+        s.n_nodes = o.n_nodes;
+        for (unsigned i = 0; i < o.n_nodes; i++)
+                s.ports[i] = nodes[i].port;
 
-        m.notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        strscpy(sa.sun_path, sizeof(sa.sun_path), m.notify);
-        if (m.notify_fd < 0 || bind(m.notify_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-                die("notify socket", errno);
-
-        mp_start(&s, &m);
         struct tether_key *tls_key = NULL;
-        snprintf(path, sizeof(path), "%s/tls.key", m.state);
+        snprintf(path, sizeof(path), "%s/tls.key", nodes[0].state);
         if (tether_key_load_private(path, &tls_key) < 0 || tether_key_fingerprint(tls_key, s.pin) < 0)
                 die("tls.key", EIO);
         tether_key_free(tls_key);
-        snprintf(path, sizeof(path), "%s/site.pub", m.state);
+        snprintf(path, sizeof(path), "%s/site.pub", nodes[0].state);
         if (tether_key_load_public(path, &s.site_key) < 0)
                 die("site.pub", EIO);
 
@@ -780,55 +687,66 @@ int main(int argc, char **argv) {
                 client_setup(&s, &s.clients[i]);
 
         double rss0, rss, cpu, cpu0;
-        proc_figures(m.pid, &rss0, &cpu0);
-        printf("mp-swarm: %u clients against %s (pid %d), push rate %s/s, batch %s; MP RSS before: %.1f "
-               "MiB\n",
-               s.n, m.mp, m.pid, m.rate, m.batch, rss0);
+        swarm_nodes_figures(nodes, o.n_nodes, &rss0, &cpu0);
+        swarm_load(load, sizeof(load));
+        printf("mp-swarm: %u clients over %u node(s) (%s), push rate %s/s, batch %s\n", s.n, o.n_nodes,
+               o.store ? "PostgreSQL" : "SQLite", o.rate, o.batch);
+        printf("machine:              %s at the start (shared: other work runs too)\n", load);
 
+        long long rows0 = swarm_db_rows(o.store);
         double t0 = now_s();
         unsigned next = 0;
         run_until(&s, &s.ready, s.n, 600, &next);
         double t_signed_in = now_s() - t0;
-        proc_figures(m.pid, &rss, &cpu);
-        printf("signed in:            %u of %u in %.2f s, %.0f sign-ins/s (%u failed); MP RSS %.1f MiB, CPU "
+        swarm_nodes_figures(nodes, o.n_nodes, &rss, &cpu);
+        printf("signed in:            %u of %u in %.2f s (%u failed): %.0f sign-ins/s; MP RSS %.1f MiB, CPU "
                "%.2f s\n",
-               s.ready, s.n, t_signed_in, t_signed_in > 0 ? s.ready / t_signed_in : 0.0, s.failed, rss,
-               cpu - cpu0);
+               s.ready, s.n, t_signed_in, s.failed, per_s(s.ready, t_signed_in), rss, cpu - cpu0);
+        print_db("database, sign-ins:", db_rows_per_s(o.store, rows0, t_signed_in));
         /* Idle: what a held connection costs once its handshake is over. */
         sleep(getenv("MP_SWARM_IDLE") ? (unsigned)strtoul(getenv("MP_SWARM_IDLE"), NULL, 10) : 2);
-        proc_figures(m.pid, &rss, &cpu);
-        printf("idle memory:          MP RSS %.1f MiB, %.1f KiB per connection ((RSS - RSS before) / %u)\n",
-               rss, s.ready ? (rss - rss0) * 1024.0 / s.ready : 0.0, s.ready);
+        swarm_nodes_figures(nodes, o.n_nodes, &rss, &cpu);
+        printf("idle memory:          MP RSS %.1f MiB, %.1f KiB per connection (RSS growth over all nodes / "
+               "%u)\n",
+               rss, per_s((rss - rss0) * 1024.0, s.ready), s.ready);
         fflush(stdout);
 
-        long held = admin_connections(m.sock);
+        long held = 0;
+        for (unsigned i = 0; i < o.n_nodes; i++)
+                held += admin_connections(nodes[i].sock);
         double cpu_before_push = cpu;
+        long long rows1 = swarm_db_rows(o.store);
         double t_push = now_s();
-        if (m.console)
-                console_round(&s, m.console, m.dir, m.state, m.mp);
-        else if (admin_push_all(m.sock) < 0)
+        if (o.console)
+                console_round(&s, o.console, dir, nodes[0].state, o.mp);
+        else if (admin_push_all(nodes[0].sock) < 0)
                 die("push", EIO);
         else
                 run_until(&s, &s.acked, s.ready, 600, NULL);
         double t_end = now_s();
-        proc_figures(m.pid, &rss, &cpu);
+        swarm_nodes_figures(nodes, o.n_nodes, &rss, &cpu);
 
-        printf("connections held:     %ld (MP's count), %u signed in here\n", held, s.ready);
-        printf("fan-out:              %u pushes received, last after %.3f s\n", s.pushed,
-               s.pushed ? s.t_last_push - t_push : 0.0);
-        printf("last response acked:  %u of %u after %.3f s\n", s.acked, s.ready,
-               s.acked ? s.t_last_ack - t_push : t_end - t_push);
-        printf("MP RSS:               %.1f MiB\n", rss);
+        double fan = s.pushed ? s.t_last_push - t_push : 0.0;
+        double resp = s.acked ? s.t_last_ack - t_push : t_end - t_push;
+        printf("connections held:     %ld (the MPs' count), %u signed in here\n", held, s.ready);
+        printf("fan-out:              %u pushes received, last after %.3f s: %.0f pushes/s\n", s.pushed, fan,
+               per_s(s.pushed, fan));
+        printf("responses recorded:   %u of %u acknowledged, last after %.3f s: %.0f responses/s\n", s.acked,
+               s.ready, resp, per_s(s.acked, resp));
+        print_db("database, push round:", db_rows_per_s(o.store, rows1, resp));
+        printf("MP RSS:               %.1f MiB over %u node(s)\n", rss, o.n_nodes);
         printf("MP CPU seconds:       %.2f total, %.2f for the push round\n", cpu - cpu0,
                cpu - cpu_before_push);
+        swarm_load(load, sizeof(load));
+        printf("machine:              %s at the end\n", load);
         fflush(stdout);
 
         unsigned acked = s.acked;
-        mp_stop(&s, &m, s.acked + s.failed);
-        if (do_storm) {
-                s.max_inflight = storm_inflight;
-                storm(&s, &m, true);
-                storm(&s, &m, false);
+        stop_nodes(&s, nodes, o.n_nodes, s.acked + s.failed);
+        if (o.storm) {
+                s.max_inflight = o.storm_inflight;
+                storm(&s, &nc, nodes, true);
+                storm(&s, &nc, nodes, false);
         }
         for (unsigned i = 0; i < s.n; i++) {
                 struct client *cl = &s.clients[i];
@@ -840,9 +758,9 @@ int main(int argc, char **argv) {
         free(s.retry_q);
         tether_key_free(s.site_key);
         char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", m.dir);
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
         if (system(cmd) != 0)
-                fprintf(stderr, "mp-swarm: could not remove %s\n", m.dir);
+                fprintf(stderr, "mp-swarm: could not remove %s\n", dir);
         curl_global_cleanup();
         return acked == s.n ? 0 : 1;
 }

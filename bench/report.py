@@ -441,5 +441,9 @@ def write_report(results, out_path, made, machine, load):
     w("python3 bench/bench.py report --build build/release")
     w("```")
     w("")
+    w("Several MP nodes on one PostgreSQL (1 and 3 nodes): `bench/scaling.sh [CLIENTS]`")
+    w("(`mp-swarm --nodes N --store URL`); the figures and the sizing they give are in")
+    w("docs/SCALING.md.")
+    w("")
     with open(out_path, "w") as f:
         f.write("\n".join(L))

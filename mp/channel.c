@@ -474,7 +474,9 @@ static int handle_response(struct mp_session *s, struct mp_conn *c, const struct
                 log_error_errno(r, "Failed to store the response of '%s' for TaskGUID %s: %m", s->client_id,
                                 resp->task_guid);
                 tether_msg_free(msg);
-                return 0; /* no ACK: the agent re-sends it */
+                /* No ACK: the agent re-sends it, but only after it
+                 * reconnects; the caller closes a TCP channel for that. */
+                return -EAGAIN;
         }
         {
                 char push_id[32], guid[64], rc[32];
@@ -735,6 +737,16 @@ static int channel_frame(struct mp_conn *c, const struct tether_frame *frame) {
                 protocol_error(c, &diag);
                 return r;
         }
+        if (r == -EAGAIN) {
+                /* A response the store could not take (the database is
+                 * away): the agent re-sends its unacknowledged responses at
+                 * every connection, so this one must end, or the response
+                 * would wait for the next link failure. */
+                log_warning("Closing the channel of '%s' so that it re-sends the response not stored",
+                            c->session->client_id);
+                mp_conn_close_after_flush(c);
+                return r;
+        }
         if (r < 0)
                 log_warning_errno(r, "Failed to handle %s from '%s', ignoring: %m",
                                   tether_frame_type_name(frame->type), c->session->client_id);
@@ -762,6 +774,13 @@ int mp_channel_input(struct mp_conn *c, const uint8_t *data, size_t len) {
                 }
                 data += used;
                 len -= used;
+                if (r == 1 && c->overloaded) {
+                        /* Refused at the handshake (GOODBYE(overloaded)
+                         * sent): its first frame, read, is not looked at. */
+                        tether_frame_free(frame);
+                        mp_conn_close_after_flush(c);
+                        return 0;
+                }
                 if (r == 1) {
                         r = channel_frame(c, frame);
                         tether_frame_free(frame);

@@ -430,10 +430,13 @@ static int conn_handshake(struct mp_conn *c) {
         if (r < 0)
                 conn_log_refused_key(c, r);
         if (c->overloaded && c->kind == MP_CONN_CHANNEL) {
-                /* The contract's refusal: come back later, or elsewhere. */
+                /* The contract's refusal: come back later, or elsewhere.
+                 * The connection ends once the SIGNIN an agent sends right
+                 * after its handshake is read (mp_channel_input): closed
+                 * with it unread, the socket would send a reset, which
+                 * can discard the GOODBYE before the agent reads it. */
                 (void)mp_channel_goodbye(c, TETHER_GOODBYE_OVERLOADED, c->srv->cfg->overload_retry_after);
-                mp_conn_close_after_flush(c);
-                return 0;
+                return 1;
         }
         return 1;
 }

@@ -240,6 +240,21 @@ static int poll_reply(struct mp_conn *c, struct mp_session *s, unsigned hold) {
         return 0;
 }
 
+/* A response the store could not take (the database is away): the agent
+ * re-sends its unacknowledged responses only when it connects again, which
+ * GOODBYE(overloaded) makes it do, at another node if it has one
+ * (PROTOCOL-v1 7.4). The acknowledgements of this poll go with it: the
+ * responses they named come again and are acknowledged as duplicates. */
+static int respond_unstored(struct mp_conn *c, struct mp_session *s) {
+        log_warning("A response from '%s' could not be stored: answering the poll with "
+                    "GOODBYE(overloaded, RetryAfterSeconds=1) so that it is sent again",
+                    s->client_id);
+        c->session = NULL;
+        if (s->conn == c)
+                s->conn = NULL;
+        return respond_goodbye(c, TETHER_GOODBYE_OVERLOADED, 1);
+}
+
 int mp_https_channel(struct mp_conn *c, const char *query) {
         struct mp_server *srv = c->srv;
         struct mp_http *h = c->http;
@@ -248,7 +263,7 @@ int mp_https_channel(struct mp_conn *c, const char *query) {
         struct mp_session *s = NULL;
         const uint8_t *p = h->body;
         size_t left = h->body_len;
-        bool first = true;
+        bool first = true, unstored = false;
         unsigned hold = query_hold(query);
         int r;
 
@@ -290,7 +305,10 @@ int mp_https_channel(struct mp_conn *c, const char *query) {
                         r = tether_diag_set(&diag, TETHER_DIAG_BAD_TYPE, "a second SIGNIN in one poll");
                 } else {
                         r = mp_session_frame(s, c, frame, &h->acks, &h->n_acks, &diag);
-                        if (r < 0 && r != -EBADMSG) {
+                        if (r == -EAGAIN) {
+                                unstored = true;
+                                r = 0;
+                        } else if (r < 0 && r != -EBADMSG) {
                                 log_warning_errno(r, "Failed to handle %s from '%s', ignoring: %m",
                                                   tether_frame_type_name(frame->type), s->client_id);
                                 r = 0;
@@ -317,7 +335,8 @@ int mp_https_channel(struct mp_conn *c, const char *query) {
                 }
                 return respond_goodbye(c, TETHER_GOODBYE_PROTOCOL_ERROR, 0);
         }
-
+        if (unstored)
+                return respond_unstored(c, s);
         return poll_reply(c, s, hold);
 }
 

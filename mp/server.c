@@ -26,6 +26,9 @@
 #include "transport/tls.h"
 
 #define SWEEP_USEC (1000ULL * 1000ULL)
+/* How long a channel refused over a cap waits for the SIGNIN it would
+ * otherwise leave unread (mp/conn.c, conn_handshake). */
+#define MP_OVERLOADED_LINGER_USEC (2ULL * 1000ULL * 1000ULL)
 #define EXPIRE_EVERY_USEC (30ULL * 1000000ULL)
 /* Time for the GOODBYEs to drain; systemd's TimeoutStopSec is 30 s. */
 #define SHUTDOWN_GRACE_USEC (15ULL * 1000000ULL)
@@ -388,8 +391,11 @@ static void sweep_conn(struct mp_server *srv, struct mp_conn *c, uint64_t now) {
         }
         switch (c->kind) {
         case MP_CONN_CHANNEL:
-                if (tether_frame_decoder_partial(c->dec) &&
-                    now - c->frame_start_usec > TETHER_FRAME_DEADLINE_USEC) {
+                if (c->overloaded && now - c->created_usec > MP_OVERLOADED_LINGER_USEC) {
+                        /* GOODBYE(overloaded) sent; no SIGNIN came to read. */
+                        mp_conn_close(c, NULL);
+                } else if (tether_frame_decoder_partial(c->dec) &&
+                           now - c->frame_start_usec > TETHER_FRAME_DEADLINE_USEC) {
                         log_warning("Protocol error from %s: a frame did not arrive whole within 30 s",
                                     c->peer);
                         (void)mp_channel_goodbye(c, TETHER_GOODBYE_PROTOCOL_ERROR, 0);

@@ -32,7 +32,7 @@ struct tether_tls_ctx {
         SSL_CTX *ssl_ctx;
         bool server;
         bool pinned;
-        char pin[FINGERPRINT_HEX_LEN + 1]; /* lowercase hex, when pinned */
+        char *pins; /* "fp1,fp2": lowercase hex, when pinned (owned) */
         /* server: [0] seals new tickets, all open them */
         struct tether_tls_ticket_key tickets[TETHER_TLS_MAX_TICKET_KEYS];
         size_t n_tickets;
@@ -45,7 +45,7 @@ struct tether_tls_conn {
         SSL *ssl;
         bool server;
         bool pinned;
-        char pin[FINGERPRINT_HEX_LEN + 1];
+        char *pins; /* a copy of the context's, when pinned (owned) */
         /* Set by the verify callback when it refused the peer. */
         bool verify_refused;
         char *server_name; /* client: what the kept ticket is for */
@@ -191,6 +191,21 @@ static struct tether_tls_conn *conn_of_store_ctx(X509_STORE_CTX *store) {
         return ssl ? SSL_get_app_data(ssl) : NULL;
 }
 
+/* Whether fp (64 lowercase hex digits) is one of "fp1,fp2,...": several
+ * MP nodes may each present their own key (PROTOCOL-v1 section 7.4). */
+static bool pin_listed(const char *pins, const char *fp) {
+        for (const char *p = pins; p && *p;) {
+                size_t n = strcspn(p, ",");
+
+                if (n == FINGERPRINT_HEX_LEN && memcmp(p, fp, n) == 0)
+                        return true;
+                p += n;
+                if (*p == ',')
+                        p++;
+        }
+        return false;
+}
+
 /* Replaces chain verification on both the server (any client certificate:
  * the TLS handshake already proves the client holds its key, and the
  * identity is that key, checked against the signed SIGNIN) and a pinned
@@ -214,7 +229,7 @@ static int cert_verify_cb(X509_STORE_CTX *store, void *userdata) {
                 X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
                 return 0;
         }
-        if (strcmp(fp, conn->pin) != 0) {
+        if (!pin_listed(conn->pins, fp)) {
                 conn->verify_refused = true;
                 conn_set_error(conn, "pinned key mismatch: got %s", fp);
                 X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
@@ -439,33 +454,51 @@ void tether_tls_client_forget_session(struct tether_tls_ctx *ctx) {
         ctx->session_name = NULL;
 }
 
-/* Accepts 64 hex digits in either case; stores them lowercase. */
-static int parse_pin(const char *text, char ret[FINGERPRINT_HEX_LEN + 1]) {
-        size_t i;
+/* Accepts 64 hex digits in either case, or a comma-separated list of them
+ * (spaces allowed around the commas); returns them lowercase, joined by ','. */
+static int parse_pins(const char *text, char **ret) {
+        _cleanup_(freep) char *out = malloc(strlen(text) + 1);
+        size_t n = 0, digits = 0;
 
-        for (i = 0; i < FINGERPRINT_HEX_LEN; i++) {
-                char c = text[i];
+        if (!out)
+                return -ENOMEM;
+        for (const char *p = text;; p++) {
+                char c = *p;
 
+                if (c == ' ' || c == '\t')
+                        continue;
+                if (c == ',' || c == '\0') {
+                        if (digits != FINGERPRINT_HEX_LEN)
+                                return -EINVAL;
+                        digits = 0;
+                        if (c == '\0')
+                                break;
+                        out[n++] = ',';
+                        continue;
+                }
                 if (c >= 'A' && c <= 'F')
                         c = (char)(c - 'A' + 'a');
-                if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+                if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')) || digits >= FINGERPRINT_HEX_LEN)
                         return -EINVAL;
-                ret[i] = c;
+                out[n++] = c;
+                digits++;
         }
-        if (text[i] != '\0')
-                return -EINVAL;
-        ret[i] = '\0';
+        out[n] = '\0';
+        *ret = TAKE_PTR(out);
         return 0;
 }
 
 int tether_tls_client_new(const char *cert_pem, const struct tether_key *key, const char *ca_file,
                           const char *pinned_fingerprint, struct tether_tls_ctx **ret) {
         struct tether_tls_ctx *ctx = NULL;
-        char pin[FINGERPRINT_HEX_LEN + 1];
+        _cleanup_(freep) char *pins = NULL;
         int r;
 
-        if (pinned_fingerprint && parse_pin(pinned_fingerprint, pin) < 0)
-                return -EINVAL;
+        if (pinned_fingerprint) {
+                r = parse_pins(pinned_fingerprint, &pins);
+                if (r < 0)
+                        return r;
+        }
         if (!pinned_fingerprint && ca_file && access(ca_file, R_OK) < 0)
                 return -errno;
 
@@ -478,7 +511,7 @@ int tether_tls_client_new(const char *cert_pem, const struct tether_key *key, co
         SSL_CTX_sess_set_new_cb(ctx->ssl_ctx, client_new_session_cb);
         if (pinned_fingerprint) {
                 ctx->pinned = true;
-                memcpy(ctx->pin, pin, sizeof(pin));
+                ctx->pins = TAKE_PTR(pins);
                 SSL_CTX_set_cert_verify_callback(ctx->ssl_ctx, cert_verify_cb, NULL);
         } else {
                 int ok = ca_file ? SSL_CTX_load_verify_file(ctx->ssl_ctx, ca_file)
@@ -500,6 +533,7 @@ struct tether_tls_ctx *tether_tls_ctx_free(struct tether_tls_ctx *ctx) {
         tether_tls_client_forget_session(ctx);
         SSL_CTX_free(ctx->ssl_ctx);
         OPENSSL_cleanse(ctx->tickets, sizeof(ctx->tickets));
+        free(ctx->pins);
         free(ctx);
         return NULL;
 }
@@ -530,7 +564,13 @@ int tether_tls_conn_new(struct tether_tls_ctx *ctx, int fd, const char *server_n
                 return -ENOMEM;
         conn->server = ctx->server;
         conn->pinned = ctx->pinned;
-        memcpy(conn->pin, ctx->pin, sizeof(conn->pin));
+        if (ctx->pins) {
+                conn->pins = strdup(ctx->pins);
+                if (!conn->pins) {
+                        free(conn);
+                        return -ENOMEM;
+                }
+        }
         conn->ssl = SSL_new(ctx->ssl_ctx);
         if (!conn->ssl) {
                 r = -ENOMEM;
@@ -595,6 +635,7 @@ struct tether_tls_conn *tether_tls_conn_free(struct tether_tls_conn *conn) {
                 return NULL;
         SSL_free(conn->ssl);
         free(conn->server_name);
+        free(conn->pins);
         free(conn);
         return NULL;
 }

@@ -35,7 +35,9 @@ int tether_tls_server_new(const char *cert_pem, const struct tether_key *key, st
 /* Client: presents the device certificate and key; verifies the server
  * either against ca_file (PEM bundle; NULL for the system store) and the
  * host name, or, when pinned_fingerprint is not NULL, by the SHA-256 of the
- * server key's SubjectPublicKeyInfo instead of the chain. */
+ * server key's SubjectPublicKeyInfo instead of the chain. pinned_fingerprint
+ * may list several, comma-separated (one per MP node): any one matches.
+ * -EINVAL when one is not 64 hex digits. */
 int tether_tls_client_new(const char *cert_pem, const struct tether_key *key, const char *ca_file,
                           const char *pinned_fingerprint, struct tether_tls_ctx **ret);
 

@@ -1149,6 +1149,55 @@ static void test_tcp_reconnect_floor(void **state) {
         assert_true(now_usec() - t0 >= 1 * SEC);
 }
 
+/* PROTOCOL-v1 7.4: [mp] host lists several addresses, tried in the order
+ * given when there is no seed: the first refuses, the second takes the
+ * channel. Then a move (GOODBYE(overloaded), RetryAfterSeconds=1) leaves
+ * it for the next address no sooner than 1 s, and after a round of
+ * failures the channel comes back to the one that works. */
+static const struct state_rec *connecting_to(uint16_t port, uint64_t after) {
+        char peer[64];
+
+        snprintf(peer, sizeof(peer), "127.0.0.1:%u", (unsigned)port);
+        for (unsigned i = 0; i < F->n_states; i++)
+                if (F->states[i].state == TETHER_CHANNEL_CONNECTING && F->states[i].at >= after &&
+                    strcmp(F->states[i].detail, peer) == 0)
+                        return &F->states[i];
+        return NULL;
+}
+
+static uint64_t move_t0;
+static bool tried_refusing_after_move(void) {
+        return connecting_to(F->https.port, move_t0) != NULL;
+}
+
+static void test_addresses_next_and_move(void **state) {
+        char list[128], want[128];
+
+        server_listen(&F->tcp); /* F->https is bound, not listening: refuses */
+        snprintf(list, sizeof(list), "127.0.0.1:%u, 127.0.0.1:%u", (unsigned)F->https.port,
+                 (unsigned)F->tcp.port);
+        F->cfg.host = list;
+        new_channel();
+        assert_int_equal(tether_channel_start(F->ch), 0);
+        assert_true(run_until(one_signin, 5 * SEC));
+        assert_true(run_until(is_connected, 5 * SEC));
+        assert_non_null(connecting_to(F->https.port, 0));
+        snprintf(want, sizeof(want), "Failed to connect to 127.0.0.1:%u: Connection refused",
+                 (unsigned)F->https.port);
+        assert_string_equal(last_state(TETHER_CHANNEL_DISCONNECTED)->detail, want);
+        assert_non_null(connecting_to(F->tcp.port, 0));
+        tether_channel_confirmed(F->ch, 20);
+
+        move_t0 = now_usec();
+        tether_channel_move(F->ch, 1, "overloaded");
+        assert_int_equal(tether_channel_get_state(F->ch), TETHER_CHANNEL_DISCONNECTED);
+        assert_true(run_until(tried_refusing_after_move, 5 * SEC));
+        assert_true(connecting_to(F->https.port, move_t0)->at - move_t0 >= 1 * SEC);
+        /* that failure ends the round: the backoff (at most 1 s for the
+         * first), then the address that works again */
+        assert_true(run_until(two_signins, 10 * SEC));
+}
+
 /* ------------------------------------------------------------------ */
 /* HTTPS                                                               */
 /* ------------------------------------------------------------------ */
@@ -1432,6 +1481,37 @@ static void test_https_wrong_pin(void **state) {
         assert_int_equal(F->https.n_posts, 0);
 }
 
+/* Several nodes, each its own key: a list of pins, any one matching, over
+ * HTTPS (libcurl's "sha256//a;sha256//b") and over TCP. */
+static bool connected_tcp(void) {
+        return count_state(TETHER_CHANNEL_CONNECTED, "tcp") > 0;
+}
+
+static void test_pin_list_https_and_tcp(void **state) {
+        struct tether_key *other = NULL;
+        char fp[TETHER_FINGERPRINT_LEN], list[3 * TETHER_FINGERPRINT_LEN];
+
+        server_listen(&F->https);
+        server_listen(&F->tcp);
+        assert_int_equal(tether_key_generate(TETHER_KEY_EC_P256, &other), 0);
+        assert_int_equal(tether_key_fingerprint(other, fp), 0);
+        tether_key_free(other);
+        snprintf(list, sizeof(list), "%s,%s", fp, F->mp_fp);
+        F->cfg.pinned_fingerprint = list;
+        F->cfg.mode = TETHER_CHANNEL_HTTPS;
+        new_channel();
+        assert_int_equal(tether_channel_start(F->ch), 0);
+        assert_true(run_until(is_connected, 10 * SEC));
+        assert_true(F->https.n_posts > 0);
+        tether_channel_free(F->ch);
+        F->ch = NULL;
+
+        F->cfg.mode = TETHER_CHANNEL_TCP;
+        new_channel();
+        assert_int_equal(tether_channel_start(F->ch), 0);
+        assert_true(run_until(connected_tcp, 10 * SEC));
+}
+
 static void cb_policy(void *userdata, int error, long http_status, const uint8_t *body, size_t len,
                       const char *signature_b64, const char *etag) {
         struct fixture *f = userdata;
@@ -1510,6 +1590,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_tcp_send_failure_reported_from_loop, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_tcp_stop_goodbye, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_tcp_reconnect_floor, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_addresses_next_and_move, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_pin_list_https_and_tcp, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_https_forced, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_auto_fallback_and_back, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_auto_handshake_deadline, setup, teardown),

@@ -151,6 +151,38 @@ static void test_missing_main_file(void **state) {
         tether_config_free(c);
 }
 
+/* PROTOCOL-v1 7.4: several MP addresses and one pinned key per node. */
+static void test_mp_lists(void **state) {
+        struct tether_config *c = NULL;
+        const char *a = "AB:cd000000000000000000000000000000000000000000000000000000000001";
+        char two[200];
+
+        assert_int_equal(tether_config_new_default(&c), 0);
+        assert_int_equal(tether_config_set(c, "x", 1, "mp", "host", "mp1, mp2:10200 ,[::1]:10123"), 0);
+        assert_string_equal(c->mp_host, "mp1, mp2:10200 ,[::1]:10123");
+        assert_int_equal(tether_config_set(c, "x", 2, "mp", "host", "mp1,,mp2"), -EINVAL);
+        assert_string_equal(c->mp_host, "mp1, mp2:10200 ,[::1]:10123"); /* kept */
+        assert_int_equal(tether_config_set(c, "x", 3, "mp", "host", "mp1,mp1"), -EINVAL);
+        assert_int_equal(tether_config_set(c, "x", 4, "mp", "host", "mp1:99999"), -EINVAL);
+        assert_string_equal(c->errors[0], "x:2: [mp] host: an empty or over-long host: 'mp1,,mp2'");
+        assert_string_equal(c->errors[1], "x:3: [mp] host: an address is listed twice: 'mp1,mp1'");
+
+        snprintf(two, sizeof(two), "%s , %s", a,
+                 "1111111111111111111111111111111111111111111111111111111111111111");
+        assert_int_equal(tether_config_set(c, "x", 5, "mp", "server_fingerprint", two), 0);
+        assert_string_equal(c->server_fingerprint,
+                            "abcd000000000000000000000000000000000000000000000000000000000001,"
+                            "1111111111111111111111111111111111111111111111111111111111111111");
+        snprintf(two, sizeof(two), "%s,abc", a);
+        assert_int_equal(tether_config_set(c, "x", 6, "mp", "server_fingerprint", two), -EINVAL);
+        assert_int_equal(tether_config_set(c, "x", 7, "mp", "server_fingerprint", "abc,"), -EINVAL);
+        /* the site key stays one fingerprint */
+        snprintf(two, sizeof(two), "%s,%s", a, a);
+        assert_int_equal(tether_config_set(c, "x", 8, "trust", "site_key_fingerprint", two), -EINVAL);
+        assert_int_equal(c->n_errors, 6);
+        tether_config_free(c);
+}
+
 static void test_set_and_cycles(void **state) {
         struct tether_config *c = NULL;
 
@@ -328,6 +360,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_long_line, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_documented_defaults, setup, teardown),
                 cmocka_unit_test(test_start_delay_after_boot),
+                cmocka_unit_test(test_mp_lists),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

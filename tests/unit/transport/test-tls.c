@@ -278,6 +278,39 @@ static void test_pin_uppercase_and_bad_pins(void **state) {
         assert_null(ctx);
 }
 
+/* Several MP nodes, each with its own key: any pin of the list matches,
+ * none matching is refused, and a bad element fails the whole list. */
+static void test_pin_list(void **state) {
+        struct fixture *f = *state;
+        struct tether_tls_ctx *ctx = NULL;
+        char list[3 * TETHER_FINGERPRINT_LEN + 16];
+        struct pair p;
+
+        snprintf(list, sizeof(list), "%s, %s", f->stranger.fp, f->server.fp);
+        pair_open(&p, &f->server, &f->client, NULL, list, NULL);
+        pair_handshake(&p);
+        assert_int_equal(p.c_result, 1);
+        pair_close(&p);
+
+        snprintf(list, sizeof(list), "%s,%s", f->server.fp, f->stranger.fp);
+        pair_open(&p, &f->server, &f->client, NULL, list, NULL);
+        pair_handshake(&p);
+        assert_int_equal(p.c_result, 1);
+        pair_close(&p);
+
+        snprintf(list, sizeof(list), "%s,%s", f->stranger.fp, f->client.fp);
+        pair_open(&p, &f->server, &f->client, NULL, list, NULL);
+        pair_handshake(&p);
+        assert_int_equal(p.c_result, -EPERM);
+        pair_close(&p);
+
+        snprintf(list, sizeof(list), "%s,abcd", f->server.fp);
+        assert_int_equal(tether_tls_client_new(f->client.cert, f->client.key, NULL, list, &ctx), -EINVAL);
+        snprintf(list, sizeof(list), "%s,", f->server.fp);
+        assert_int_equal(tether_tls_client_new(f->client.cert, f->client.key, NULL, list, &ctx), -EINVAL);
+        assert_null(ctx);
+}
+
 static void test_ca_file_of_another_cert(void **state) {
         struct fixture *f = *state;
         struct pair p;
@@ -629,6 +662,7 @@ int main(void) {
                 cmocka_unit_test(test_pinned_handshake_and_data),
                 cmocka_unit_test(test_wrong_pin),
                 cmocka_unit_test(test_pin_uppercase_and_bad_pins),
+                cmocka_unit_test(test_pin_list),
                 cmocka_unit_test(test_ca_file_of_another_cert),
                 cmocka_unit_test(test_ca_file_and_host_name),
                 cmocka_unit_test(test_host_name_mismatch),
