@@ -15,6 +15,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "common/cleanup.h"
 #include "common/fsutil.h"
 #include "common/log.h"
 #include "common/strutil.h"
@@ -92,6 +93,25 @@ int mp_listen_tcp(const char *spec, int *ret_fd, uint16_t *ret_port) {
         return 0;
 }
 
+/* Gives the socket just bound to group, through an O_PATH descriptor of
+ * exactly that inode (a link renamed over it in between is not followed). */
+static int admin_socket_group(const char *path, const char *group) {
+        _cleanup_(closep) int fd = -1;
+        struct group *g = getgrnam(group);
+        struct stat st;
+
+        if (!g)
+                return -ENOENT;
+        fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISSOCK(st.st_mode))
+                return -ENOTSOCK;
+        return fchownat(fd, "", (uid_t)-1, g->gr_gid, AT_EMPTY_PATH) < 0 ? -errno : 0;
+}
+
 static int listen_unix(const struct mp_config *cfg, int *ret_fd) {
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
         struct stat st;
@@ -118,7 +138,9 @@ static int listen_unix(const struct mp_config *cfg, int *ret_fd) {
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return -errno;
-        old = umask(0177);
+        /* Born with its final mode (0660 with a group, else 0600): nothing
+         * is changed by path afterwards. */
+        old = umask(cfg->admin_group && *cfg->admin_group ? 0117 : 0177);
         r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
         umask(old);
         if (r < 0 || listen(fd, 64) < 0) {
@@ -126,14 +148,10 @@ static int listen_unix(const struct mp_config *cfg, int *ret_fd) {
                 close(fd);
                 return r;
         }
-        if (cfg->admin_group && *cfg->admin_group) {
-                struct group *g = getgrnam(cfg->admin_group);
-
-                if (!g || chown(cfg->admin_socket, (uid_t)-1, g->gr_gid) < 0 ||
-                    chmod(cfg->admin_socket, 0660) < 0)
-                        log_warning("Failed to give group '%s' access to %s, ignoring", cfg->admin_group,
-                                    cfg->admin_socket);
-        }
+        if (cfg->admin_group && *cfg->admin_group &&
+            admin_socket_group(cfg->admin_socket, cfg->admin_group) < 0)
+                log_warning("Failed to give group '%s' access to %s, ignoring", cfg->admin_group,
+                            cfg->admin_socket);
         *ret_fd = fd;
         return 0;
 }

@@ -6,6 +6,7 @@
  * a temporary directory and always kills it.
  */
 #include <errno.h>
+#include <grp.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -648,6 +650,31 @@ static void test_body_budget(void **state) {
         assert_https_answers(f);
 }
 
+/* ---- the admin socket's group ---- */
+
+static int setup_admin_group(void **state) {
+        return start_with_config(state, "AdminSocketGroup=nogroup\n");
+}
+
+/* The socket is born 0660 and given its group through a descriptor of its
+ * own inode (no chmod or chown by path); the admin API still answers. */
+static void test_admin_socket_group(void **state) {
+        struct fixture *f = *state;
+        struct group *g = getgrnam("nogroup");
+        _cleanup_(freep) char *out = NULL;
+        char path[256];
+        struct stat st;
+
+        assert_non_null(g);
+        snprintf(path, sizeof(path), "%s/admin.sock", f->p.state);
+        assert_int_equal(lstat(path, &st), 0);
+        assert_true(S_ISSOCK(st.st_mode));
+        assert_int_equal(st.st_mode & 07777, 0660);
+        assert_int_equal(st.st_gid, g->gr_gid);
+        assert_int_equal(mp_cli(&f->p, &out, (const char *const[]){"status", NULL}), 0);
+        assert_alive(&f->p);
+}
+
 /* ---- TLS cipher policy ---- */
 
 /* openssl s_client with one TLS 1.2 cipher against port; true when the
@@ -1035,6 +1062,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_global_cap, setup_global_cap, teardown),
                 cmocka_unit_test_setup_teardown(test_body_budget, setup_budget, teardown),
                 cmocka_unit_test_setup_teardown(test_tls_ciphers, setup_default, teardown),
+                cmocka_unit_test_setup_teardown(test_admin_socket_group, setup_admin_group, teardown),
                 cmocka_unit_test_setup_teardown(test_rsa1024_client_key_named, setup_default, teardown),
                 cmocka_unit_test_setup_teardown(test_agent_tls_ciphers, setup_default, teardown),
                 cmocka_unit_test_setup_teardown(test_hostname_escaped, setup_default, teardown),
